@@ -1,0 +1,36 @@
+"""File helpers: atomic writes so that an interrupted run never leaves a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` that is renamed onto ``path`` on success.
+
+    The temporary file lives in the same directory so that the final ``os.replace`` is atomic.
+    If the body raises, the temporary file is removed and ``path`` is left untouched.
+
+    Args:
+        path: Destination file.
+
+    Yields:
+        A temporary path to write to; it keeps the destination's suffix so that writers that
+        pick a format from the extension (``ase.io.write``) behave the same.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

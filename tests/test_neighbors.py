@@ -1,0 +1,102 @@
+"""Batched radius graph: equal to brute force, to ASE, and across backends, including edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+
+from remul_ff.data.neighbors import available_backends, radius_graph, radius_graph_brute_force
+from remul_ff.errors import DataError
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def random_batch(sizes: list[int], seed: int, box: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    positions = torch.rand(sum(sizes), 3, generator=gen, dtype=torch.float64) * box
+    molecule_index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return positions, molecule_index
+
+
+def ase_edges(positions: torch.Tensor, molecule_index: torch.Tensor, cutoff: float) -> set[tuple[int, int]]:
+    """Edges from ASE's neighbour list, one molecule at a time (the independent reference)."""
+    edges = set()
+    for m in molecule_index.unique():
+        atoms_idx = (molecule_index == m).nonzero().flatten().numpy()
+        atoms = Atoms(positions=positions[atoms_idx].numpy(), numbers=[1] * len(atoms_idx))
+        i, j = neighbor_list("ij", atoms, cutoff)
+        edges |= {(int(atoms_idx[a]), int(atoms_idx[b])) for a, b in zip(i, j)}
+    return edges
+
+
+def as_set(edge_index: torch.Tensor) -> set[tuple[int, int]]:
+    return {tuple(e) for e in edge_index.T.tolist()}
+
+
+BATCHES = [([9] * 5, 0), ([1, 21, 1, 3, 15, 1], 1), ([1], 2), ([2, 2, 40, 9], 3), ([27] * 3 + [1] * 4, 4)]
+
+
+@pytest.mark.parametrize("sizes,seed", BATCHES)
+@pytest.mark.parametrize("backend", available_backends())
+def test_matches_brute_force_and_ase(sizes, seed, backend):
+    positions, molecule_index = random_batch(sizes, seed)
+    edge_index, edge_vec = radius_graph(positions, 3.0, molecule_index, backend=backend)
+    brute_index, brute_vec = radius_graph_brute_force(positions, 3.0, molecule_index)
+    assert torch.equal(edge_index, brute_index)
+    assert torch.equal(edge_vec, brute_vec)
+    assert as_set(edge_index) == ase_edges(positions, molecule_index, 3.0)
+    assert edge_index.shape[1] > 0 or sum(sizes) == 1
+
+
+def test_backends_agree_exactly():
+    if len(available_backends()) < 2:
+        pytest.skip("torch-cluster is not installed; only one backend to compare")
+    for sizes, seed in BATCHES:
+        positions, molecule_index = random_batch(sizes, seed)
+        a = radius_graph(positions, 2.5, molecule_index, backend="torch")
+        b = radius_graph(positions, 2.5, molecule_index, backend="torch_cluster")
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_atoms_exactly_at_the_cutoff_are_excluded_like_ase(backend):
+    positions = torch.tensor([[0.0, 0, 0], [2.0, 0, 0], [0, 1.999999, 0], [0, 0, 0.5]], dtype=torch.float64)
+    edge_index, _ = radius_graph(positions, 2.0, backend=backend)
+    assert as_set(edge_index) == ase_edges(positions, torch.zeros(4, dtype=torch.long), 2.0)
+    assert (0, 1) not in as_set(edge_index) and (0, 2) in as_set(edge_index)
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_dense_molecule_loses_no_neighbours(backend):
+    """torch-cluster's default max_num_neighbors=32 would drop edges here; we must not."""
+    positions, molecule_index = random_batch([60, 60], seed=5, box=1.0)
+    edge_index, _ = radius_graph(positions, 10.0, molecule_index, backend=backend)
+    assert edge_index.shape[1] == 2 * 60 * 59
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_runs_on_the_tensors_device_and_is_differentiable(device, dtype):
+    positions, molecule_index = random_batch([9, 4, 1], seed=6)
+    positions = positions.to(device, dtype).requires_grad_(True)
+    edge_index, edge_vec = radius_graph(positions, 3.0, molecule_index.to(device))
+    assert edge_index.device.type == device and edge_vec.dtype == dtype
+    edge_vec.norm(dim=-1).sum().backward()
+    assert positions.grad is not None and torch.isfinite(positions.grad).all()
+    ref, _ = radius_graph_brute_force(positions.detach().cpu(), 3.0, molecule_index)
+    assert torch.equal(edge_index.cpu(), ref)
+
+
+def test_periodic_input_is_rejected():
+    positions, molecule_index = random_batch([3], seed=0)
+    with pytest.raises(DataError, match="periodic cells are not supported"):
+        radius_graph(positions, 3.0, molecule_index, pbc=torch.tensor([[True, True, True]]))
+
+
+def test_unsorted_molecule_index_is_rejected():
+    positions, _ = random_batch([4], seed=0)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        radius_graph(positions, 3.0, torch.tensor([0, 1, 0, 1]))
