@@ -1,0 +1,58 @@
+"""Helpers shared by the benchmark scripts: timing, machine description and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_seconds(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def command_line() -> str:
+    """The command that produced the results, as a user would type it."""
+    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md``, both stating the command."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"command": command_line(), "machine": machine(), **payload}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    header = f"Command: `{payload['command']}`\n\nMachine: {payload['machine']}\n\n"
+    (RESULTS / f"{name}.md").write_text(header + markdown)
