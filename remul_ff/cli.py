@@ -42,7 +42,69 @@ def _run_generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(frames)} frames to {args.output}")
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate]
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a potential from a YAML config")
+    p.add_argument("config", help="YAML config file (see examples/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from remul_ff.config import load_config
+    from remul_ff.training.trainer import Trainer
+
+    config = load_config(args.config, args.overrides)
+    Trainer(config, progress=not args.no_progress).run(resume=args.resume)
+    print(f"best model written to {config.output_dir}/model.pt")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy and equivariance of a trained model on a data file")
+    p.add_argument("model", help="model.pt written by remul-ff train")
+    p.add_argument("data", help="labelled data file (extxyz, ASE formats, MD17/rMD17 .npz)")
+    p.add_argument("--format", default="auto", help="data format (default: detect)")
+    p.add_argument("--energy-key", default="energy")
+    p.add_argument("--forces-key", default="forces")
+    p.add_argument("--index", default=":", help="frames to use, e.g. ':100' (default all)")
+    p.add_argument("--rotations", type=int, default=32, help="random rotations K per structure (default 32)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the random rotations")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from remul_ff.data.readers import read_structures
+    from remul_ff.training.checkpoint import MODEL_FILE_KIND, load_file, load_model
+    from remul_ff.training.evaluate import evaluate, format_report
+    from remul_ff.training.trainer import resolve_device
+    from remul_ff.utils.io import atomic_path
+
+    device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
+    model = load_model(args.model, device, dtype)
+    payload = load_file(args.model, MODEL_FILE_KIND)
+    structures = read_structures(args.data, args.format, args.energy_key, args.forces_key, args.index)
+    model.elements.check(torch.as_tensor([int(z) for s in structures for z in set(s.numbers)]))
+    torch.manual_seed(args.seed)
+    loss = payload["training_config"].get("loss", {})
+    report = evaluate(model, structures, payload["e0s"], args.rotations, args.batch_size, device, dtype,
+                      loss.get("energy_weight", 1.0), loss.get("forces_weight", 10.0))
+    print(format_report(report))
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,274 @@
+"""Typed training configuration, parsed from YAML with helpful errors.
+
+A config file has four sections plus the output folder::
+
+    output_dir: runs/xtb_ethanol
+    data:  {path: ..., e0s: average, valid: 0.1, ...}     # DataConfig
+    model: {kind: transformer, width: 128, ...}            # kind + that model's config dataclass
+    loss:  {mode: remul, weighting: gradnorm, ...}         # LossConfig
+    train: {epochs: 100, batch_size: 16, lr: 1e-3, ...}    # TrainConfig
+
+An unknown key is rejected with the closest valid key; a wrong type names the key, the expected
+type and the value given. ``--set section.key=value`` overrides use the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from remul_ff.errors import ConfigError
+
+
+@dataclass
+class GenerateConfig:
+    """Reference data made with GFN2-xTB when ``data.path`` does not exist yet."""
+
+    molecule: str = "ethanol"
+    n_frames: int = 300
+    temperature: float = 500.0
+    timestep: float = 0.5
+    sample_every: int = 20
+    equilibration: int = 200
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the data come from and how they are split.
+
+    Attributes:
+        path: Training data file (extxyz, ASE formats, MD17/rMD17 ``.npz``).
+        format: Reader format; ``auto`` detects it from the file.
+        energy_key: Energy label name in extxyz ``info`` / calculator results.
+        forces_key: Forces label name in extxyz ``arrays`` / calculator results.
+        e0s: ``average``, ``isolated``, ``zero``, an isolated-atoms file, or ``{symbol: eV}``.
+        train: Training frames (fraction or count); ``null`` takes the rest.
+        valid: Validation frames (fraction or count).
+        test: Test frames (fraction or count).
+        split_seed: Seed of the random split.
+        max_frames: Read only the first frames (``null`` reads all).
+        generate: Generate the data with GFN2-xTB when ``path`` is missing.
+    """
+
+    path: str = ""
+    format: str = "auto"
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    e0s: Union[str, dict] = "average"
+    train: Union[int, float, None] = None
+    valid: Union[int, float] = 0.05
+    test: Union[int, float] = 0.0
+    split_seed: int = 0
+    max_frames: Union[int, None] = None
+    generate: Union[GenerateConfig, None] = None
+
+
+@dataclass
+class LossConfig:
+    """The REMUL objective ``alpha * L_task + beta * L_equi`` and its ablations.
+
+    Attributes:
+        mode: ``remul`` (task + equivariance loss), ``augment`` (rotate inputs and labels, no
+            extra loss) or ``none`` (no symmetry at all).
+        target: For ``remul``: compare the prediction on the rotated input with the rotated
+            ``label`` or with the rotated ``prediction`` on the original input (label-free).
+        weighting: ``fixed`` alpha/beta or ``gradnorm`` (Chen et al. 2018).
+        alpha: Weight of the task loss (initial value under GradNorm).
+        beta: Weight of the equivariance loss (initial value under GradNorm).
+        gradnorm_restoring: GradNorm's restoring-force exponent (its ``alpha``).
+        gradnorm_lr: Learning rate of the GradNorm weights.
+        energy_weight: Weight of the per-atom energy MSE (eV²/atom²).
+        forces_weight: Weight of the force MSE ((eV/Å)²).
+    """
+
+    mode: str = "remul"
+    target: str = "label"
+    weighting: str = "fixed"
+    alpha: float = 1.0
+    beta: float = 1.0
+    gradnorm_restoring: float = 1.5
+    gradnorm_lr: float = 0.025
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: Maximum number of epochs.
+        batch_size: Molecules per optimisation step.
+        lr: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        scheduler: ``cosine`` (to ``lr * min_lr_ratio`` over ``epochs``), ``plateau`` or ``constant``.
+        min_lr_ratio: Final learning rate of the cosine schedule, relative to ``lr``.
+        ema_decay: Decay of the exponential moving average of weights (0 disables EMA).
+        clip_grad_norm: Gradient-norm clipping threshold (0 disables it).
+        patience: Early stopping after this many epochs without validation improvement.
+        max_minutes: Wall-clock budget; training stops after the epoch that exceeds it.
+        seed: Seed of weights, shuffling and rotations.
+        device: ``auto``, ``cpu`` or ``cuda`` (``cuda:N``).
+        dtype: ``float32`` or ``float64``.
+        eval_rotations: Random rotations per validation structure for the equivariance error.
+        checkpoint_every: Epochs between checkpoints.
+    """
+
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    scheduler: str = "cosine"
+    min_lr_ratio: float = 0.01
+    ema_decay: float = 0.99
+    clip_grad_norm: float = 10.0
+    patience: int = 50
+    max_minutes: Union[float, None] = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    eval_rotations: int = 4
+    checkpoint_every: int = 1
+
+
+CHOICES = {
+    "loss.mode": ("remul", "augment", "none"),
+    "loss.target": ("label", "prediction"),
+    "loss.weighting": ("fixed", "gradnorm"),
+    "train.scheduler": ("cosine", "plateau", "constant"),
+    "train.dtype": ("float32", "float64"),
+}
+
+
+@dataclass
+class Config:
+    """A whole training run; ``model`` holds ``kind`` plus that model's hyperparameters."""
+
+    output_dir: str = "runs/remul"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=lambda: {"kind": "transformer"})
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def model_kind(self) -> str:
+        """The model name (``transformer`` or ``egnn``)."""
+        return self.model["kind"]
+
+    @property
+    def model_hyperparameters(self) -> dict:
+        """The model section without ``kind``."""
+        return {k: v for k, v in self.model.items() if k != "kind"}
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (YAML/JSON/checkpoint friendly)."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        names = " or ".join(_type_name(a) for a in args)
+        return names + (" or null" if type(None) in typing.get_args(tp) else "")
+    return "mapping" if tp is dict else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+    elif tp is type(None) and value is None:
+        return None
+    elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return parse_section(tp, value, key)
+    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif tp in (int, str, dict) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, but got {value!r} ({type(value).__name__}).")
+
+
+def _reject_unknown(keys: list[str], valid: list[str], prefix: str) -> None:
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys are {', '.join(valid)}."
+            raise ConfigError(f"unknown config key '{prefix}{key}'; {hint}")
+
+
+def parse_section(cls: type, values: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix or 'top level'}' must be a mapping, but got {values!r}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    _reject_unknown(list(values), names, f"{prefix}." if prefix else "")
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(value, hints[key], full)
+        if full in CHOICES and kwargs[key] not in CHOICES[full]:
+            raise ConfigError(f"config key '{full}' must be one of {', '.join(CHOICES[full])}, but got {value!r}.")
+    return cls(**kwargs)
+
+
+def _parse_model(values: Any) -> dict:
+    from remul_ff.models import MODEL_CONFIGS
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section 'model' must be a mapping, but got {values!r}.")
+    kind = values.get("kind", "transformer")
+    if kind not in MODEL_CONFIGS:
+        raise ConfigError(f"config key 'model.kind' must be one of {', '.join(MODEL_CONFIGS)}, but got {kind!r}.")
+    params = {k: v for k, v in values.items() if k != "kind"}
+    return {"kind": kind, **dataclasses.asdict(parse_section(MODEL_CONFIGS[kind], params, "model"))}
+
+
+def config_from_dict(values: dict) -> Config:
+    """Parse a nested dict (e.g. loaded YAML) into a :class:`Config`."""
+    if not isinstance(values, dict):
+        raise ConfigError("the config file must contain a mapping of sections (data, model, loss, train).")
+    values = dict(values)
+    model = _parse_model(values.pop("model", {}))
+    config = parse_section(Config, values)
+    config.model = model
+    return config
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings to a nested dict; values are parsed as YAML scalars."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=5.")
+        key, raw = item.split("=", 1)
+        node = values
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} goes inside '{part}', which is not a section.")
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config file, apply ``--set`` overrides, and validate everything."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"could not read the config file {path} ({exc.strerror}); check the path.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the config file {path} is not valid YAML ({exc}).".replace("\n", " ")) from exc
+    return config_from_dict(apply_overrides(values, list(overrides)))

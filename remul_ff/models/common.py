@@ -1,0 +1,124 @@
+"""Building blocks shared by the potentials: element tables, radial bases, cutoff envelope, energy head."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from remul_ff.errors import DataError
+
+
+def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum rows of ``values`` into ``size`` buckets given by ``index`` (first dimension)."""
+    out = torch.zeros((size,) + values.shape[1:], dtype=values.dtype, device=values.device)
+    return out.index_add_(0, index, values)
+
+
+class ElementTable(nn.Module):
+    """Maps atomic numbers to contiguous species indices, with a readable error for unknown elements."""
+
+    def __init__(self, elements: Sequence[int]) -> None:
+        super().__init__()
+        lookup = torch.full((119,), -1, dtype=torch.long)
+        lookup[torch.as_tensor(sorted(elements))] = torch.arange(len(elements))
+        self.register_buffer("elements", torch.as_tensor(sorted(elements), dtype=torch.long))
+        self.register_buffer("lookup", lookup)
+
+    def __len__(self) -> int:
+        return int(self.elements.numel())
+
+    def symbols(self) -> list[str]:
+        """Chemical symbols of the known elements."""
+        return [chemical_symbols[int(z)] for z in self.elements]
+
+    def check(self, atomic_numbers: torch.Tensor) -> None:
+        """Raise :class:`DataError` naming unknown elements and the ones the model knows."""
+        unknown = sorted({int(z) for z in atomic_numbers.unique() if z < 0 or z > 118 or self.lookup[z] < 0})
+        if unknown:
+            names = ", ".join(chemical_symbols[z] if 0 < z < 119 else str(z) for z in unknown)
+            raise DataError(
+                f"the model was not trained on {names}; it knows only {', '.join(self.symbols())}, "
+                "so train a model on data that contains these elements."
+            )
+
+    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Species index of each atom (``-1`` for unknown elements; call :meth:`check` first)."""
+        return self.lookup[atomic_numbers]
+
+
+class BesselBasis(nn.Module):
+    """``sqrt(2/r_max) sin(n π r / r_max) / r`` for ``n = 1..num_basis`` (DimeNet, NequIP)."""
+
+    def __init__(self, r_max: float, num_basis: int) -> None:
+        super().__init__()
+        self.r_max = float(r_max)
+        self.register_buffer("frequencies", torch.arange(1, num_basis + 1) * math.pi / r_max)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """``[E, num_basis]`` basis values for distances ``r`` of shape ``[E]``."""
+        return math.sqrt(2.0 / self.r_max) * torch.sin(self.frequencies * r[:, None]) / r[:, None]
+
+
+class GaussianBasis(nn.Module):
+    """Gaussians on an even grid over ``[0, r_max]``, width equal to the spacing."""
+
+    def __init__(self, r_max: float, num_basis: int) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(0.0, r_max, num_basis))
+        self.width = r_max / (num_basis - 1)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """``[E, num_basis]`` basis values."""
+        return torch.exp(-0.5 * ((r[:, None] - self.centres) / self.width) ** 2)
+
+
+RADIAL_BASES = {"bessel": BesselBasis, "gaussian": GaussianBasis}
+
+
+def polynomial_envelope(r: torch.Tensor, r_max: float, p: int = 6) -> torch.Tensor:
+    """Smooth cutoff that goes to 0 at ``r_max`` with zero first and second derivatives (DimeNet).
+
+    Multiplying every edge contribution by it keeps energy *and* forces continuous when an
+    atom crosses the cutoff.
+    """
+    u = r / r_max
+    value = 1 - (p + 1) * (p + 2) / 2 * u**p + p * (p + 2) * u ** (p + 1) - p * (p + 1) / 2 * u ** (p + 2)
+    return value * (u < 1)
+
+
+class AtomicEnergyHead(nn.Module):
+    """Per-element scale and shift of a network's per-atom output, plus the fixed E0s.
+
+    ``E_i = scale[Z_i] * y_i + shift[Z_i] + E0[Z_i]``. Scale and shift start from data statistics
+    (force RMS and mean per-atom interaction energy) and are trained; E0s stay fixed.
+
+    E0s are added in float64 even when the network runs in float32: total energies of
+    ~10^4 eV have a float32 resolution of ~1 meV, coarser than the accuracy we train for. They are
+    kept as plain floats (the module's extra state) so that ``model.to(float32)`` cannot round them.
+    """
+
+    def __init__(self, e0s: Sequence[float], scale: float = 1.0, shift: float = 0.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((len(e0s),), float(scale)))
+        self.shift = nn.Parameter(torch.full((len(e0s),), float(shift)))
+        self.e0s = [float(e) for e in e0s]
+
+    def get_extra_state(self) -> dict[str, list[float]]:
+        return {"e0s": self.e0s}
+
+    def set_extra_state(self, state: dict[str, list[float]]) -> None:
+        self.e0s = [float(e) for e in state["e0s"]]
+
+    def forward(self, y: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """``[n]`` float64 atomic energies in eV from raw outputs ``y`` ``[n]``."""
+        e0 = torch.tensor(self.e0s, dtype=torch.float64, device=y.device)[species]
+        return (self.scale[species] * y + self.shift[species]).double() + e0
+
+
+def e0_list(elements: Sequence[int], e0s: Mapping[int, float]) -> list[float]:
+    """E0s ordered like the element table (sorted atomic numbers); missing elements get 0."""
+    return [float(e0s.get(int(z), 0.0)) for z in sorted(elements)]

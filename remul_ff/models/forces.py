@@ -1,0 +1,53 @@
+"""The single place where forces are derived: ``F = -dE/dx`` by autograd from an energy-only model.
+
+Every model in :mod:`remul_ff.models` maps ``(positions, atomic_numbers, molecule_index)`` to
+per-atom energies; training, evaluation, the ASE calculator and MD all call :func:`predict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from remul_ff.data.batch import AtomicBatch
+from remul_ff.models.common import scatter_sum
+
+
+@dataclass
+class Prediction:
+    """Model output for a batch.
+
+    Attributes:
+        energy: ``[m]`` float64 total energy per molecule, eV.
+        forces: ``[n, 3]`` forces, eV/Å, in the batch's dtype (``None`` if not requested).
+        atomic_energies: ``[n]`` float64 per-atom energies, eV (they sum to ``energy``).
+    """
+
+    energy: torch.Tensor
+    forces: torch.Tensor | None
+    atomic_energies: torch.Tensor
+
+
+def predict(model: nn.Module, batch: AtomicBatch, forces: bool = True, training: bool = False) -> Prediction:
+    """Energies and, optionally, conservative forces of every molecule in ``batch``.
+
+    Args:
+        model: An energy-only model.
+        batch: Molecules to evaluate, on the model's device and dtype.
+        forces: Whether to compute ``-dE/dx``.
+        training: Keep the graph of the force computation so that a loss on forces can be
+            back-propagated (double backward).
+    """
+    positions = batch.positions
+    if forces and not positions.requires_grad:
+        positions = positions.detach().requires_grad_(True)
+    with torch.enable_grad() if forces else torch.no_grad():
+        atomic = model(positions, batch.atomic_numbers, batch.molecule_index)
+        energy = scatter_sum(atomic, batch.molecule_index, batch.n_molecules)
+        force = None
+        if forces:
+            (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
+            force = -grad
+    return Prediction(energy=energy, forces=force, atomic_energies=atomic)

@@ -1,0 +1,150 @@
+"""The REMUL transformer: an unconstrained attention model over the atoms of each molecule.
+
+Design, in the order the data flows:
+
+* Edges come from the batched radius graph. Each edge is described by a radial basis of its
+  length **and the raw Cartesian components of the relative vector** ``(r_j - r_i) / r_max``.
+  The raw components are what make the model unconstrained: nothing forces it to be rotation
+  invariant, so it must learn equivariance from the REMUL loss (or from augmentation).
+* Relative vectors give exact translation invariance; sums over neighbours and atoms give exact
+  permutation equivariance.
+* Attention of atom ``i`` over its neighbours ``j`` is a softmax in which every term is weighted
+  by the smooth cutoff envelope and a constant "null" term keeps the denominator positive:
+  ``a_ij = env_ij exp(s_ij) / (1 + Σ_k env_ik exp(s_ik))``. An atom entering the cutoff starts
+  with zero weight and zero slope, so energy and forces are continuous across ``r_max``.
+* Pre-LayerNorm blocks (attention, then a feed-forward network), then an MLP per atom gives
+  ``y_i``; :class:`~remul_ff.models.common.AtomicEnergyHead` turns it into eV with per-element
+  scale, shift and E0. The model predicts energies only; forces come from
+  :func:`remul_ff.models.forces.predict`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from remul_ff.data.neighbors import radius_graph
+from remul_ff.models.common import RADIAL_BASES, AtomicEnergyHead, ElementTable, polynomial_envelope, scatter_sum
+
+
+@dataclass
+class TransformerConfig:
+    """Hyperparameters of :class:`REMULTransformer` (the ``model`` section of a training config).
+
+    Attributes:
+        width: Feature size per atom.
+        depth: Number of attention blocks.
+        heads: Attention heads; ``width`` must be divisible by it.
+        r_max: Cutoff radius in Å.
+        num_radial: Size of the radial basis.
+        radial_basis: ``"bessel"`` or ``"gaussian"``.
+        envelope_p: Exponent of the polynomial cutoff envelope.
+        ffn_multiplier: Hidden size of the feed-forward network relative to ``width``.
+    """
+
+    width: int = 128
+    depth: int = 3
+    heads: int = 8
+    r_max: float = 5.0
+    num_radial: int = 16
+    radial_basis: str = "bessel"
+    envelope_p: int = 6
+    ffn_multiplier: int = 2
+
+
+class EdgeEncoder(nn.Module):
+    """Edge features from the radial basis and the raw (non-invariant) relative vector."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.r_max = config.r_max
+        self.envelope_p = config.envelope_p
+        self.basis = RADIAL_BASES[config.radial_basis](config.r_max, config.num_radial)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.num_radial + 3, config.width), nn.SiLU(), nn.Linear(config.width, config.width)
+        )
+
+    def forward(self, edge_vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[E, width]`` edge features and ``[E]`` envelope values."""
+        r = torch.linalg.norm(edge_vec, dim=-1)
+        envelope = polynomial_envelope(r, self.r_max, self.envelope_p)
+        features = torch.cat([self.basis(r), edge_vec / self.r_max], dim=-1)
+        return self.mlp(features), envelope
+
+
+class AttentionBlock(nn.Module):
+    """Pre-LayerNorm neighbourhood attention with edge-modulated keys and values, then an FFN."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.heads, self.head_dim = config.heads, config.width // config.heads
+        self.norm_attn = nn.LayerNorm(config.width)
+        self.qkv = nn.Linear(config.width, 3 * config.width)
+        self.edge_proj = nn.Linear(config.width, 2 * config.width + config.heads)
+        self.out = nn.Linear(config.width, config.width)
+        self.norm_ffn = nn.LayerNorm(config.width)
+        hidden = config.ffn_multiplier * config.width
+        self.ffn = nn.Sequential(nn.Linear(config.width, hidden), nn.SiLU(), nn.Linear(hidden, config.width))
+
+    def forward(self, h: torch.Tensor, edges: torch.Tensor, envelope: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Update atom features ``h`` ``[n, width]`` from edge features ``edges`` ``[E, width]``."""
+        n, (centre, neighbour) = h.shape[0], edge_index
+        q, k, v = self.qkv(self.norm_attn(h)).view(n, 3, self.heads, self.head_dim).unbind(1)
+        edge_k, edge_v, bias = self.edge_proj(edges).split([h.shape[1], h.shape[1], self.heads], dim=-1)
+        keys = k[neighbour] * edge_k.view(-1, self.heads, self.head_dim)
+        values = v[neighbour] * edge_v.view(-1, self.heads, self.head_dim)
+        scores = (q[centre] * keys).sum(-1) / math.sqrt(self.head_dim) + bias
+        weights = envelope_softmax(scores, envelope, centre, n)
+        message = scatter_sum(weights[..., None] * values, centre, n).reshape(n, -1)
+        h = h + self.out(message)
+        return h + self.ffn(self.norm_ffn(h))
+
+
+def envelope_softmax(scores: torch.Tensor, envelope: torch.Tensor, centre: torch.Tensor, n: int) -> torch.Tensor:
+    """``env_ij exp(s_ij) / (1 + Σ_k env_ik exp(s_ik))`` per centre atom and head, computed stably.
+
+    The shift by the per-centre maximum (at least 0, the null term's score) cancels exactly;
+    it is detached because it does not change the value.
+    """
+    shift = torch.zeros(n, scores.shape[1], dtype=scores.dtype, device=scores.device)
+    shift = shift.scatter_reduce(0, centre[:, None].expand_as(scores), scores.detach(), reduce="amax", include_self=True)
+    numerator = envelope[:, None] * torch.exp(scores - shift[centre])
+    denominator = torch.exp(-shift) + scatter_sum(numerator, centre, n)
+    return numerator / denominator[centre]
+
+
+class REMULTransformer(nn.Module):
+    """Energy-only transformer potential; see the module docstring for the design."""
+
+    def __init__(self, config: TransformerConfig, elements: list[int], e0s: list[float], scale: float = 1.0, shift: float = 0.0) -> None:
+        super().__init__()
+        if config.width % config.heads:
+            raise ValueError(f"model.width ({config.width}) must be divisible by model.heads ({config.heads}).")
+        self.config = config
+        self.r_max = config.r_max
+        self.elements = ElementTable(elements)
+        self.embedding = nn.Embedding(len(elements), config.width)
+        self.edge_encoder = EdgeEncoder(config)
+        self.blocks = nn.ModuleList(AttentionBlock(config) for _ in range(config.depth))
+        self.readout_norm = nn.LayerNorm(config.width)
+        self.readout_hidden = nn.Linear(config.width, config.width)
+        self.readout_out = nn.Linear(config.width, 1)
+        self.head = AtomicEnergyHead(e0s, scale, shift)
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
+        """``[n]`` float64 atomic energies in eV (interaction part plus E0)."""
+        species = self.elements(atomic_numbers)
+        edge_index, edge_vec = radius_graph(positions, self.r_max, molecule_index)
+        edges, envelope = self.edge_encoder(edge_vec)
+        h = self.embedding(species)
+        for block in self.blocks:
+            h = block(h, edges, envelope, edge_index)
+        y = self.readout_out(torch.nn.functional.silu(self.readout_hidden(self.readout_norm(h))))
+        return self.head(y.squeeze(-1), species)
+
+    def shared_layer(self) -> torch.Tensor:
+        """The last layer that every loss shares; GradNorm balances gradient norms here."""
+        return self.readout_hidden.weight

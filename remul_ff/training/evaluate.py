@@ -1,0 +1,211 @@
+"""Accuracy and equivariance measures of a model on labelled structures.
+
+Accuracy: energy MAE/RMSE (total, meV, and per atom, meV/atom) and force MAE/RMSE (meV/Å,
+overall and per element).
+
+Equivariance, over ``K`` random rotations ``R_k`` per structure:
+
+* label-free error ``E_R ||f(Rx) - R f(x)||``: for energies the mean ``|E(Rx) - E(x)|`` (meV),
+  for forces the mean Frobenius norm per structure (meV/Å); *relative* values divide by the mean
+  ``|E(x) - ΣE0|`` (the interaction energy; the E0 part is huge and exactly invariant) and the mean
+  ``||F(x)||``;
+* the decomposition of Shen et al.: the twirled prediction ``f̄(x) = (1/K) Σ_k R_k⁻¹ f(R_k x)``,
+  ``L_total`` = mean loss of ``R_k⁻¹ f(R_k x)`` against the labels, ``L_mean`` = loss of ``f̄``, and
+  ``L_equiv = L_total - L_mean``, which for squared errors is the variance of the back-rotated
+  predictions around their mean. ``percent = 100 L_equiv / L_total`` is the share of the loss that
+  is caused by imperfect symmetry. It is reported for the energy term, the force term and the
+  weighted task loss.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from remul_ff.data.batch import AtomicBatch, Structure, collate
+from remul_ff.models.common import scatter_sum
+from remul_ff.models.forces import predict
+from remul_ff.training.losses import random_rotations, rotate_vectors
+
+MEV = 1000.0
+
+
+def iterate_batches(
+    structures: Sequence[Structure], batch_size: int, device: torch.device | str, dtype: torch.dtype
+) -> Iterator[AtomicBatch]:
+    """Consecutive batches of ``structures`` on ``device`` in ``dtype``."""
+    for start in range(0, len(structures), batch_size):
+        yield collate(structures[start : start + batch_size]).to(device, dtype)
+
+
+class _Sums(defaultdict):
+    """Running sums keyed by name; ``mean(a, b)`` divides two of them."""
+
+    def __init__(self) -> None:
+        super().__init__(float)
+
+    def add(self, key: str, value: torch.Tensor | float) -> None:
+        self[key] += float(value)
+
+    def mean(self, key: str, count: str) -> float:
+        return self[key] / max(self[count], 1.0)
+
+
+def _accuracy_sums(sums: _Sums, batch: AtomicBatch, energy: torch.Tensor, forces: torch.Tensor) -> None:
+    n_atoms = batch.atoms_per_molecule
+    de = (energy - batch.energy).detach()
+    df = (forces - batch.forces).detach().double()
+    sums.add("e_abs", de.abs().sum())
+    sums.add("e_sq", de.square().sum())
+    sums.add("ea_abs", (de / n_atoms).abs().sum())
+    sums.add("ea_sq", (de / n_atoms).square().sum())
+    sums.add("n_mol", batch.n_molecules)
+    for z in batch.atomic_numbers.unique().tolist():
+        mask = batch.atomic_numbers == z
+        sums.add(f"f_abs_{z}", df[mask].abs().sum())
+        sums.add(f"f_sq_{z}", df[mask].square().sum())
+        sums.add(f"n_f_{z}", 3 * int(mask.sum()))
+
+
+def _accuracy_report(sums: _Sums) -> dict[str, object]:
+    elements = sorted(int(k[6:]) for k in sums if k.startswith("f_abs_"))
+    f_abs = sum(sums[f"f_abs_{z}"] for z in elements)
+    f_sq = sum(sums[f"f_sq_{z}"] for z in elements)
+    n_f = sum(sums[f"n_f_{z}"] for z in elements)
+    return {
+        "energy_mae_meV": MEV * sums.mean("e_abs", "n_mol"),
+        "energy_rmse_meV": MEV * np.sqrt(sums.mean("e_sq", "n_mol")),
+        "energy_per_atom_mae_meV": MEV * sums.mean("ea_abs", "n_mol"),
+        "energy_per_atom_rmse_meV": MEV * np.sqrt(sums.mean("ea_sq", "n_mol")),
+        "forces_mae_meV_A": MEV * f_abs / max(n_f, 1),
+        "forces_rmse_meV_A": MEV * np.sqrt(f_sq / max(n_f, 1)),
+        "forces_per_element": {
+            chemical_symbols[z]: {
+                "mae_meV_A": MEV * sums.mean(f"f_abs_{z}", f"n_f_{z}"),
+                "rmse_meV_A": MEV * np.sqrt(sums.mean(f"f_sq_{z}", f"n_f_{z}")),
+            }
+            for z in elements
+        },
+    }
+
+
+def _equivariance_sums(
+    sums: _Sums, model: nn.Module, batch: AtomicBatch, base, e0_sum: torch.Tensor, n_rotations: int
+) -> None:
+    """Accumulate label-free errors and the Shen decomposition over ``n_rotations`` rotations."""
+    n_atoms = batch.atoms_per_molecule
+    energies, forces = [], []
+    for _ in range(n_rotations):
+        rotations = random_rotations(batch.n_molecules, batch.dtype, batch.device)
+        per_atom = rotations[batch.molecule_index]
+        rotated = predict(model, batch.replace(positions=rotate_vectors(batch.positions, per_atom)))
+        energies.append(rotated.energy.detach())
+        forces.append(rotate_vectors(rotated.forces.detach(), per_atom.transpose(1, 2)))  # R⁻¹ f(Rx)
+        sums.add("eq_e_abs", (rotated.energy.detach() - base.energy.detach()).abs().sum())
+        df = rotated.forces.detach() - rotate_vectors(base.forces.detach(), per_atom)
+        sums.add("eq_f_abs", scatter_sum(df.double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum())
+    sums.add("eq_n", n_rotations * batch.n_molecules)
+    sums.add("ref_e", (base.energy.detach() - e0_sum).abs().sum() * n_rotations)
+    sums.add("ref_f", scatter_sum(base.forces.detach().double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum() * n_rotations)
+    if batch.energy is None or batch.forces is None:
+        return
+    e_stack, f_stack = torch.stack(energies), torch.stack(forces).double()
+    sums.add("shen_e_total", (((e_stack - batch.energy) / n_atoms).square()).sum() / n_rotations)
+    sums.add("shen_e_mean", (((e_stack.mean(0) - batch.energy) / n_atoms).square()).sum())
+    sums.add("shen_f_total", (f_stack - batch.forces.double()).square().sum() / n_rotations)
+    sums.add("shen_f_mean", (f_stack.mean(0) - batch.forces.double()).square().sum())
+    sums.add("shen_n_e", batch.n_molecules)
+    sums.add("shen_n_f", batch.forces.numel())
+
+
+def _equivariance_report(sums: _Sums, energy_weight: float, forces_weight: float) -> dict[str, float]:
+    report = {
+        "equi_energy_abs_meV": MEV * sums.mean("eq_e_abs", "eq_n"),
+        "equi_energy_rel": sums["eq_e_abs"] / max(sums["ref_e"], 1e-30),
+        "equi_forces_abs_meV_A": MEV * sums.mean("eq_f_abs", "eq_n"),
+        "equi_forces_rel": sums["eq_f_abs"] / max(sums["ref_f"], 1e-30),
+    }
+    if sums["shen_n_e"]:
+        parts = {
+            "energy": (sums.mean("shen_e_total", "shen_n_e"), sums.mean("shen_e_mean", "shen_n_e")),
+            "forces": (sums.mean("shen_f_total", "shen_n_f"), sums.mean("shen_f_mean", "shen_n_f")),
+        }
+        total = energy_weight * parts["energy"][0] + forces_weight * parts["forces"][0]
+        mean = energy_weight * parts["energy"][1] + forces_weight * parts["forces"][1]
+        parts["task"] = (total, mean)
+        for name, (l_total, l_mean) in parts.items():
+            report[f"shen_{name}_L_total"] = l_total
+            report[f"shen_{name}_L_equiv"] = l_total - l_mean
+            report[f"shen_{name}_percent"] = 100.0 * (l_total - l_mean) / max(l_total, 1e-30)
+    return report
+
+
+def evaluate(
+    model: nn.Module,
+    structures: Sequence[Structure],
+    e0s: dict[int, float],
+    n_rotations: int = 32,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+    energy_weight: float = 1.0,
+    forces_weight: float = 10.0,
+) -> dict[str, object]:
+    """Accuracy (when labels exist) and equivariance measures of ``model`` on ``structures``.
+
+    Args:
+        model: Energy-only model on ``device`` in ``dtype``.
+        structures: Structures to evaluate.
+        e0s: Reference energies, used for the relative energy equivariance error.
+        n_rotations: ``K``, random rotations per structure (0 skips the equivariance measures).
+        batch_size: Structures per forward pass.
+        device: Device of the model.
+        dtype: Dtype of the model.
+        energy_weight: Energy weight of the task loss in the Shen decomposition.
+        forces_weight: Force weight of the task loss in the Shen decomposition.
+    """
+    sums = _Sums()
+    labelled = all(s.energy is not None and s.forces is not None for s in structures)
+    for batch in iterate_batches(structures, batch_size, device, dtype):
+        base = predict(model, batch)
+        if labelled:
+            _accuracy_sums(sums, batch, base.energy, base.forces)
+        if n_rotations > 0:
+            e0_sum = scatter_sum(torch.tensor([e0s.get(int(z), 0.0) for z in batch.atomic_numbers], dtype=torch.float64, device=batch.device), batch.molecule_index, batch.n_molecules)
+            _equivariance_sums(sums, model, batch, base, e0_sum, n_rotations)
+    report: dict[str, object] = {"n_structures": len(structures), "n_rotations": n_rotations}
+    if labelled:
+        report.update(_accuracy_report(sums))
+    if n_rotations > 0:
+        report.update(_equivariance_report(sums, energy_weight, forces_weight))
+    return report
+
+
+def format_report(report: dict[str, object]) -> str:
+    """A plain-text table of an :func:`evaluate` report."""
+    lines = [f"structures: {report['n_structures']}"]
+    if "energy_mae_meV" in report:
+        lines += [
+            "quantity                     MAE        RMSE",
+            f"energy (meV)            {report['energy_mae_meV']:9.3f}  {report['energy_rmse_meV']:9.3f}",
+            f"energy per atom (meV)   {report['energy_per_atom_mae_meV']:9.3f}  {report['energy_per_atom_rmse_meV']:9.3f}",
+            f"forces (meV/Å)          {report['forces_mae_meV_A']:9.3f}  {report['forces_rmse_meV_A']:9.3f}",
+        ]
+        for symbol, values in report["forces_per_element"].items():
+            lines.append(f"  forces on {symbol:<2} (meV/Å)   {values['mae_meV_A']:9.3f}  {values['rmse_meV_A']:9.3f}")
+    if "equi_forces_rel" in report:
+        lines += [
+            f"equivariance over K={report['n_rotations']} rotations      absolute      relative",
+            f"  energy |E(Rx) - E(x)|          {report['equi_energy_abs_meV']:9.4f} meV  {report['equi_energy_rel']:9.3e}",
+            f"  forces ||F(Rx) - R F(x)||      {report['equi_forces_abs_meV_A']:9.4f} meV/Å {report['equi_forces_rel']:9.3e}",
+        ]
+    if "shen_task_percent" in report:
+        lines.append("Shen et al. decomposition       L_total      L_equiv   percent")
+        for name in ("energy", "forces", "task"):
+            lines.append(f"  {name:<8}                  {report[f'shen_{name}_L_total']:10.3e}  {report[f'shen_{name}_L_equiv']:10.3e}  {report[f'shen_{name}_percent']:6.2f}%")
+    return "\n".join(lines)

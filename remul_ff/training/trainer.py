@@ -1,0 +1,290 @@
+"""The training loop. It knows the data contract, the losses and :func:`predict`, not the model's insides.
+
+Outputs in ``config.output_dir``:
+
+* ``config.yaml``: the resolved config of the run;
+* ``splits.json``: the frame indices of each split;
+* ``log.csv``: one row per epoch (losses, validation errors, equivariance, alpha, beta, lr, time);
+* ``checkpoint.pt``: everything needed for ``--resume`` (written atomically every epoch);
+* ``model.pt``: the best model by validation loss (EMA weights), the file the calculator loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from remul_ff.config import Config
+from remul_ff.data.batch import AtomicBatch, collate
+from remul_ff.errors import CheckpointError, ConfigError
+from remul_ff.models import build_model, predict
+from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
+from remul_ff.training.data import PreparedData, prepare_data
+from remul_ff.training.evaluate import evaluate
+from remul_ff.training.gradnorm import GradNorm
+from remul_ff.training.losses import equivariance_loss, random_rigid_motion, rotate_batch, task_loss
+from remul_ff.utils.io import atomic_path
+
+LOG_COLUMNS = [
+    "epoch", "train_loss", "train_task", "train_equi", "val_loss", "val_energy_mae_meV", "val_forces_mae_meV_A",
+    "val_equi_forces_rel", "val_shen_percent", "alpha", "beta", "lr", "epoch_time_s", "wall_time_s", "structures_per_s",
+]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; an unavailable CUDA device is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use 'cpu' or 'auto'.")
+    return torch.device(name)
+
+
+@dataclass
+class EpochStats:
+    """Training-loss averages of one epoch."""
+
+    loss: float = 0.0
+    task: float = 0.0
+    equi: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: torch.Tensor, task: torch.Tensor, equi: torch.Tensor) -> None:
+        self.loss += float(loss)
+        self.task += float(task)
+        self.equi += float(equi)
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        return {"train_loss": self.loss / n, "train_task": self.task / n, "train_equi": self.equi / n}
+
+
+class Trainer:
+    """REMUL training of any energy-only model built by :func:`remul_ff.models.build_model`."""
+
+    def __init__(self, config: Config, progress: bool = True) -> None:
+        self.config = config
+        self.progress = progress
+        self.out = Path(config.output_dir)
+        self.device = resolve_device(config.train.device)
+        self.dtype = getattr(torch, config.train.dtype)
+        self.epoch_end_hooks: list[Callable[[int], None]] = []
+
+    def run(self, resume: bool = False) -> dict[str, float]:
+        """Train (or continue training) and return the last log row."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.data = prepare_data(self.config.data, self.out / "splits.json", self.progress)
+        self._build()
+        if resume:
+            self._resume()
+        else:
+            self._start_fresh()
+        return self._loop()
+
+    def _build(self) -> None:
+        cfg, data = self.config, self.data
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(
+            cfg.model_kind, cfg.model_hyperparameters, data.elements, data.e0s, data.force_rms, data.energy_shift
+        ).to(self.device, self.dtype)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.train.ema_decay > 0 else self.model
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.scheduler = self._make_scheduler()
+        use_gradnorm = cfg.loss.mode == "remul" and cfg.loss.weighting == "gradnorm"
+        self.gradnorm = GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr) if use_gradnorm else None
+        self.shuffle = torch.Generator().manual_seed(cfg.train.seed)
+        self.epoch, self.best, self.bad_epochs, self.wall = 0, math.inf, 0, 0.0
+
+    def _make_scheduler(self):
+        train = self.config.train
+        if train.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=train.epochs, eta_min=train.lr * train.min_lr_ratio)
+        if train.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=max(train.patience // 4, 1))
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+
+    def _start_fresh(self) -> None:
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        with atomic_path(self.out / "log.csv") as tmp:
+            tmp.write_text(",".join(LOG_COLUMNS) + "\n")
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> dict[str, float]:
+        train_cfg, row = self.config.train, {}
+        while self.epoch < train_cfg.epochs:
+            self.epoch += 1
+            start = time.perf_counter()
+            stats = self._train_epoch()
+            train_time = time.perf_counter() - start
+            row = self._validate_and_log(stats, train_time, time.perf_counter() - start)
+            self._save_checkpoint()
+            for hook in self.epoch_end_hooks:
+                hook(self.epoch)
+            if self._should_stop():
+                break
+        return row
+
+    def _should_stop(self) -> bool:
+        train = self.config.train
+        if self.bad_epochs >= train.patience:
+            print(f"early stopping: no validation improvement for {train.patience} epochs")
+            return True
+        if train.max_minutes is not None and self.wall >= 60 * train.max_minutes:
+            print(f"stopping: the time budget of {train.max_minutes} minutes is used up")
+            return True
+        return False
+
+    def _batches(self) -> list[AtomicBatch]:
+        order = torch.randperm(len(self.data.train), generator=self.shuffle).tolist()
+        size = self.config.train.batch_size
+        return [collate([self.data.train[i] for i in order[s : s + size]]) for s in range(0, len(order), size)]
+
+    def _train_epoch(self) -> EpochStats:
+        stats = EpochStats()
+        self.model.train()
+        batches = self._batches()
+        bar = tqdm(batches, desc=f"epoch {self.epoch}/{self.config.train.epochs}", disable=not self.progress, leave=False)
+        for batch in bar:
+            loss, task, equi = self._step(batch.to(self.device, self.dtype))
+            stats.add(loss, task, equi)
+            bar.set_postfix(loss=f"{float(loss):.4g}")
+        return stats
+
+    def _step(self, batch: AtomicBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, task, equi = self._loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_grad_norm)
+        self.optimizer.step()
+        self._update_ema()
+        return loss.detach(), task.detach(), equi.detach()
+
+    def _loss(self, batch: AtomicBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(total, L_task, L_equi)`` for the configured mode."""
+        loss_cfg = self.config.loss
+        if loss_cfg.mode == "augment":
+            batch = rotate_batch(batch, *random_rigid_motion(batch))
+        prediction = predict(self.model, batch, training=True)
+        task = task_loss(prediction, batch).total(loss_cfg)
+        if loss_cfg.mode != "remul":
+            return task, task, torch.zeros_like(task)
+        equi = equivariance_loss(self.model, batch, prediction, loss_cfg.target).total(loss_cfg)
+        if self.gradnorm is not None:
+            self.gradnorm.update([task, equi], self.model.shared_layer())
+        alpha, beta = self.weights()
+        return alpha * task + beta * equi, task, equi
+
+    def weights(self) -> tuple[float, float]:
+        """Current ``(alpha, beta)``."""
+        if self.gradnorm is not None:
+            return self.gradnorm.alpha, self.gradnorm.beta
+        return self.config.loss.alpha, self.config.loss.beta
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is self.model:
+            return
+        decay = self.config.train.ema_decay
+        for ema_p, p in zip(self.ema.parameters(), self.model.parameters()):
+            ema_p.lerp_(p, 1.0 - decay)
+
+    # -- validation, logging, checkpoints ----------------------------------------------------
+
+    def _validate_and_log(self, stats: EpochStats, train_time: float, _: float) -> dict[str, float]:
+        loss_cfg, train_cfg = self.config.loss, self.config.train
+        start = time.perf_counter()
+        report = evaluate(self.ema, self.data.valid, self.data.e0s, train_cfg.eval_rotations, 2 * train_cfg.batch_size,
+                          self.device, self.dtype, loss_cfg.energy_weight, loss_cfg.forces_weight)
+        val_loss = loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2 + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2
+        epoch_time = train_time + time.perf_counter() - start
+        self.wall += epoch_time
+        self._step_scheduler(val_loss)
+        if val_loss < self.best:
+            self.best, self.bad_epochs = val_loss, 0
+            save_file(model_payload(self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict()), self.out / "model.pt")
+        else:
+            self.bad_epochs += 1
+        row = self._log_row(stats, report, val_loss, train_time, epoch_time)
+        self._append_log(row)
+        return row
+
+    def _step_scheduler(self, val_loss: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
+        else:
+            self.scheduler.step()
+
+    def _log_row(self, stats: EpochStats, report: dict, val_loss: float, train_time: float, epoch_time: float) -> dict[str, float]:
+        alpha, beta = self.weights()
+        row = {
+            "epoch": self.epoch, **stats.means(), "val_loss": val_loss,
+            "val_energy_mae_meV": report["energy_mae_meV"], "val_forces_mae_meV_A": report["forces_mae_meV_A"],
+            "val_equi_forces_rel": report.get("equi_forces_rel", float("nan")),
+            "val_shen_percent": report.get("shen_task_percent", float("nan")),
+            "alpha": alpha, "beta": beta, "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_time_s": epoch_time, "wall_time_s": self.wall, "structures_per_s": len(self.data.train) / train_time,
+        }
+        if self.progress:
+            print(f"epoch {self.epoch}: val E MAE {row['val_energy_mae_meV']:.2f} meV, F MAE {row['val_forces_mae_meV_A']:.1f} meV/Å, "
+                  f"equi F rel {row['val_equi_forces_rel']:.3g}, alpha {alpha:.3f}, beta {beta:.3f}, {epoch_time:.1f} s")
+        return row
+
+    def _append_log(self, row: dict[str, float]) -> None:
+        with open(self.out / "log.csv", "a", newline="") as handle:
+            csv.DictWriter(handle, LOG_COLUMNS).writerow(row)
+
+    def _save_checkpoint(self) -> None:
+        if self.epoch % self.config.train.checkpoint_every and self.epoch < self.config.train.epochs:
+            return
+        state = {
+            "kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+            "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs, "wall": self.wall,
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "gradnorm": None if self.gradnorm is None else self.gradnorm.state_dict(),
+            "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle.get_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "e0s": self.data.e0s, "elements": self.data.elements,
+        }
+        save_file(state, self.out / "checkpoint.pt")
+
+    def _resume(self) -> None:
+        path = self.out / "checkpoint.pt"
+        if not path.exists():
+            raise CheckpointError(f"cannot resume: {path} does not exist; start the run without --resume.")
+        state = load_file(path, CHECKPOINT_KIND)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.gradnorm is not None and state["gradnorm"] is not None:
+            self.gradnorm.load_state_dict(state["gradnorm"])
+        torch.set_rng_state(state["rng_torch"])
+        self.shuffle.set_state(state["rng_shuffle"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.epoch, self.best, self.bad_epochs, self.wall = state["epoch"], state["best"], state["bad_epochs"], state["wall"]
+        self._truncate_log()
+        print(f"resumed from {path} at epoch {self.epoch}")
+
+    def _truncate_log(self) -> None:
+        """Drop log rows written after the checkpoint (a run killed between log and checkpoint)."""
+        log = self.out / "log.csv"
+        rows = list(csv.DictReader(open(log))) if log.exists() else []
+        with atomic_path(log) as tmp:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, LOG_COLUMNS)
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r["epoch"]) <= self.epoch)
