@@ -178,7 +178,7 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (Union, types.UnionType):
         names = " or ".join(_type_name(a) for a in args)
         return names + (" or null" if type(None) in typing.get_args(tp) else "")
-    return "mapping" if tp is dict else getattr(tp, "__name__", str(tp))
+    return "mapping" if tp is dict or dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -191,7 +191,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
     elif tp is type(None) and value is None:
         return None
-    elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
+    elif dataclasses.is_dataclass(tp):
         return parse_section(tp, value, key)
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)

@@ -32,3 +32,37 @@ def labelled(frames: list[Atoms], seed: int = 0) -> list[Structure]:
 def ethanol_structures() -> list[Structure]:
     """Five labelled, jittered ethanol molecules."""
     return labelled(jittered_molecules("CH3CH2OH", 5))
+
+
+def xtb_labelled(frames: list[Atoms]) -> list[Structure]:
+    """Label frames with GFN2-xTB (tblite): real chemistry, about 20 ms per ethanol frame."""
+    from remul_ff.data.generate import xtb_calculator
+
+    out = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.calc = xtb_calculator()
+        out.append(Structure.from_atoms(atoms, atoms.get_potential_energy(), atoms.get_forces()))
+    return out
+
+
+@pytest.fixture(scope="session")
+def xtb_ethanol_file(tmp_path_factory):
+    """An extxyz file of 48 jittered ethanol frames with GFN2-xTB energies and forces."""
+    from remul_ff.data.generate import write_extxyz
+
+    path = tmp_path_factory.mktemp("data") / "xtb_ethanol.xyz"
+    write_extxyz(xtb_labelled(jittered_molecules("CH3CH2OH", 48, seed=1, scale=0.08)), path)
+    return path
+
+
+def tiny_model(kind: str = "transformer", dtype=None, **hyper):
+    """A small randomly initialised model for H, C, N, O."""
+    import torch
+
+    from remul_ff.models import build_model
+
+    defaults = {"transformer": {"width": 16, "depth": 2, "heads": 2, "r_max": 4.0, "num_radial": 8}}
+    torch.manual_seed(0)
+    model = build_model(kind, {**defaults.get(kind, {}), **hyper}, [1, 6, 7, 8], {1: -13.6, 6: -1025.0, 7: -1479.0, 8: -2035.0}, 0.5, -0.1)
+    return model.to(dtype=dtype or torch.float64)

@@ -50,4 +50,7 @@ def predict(model: nn.Module, batch: AtomicBatch, forces: bool = True, training:
         if forces:
             (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
             force = -grad
+    if not training:  # inference callers get plain values, not graph-holding tensors
+        energy, atomic = energy.detach(), atomic.detach()
+        force = None if force is None else force.detach()
     return Prediction(energy=energy, forces=force, atomic_energies=atomic)

@@ -79,15 +79,15 @@ def _accuracy_report(sums: _Sums) -> dict[str, object]:
     n_f = sum(sums[f"n_f_{z}"] for z in elements)
     return {
         "energy_mae_meV": MEV * sums.mean("e_abs", "n_mol"),
-        "energy_rmse_meV": MEV * np.sqrt(sums.mean("e_sq", "n_mol")),
+        "energy_rmse_meV": float(MEV * np.sqrt(sums.mean("e_sq", "n_mol"))),
         "energy_per_atom_mae_meV": MEV * sums.mean("ea_abs", "n_mol"),
-        "energy_per_atom_rmse_meV": MEV * np.sqrt(sums.mean("ea_sq", "n_mol")),
+        "energy_per_atom_rmse_meV": float(MEV * np.sqrt(sums.mean("ea_sq", "n_mol"))),
         "forces_mae_meV_A": MEV * f_abs / max(n_f, 1),
-        "forces_rmse_meV_A": MEV * np.sqrt(f_sq / max(n_f, 1)),
+        "forces_rmse_meV_A": float(MEV * np.sqrt(f_sq / max(n_f, 1))),
         "forces_per_element": {
             chemical_symbols[z]: {
                 "mae_meV_A": MEV * sums.mean(f"f_abs_{z}", f"n_f_{z}"),
-                "rmse_meV_A": MEV * np.sqrt(sums.mean(f"f_sq_{z}", f"n_f_{z}")),
+                "rmse_meV_A": float(MEV * np.sqrt(sums.mean(f"f_sq_{z}", f"n_f_{z}"))),
             }
             for z in elements
         },

@@ -30,12 +30,12 @@ class GradNorm:
     @property
     def alpha(self) -> float:
         """Current weight of the task loss."""
-        return float(self.weights[0])
+        return float(self.weights.detach()[0])
 
     @property
     def beta(self) -> float:
         """Current weight of the equivariance loss."""
-        return float(self.weights[1])
+        return float(self.weights.detach()[1])
 
     def update(self, losses: list[torch.Tensor], shared: torch.Tensor) -> None:
         """One GradNorm step from the two unweighted losses and the shared layer's weight."""

@@ -208,7 +208,7 @@ class Trainer:
         start = time.perf_counter()
         report = evaluate(self.ema, self.data.valid, self.data.e0s, train_cfg.eval_rotations, 2 * train_cfg.batch_size,
                           self.device, self.dtype, loss_cfg.energy_weight, loss_cfg.forces_weight)
-        val_loss = loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2 + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2
+        val_loss = float(loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2 + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2)
         epoch_time = train_time + time.perf_counter() - start
         self.wall += epoch_time
         self._step_scheduler(val_loss)

@@ -1,0 +1,56 @@
+"""Config parsing: typed sections, and one clear message per mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from remul_ff.cli import main
+from remul_ff.config import apply_overrides, config_from_dict, load_config
+from remul_ff.errors import ConfigError
+
+
+def test_valid_config_is_typed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {path: x.xyz, valid: 50}\nmodel: {kind: transformer, width: 32, heads: 4}\ntrain: {lr: 1}\n")
+    config = load_config(path, ["loss.weighting=gradnorm", "train.epochs=7"])
+    assert config.data.valid == 50 and config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.model["width"] == 32 and config.model["depth"] == 3 and config.model_kind == "transformer"
+    assert config.loss.weighting == "gradnorm" and config.train.epochs == 7
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"train": {"batchsize": 8}}, "unknown config key 'train.batchsize'; did you mean 'train.batch_size'"),
+        ({"trian": {}}, "unknown config key 'trian'; did you mean 'train'"),
+        ({"model": {"widht": 8}}, "unknown config key 'model.widht'; did you mean 'model.width'"),
+        ({"train": {"epochs": "ten"}}, "config key 'train.epochs' expects int, but got 'ten' \\(str\\)"),
+        ({"train": {"epochs": 2.5}}, "config key 'train.epochs' expects int, but got 2.5 \\(float\\)"),
+        ({"train": {"lr": True}}, "config key 'train.lr' expects float, but got True \\(bool\\)"),
+        ({"data": {"valid": "a lot"}}, "config key 'data.valid' expects int or float, but got 'a lot'"),
+        ({"loss": {"mode": "remull"}}, "config key 'loss.mode' must be one of remul, augment, none, but got 'remull'"),
+        ({"model": {"kind": "mace"}}, "config key 'model.kind' must be one of"),
+        ({"data": [1, 2]}, "config section 'data' must be a mapping"),
+    ],
+)
+def test_each_config_error_names_the_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_bad_override_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        apply_overrides({}, ["train.epochs"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {epochs: [1,\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(path)
+
+
+def test_cli_config_error_exits_2_without_traceback(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\ntrain: {{epohcs: 3}}\n")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'train.epochs'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
