@@ -109,7 +109,8 @@ class TrainConfig:
         batch_size: Molecules per optimisation step.
         lr: Peak AdamW learning rate.
         weight_decay: AdamW weight decay.
-        scheduler: ``cosine`` (to ``lr * min_lr_ratio`` over ``epochs``), ``plateau`` or ``constant``.
+        scheduler: ``cosine`` (to ``lr * min_lr_ratio`` over ``epochs`` or ``max_minutes``, whichever
+            comes first), ``plateau`` or ``constant``.
         min_lr_ratio: Final learning rate of the cosine schedule, relative to ``lr``.
         ema_decay: Decay of the exponential moving average of weights (0 disables EMA).
         clip_grad_norm: Gradient-norm clipping threshold (0 disables it).
@@ -120,6 +121,7 @@ class TrainConfig:
         dtype: ``float32`` or ``float64``.
         eval_rotations: Random rotations per validation structure for the equivariance error.
         checkpoint_every: Epochs between checkpoints.
+        num_threads: CPU threads for torch (``null`` keeps torch's default); fixes CPU budgets.
     """
 
     epochs: int = 100
@@ -137,6 +139,7 @@ class TrainConfig:
     dtype: str = "float32"
     eval_rotations: int = 4
     checkpoint_every: int = 1
+    num_threads: Union[int, None] = None
 
 
 CHOICES = {

@@ -93,6 +93,9 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, data = self.config, self.data
+        self.epoch, self.best, self.bad_epochs, self.wall = 0, math.inf, 0, 0.0
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(
             cfg.model_kind, cfg.model_hyperparameters, data.elements, data.e0s, data.force_rms, data.energy_shift
@@ -103,15 +106,27 @@ class Trainer:
         use_gradnorm = cfg.loss.mode == "remul" and cfg.loss.weighting == "gradnorm"
         self.gradnorm = GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr) if use_gradnorm else None
         self.shuffle = torch.Generator().manual_seed(cfg.train.seed)
-        self.epoch, self.best, self.bad_epochs, self.wall = 0, math.inf, 0, 0.0
 
     def _make_scheduler(self):
         train = self.config.train
-        if train.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=train.epochs, eta_min=train.lr * train.min_lr_ratio)
         if train.scheduler == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=max(train.patience // 4, 1))
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        if train.scheduler == "constant":
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._cosine_factor)
+
+    def _cosine_factor(self, epoch: int) -> float:
+        """Cosine decay over the run's progress: epochs done or time budget used, whichever is further.
+
+        Following the time budget as well makes runs with equal budgets comparable: each mode
+        anneals fully, however many epochs it manages.
+        """
+        train = self.config.train
+        progress = epoch / max(train.epochs, 1)
+        if train.max_minutes:
+            progress = max(progress, self.wall / (60 * train.max_minutes))
+        progress = min(progress, 1.0)
+        return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _start_fresh(self) -> None:
         with atomic_path(self.out / "config.yaml") as tmp:
