@@ -104,7 +104,74 @@ def _run_evaluate(args: argparse.Namespace) -> None:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate]
+def _add_md(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("md", help="batched MD of many replicas with collapse detection")
+    p.add_argument("model", help="model.pt written by remul-ff train")
+    p.add_argument("structure", help="molecule name (e.g. ethanol), structure file, or data file whose frames start the replicas")
+    p.add_argument("-o", "--output", required=True, help="output folder for trajectories and thermo.csv")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--time", default="10ps", help="simulated time per replica, e.g. 300ps (default 10ps)")
+    p.add_argument("--thermostat", default="langevin", choices=["nve", "langevin", "nose-hoover"])
+    p.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
+    p.add_argument("--tdamp", type=float, default=None, help="Nose-Hoover damping time in fs (default 100 steps)")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write-interval", type=int, default=100, help="steps between saved frames (default 100)")
+    p.add_argument("--thermo-interval", type=int, default=10, help="steps between thermo rows (default 10)")
+    p.add_argument("--format", default="traj", choices=["traj", "extxyz"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_md)
+
+
+def _starting_structures(source: str, replicas: int) -> list:
+    """Replica k starts from frame k mod (number of frames) of ``source``."""
+    import os
+
+    import ase.io
+
+    from remul_ff.data.generate import load_molecule
+
+    if os.path.exists(source):
+        try:
+            frames = ase.io.read(source, index=":")
+        except Exception as exc:
+            raise RemulError(f"could not read the structure file {source} ({exc}); check its format.") from exc
+    else:
+        frames = [load_molecule(source)]
+    return [frames[k % len(frames)].copy() for k in range(replicas)]
+
+
+def _run_md(args: argparse.Namespace) -> None:
+    import torch
+
+    from remul_ff.calculators.remul import REMULCalculator
+    from remul_ff.md.engine import MDSettings, parse_duration_fs, run_md
+    from remul_ff.training.trainer import resolve_device
+
+    if args.replicas < 1:
+        raise RemulError("--replicas must be at least 1.")
+    settings = MDSettings(
+        temperature=args.temperature, timestep_fs=args.timestep, total_time_fs=parse_duration_fs(args.time),
+        thermostat=args.thermostat, friction=args.friction, tdamp_fs=args.tdamp, seed=args.seed,
+        write_interval=args.write_interval, thermo_interval=args.thermo_interval, traj_format=args.format,
+    )
+    settings.validate()
+    calculator = REMULCalculator(args.model, resolve_device(args.device), args.dtype)
+    starts = _starting_structures(args.structure, args.replicas)
+    for atoms in starts:
+        atoms.pbc = False  # data files often carry a dummy non-periodic box
+        calculator.check_atoms(atoms)
+    torch.manual_seed(args.seed)
+    result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress)
+    stable = result.n_replicas - len(result.collapses)
+    print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps; "
+          f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md]
 
 
 def build_parser() -> argparse.ArgumentParser:

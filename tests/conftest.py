@@ -66,3 +66,22 @@ def tiny_model(kind: str = "transformer", dtype=None, **hyper):
     torch.manual_seed(0)
     model = build_model(kind, {**defaults.get(kind, {}), **hyper}, [1, 6, 7, 8], {1: -13.6, 6: -1025.0, 7: -1479.0, 8: -2035.0}, 0.5, -0.1)
     return model.to(dtype=dtype or torch.float64)
+
+
+@pytest.fixture(scope="session")
+def trained_model_file(xtb_ethanol_file, tmp_path_factory):
+    """A small transformer trained for a few seconds on the xTB ethanol frames: a smooth,
+    roughly physical potential for calculator and MD tests."""
+    from remul_ff.config import config_from_dict
+    from remul_ff.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("trained")
+    config = config_from_dict({
+        "output_dir": str(out),
+        "data": {"path": str(xtb_ethanol_file), "valid": 8},
+        "model": {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8},
+        "loss": {"mode": "augment"},
+        "train": {"epochs": 15, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 0},
+    })
+    Trainer(config, progress=False).run()
+    return out / "model.pt"

@@ -1,0 +1,84 @@
+"""ASE calculator for remul-ff models: ``atoms.calc = REMULCalculator("model.pt")``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from torch import nn
+
+from remul_ff.data.batch import Structure, collate
+from remul_ff.errors import DataError
+from remul_ff.models.forces import predict
+from remul_ff.training.checkpoint import load_model
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class REMULCalculator(Calculator):
+    """Energy, forces and per-atom energies of a trained remul-ff model, from one forward pass.
+
+    The model runs in eval mode with frozen parameters, in its own dtype; torch's global default
+    dtype is never changed.
+
+    Args:
+        model_path: A ``model.pt`` written by ``remul-ff train`` (or pass ``model=``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        default_dtype: ``"float64"`` (default, for MD and finite differences) or ``"float32"``.
+        energy_units_to_eV: Factor from the model's energy unit to eV.
+        length_units_to_A: Factor from the model's length unit to Å.
+        model: An already built energy-only model, used instead of ``model_path``.
+        **kwargs: Passed on to :class:`ase.calculators.calculator.Calculator`.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "energies"]
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        default_dtype: str = "float64",
+        energy_units_to_eV: float = 1.0,
+        length_units_to_A: float = 1.0,
+        model: nn.Module | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if default_dtype not in DTYPES:
+            raise ValueError(f"default_dtype must be 'float32' or 'float64', not {default_dtype!r}.")
+        if (model_path is None) == (model is None):
+            raise ValueError("give exactly one of model_path and model.")
+        self.device = torch.device(device)
+        self.dtype = DTYPES[default_dtype]
+        if model is None:
+            model = load_model(model_path, self.device, self.dtype)
+        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.energy_units_to_eV = energy_units_to_eV
+        self.length_units_to_A = length_units_to_A
+
+    def check_atoms(self, atoms: Atoms) -> None:
+        """Raise :class:`DataError` for periodic cells, non-finite positions and unknown elements."""
+        if atoms.pbc.any():
+            raise DataError("periodic cells are not supported yet; set atoms.pbc = False for a molecule.")
+        if not np.all(np.isfinite(atoms.positions)):
+            raise DataError("the atoms have NaN or infinite positions; the simulation has probably blown up.")
+        self.model.elements.check(torch.as_tensor(atoms.numbers))
+
+    def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None, system_changes=all_changes) -> None:
+        """Compute every implemented property with a single model call."""
+        super().calculate(atoms, properties, system_changes)
+        self.check_atoms(self.atoms)
+        positions = self.atoms.positions / self.length_units_to_A
+        batch = collate([Structure(positions, self.atoms.numbers)], dtype=self.dtype).to(self.device)
+        prediction = predict(self.model, batch)
+        energy = float(prediction.energy[0]) * self.energy_units_to_eV
+        force_factor = self.energy_units_to_eV / self.length_units_to_A
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": prediction.forces.cpu().double().numpy() * force_factor,
+            "energies": prediction.atomic_energies.cpu().numpy() * self.energy_units_to_eV,
+        }

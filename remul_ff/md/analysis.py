@@ -1,0 +1,49 @@
+"""Analysis of MD runs: stability time, h(r) and its MAE, NVE energy drift, temperature statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+H_R_BINS = 500
+H_R_RANGE = (0.0, 10.0)
+
+
+def stability_time_ps(collapse_times_ps: Sequence[float | None], total_time_ps: float) -> np.ndarray:
+    """Time until collapse for each replica, or ``total_time_ps`` for replicas that never collapsed."""
+    return np.array([total_time_ps if t is None else float(t) for t in collapse_times_ps])
+
+
+def distance_histogram(frames: Sequence[np.ndarray], bins: int = H_R_BINS, r_range: tuple[float, float] = H_R_RANGE) -> tuple[np.ndarray, np.ndarray]:
+    """h(r): normalised histogram of all interatomic distances in ``frames`` (each ``[n, 3]`` Å).
+
+    Returns:
+        Bin centres (Å) and the density (integrates to 1 over ``r_range``; distances outside are
+        ignored).
+    """
+    distances = []
+    for positions in frames:
+        positions = np.asarray(positions, dtype=np.float64)
+        i, j = np.triu_indices(len(positions), k=1)
+        distances.append(np.linalg.norm(positions[i] - positions[j], axis=-1))
+    all_distances = np.concatenate(distances) if distances else np.zeros(0)
+    density, edges = np.histogram(all_distances, bins=bins, range=r_range, density=True)
+    return 0.5 * (edges[1:] + edges[:-1]), density
+
+
+def h_r_mae(h: np.ndarray, h_reference: np.ndarray, r_range: tuple[float, float] = H_R_RANGE) -> float:
+    """MAE between two h(r) densities on the same bins, ``∫|h - h_ref| dr`` / width of the range."""
+    return float(np.mean(np.abs(np.asarray(h) - np.asarray(h_reference))))
+
+
+def energy_drift_mev_per_atom_ps(time_ps: np.ndarray, total_energy_ev: np.ndarray, n_atoms: int) -> float:
+    """Slope of a linear fit of total (or conserved) energy against time, in meV/atom/ps."""
+    slope, _ = np.polyfit(np.asarray(time_ps, dtype=float), np.asarray(total_energy_ev, dtype=float), 1)
+    return float(1e3 * slope / n_atoms)
+
+
+def temperature_stats(temperatures: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a temperature series, K."""
+    temperatures = np.asarray(temperatures, dtype=float)
+    return float(temperatures.mean()), float(temperatures.std())

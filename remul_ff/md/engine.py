@@ -1,0 +1,268 @@
+"""Batched MD driver: R replicas, one model call per step, collapse detection, trajectories and thermo.
+
+Outputs in ``output_dir``:
+
+* ``replica_NNN.traj`` (or ``.xyz``): frames every ``write_interval`` steps;
+* ``thermo.csv``: ``replica, step, time_ps, temperature_K, e_pot, e_kin, e_tot, conserved`` (eV);
+* ``collapses.json``: for every collapsed replica the step, time and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ase.io
+import torch
+from ase import Atoms, units
+from ase.io.trajectory import Trajectory
+from torch import nn
+from tqdm import tqdm
+
+from remul_ff.errors import RemulError
+from remul_ff.md import integrators
+from remul_ff.md.monitor import Collapse, CollapseMonitor
+from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
+
+THERMOSTATS = ("nve", "langevin", "nose-hoover")
+TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
+
+
+def parse_duration_fs(text: str | float) -> float:
+    """``"300ps"``, ``"10 fs"``, ``"1ns"`` or a bare number of fs, in fs."""
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(fs|ps|ns)?\s*", str(text))
+    if not match:
+        raise RemulError(f"cannot read the duration {text!r}; write it like '300ps', '500 fs' or '1ns'.")
+    try:
+        value = float(match.group(1))
+    except ValueError:
+        raise RemulError(f"cannot read the duration {text!r}; write it like '300ps', '500 fs' or '1ns'.") from None
+    return value * TIME_UNITS_FS[match.group(2) or "fs"]
+
+
+@dataclass
+class MDSettings:
+    """An MD protocol.
+
+    Attributes:
+        temperature: Initial and thermostat temperature, K.
+        timestep_fs: Time step, fs.
+        total_time_fs: Simulated time per replica, fs.
+        thermostat: ``nve``, ``langevin`` (BAOAB) or ``nose-hoover`` (chain of ``tchain``).
+        friction: Langevin friction, 1/fs.
+        tdamp_fs: Nosé–Hoover damping time, fs (default 100 time steps).
+        tchain: Nosé–Hoover chain length.
+        seed: Seed of the initial velocities and Langevin noise.
+        write_interval: Steps between trajectory frames (0 writes none).
+        thermo_interval: Steps between thermo rows.
+        check_interval: Steps between collapse checks.
+        traj_format: ``traj`` or ``extxyz``.
+        max_temperature: Collapse above this temperature, K (default ``max(3 T, 1000)``).
+        bond_tolerance: Collapse when a bond deviates more than this, Å.
+        initial_velocities: Draw Maxwell–Boltzmann momenta (otherwise keep the atoms' own).
+    """
+
+    temperature: float = 300.0
+    timestep_fs: float = 0.5
+    total_time_fs: float = 1000.0
+    thermostat: str = "langevin"
+    friction: float = 0.01
+    tdamp_fs: float | None = None
+    tchain: int = 3
+    seed: int = 0
+    write_interval: int = 100
+    thermo_interval: int = 10
+    check_interval: int = 1
+    traj_format: str = "traj"
+    max_temperature: float | None = None
+    bond_tolerance: float = 0.5
+    initial_velocities: bool = True
+
+    @property
+    def n_steps(self) -> int:
+        """Steps per replica."""
+        return int(round(self.total_time_fs / self.timestep_fs))
+
+    def validate(self) -> None:
+        """Raise :class:`RemulError` for settings that cannot run."""
+        if self.thermostat not in THERMOSTATS:
+            raise RemulError(f"unknown thermostat {self.thermostat!r}; use one of {', '.join(THERMOSTATS)}.")
+        if self.timestep_fs <= 0 or self.total_time_fs <= 0 or self.temperature < 0:
+            raise RemulError("the time step and total time must be positive and the temperature not negative.")
+        if self.traj_format not in ("traj", "extxyz"):
+            raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
+
+
+@dataclass
+class MDResult:
+    """Summary of a batched MD run."""
+
+    n_replicas: int
+    n_steps: int
+    timestep_fs: float
+    collapses: list[Collapse] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    replica_steps_per_s: float = 0.0
+    output_dir: str | None = None
+
+    def stability_times_ps(self) -> list[float]:
+        """Simulated time before collapse for each replica (the full time when it never collapsed)."""
+        total = self.n_steps * self.timestep_fs / 1e3
+        collapsed = {c.replica: c.time_ps for c in self.collapses}
+        return [collapsed.get(r, total) for r in range(self.n_replicas)]
+
+
+class _Writers:
+    """Trajectory and thermo files, one trajectory per replica."""
+
+    def __init__(self, output_dir: Path, settings: MDSettings, n_replicas: int) -> None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.settings, self.output_dir = settings, output_dir
+        suffix = "traj" if settings.traj_format == "traj" else "xyz"
+        self.paths = [output_dir / f"replica_{r:03d}.{suffix}" for r in range(n_replicas)]
+        self.trajectories = [Trajectory(p, "w") for p in self.paths] if settings.traj_format == "traj" else None
+        for p in self.paths if self.trajectories is None else []:
+            p.write_text("")
+        self.thermo_file = open(output_dir / "thermo.csv", "w", newline="")
+        self.thermo = csv.writer(self.thermo_file)
+        self.thermo.writerow(["replica", "step", "time_ps", "temperature_K", "e_pot", "e_kin", "e_tot", "conserved"])
+
+    def frames(self, state: MDState) -> None:
+        for (rid, atoms), energy, forces in zip(state.replica_atoms(), state.energy.tolist(), _split_forces(state)):
+            atoms.calc = _single_point(atoms, energy, forces)
+            if self.trajectories is not None:
+                self.trajectories[rid].write(atoms)
+            else:
+                ase.io.write(self.paths[rid], atoms, format="extxyz", append=True)
+
+    def thermo_rows(self, state: MDState, step: int, kT: float) -> None:
+        kinetic, conserved = state.kinetic_energy().tolist(), integrators.conserved_energy(state, kT).tolist()
+        temperature, energy = state.temperature().tolist(), state.energy.tolist()
+        time_ps = step * self.settings.timestep_fs / 1e3
+        for k, rid in enumerate(state.replica_id.tolist()):
+            self.thermo.writerow([rid, step, f"{time_ps:.6f}", f"{temperature[k]:.3f}", f"{energy[k]:.8f}",
+                                  f"{kinetic[k]:.8f}", f"{energy[k] + kinetic[k]:.8f}", f"{conserved[k]:.8f}"])
+
+    def close(self, collapses: list[Collapse]) -> None:
+        for trajectory in self.trajectories or []:
+            trajectory.close()
+        self.thermo_file.close()
+        (self.output_dir / "collapses.json").write_text(json.dumps([asdict(c) for c in collapses], indent=2) + "\n")
+
+
+def _split_forces(state: MDState) -> list:
+    return torch.split(state.forces.detach().cpu().double(), state.atoms_per_replica.tolist())
+
+
+def _single_point(atoms: Atoms, energy: float, forces: torch.Tensor):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    return SinglePointCalculator(atoms, energy=energy, forces=forces.numpy())
+
+
+def _make_step(settings: MDSettings, kT: float):
+    """The integrator for ``settings`` as ``step(state, model)``."""
+    dt = settings.timestep_fs * units.fs
+    if settings.thermostat == "nve":
+        return lambda state, model: integrators.velocity_verlet_step(state, model, dt)
+    if settings.thermostat == "langevin":
+        generator = torch.Generator().manual_seed(settings.seed + 1)
+        friction = settings.friction / units.fs
+        return lambda state, model: integrators.langevin_baoab_step(state, model, dt, kT, friction, generator)
+    return lambda state, model: integrators.nose_hoover_chain_step(state, model, dt, kT)
+
+
+def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, device, dtype) -> MDState:
+    """Initial state: positions from ``starts``, Maxwell–Boltzmann momenta, forces and thermostat."""
+    state = state_from_atoms(starts, device, dtype)
+    if settings.initial_velocities:
+        maxwell_boltzmann(state, settings.temperature, settings.seed)
+    if settings.thermostat == "nose-hoover":
+        tdamp = (settings.tdamp_fs or 100 * settings.timestep_fs) * units.fs
+        integrators.init_nose_hoover_chain(state, integrators.kT_of(settings.temperature), tdamp, settings.tchain)
+    return compute_forces(state, model)
+
+
+def run_md(
+    model: nn.Module,
+    starts: Sequence[Atoms],
+    settings: MDSettings,
+    output_dir: str | Path | None = None,
+    progress: bool = True,
+) -> MDResult:
+    """Integrate one replica per structure in ``starts`` as a single batch.
+
+    Args:
+        model: Energy-only model (its device and dtype are used).
+        starts: Starting structures, one per replica (they may differ in size and composition).
+        settings: The protocol.
+        output_dir: Where trajectories and thermo go (``None`` writes nothing).
+        progress: Show a progress bar with simulated ps and ns/day.
+    """
+    settings.validate()
+    parameter = next(model.parameters())
+    kT = integrators.kT_of(settings.temperature)
+    state = prepare_state(model, starts, settings, parameter.device, parameter.dtype)
+    max_t = settings.max_temperature or max(3 * settings.temperature, 1000.0)
+    monitor = CollapseMonitor(state, max_t, settings.bond_tolerance)
+    writers = _Writers(Path(output_dir), settings, len(starts)) if output_dir is not None else None
+    result = MDResult(len(starts), settings.n_steps, settings.timestep_fs, output_dir=None if output_dir is None else str(output_dir))
+    step_fn = _make_step(settings, kT)
+    _record(writers, state, 0, settings, kT)
+    start, replica_steps = time.perf_counter(), 0
+    bar = tqdm(total=round(settings.n_steps * settings.timestep_fs / 1e3, 6), unit="ps", disable=not progress, desc="MD")
+    try:
+        for step in range(1, settings.n_steps + 1):
+            step_fn(state, model)
+            replica_steps += state.n_replicas
+            if step % settings.check_interval == 0 or step == settings.n_steps:
+                state = _drop_collapsed(state, monitor, step, settings, result)
+                if state.n_replicas == 0:
+                    break
+            _record(writers, state, step, settings, kT)
+            _update_bar(bar, step, settings, start)
+    finally:
+        bar.close()
+        result.wall_time_s = time.perf_counter() - start
+        result.replica_steps_per_s = replica_steps / max(result.wall_time_s, 1e-12)
+        if writers is not None:
+            writers.close(result.collapses)
+    return result
+
+
+def _drop_collapsed(state: MDState, monitor: CollapseMonitor, step: int, settings: MDSettings, result: MDResult) -> MDState:
+    collapsed, events = monitor.check(state, step, step * settings.timestep_fs / 1e3)
+    if not events:
+        return state
+    for event in events:
+        print(f"replica {event.replica} collapsed at {event.time_ps:.4f} ps (step {event.step}): {event.reason}")
+    result.collapses.extend(events)
+    state, atom_keep = state.select(~collapsed)
+    monitor.drop(atom_keep)
+    return state
+
+
+def _record(writers: _Writers | None, state: MDState, step: int, settings: MDSettings, kT: float) -> None:
+    if writers is None:
+        return
+    if settings.write_interval and step % settings.write_interval == 0:
+        writers.frames(state)
+    if settings.thermo_interval and step % settings.thermo_interval == 0:
+        writers.thermo_rows(state, step, kT)
+
+
+def _update_bar(bar: tqdm, step: int, settings: MDSettings, start: float) -> None:
+    if step % 100 and step != settings.n_steps:
+        return
+    simulated_ps = step * settings.timestep_fs / 1e3
+    bar.update(round(simulated_ps - bar.n, 6))
+    elapsed_days = (time.perf_counter() - start) / 86400
+    bar.set_postfix(ns_per_day=f"{simulated_ps / 1e3 / max(elapsed_days, 1e-12):.3g}")
+
+
+__all__ = ["MDResult", "MDSettings", "parse_duration_fs", "prepare_state", "run_md"]

@@ -1,0 +1,143 @@
+"""Integrators as plain functions ``step(state, model, dt, ...) -> state`` over a batch of replicas.
+
+``dt`` is in ASE time units (``timestep_fs * ase.units.fs``) and ``kT`` in eV. Each step calls the
+model exactly once, for all replicas together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from ase import units
+from torch import nn
+
+from remul_ff.md.state import MDState, compute_forces
+
+
+def _kick(state: MDState, dt: float) -> None:
+    state.momenta = state.momenta + dt * state.forces
+
+
+def _drift(state: MDState, dt: float) -> None:
+    state.positions = state.positions + dt * state.momenta / state.masses[:, None]
+
+
+def velocity_verlet_step(state: MDState, model: nn.Module, dt: float) -> MDState:
+    """NVE velocity Verlet, the same update as ``ase.md.VelocityVerlet``."""
+    _kick(state, dt / 2)
+    _drift(state, dt)
+    compute_forces(state, model)
+    _kick(state, dt / 2)
+    return state
+
+
+def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, friction: float, generator: torch.Generator) -> MDState:
+    """Langevin NVT with the BAOAB splitting (Leimkuhler & Matthews 2013).
+
+    Args:
+        friction: Friction coefficient in 1/t (ASE time units).
+        generator: CPU generator for the noise, so a seed reproduces runs on any device.
+
+    The heat exchanged with the bath in the O step is accumulated in
+    ``state.thermostat["heat"]`` so that ``E_tot - heat`` is a conserved quantity.
+    """
+    _kick(state, dt / 2)
+    _drift(state, dt / 2)
+    c1 = math.exp(-friction * dt)
+    noise = torch.randn(state.momenta.shape, generator=generator, dtype=torch.float64).to(state.momenta)
+    before = state.kinetic_energy()
+    state.momenta = c1 * state.momenta + math.sqrt((1 - c1**2) * kT) * torch.sqrt(state.masses)[:, None] * noise
+    state.thermostat["heat"] = state.thermostat.get("heat", torch.zeros_like(before)) + state.kinetic_energy() - before
+    _drift(state, dt / 2)
+    compute_forces(state, model)
+    _kick(state, dt / 2)
+    return state
+
+
+# Suzuki–Yoshida fourth-order weights for the thermostat sub-steps.
+_W = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
+SUZUKI_YOSHIDA_4 = (_W, 1.0 - 2.0 * _W, _W)
+
+
+def init_nose_hoover_chain(state: MDState, kT: float, tdamp: float, chain: int = 3) -> MDState:
+    """Attach Nosé–Hoover chain variables (positions ``eta``, momenta ``p_eta``, masses ``Q``) per replica.
+
+    ``Q_1 = N_f kT τ²`` and ``Q_k = kT τ²`` with ``N_f = 3N`` degrees of freedom, as in ASE's
+    ``NoseHooverChainNVT``; ``tdamp`` (τ) is in ASE time units.
+    """
+    m, dtype, device = state.n_replicas, torch.float64, state.positions.device
+    dof = 3 * state.atoms_per_replica.to(dtype)
+    masses = torch.full((m, chain), kT * tdamp**2, dtype=dtype, device=device)
+    masses[:, 0] = dof * kT * tdamp**2
+    state.thermostat.update(eta=torch.zeros(m, chain, dtype=dtype, device=device), p_eta=torch.zeros(m, chain, dtype=dtype, device=device), Q=masses)
+    return state
+
+
+def _chain_force(state: MDState, j: int, two_ke: torch.Tensor, kT: float) -> torch.Tensor:
+    p_eta, q = state.thermostat["p_eta"], state.thermostat["Q"]
+    if j == 0:
+        return two_ke - 3 * state.atoms_per_replica.double() * kT
+    return p_eta[:, j - 1] ** 2 / q[:, j - 1] - kT
+
+
+def _update_chain_momentum(state: MDState, j: int, two_ke: torch.Tensor, kT: float, delta: float) -> None:
+    p_eta, q = state.thermostat["p_eta"], state.thermostat["Q"]
+    last = j == p_eta.shape[1] - 1
+    damp = 1.0 if last else torch.exp(-delta / 4 * p_eta[:, j + 1] / q[:, j + 1])
+    p_eta[:, j] = (p_eta[:, j] * damp + delta / 2 * _chain_force(state, j, two_ke, kT)) * damp
+
+
+def _nose_hoover_chain_substep(state: MDState, kT: float, delta: float) -> None:
+    chain = state.thermostat["p_eta"].shape[1]
+    two_ke = 2 * state.kinetic_energy()
+    for j in reversed(range(chain)):
+        _update_chain_momentum(state, j, two_ke, kT, delta)
+    state.thermostat["eta"] = state.thermostat["eta"] + delta * state.thermostat["p_eta"] / state.thermostat["Q"]
+    scale = torch.exp(-delta * state.thermostat["p_eta"][:, 0] / state.thermostat["Q"][:, 0])
+    state.momenta = state.momenta * scale[state.molecule_index, None].to(state.momenta.dtype)
+    two_ke = two_ke * scale**2
+    for j in range(chain):
+        _update_chain_momentum(state, j, two_ke, kT, delta)
+
+
+def _nose_hoover_chain_half(state: MDState, kT: float, delta: float) -> None:
+    for weight in SUZUKI_YOSHIDA_4:
+        _nose_hoover_chain_substep(state, kT, weight * delta)
+
+
+def nose_hoover_chain_step(state: MDState, model: nn.Module, dt: float, kT: float) -> MDState:
+    """Nosé–Hoover-chain NVT (Martyna, Tuckerman & Klein 1996): thermostat half step, velocity
+    Verlet, thermostat half step. Call :func:`init_nose_hoover_chain` first."""
+    _nose_hoover_chain_half(state, kT, dt / 2)
+    velocity_verlet_step(state, model, dt)
+    _nose_hoover_chain_half(state, kT, dt / 2)
+    return state
+
+
+def conserved_energy(state: MDState, kT: float = 0.0) -> torch.Tensor:
+    """``[m]`` the integrator's conserved quantity: total energy, minus Langevin heat, plus the
+    Nosé–Hoover chain's energy."""
+    total = state.energy + state.kinetic_energy()
+    if "heat" in state.thermostat:
+        total = total - state.thermostat["heat"]
+    if "p_eta" in state.thermostat:
+        eta, p_eta, q = state.thermostat["eta"], state.thermostat["p_eta"], state.thermostat["Q"]
+        dof = 3 * state.atoms_per_replica.double()
+        total = total + dof * kT * eta[:, 0] + kT * eta[:, 1:].sum(-1) + (p_eta**2 / (2 * q)).sum(-1)
+    return total
+
+
+def kT_of(temperature: float) -> float:
+    """``k_B T`` in eV."""
+    return units.kB * temperature
+
+
+__all__ = [
+    "conserved_energy",
+    "init_nose_hoover_chain",
+    "kT_of",
+    "langevin_baoab_step",
+    "nose_hoover_chain_step",
+    "velocity_verlet_step",
+]

@@ -1,0 +1,125 @@
+"""Batched MD state: many independent replicas (molecules) integrated as one set of tensors.
+
+Units are ASE's: positions Å, momenta amu·Å/t with ``t`` ASE's time unit (``ase.units.fs`` ≈
+0.0982 t), masses amu, energies eV. Kinetic energies ``p²/2m`` then come out in eV directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from ase import Atoms, units
+from torch import nn
+
+from remul_ff.data.batch import AtomicBatch, Structure, collate
+from remul_ff.models.common import scatter_sum
+from remul_ff.models.forces import predict
+
+
+@dataclass
+class MDState:
+    """Positions and momenta of ``m`` replicas (``n`` atoms in all), plus cached forces.
+
+    Attributes:
+        positions: ``[n, 3]`` Å.
+        momenta: ``[n, 3]`` amu·Å/t.
+        masses: ``[n]`` amu.
+        atomic_numbers: ``[n]``.
+        molecule_index: ``[n]`` replica of each atom, non-decreasing.
+        replica_id: ``[m]`` original number of each replica (replicas that collapse are removed).
+        forces: ``[n, 3]`` eV/Å at ``positions``.
+        energy: ``[m]`` float64 potential energy, eV.
+        thermostat: Integrator-specific per-replica tensors (e.g. Nosé–Hoover chain variables).
+    """
+
+    positions: torch.Tensor
+    momenta: torch.Tensor
+    masses: torch.Tensor
+    atomic_numbers: torch.Tensor
+    molecule_index: torch.Tensor
+    replica_id: torch.Tensor
+    forces: torch.Tensor | None = None
+    energy: torch.Tensor | None = None
+    thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_replicas(self) -> int:
+        """Replicas still in the batch."""
+        return int(self.replica_id.shape[0])
+
+    @property
+    def atoms_per_replica(self) -> torch.Tensor:
+        """``[m]`` atom count of each replica."""
+        return torch.bincount(self.molecule_index, minlength=self.n_replicas)
+
+    def batch(self) -> AtomicBatch:
+        """The positions as a model input batch."""
+        return AtomicBatch(self.positions, self.atomic_numbers, self.molecule_index, self.n_replicas)
+
+    def kinetic_energy(self) -> torch.Tensor:
+        """``[m]`` kinetic energy per replica, eV (float64)."""
+        per_atom = (self.momenta.double() ** 2).sum(-1) / (2 * self.masses.double())
+        return scatter_sum(per_atom, self.molecule_index, self.n_replicas)
+
+    def temperature(self) -> torch.Tensor:
+        """``[m]`` instantaneous temperature in K, with 3N degrees of freedom (as ASE)."""
+        return 2 * self.kinetic_energy() / (3 * self.atoms_per_replica * units.kB)
+
+    def select(self, keep: torch.Tensor) -> tuple[MDState, torch.Tensor]:
+        """Keep the replicas where ``keep`` (``[m]`` bool) is true; also return the atom mask."""
+        atom_keep = keep[self.molecule_index]
+        new_index = torch.cumsum(keep.long(), 0) - 1
+        per_atom = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in ("positions", "momenta", "masses", "atomic_numbers", "forces")}
+        state = MDState(
+            **{k: None if v is None else v[atom_keep] for k, v in per_atom.items()},
+            molecule_index=new_index[self.molecule_index[atom_keep]],
+            replica_id=self.replica_id[keep],
+            energy=None if self.energy is None else self.energy[keep],
+            thermostat={k: v[keep] for k, v in self.thermostat.items()},
+        )
+        return state, atom_keep
+
+    def replica_atoms(self) -> list[tuple[int, Atoms]]:
+        """``(replica_id, Atoms)`` for each replica, with momenta (for writing trajectories)."""
+        bounds = torch.cumsum(self.atoms_per_replica, 0).tolist()
+        positions, momenta = self.positions.detach().cpu().double().numpy(), self.momenta.detach().cpu().double().numpy()
+        numbers = self.atomic_numbers.cpu().numpy()
+        out, start = [], 0
+        for rid, end in zip(self.replica_id.tolist(), bounds):
+            atoms = Atoms(numbers=numbers[start:end], positions=positions[start:end], momenta=momenta[start:end])
+            out.append((rid, atoms))
+            start = end
+        return out
+
+
+def state_from_atoms(structures: Sequence[Atoms], device: torch.device | str, dtype: torch.dtype) -> MDState:
+    """An MD state with one replica per ``Atoms`` (momenta from the atoms, zero when unset)."""
+    batch = collate([Structure.from_atoms(a) for a in structures], dtype=dtype).to(device)
+    momenta = torch.cat([torch.as_tensor(a.get_momenta()) for a in structures]).to(device, dtype)
+    masses = torch.cat([torch.as_tensor(a.get_masses()) for a in structures]).to(device, dtype)
+    return MDState(batch.positions, momenta, masses, batch.atomic_numbers, batch.molecule_index,
+                   torch.arange(len(structures), device=device))
+
+
+def compute_forces(state: MDState, model: nn.Module) -> MDState:
+    """Evaluate the model once for all replicas and cache energies and forces on the state."""
+    prediction = predict(model, state.batch())
+    state.forces, state.energy = prediction.forces, prediction.energy
+    return state
+
+
+def maxwell_boltzmann(state: MDState, temperature: float, seed: int) -> MDState:
+    """Draw Maxwell–Boltzmann momenta at ``temperature`` K and remove each replica's centre-of-mass momentum.
+
+    Random numbers are drawn on the CPU so that a seed gives the same velocities on any device.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(state.momenta.shape, generator=generator, dtype=torch.float64)
+    momenta = noise.to(state.momenta) * torch.sqrt(state.masses * units.kB * temperature)[:, None]
+    total = scatter_sum(momenta, state.molecule_index, state.n_replicas)
+    mass = scatter_sum(state.masses, state.molecule_index, state.n_replicas)
+    state.momenta = momenta - (total / mass[:, None])[state.molecule_index] * state.masses[:, None]
+    return state

@@ -1,0 +1,108 @@
+"""REMULCalculator: agrees with the model, passes ASE's finite-difference check, relaxes, runs ASE MD,
+keeps torch's default dtype, and fails with one clear sentence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.build import molecule
+from ase.calculators.fd import calculate_numerical_forces
+from ase.md.langevin import Langevin
+from ase.md.nose_hoover_chain import NoseHooverChainNVT
+from ase.md.verlet import VelocityVerlet
+from ase.optimize import BFGS, FIRE
+
+from remul_ff.calculators import REMULCalculator
+from remul_ff.data.batch import Structure, collate
+from remul_ff.errors import DataError
+from remul_ff.models import predict
+from remul_ff.training.checkpoint import load_model
+from tests.conftest import jittered_molecules
+
+
+@pytest.fixture
+def ethanol():
+    return jittered_molecules("CH3CH2OH", 1, seed=7, scale=0.03)[0]
+
+
+def test_matches_the_model_called_directly(trained_model_file, ethanol):
+    ethanol.calc = REMULCalculator(trained_model_file)
+    model = load_model(trained_model_file)
+    prediction = predict(model, collate([Structure.from_atoms(ethanol)]))
+    assert ethanol.get_potential_energy() == pytest.approx(float(prediction.energy[0]), abs=1e-9)
+    np.testing.assert_allclose(ethanol.get_forces(), prediction.forces.numpy(), atol=1e-9)
+    assert ethanol.get_potential_energies().sum() == pytest.approx(ethanol.get_potential_energy(), abs=1e-8)
+    assert ethanol.get_potential_energy(force_consistent=True) == ethanol.get_potential_energy()
+
+
+def test_ase_finite_difference_forces(trained_model_file, ethanol):
+    ethanol.calc = REMULCalculator(trained_model_file)
+    numeric = calculate_numerical_forces(ethanol, eps=1e-4)
+    np.testing.assert_allclose(ethanol.get_forces(), numeric, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", [BFGS, FIRE])
+def test_relaxation_converges(trained_model_file, ethanol, optimizer):
+    ethanol.calc = REMULCalculator(trained_model_file)
+    converged = optimizer(ethanol, logfile=None).run(fmax=0.02, steps=1000)
+    assert converged and np.abs(ethanol.get_forces()).max() < 0.02
+    assert 1.2 < ethanol.get_distance(0, 1) < 1.9  # C-C still bonded
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_both_dtypes_leave_the_global_default_alone(trained_model_file, ethanol, dtype):
+    before = torch.get_default_dtype()
+    calc = REMULCalculator(trained_model_file, default_dtype=dtype)
+    ethanol.calc = calc
+    forces = ethanol.get_forces()
+    assert torch.get_default_dtype() == before
+    assert next(calc.model.parameters()).dtype == getattr(torch, dtype)
+    assert not any(p.requires_grad for p in calc.model.parameters()) and not calc.model.training
+    reference = REMULCalculator(trained_model_file).get_forces(ethanol)
+    np.testing.assert_allclose(forces, reference, atol=1e-4 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("dynamics", ["verlet", "langevin", "nose-hoover"])
+def test_works_unchanged_with_ase_md(trained_model_file, ethanol, dynamics):
+    ethanol.calc = REMULCalculator(trained_model_file)
+    dt = 0.5 * units.fs
+    dyn = {
+        "verlet": lambda: VelocityVerlet(ethanol, dt),
+        "langevin": lambda: Langevin(ethanol, dt, temperature_K=300, friction=0.01 / units.fs),
+        "nose-hoover": lambda: NoseHooverChainNVT(ethanol, dt, temperature_K=300, tdamp=50 * dt),
+    }[dynamics]()
+    dyn.run(20)
+    assert np.isfinite(ethanol.get_positions()).all() and ethanol.get_kinetic_energy() > 0
+
+
+def test_unknown_element_periodic_cell_and_nan_are_clear_errors(trained_model_file):
+    calc = REMULCalculator(trained_model_file)
+    ammonia = molecule("NH3")
+    ammonia.calc = calc
+    with pytest.raises(DataError, match="not trained on N; it knows only H, C, O"):
+        ammonia.get_potential_energy()
+    water = molecule("H2O", vacuum=5.0)
+    water.pbc = True
+    water.calc = calc
+    with pytest.raises(DataError, match="periodic cells are not supported yet"):
+        water.get_potential_energy()
+    water.pbc = False
+    water.positions[0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN or infinite positions"):
+        water.get_potential_energy()
+
+
+def test_unit_factors_scale_energy_and_forces(trained_model_file, ethanol):
+    plain = REMULCalculator(trained_model_file)
+    scaled = REMULCalculator(trained_model_file, energy_units_to_eV=2.0)
+    assert scaled.get_potential_energy(ethanol) == pytest.approx(2 * plain.get_potential_energy(ethanol))
+    np.testing.assert_allclose(scaled.get_forces(ethanol), 2 * plain.get_forces(ethanol))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_calculator_on_cuda_matches_cpu(trained_model_file, ethanol):
+    cpu = REMULCalculator(trained_model_file).get_forces(ethanol)
+    cuda = REMULCalculator(trained_model_file, device="cuda").get_forces(ethanol)
+    np.testing.assert_allclose(cuda, cpu, atol=1e-9)

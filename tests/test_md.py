@@ -1,0 +1,166 @@
+"""Batched MD: agrees with ASE's integrators, conserves energy, thermostats, detects collapse,
+and the analysis functions on hand-made trajectories."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.md.nose_hoover_chain import NoseHooverChainNVT
+from ase.md.verlet import VelocityVerlet
+from torch import nn
+
+from remul_ff.calculators import REMULCalculator
+from remul_ff.cli import main
+from remul_ff.md import MDSettings, parse_duration_fs, run_md
+from remul_ff.md.analysis import distance_histogram, energy_drift_mev_per_atom_ps, h_r_mae, stability_time_ps, temperature_stats
+from remul_ff.md.engine import prepare_state
+from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
+from remul_ff.models.common import scatter_sum
+from remul_ff.training.checkpoint import load_model
+from tests.conftest import jittered_molecules
+
+
+def starts(n: int, seed: int = 0) -> list[Atoms]:
+    return jittered_molecules("CH3CH2OH", n, seed=seed, scale=0.02)
+
+
+@pytest.mark.parametrize("thermostat", ["nve", "nose-hoover"])
+def test_batched_integrators_match_ase_over_100_steps(trained_model_file, thermostat):
+    model = load_model(trained_model_file)
+    settings = MDSettings(temperature=300, timestep_fs=0.5, thermostat=thermostat, seed=3, tdamp_fs=25.0)
+    state = prepare_state(model, starts(3), settings, "cpu", torch.float64)
+    references = [atoms for _, atoms in state.replica_atoms()]  # same initial positions and momenta
+    dt = 0.5 * units.fs
+    for _ in range(100):
+        if thermostat == "nve":
+            velocity_verlet_step(state, model, dt)
+        else:
+            nose_hoover_chain_step(state, model, dt, units.kB * 300)
+    for k, atoms in enumerate(references):
+        atoms.calc = REMULCalculator(trained_model_file)
+        dyn = VelocityVerlet(atoms, dt) if thermostat == "nve" else NoseHooverChainNVT(atoms, dt, temperature_K=300, tdamp=25 * units.fs)
+        dyn.run(100)
+        ours = state.positions[state.molecule_index == k].numpy()
+        np.testing.assert_allclose(ours, atoms.positions, atol=1e-9)
+
+
+def test_nve_conserves_energy_over_1000_steps(trained_model_file, tmp_path):
+    model = load_model(trained_model_file)
+    # The test model is trained for seconds, so its surface is rough; collapse limits are lifted
+    # because this test is about the integrator, which must conserve energy on any smooth surface.
+    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=500, thermostat="nve", thermo_interval=10,
+                          write_interval=0, max_temperature=1e5, bond_tolerance=100.0)
+    result = run_md(model, starts(4), settings, tmp_path, progress=False)
+    assert not result.collapses
+    rows = list(csv.DictReader(open(tmp_path / "thermo.csv")))
+    for replica in range(4):
+        e_tot = np.array([float(r["e_tot"]) for r in rows if r["replica"] == str(replica)])
+        e_kin = np.array([float(r["e_kin"]) for r in rows if r["replica"] == str(replica)])
+        assert len(e_tot) == 101
+        # Bound: total-energy fluctuation below 2% of the kinetic-energy scale (~0.3 eV here).
+        assert np.ptp(e_tot) < 0.02 * e_kin.mean()
+
+
+def test_langevin_holds_the_target_temperature(trained_model_file, tmp_path):
+    model = load_model(trained_model_file)
+    settings = MDSettings(temperature=400, timestep_fs=0.5, total_time_fs=300, thermostat="langevin", friction=0.05, write_interval=0, thermo_interval=5)
+    run_md(model, starts(16), settings, tmp_path, progress=False)
+    rows = [r for r in csv.DictReader(open(tmp_path / "thermo.csv")) if float(r["time_ps"]) >= 0.1]
+    mean, _ = temperature_stats(np.array([float(r["temperature_K"]) for r in rows]))
+    # 16 nine-atom replicas, 200 fs after a 100 fs settling: the sample mean is within ~5% of 400 K.
+    assert 340 < mean < 460
+
+
+class PullOneAtom(nn.Module):
+    """Harmonic springs to the start geometry, plus a constant pull on atom `atom` of replica 1 from
+    the first call, and NaN energies for replica 2 from call `nan_call` on."""
+
+    def __init__(self, reference: torch.Tensor, atom: int, force: float, nan_call: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.reference, self.atom, self.force, self.nan_call, self.calls = reference, atom, force, nan_call, 0
+
+    def forward(self, positions, atomic_numbers, molecule_index):
+        self.calls += 1
+        energy = torch.zeros(positions.shape[0], dtype=torch.float64) + self.weight
+        starts = torch.cumsum(torch.bincount(molecule_index), 0) - torch.bincount(molecule_index)
+        pulled = molecule_index == 1
+        target = starts[1] + self.atom if pulled.any() else -1
+        for i in range(positions.shape[0]):
+            if i == target:
+                energy[i] = energy[i] - self.force * positions[i, 0]
+        if self.calls > self.nan_call:
+            energy = torch.where(molecule_index == 2, torch.full_like(energy, float("nan")), energy)
+        return energy
+
+
+def test_collapse_detection_stops_only_the_broken_replicas(tmp_path):
+    frames = [Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]) for _ in range(4)]
+    force, dt_fs = 2.0, 0.5
+    model = PullOneAtom(torch.zeros(1), atom=1, force=force, nan_call=40)
+    settings = MDSettings(temperature=0, timestep_fs=dt_fs, total_time_fs=100, thermostat="nve", write_interval=50,
+                          max_temperature=1e9, initial_velocities=False)
+    result = run_md(model, frames, settings, tmp_path, progress=False)
+    by_replica = {c.replica: c for c in result.collapses}
+    assert set(by_replica) == {1, 2}
+    # Constant force from rest: velocity Verlet is exact, x_n = a (n dt)^2 / 2.
+    acceleration = force / frames[0].get_masses()[1]
+    expected = next(n for n in range(1, 1000) if 0.5 * acceleration * (n * dt_fs * units.fs) ** 2 > 0.5)
+    assert by_replica[1].step == expected and "bond H0-H1" in by_replica[1].reason
+    assert by_replica[2].step == 40 and "non-finite" in by_replica[2].reason  # call 41 is step 40
+    rows = list(csv.DictReader(open(tmp_path / "thermo.csv")))
+    assert max(int(r["step"]) for r in rows if r["replica"] == "0") == 200  # healthy replicas ran to the end
+    assert result.stability_times_ps()[0] == pytest.approx(0.1) and result.stability_times_ps()[2] == pytest.approx(0.02)
+
+
+def test_stability_and_h_r_on_hand_made_trajectories():
+    assert list(stability_time_ps([None, 12.5, None], 300.0)) == [300.0, 12.5, 300.0]
+    dimer = [np.array([[0.0, 0, 0], [1.0, 0, 0]])] * 3
+    r, h = distance_histogram(dimer, bins=10, r_range=(0.0, 10.0))
+    assert h[1] == pytest.approx(0.1 * 10) and h.sum() * 1.0 == pytest.approx(1.0)  # all mass in the 1-2 Å bin
+    shifted = distance_histogram([np.array([[0.0, 0, 0], [2.5, 0, 0]])], bins=10, r_range=(0.0, 10.0))[1]
+    assert h_r_mae(h, h) == 0.0 and h_r_mae(h, shifted) == pytest.approx(2 * 1.0 / 10)
+
+
+def test_energy_drift_fit_and_temperature_stats():
+    time_ps = np.linspace(0, 10, 101)
+    e_tot = -100.0 + 0.009 * time_ps  # 9 meV/ps over 9 atoms
+    assert energy_drift_mev_per_atom_ps(time_ps, e_tot, n_atoms=9) == pytest.approx(1.0)
+    assert temperature_stats(np.array([290.0, 310.0])) == (300.0, 10.0)
+
+
+def test_parse_duration():
+    assert parse_duration_fs("300ps") == 300_000 and parse_duration_fs("10 fs") == 10 and parse_duration_fs("1ns") == 1e6
+    with pytest.raises(ValueError, match="cannot read the duration"):
+        parse_duration_fs("long")
+
+
+def test_md_cli_writes_trajectories_and_thermo(trained_model_file, tmp_path, capsys):
+    out = tmp_path / "md"
+    assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "20fs", "--replicas", "2",
+                 "--thermostat", "nose-hoover", "--write-interval", "10", "--no-progress", "--format", "extxyz"]) == 0
+    assert {p.name for p in out.iterdir()} == {"replica_000.xyz", "replica_001.xyz", "thermo.csv", "collapses.json"}
+    assert "2/2 replicas stable" in capsys.readouterr().out
+
+
+def test_md_cli_unknown_element_exits_2_before_writing(trained_model_file, tmp_path, capsys):
+    out = tmp_path / "md"
+    assert main(["md", str(trained_model_file), "NH3", "-o", str(out), "--time", "10fs"]) == 2
+    assert "not trained on N" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_md_on_cuda_matches_cpu(trained_model_file):
+    settings = MDSettings(temperature=300, timestep_fs=0.5, thermostat="nve", seed=5)
+    finals = []
+    for device in ("cpu", "cuda"):
+        model = load_model(trained_model_file, device=device)
+        state = prepare_state(model, starts(3), settings, device, torch.float64)
+        for _ in range(20):
+            velocity_verlet_step(state, model, 0.5 * units.fs)
+        finals.append(state.positions.cpu())
+    torch.testing.assert_close(finals[0], finals[1], atol=1e-9, rtol=0)
