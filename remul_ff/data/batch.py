@@ -1,0 +1,229 @@
+"""The data contract: one labelled molecule (:class:`Structure`) and a batch of them (:class:`AtomicBatch`).
+
+Every part of remul-ff (readers, neighbour lists, models, losses, calculators, MD) speaks in these
+two types. Units are ASE's throughout; readers convert on the way in.
+
+``AtomicBatch`` fields (``n`` = atoms in the batch, ``m`` = molecules in the batch):
+
+============== ================ ========= ===========================================================
+field          shape            dtype     meaning and unit
+============== ================ ========= ===========================================================
+positions      ``[n, 3]``       float     Cartesian coordinates, Å
+atomic_numbers ``[n]``          int64     nuclear charge Z of each atom
+molecule_index ``[n]``          int64     index of the molecule each atom belongs to, in ``[0, m)``,
+                                          non-decreasing (atoms of a molecule are contiguous)
+n_molecules    ``int``          --        ``m``; molecules may have different sizes
+energy         ``[m]``          float64   total potential energy per molecule, eV (optional); always
+                                          float64, since float32 cannot resolve meV on ~10^4 eV
+forces         ``[n, 3]``       float     forces on atoms, eV/Å (optional)
+cell           ``[m, 3, 3]``    float     lattice vectors as rows, Å (optional)
+pbc            ``[m, 3]``       bool      periodicity per lattice direction (optional)
+============== ================ ========= ===========================================================
+
+"float" is the batch's dtype (float64 from the readers; ``batch.to(dtype=torch.float32)`` converts).
+``molecule_index`` plays the role of torch-sim's ``system_idx``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from remul_ff.errors import DataError
+
+MIN_INTERATOMIC_DISTANCE = 0.1
+"""Two atoms closer than this (Å) mean a broken structure, not chemistry."""
+
+
+@dataclass
+class Structure:
+    """One molecule with optional labels, as NumPy arrays in ASE units.
+
+    Attributes:
+        positions: ``[n, 3]`` float64 coordinates in Å.
+        numbers: ``[n]`` int64 atomic numbers.
+        energy: Total energy in eV, or ``None`` when unlabelled.
+        forces: ``[n, 3]`` float64 forces in eV/Å, or ``None``.
+        cell: ``[3, 3]`` lattice vectors in Å, or ``None``.
+        pbc: ``[3]`` periodic flags, or ``None`` (treated as all ``False``).
+    """
+
+    positions: np.ndarray
+    numbers: np.ndarray
+    energy: float | None = None
+    forces: np.ndarray | None = None
+    cell: np.ndarray | None = None
+    pbc: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
+        self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        if self.forces is not None:
+            self.forces = np.asarray(self.forces, dtype=np.float64).reshape(-1, 3)
+        if self.energy is not None:
+            self.energy = float(self.energy)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def is_periodic(self) -> bool:
+        """Whether any lattice direction is periodic."""
+        return self.pbc is not None and bool(np.any(self.pbc))
+
+    @classmethod
+    def from_atoms(cls, atoms: Atoms, energy: float | None = None, forces: np.ndarray | None = None) -> Structure:
+        """Build a structure from ASE ``Atoms`` and explicit labels (labels are not read from ``atoms``)."""
+        cell = np.array(atoms.cell[:], dtype=np.float64) if atoms.cell.rank > 0 else None
+        return cls(atoms.get_positions(), atoms.get_atomic_numbers(), energy, forces, cell, np.array(atoms.pbc))
+
+    def to_atoms(self) -> Atoms:
+        """Return ASE ``Atoms``; labels, when present, are attached as a ``SinglePointCalculator``."""
+        atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+        results = {}
+        if self.energy is not None:
+            results["energy"] = self.energy
+        if self.forces is not None:
+            results["forces"] = self.forces
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        return atoms
+
+    def validate(self, where: str = "structure") -> None:
+        """Raise :class:`DataError` for non-finite values or atoms closer than 0.1 Å.
+
+        Args:
+            where: Human-readable location used in the message, e.g. ``"frame 3 of data.xyz"``.
+        """
+        if not np.all(np.isfinite(self.positions)):
+            raise DataError(f"{where} has NaN or infinite positions; remove or fix that frame.")
+        if self.energy is not None and not np.isfinite(self.energy):
+            raise DataError(f"{where} has a NaN or infinite energy; remove or fix that frame.")
+        if self.forces is not None and not np.all(np.isfinite(self.forces)):
+            raise DataError(f"{where} has NaN or infinite forces; remove or fix that frame.")
+        self._check_min_distance(where)
+
+    def _check_min_distance(self, where: str) -> None:
+        if len(self) < 2:
+            return
+        diff = self.positions[:, None, :] - self.positions[None, :, :]
+        dist = np.linalg.norm(diff, axis=-1)
+        np.fill_diagonal(dist, np.inf)
+        i, j = np.unravel_index(np.argmin(dist), dist.shape)
+        if dist[i, j] < MIN_INTERATOMIC_DISTANCE:
+            raise DataError(
+                f"{where} has atoms {min(i, j)} and {max(i, j)} only {dist[i, j]:.3g} Å apart "
+                f"(less than {MIN_INTERATOMIC_DISTANCE} Å); the geometry is broken, remove that frame."
+            )
+
+
+def _optional_tensor(values: list | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if values is None else torch.as_tensor(np.asarray(values), dtype=dtype)
+
+
+@dataclass
+class AtomicBatch:
+    """A batch of molecules with per-atom and per-molecule tensors; see the module docstring for units."""
+
+    positions: torch.Tensor
+    atomic_numbers: torch.Tensor
+    molecule_index: torch.Tensor
+    n_molecules: int
+    energy: torch.Tensor | None = None
+    forces: torch.Tensor | None = None
+    cell: torch.Tensor | None = None
+    pbc: torch.Tensor | None = None
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of atoms in the whole batch."""
+        return int(self.atomic_numbers.shape[0])
+
+    @property
+    def atoms_per_molecule(self) -> torch.Tensor:
+        """``[m]`` number of atoms in each molecule."""
+        return torch.bincount(self.molecule_index, minlength=self.n_molecules)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the batch's tensors."""
+        return self.positions.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point dtype of the batch."""
+        return self.positions.dtype
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AtomicBatch:
+        """Return a copy on ``device`` with floating tensors cast to ``dtype`` (integer tensors keep theirs)."""
+
+        def move(name: str) -> torch.Tensor | None:
+            t = getattr(self, name)
+            if t is None:
+                return None
+            keep_dtype = not t.is_floating_point() or name == "energy"
+            return t.to(device=device, dtype=None if keep_dtype else dtype)
+
+        return dataclasses.replace(self, **{f.name: move(f.name) for f in dataclasses.fields(self) if f.name != "n_molecules"})
+
+    def replace(self, **changes: object) -> AtomicBatch:
+        """Return a copy with some fields replaced (e.g. rotated positions)."""
+        return dataclasses.replace(self, **changes)
+
+    def split(self) -> list[Structure]:
+        """Undo :func:`collate`: one :class:`Structure` per molecule, on the CPU in float64."""
+        batch = self.to("cpu", torch.float64)
+        bounds = np.concatenate([[0], np.cumsum(batch.atoms_per_molecule.numpy())])
+        structures = []
+        for m in range(self.n_molecules):
+            a, b = bounds[m], bounds[m + 1]
+            structures.append(
+                Structure(
+                    batch.positions[a:b].numpy(),
+                    batch.atomic_numbers[a:b].numpy(),
+                    None if batch.energy is None else float(batch.energy[m]),
+                    None if batch.forces is None else batch.forces[a:b].numpy(),
+                    None if batch.cell is None else batch.cell[m].numpy(),
+                    None if batch.pbc is None else batch.pbc[m].numpy(),
+                )
+            )
+        return structures
+
+
+def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64) -> AtomicBatch:
+    """Concatenate molecules into one :class:`AtomicBatch` on the CPU.
+
+    Labels are kept only when every structure has them, so that a batch never mixes labelled and
+    unlabelled molecules silently.
+
+    Args:
+        structures: Molecules to batch; at least one.
+        dtype: Floating-point dtype of the batch.
+
+    Returns:
+        The batch; call ``.to(device)`` to move it.
+    """
+    if len(structures) == 0:
+        raise DataError("cannot build a batch from zero structures; check that the data file is not empty.")
+    sizes = [len(s) for s in structures]
+    has_energy = all(s.energy is not None for s in structures)
+    has_forces = all(s.forces is not None for s in structures)
+    has_cell = all(s.cell is not None for s in structures)
+    return AtomicBatch(
+        positions=torch.as_tensor(np.concatenate([s.positions for s in structures]), dtype=dtype),
+        atomic_numbers=torch.as_tensor(np.concatenate([s.numbers for s in structures]), dtype=torch.long),
+        molecule_index=torch.repeat_interleave(torch.arange(len(structures)), torch.as_tensor(sizes)),
+        n_molecules=len(structures),
+        energy=_optional_tensor([s.energy for s in structures] if has_energy else None, torch.float64),
+        forces=_optional_tensor(np.concatenate([s.forces for s in structures]) if has_forces else None, dtype),
+        cell=_optional_tensor([s.cell for s in structures] if has_cell else None, dtype),
+        pbc=torch.as_tensor(
+            np.array([np.zeros(3, bool) if s.pbc is None else np.asarray(s.pbc, bool) for s in structures])
+        ),
+    )

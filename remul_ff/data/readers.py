@@ -1,0 +1,163 @@
+"""Readers from DFT data files into :class:`~remul_ff.data.batch.Structure` lists, converting to eV and Å.
+
+Supported:
+
+* anything ``ase.io.read`` reads (extended XYZ, ASE ``.traj``, ...). Energy and forces are taken
+  from ``atoms.info`` / ``atoms.arrays`` under configurable keys or, as ASE ≥ 3.23 stores them,
+  from the attached ``SinglePointCalculator``;
+* MD17 ``.npz`` (keys ``R``, ``z``, ``E``, ``F``; kcal/mol and kcal/mol/Å);
+* revised MD17 ``.npz`` (keys ``coords``, ``nuclear_charges``, ``energies``, ``forces``; kcal/mol).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+
+from remul_ff.data.batch import Structure
+from remul_ff.errors import DataError
+
+KCAL_PER_MOL = units.kcal / units.mol
+"""One kcal/mol in eV."""
+
+NPZ_LAYOUTS: dict[str, dict[str, str]] = {
+    "md17": {"positions": "R", "numbers": "z", "energy": "E", "forces": "F"},
+    "rmd17": {"positions": "coords", "numbers": "nuclear_charges", "energy": "energies", "forces": "forces"},
+}
+FORMATS = ("auto", "ase", "md17", "rmd17")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Return ``"md17"``, ``"rmd17"`` or ``"ase"`` by looking inside the file, not only at its name."""
+    if not zipfile.is_zipfile(path):
+        return "ase"
+    try:
+        keys = set(np.load(path).files)
+    except Exception as exc:
+        raise DataError(f"could not open {path} as a NumPy .npz archive ({exc}); the file may be truncated.") from exc
+    for name, layout in NPZ_LAYOUTS.items():
+        if {layout["positions"], layout["numbers"]} <= keys:
+            return name
+    raise DataError(
+        f"{path} is an .npz archive with keys {sorted(keys)}, which match neither MD17 (R, z, E, F) "
+        "nor rMD17 (coords, nuclear_charges, energies, forces)."
+    )
+
+
+def read_structures(
+    path: str | os.PathLike,
+    format: str = "auto",
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    index: str | int = ":",
+    require_energy: bool = True,
+    require_forces: bool = True,
+) -> list[Structure]:
+    """Read labelled molecules from ``path``.
+
+    Args:
+        path: Data file.
+        format: ``"auto"`` (detect from the contents), ``"ase"`` (let ``ase.io`` decide),
+            ``"md17"``, ``"rmd17"``, or any format name that ``ase.io.read`` accepts.
+        energy_key: Name of the energy in ``atoms.info`` or in the calculator results.
+        forces_key: Name of the forces in ``atoms.arrays`` or in the calculator results.
+        index: Frames to read, in ``ase.io.read`` syntax (applies to ``.npz`` too).
+        require_energy: Raise when a frame has no energy.
+        require_forces: Raise when a frame has no forces.
+
+    Returns:
+        Validated structures (finite values, no atoms closer than 0.1 Å).
+
+    Raises:
+        DataError: For unreadable files, missing labels, NaN/inf values or collapsed geometries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check the path.")
+    if format not in FORMATS and format not in ase.io.formats.ioformats:
+        raise DataError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)} or an ase.io format name.")
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt in NPZ_LAYOUTS:
+        structures = _read_npz(path, NPZ_LAYOUTS[fmt], index)
+    else:
+        frames = _read_ase(path, None if fmt == "ase" else fmt, index)
+        structures = [
+            _structure_from_atoms(a, energy_key, forces_key, require_energy, require_forces, f"frame {i} of {path}")
+            for i, a in enumerate(frames)
+        ]
+    if not structures:
+        raise DataError(f"{path} contains no frames; check the file and the index {index!r}.")
+    for i, s in enumerate(structures):
+        s.validate(f"frame {i} of {path}")
+    return structures
+
+
+def _read_ase(path: Path, fmt: str | None, index: str | int) -> list[Atoms]:
+    try:
+        frames = ase.io.read(path, index=index, format=fmt)
+    except Exception as exc:
+        raise DataError(f"could not read {path} ({type(exc).__name__}: {exc}); the file may be truncated or not in the expected format.") from exc
+    return frames if isinstance(frames, list) else [frames]
+
+
+def _label(atoms: Atoms, key: str, per_atom: bool) -> np.ndarray | float | None:
+    store = atoms.arrays if per_atom else atoms.info
+    if key in store:
+        return store[key]
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    return results.get(key)
+
+
+def _available_keys(atoms: Atoms) -> list[str]:
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    keys = set(atoms.info) | set(atoms.arrays) | set(results)
+    return sorted(keys - {"numbers", "positions"})
+
+
+def _structure_from_atoms(
+    atoms: Atoms, energy_key: str, forces_key: str, require_energy: bool, require_forces: bool, where: str
+) -> Structure:
+    energy = _label(atoms, energy_key, per_atom=False)
+    forces = _label(atoms, forces_key, per_atom=True)
+    for value, key, required in ((energy, energy_key, require_energy), (forces, forces_key, require_forces)):
+        if value is None and required:
+            raise DataError(
+                f"{where} has no {key!r} label; the keys present are {_available_keys(atoms)}, "
+                "so pass the right one as energy_key/forces_key."
+            )
+    if forces is not None and np.shape(forces) != (len(atoms), 3):
+        raise DataError(f"{where} has forces of shape {np.shape(forces)}, expected ({len(atoms)}, 3).")
+    return Structure.from_atoms(atoms, energy=energy, forces=forces)
+
+
+def _read_npz(path: Path, layout: dict[str, str], index: str | int) -> list[Structure]:
+    try:
+        data = np.load(path)
+        missing = [k for k in layout.values() if k not in data.files]
+        if missing:
+            raise DataError(f"{path} lacks the keys {missing}; the keys present are {sorted(data.files)}.")
+        arrays = {name: np.asarray(data[key]) for name, key in layout.items()}
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"could not read {path} ({type(exc).__name__}: {exc}); the file may be truncated.") from exc
+    positions = arrays["positions"].reshape(-1, len(arrays["numbers"]), 3)
+    energies = arrays["energy"].reshape(-1) * KCAL_PER_MOL
+    forces = arrays["forces"].reshape(positions.shape) * KCAL_PER_MOL
+    if not len(positions) == len(energies) == len(forces):
+        raise DataError(f"{path} has {len(positions)} geometries but {len(energies)} energies and {len(forces)} force sets.")
+    frames = _select(len(positions), index)
+    return [Structure(positions[i], arrays["numbers"], energies[i], forces[i]) for i in frames]
+
+
+def _select(n: int, index: str | int) -> list[int]:
+    """Resolve an ``ase.io.read``-style index (``":"``, ``"10:20"``, ``"-1"``, ``5``) to frame numbers."""
+    if isinstance(index, int) or (isinstance(index, str) and index.lstrip("-").isdigit()):
+        return [range(n)[int(index)]]
+    parts = [int(p) if p else None for p in str(index).split(":")]
+    return list(range(n))[slice(*parts)]
