@@ -62,7 +62,10 @@ def tiny_model(kind: str = "transformer", dtype=None, **hyper):
 
     from remul_ff.models import build_model
 
-    defaults = {"transformer": {"width": 16, "depth": 2, "heads": 2, "r_max": 4.0, "num_radial": 8}}
+    defaults = {
+        "transformer": {"width": 16, "depth": 2, "heads": 2, "r_max": 4.0, "num_radial": 8},
+        "egnn": {"width": 16, "depth": 3, "r_max": 4.0, "num_radial": 8},
+    }
     torch.manual_seed(0)
     model = build_model(kind, {**defaults.get(kind, {}), **hyper}, [1, 6, 7, 8], {1: -13.6, 6: -1025.0, 7: -1479.0, 8: -2035.0}, 0.5, -0.1)
     return model.to(dtype=dtype or torch.float64)

@@ -7,11 +7,12 @@ import dataclasses
 from torch import nn
 
 from remul_ff.models.common import e0_list
+from remul_ff.models.egnn import EGNN, EGNNConfig
 from remul_ff.models.forces import Prediction, predict
 from remul_ff.models.transformer import REMULTransformer, TransformerConfig
 
-MODEL_CONFIGS = {"transformer": TransformerConfig}
-MODEL_CLASSES = {"transformer": REMULTransformer}
+MODEL_CONFIGS = {"transformer": TransformerConfig, "egnn": EGNNConfig}
+MODEL_CLASSES = {"transformer": REMULTransformer, "egnn": EGNN}
 
 
 def build_model(
@@ -36,4 +37,14 @@ def hyperparameters(model: nn.Module) -> dict:
     return dataclasses.asdict(model.config)
 
 
-__all__ = ["MODEL_CLASSES", "Prediction", "REMULTransformer", "TransformerConfig", "build_model", "hyperparameters", "predict"]
+__all__ = [
+    "EGNN",
+    "EGNNConfig",
+    "MODEL_CLASSES",
+    "Prediction",
+    "REMULTransformer",
+    "TransformerConfig",
+    "build_model",
+    "hyperparameters",
+    "predict",
+]
