@@ -171,7 +171,23 @@ def _run_md(args: argparse.Namespace) -> None:
           f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md]
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="train/load several potentials and compare accuracy, speed and MD stability")
+    p.add_argument("spec", help="YAML comparison spec (see remul_ff/compare.py)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    from remul_ff.compare import load_spec, run_compare
+
+    spec = load_spec(args.spec, args.overrides)
+    run_compare(spec, progress=not args.no_progress)
+    print(f"report written to {spec.output_dir}/report.md")
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,198 @@
+"""``remul-ff compare spec.yaml``: train (or load) several potentials on the same data and compare
+accuracy, equivariance, speed, MD stability and energy drift side by side.
+
+A spec::
+
+    output_dir: reports/ethanol
+    data: {path: ..., e0s: ..., train: 950, valid: 50}        # DataConfig, shared by all models
+    train: {max_minutes: 30, epochs: 1000}                      # TrainConfig, the same budget for all
+    models:                                                     # name -> overrides (or model_path)
+      remul: {model: {kind: transformer}, loss: {mode: remul}}
+      egnn:  {model: {kind: egnn}, loss: {mode: none}}
+    md: {temperature: 500, timestep_fs: 0.5, time: 300ps, replicas: 5}   # Fu et al. 2023 defaults
+
+Writes ``report.md`` (one table, models as columns), ``report.json`` (every number in the table
+and the curves behind the plots) and PNG plots into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.io import read
+
+from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, parse_section
+from remul_ff.md import MDSettings, parse_duration_fs, run_md
+from remul_ff.md.analysis import distance_histogram, energy_drift_mev_per_atom_ps, h_r_mae
+from remul_ff.models.forces import predict
+from remul_ff.training.checkpoint import load_model
+from remul_ff.training.data import prepare_data
+from remul_ff.training.evaluate import evaluate, iterate_batches
+from remul_ff.training.trainer import Trainer, resolve_device
+
+DEFAULT_MODELS = {
+    "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"}},
+    "egnn": {"model": {"kind": "egnn"}, "loss": {"mode": "none"}},
+}
+
+
+@dataclass
+class MDProtocol:
+    """The stability protocol; defaults follow Fu et al. 2023 for MD17.
+
+    Attributes:
+        temperature: Nosé–Hoover target temperature, K.
+        timestep_fs: Time step, fs.
+        time: Simulated time per replica (e.g. ``300ps``).
+        thermostat: ``nose-hoover``, ``langevin`` or ``nve``.
+        replicas: Replicas per model, started from different data frames.
+        bond_tolerance: Collapse when a bond deviates by more than this, Å.
+        nve_time: Length of the NVE run used for the energy drift (e.g. ``5ps``).
+        frame_interval: Steps between frames kept for h(r).
+        seed: Seed of initial velocities.
+    """
+
+    temperature: float = 500.0
+    timestep_fs: float = 0.5
+    time: str = "300ps"
+    thermostat: str = "nose-hoover"
+    replicas: int = 5
+    bond_tolerance: float = 0.5
+    nve_time: str = "5ps"
+    frame_interval: int = 100
+    seed: int = 0
+
+
+@dataclass
+class CompareSpec:
+    """A whole comparison (see the module docstring)."""
+
+    output_dir: str = "reports/compare"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    models: dict = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    md: MDProtocol = field(default_factory=MDProtocol)
+    evaluation_rotations: int = 32
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
+    """Read and validate a comparison spec; each model's overrides are checked as a training config."""
+    import yaml
+
+    from remul_ff.config import apply_overrides
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"could not read the compare spec {path} ({exc}).".replace("\n", " ")) from exc
+    spec = parse_section(CompareSpec, apply_overrides(values, list(overrides)))
+    for name in spec.models:
+        model_config(spec, name)  # fail early on a bad model section
+    return spec
+
+
+def model_config(spec: CompareSpec, name: str) -> Config:
+    """The training config of one model: shared data and budget, plus the model's own overrides."""
+    entry = dict(spec.models[name] or {})
+    entry.pop("model_path", None)
+    values = {"output_dir": str(Path(spec.output_dir) / name), "data": asdict(spec.data), "train": asdict(spec.train)}
+    for section, extra in entry.items():
+        values[section] = {**values.get(section, {}), **extra} if isinstance(extra, dict) else extra
+    return config_from_dict(values)
+
+
+def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, list[dict]]:
+    """Train (unless ``model_path`` is given) and return the model file and the learning curve."""
+    path = (spec.models[name] or {}).get("model_path")
+    if path:
+        return Path(path), []
+    config = model_config(spec, name)
+    Trainer(config, progress=progress).run()
+    import csv
+
+    curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(Path(config.output_dir) / "log.csv"))]
+    return Path(config.output_dir) / "model.pt", curve
+
+
+def _ms_per_step(model: torch.nn.Module, atoms, repeat: int = 50) -> float:
+    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * repeat, thermostat="nve", write_interval=0)
+    run_md(model, [atoms], settings, None, progress=False)
+    return 1e3 * run_md(model, [atoms], settings, None, progress=False).wall_time_s / repeat
+
+
+def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]:
+    ref, pred = [], []
+    for batch in iterate_batches(structures, 32, device, dtype):
+        ref.append(batch.forces.cpu().numpy().ravel())
+        pred.append(predict(model, batch).forces.cpu().numpy().ravel())
+    return np.concatenate(ref).tolist(), np.concatenate(pred).tolist()
+
+
+def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progress: bool) -> dict:
+    md = spec.md
+    starts = [frames[k * len(frames) // md.replicas].copy() for k in range(md.replicas)]
+    settings = MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
+                          thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval,
+                          bond_tolerance=md.bond_tolerance, traj_format="traj")
+    result = run_md(model, starts, settings, out, progress=progress)
+    positions = [a.positions for r in range(md.replicas) for a in read(out / f"replica_{r:03d}.traj", index=":")]
+    r, h = distance_histogram(positions)
+    return {
+        "stability_ps": result.stability_times_ps(), "collapses": [asdict(c) for c in result.collapses],
+        "stable_replicas": md.replicas - len(result.collapses), "h_r": h.tolist(), "h_r_mae": h_r_mae(h, reference_hr),
+        "replica_steps_per_s": result.replica_steps_per_s,
+    }
+
+
+def _drift(model, spec: CompareSpec, atoms, out: Path) -> dict:
+    settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs,
+                          total_time_fs=parse_duration_fs(spec.md.nve_time), thermostat="nve", seed=spec.md.seed,
+                          write_interval=0, thermo_interval=10)
+    run_md(model, [atoms], settings, out, progress=False)
+    import csv
+
+    rows = list(csv.DictReader(open(out / "thermo.csv")))
+    t = np.array([float(r["time_ps"]) for r in rows])
+    e = np.array([float(r["e_tot"]) for r in rows])
+    return {"drift_meV_atom_ps": energy_drift_mev_per_atom_ps(t, e, len(atoms)) if len(t) > 1 else float("nan"),
+            "nve_time_ps": t.tolist(), "nve_e_tot": e.tolist()}
+
+
+def compare_one(spec: CompareSpec, name: str, data, frames, reference_hr, progress: bool) -> dict:
+    """Every measurement for one model."""
+    device = resolve_device(spec.train.device)
+    path, curve = _prepare_model(spec, name, progress)
+    model = load_model(path, device, torch.float64)
+    held_out = data.test or data.valid
+    torch.manual_seed(spec.md.seed)
+    report = evaluate(model, held_out, data.e0s, spec.evaluation_rotations, 32, device, torch.float64)
+    out = Path(spec.output_dir) / name
+    report.update(
+        model_path=str(path), learning_curve=curve, ms_per_step_float64=_ms_per_step(model, frames[0]),
+        ms_per_step_float32=_ms_per_step(load_model(path, device, torch.float32), frames[0]),
+    )
+    report["parity_ref"], report["parity_pred"] = _parity(model, held_out[:20], device, torch.float64)
+    report.update(_stability(model, spec, frames, reference_hr, out / "md", progress))
+    report.update(_drift(model, spec, frames[0].copy(), out / "nve"))
+    return report
+
+
+def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
+    """Run the whole comparison and write the report folder; returns the JSON payload."""
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(spec.data, out / "splits.json", progress)
+    frames = [s.to_atoms() for s in data.valid + data.test]
+    reference_hr = distance_histogram([s.positions for s in data.train])[1]
+    start = time.perf_counter()
+    results = {name: compare_one(spec, name, data, frames, reference_hr, progress) for name in spec.models}
+    payload = {"spec": asdict(spec), "reference_h_r": reference_hr.tolist(), "models": results,
+               "wall_time_s": time.perf_counter() - start}
+    from remul_ff.report import write_report
+
+    write_report(payload, out)
+    return payload

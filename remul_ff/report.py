@@ -1,0 +1,127 @@
+"""The comparison report: one Markdown table (models as columns), its JSON, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from remul_ff.md.analysis import H_R_BINS, H_R_RANGE
+from remul_ff.utils.io import atomic_path
+
+ROWS: list[tuple[str, str, str]] = [
+    ("Energy MAE (meV)", "energy_mae_meV", "{:.2f}"),
+    ("Force MAE (meV/Å)", "forces_mae_meV_A", "{:.2f}"),
+    ("Force RMSE (meV/Å)", "forces_rmse_meV_A", "{:.2f}"),
+    ("Force equivariance error (relative)", "equi_forces_rel", "{:.2e}"),
+    ("Energy equivariance error (relative)", "equi_energy_rel", "{:.2e}"),
+    ("Shen et al. loss share from symmetry (%)", "shen_task_percent", "{:.3f}"),
+    ("ms per MD step, float32", "ms_per_step_float32", "{:.2f}"),
+    ("ms per MD step, float64", "ms_per_step_float64", "{:.2f}"),
+    ("Stable replicas", "stable_fraction", "{}"),
+    ("Mean stability time (ps)", "mean_stability_ps", "{:.2f}"),
+    ("h(r) MAE", "h_r_mae", "{:.4f}"),
+    ("NVE energy drift (meV/atom/ps)", "drift_meV_atom_ps", "{:.3g}"),
+]
+PLOTS = ("h_r.png", "survival.png", "parity.png", "learning_curves.png", "energy_drift.png")
+
+
+def table(payload: dict) -> dict[str, dict[str, str]]:
+    """``{row label: {model: formatted value}}``, the content of the Markdown table."""
+    out = {}
+    for label, key, fmt in ROWS:
+        out[label] = {}
+        for name, r in payload["models"].items():
+            value = {
+                "stable_fraction": f"{r['stable_replicas']}/{len(r['stability_ps'])}",
+                "mean_stability_ps": float(np.mean(r["stability_ps"])),
+            }.get(key, r.get(key))
+            out[label][name] = fmt.format(value) if value is not None else "n/a"
+    return out
+
+
+def markdown(payload: dict) -> str:
+    """The report's Markdown."""
+    cells = table(payload)
+    names = list(payload["models"])
+    md = payload["spec"]["md"]
+    lines = [
+        "# remul-ff comparison", "",
+        f"Data: `{payload['spec']['data']['path']}`. MD: {md['replicas']} replicas x {md['time']} at {md['temperature']} K, "
+        f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å bond deviation.", "",
+        "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+    ]
+    lines += [f"| {label} | " + " | ".join(row[n] for n in names) + " |" for label, row in cells.items()]
+    lines += ["", *[f"![{p}]({p})" for p in PLOTS], ""]
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_all(payload: dict, out: Path) -> None:
+    """Write the five PNG plots."""
+    models = payload["models"]
+    edges = np.linspace(*H_R_RANGE, H_R_BINS + 1)
+    r = 0.5 * (edges[1:] + edges[:-1])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(r, payload["reference_h_r"], "k-", lw=2, label="reference data")
+    for name, m in models.items():
+        ax.plot(r, m["h_r"], label=name)
+    ax.set(xlabel="r (Å)", ylabel="h(r)", title="Interatomic distance distribution")
+    ax.legend()
+    _save(fig, out / "h_r.png")
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, m in models.items():
+        times = np.sort(m["stability_ps"])
+        total = max(times) if len(times) else 1.0
+        grid = np.linspace(0, total, 200)
+        ax.step(grid, [(times >= t).mean() for t in grid], where="post", label=name)
+    ax.set(xlabel="time (ps)", ylabel="fraction of stable replicas", ylim=(-0.05, 1.05), title="Survival")
+    ax.legend()
+    _save(fig, out / "survival.png")
+
+    fig, axes = plt.subplots(1, len(models), figsize=(3.5 * len(models), 3.5), squeeze=False)
+    for ax, (name, m) in zip(axes[0], models.items()):
+        ax.scatter(m["parity_ref"], m["parity_pred"], s=2)
+        lim = [min(m["parity_ref"] + [0]), max(m["parity_ref"] + [0])]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set(xlabel="reference force (eV/Å)", ylabel="predicted (eV/Å)", title=name)
+    _save(fig, out / "parity.png")
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, m in models.items():
+        curve = m.get("learning_curve") or []
+        if curve:
+            ax.plot([c["wall_time_s"] / 60 for c in curve], [c["val_forces_mae_meV_A"] for c in curve], label=name)
+    ax.set(xlabel="training time (min)", ylabel="validation force MAE (meV/Å)", yscale="log", title="Learning curves")
+    ax.legend()
+    _save(fig, out / "learning_curves.png")
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, m in models.items():
+        e = np.array(m["nve_e_tot"])
+        ax.plot(m["nve_time_ps"], 1e3 * (e - e[0]), label=f"{name} ({m['drift_meV_atom_ps']:.3g} meV/atom/ps)")
+    ax.set(xlabel="time (ps)", ylabel="E_tot − E_tot(0) (meV)", title="NVE energy drift")
+    ax.legend()
+    _save(fig, out / "energy_drift.png")
+
+
+def write_report(payload: dict, out: Path) -> None:
+    """``report.md``, ``report.json`` (with the table) and the plots, in ``out``."""
+    payload = {**payload, "table": table(payload)}
+    plot_all(payload, out)
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown(payload))
+    print(markdown(payload).split("\n\n![")[0])

@@ -1,0 +1,41 @@
+"""A tiny end-to-end `remul-ff compare`: every report file, and the JSON matching the Markdown table."""
+
+from __future__ import annotations
+
+import json
+
+from remul_ff.cli import main
+from remul_ff.report import PLOTS
+
+
+def test_tiny_compare_produces_every_report_file(xtb_ethanol_file, tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    out = tmp_path / "report"
+    spec.write_text(f"""
+output_dir: {out}
+data: {{path: {xtb_ethanol_file}, valid: 6, test: 6}}
+train: {{epochs: 2, batch_size: 8, device: cpu, eval_rotations: 0}}
+models:
+  remul: {{model: {{kind: transformer, width: 16, depth: 1, heads: 2}}, loss: {{mode: remul}}}}
+  egnn: {{model: {{kind: egnn, width: 16, depth: 2}}, loss: {{mode: none}}}}
+md: {{temperature: 300, time: 25fs, replicas: 2, nve_time: 10fs, frame_interval: 10}}
+evaluation_rotations: 2
+""")
+    assert main(["compare", str(spec), "--no-progress"]) == 0
+    for name in ("report.md", "report.json", *PLOTS):
+        assert (out / name).stat().st_size > 0, name
+    payload = json.loads((out / "report.json").read_text())
+    markdown = (out / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| |"))
+    assert header == "| | remul | egnn |"
+    for label, values in payload["table"].items():
+        assert f"| {label} | {values['remul']} | {values['egnn']} |" in markdown
+    assert payload["table"]["Stable replicas"]["egnn"].endswith("/2")
+    assert float(payload["table"]["Force equivariance error (relative)"]["egnn"]) < 1e-8
+
+
+def test_compare_rejects_a_bad_model_section(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("models:\n  remul: {model: {kind: transformer, widht: 8}}\n")
+    assert main(["compare", str(spec)]) == 2
+    assert "did you mean 'model.width'" in capsys.readouterr().err
