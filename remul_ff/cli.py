@@ -56,9 +56,16 @@ def _run_train(args: argparse.Namespace) -> None:
     from remul_ff.config import load_config
     from remul_ff.training.trainer import Trainer
 
+    from remul_ff.training import distributed
+
     config = load_config(args.config, args.overrides)
-    Trainer(config, progress=not args.no_progress).run(resume=args.resume)
-    print(f"best model written to {config.output_dir}/model.pt")
+    try:
+        trainer = Trainer(config, progress=not args.no_progress)
+        trainer.run(resume=args.resume)
+    finally:
+        distributed.shutdown()
+    if trainer.ctx.is_main:
+        print(f"best model written to {config.output_dir}/model.pt")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -94,10 +101,9 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     payload = load_file(args.model, MODEL_FILE_KIND)
     structures = read_structures(args.data, args.format, args.energy_key, args.forces_key, args.index)
     model.elements.check(torch.as_tensor([int(z) for s in structures for z in set(s.numbers)]))
-    torch.manual_seed(args.seed)
     loss = payload["training_config"].get("loss", {})
     report = evaluate(model, structures, payload["e0s"], args.rotations, args.batch_size, device, dtype,
-                      loss.get("energy_weight", 1.0), loss.get("forces_weight", 10.0))
+                      loss.get("energy_weight", 1.0), loss.get("forces_weight", 10.0), seed=args.seed)
     print(format_report(report))
     if args.json:
         with atomic_path(args.json) as tmp:

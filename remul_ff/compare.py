@@ -168,8 +168,7 @@ def compare_one(spec: CompareSpec, name: str, data, frames, reference_hr, progre
     path, curve = _prepare_model(spec, name, progress)
     model = load_model(path, device, torch.float64)
     held_out = data.test or data.valid
-    torch.manual_seed(spec.md.seed)
-    report = evaluate(model, held_out, data.e0s, spec.evaluation_rotations, 32, device, torch.float64)
+    report = evaluate(model, held_out, data.e0s, spec.evaluation_rotations, 32, device, torch.float64, seed=spec.md.seed)
     out = Path(spec.output_dir) / name
     report.update(
         model_path=str(path), learning_curve=curve, ms_per_step_float64=_ms_per_step(model, frames[0]),

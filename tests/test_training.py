@@ -39,7 +39,6 @@ def read_log(out):
 def final_equivariance(config) -> float:
     trainer = Trainer(config, progress=False)
     trainer.run()
-    torch.manual_seed(123)
     return evaluate(trainer.model, trainer.data.valid, trainer.data.e0s, n_rotations=8, device=trainer.device, dtype=torch.float32)["equi_forces_rel"]
 
 
@@ -52,7 +51,6 @@ def test_remul_lowers_equivariance_error_more_than_none(xtb_ethanol_file, tmp_pa
     train = {"epochs": 20, "ema_decay": 0.0, "batch_size": 4, "seed": 1}
     untrained = Trainer(tiny_config(xtb_ethanol_file, tmp_path / "u", train={**train, "epochs": 0}), progress=False)
     untrained.run()
-    torch.manual_seed(123)
     initial = evaluate(untrained.model, untrained.data.valid, untrained.data.e0s, n_rotations=8, device=untrained.device, dtype=torch.float32)["equi_forces_rel"]
     remul = final_equivariance(tiny_config(xtb_ethanol_file, tmp_path / "r", train=train))
     none = final_equivariance(tiny_config(xtb_ethanol_file, tmp_path / "n", train=train, loss={"mode": "none"}))

@@ -196,6 +196,25 @@ class AtomicBatch:
         return structures
 
 
+def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
+    """One batch holding the molecules of ``first`` followed by those of ``second``.
+
+    Optional fields are kept only when both batches have them.
+    """
+
+    def join(name: str) -> torch.Tensor | None:
+        a, b = getattr(first, name), getattr(second, name)
+        return None if a is None or b is None else torch.cat([a, b])
+
+    return AtomicBatch(
+        positions=torch.cat([first.positions, second.positions]),
+        atomic_numbers=torch.cat([first.atomic_numbers, second.atomic_numbers]),
+        molecule_index=torch.cat([first.molecule_index, second.molecule_index + first.n_molecules]),
+        n_molecules=first.n_molecules + second.n_molecules,
+        energy=join("energy"), forces=join("forces"), cell=join("cell"), pbc=join("pbc"),
+    )
+
+
 def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64) -> AtomicBatch:
     """Concatenate molecules into one :class:`AtomicBatch` on the CPU.
 

@@ -95,14 +95,13 @@ def _accuracy_report(sums: _Sums) -> dict[str, object]:
 
 
 def _equivariance_sums(
-    sums: _Sums, model: nn.Module, batch: AtomicBatch, base, e0_sum: torch.Tensor, n_rotations: int
+    sums: _Sums, model: nn.Module, batch: AtomicBatch, base, e0_sum: torch.Tensor, table: torch.Tensor
 ) -> None:
-    """Accumulate label-free errors and the Shen decomposition over ``n_rotations`` rotations."""
-    n_atoms = batch.atoms_per_molecule
+    """Accumulate label-free errors and the Shen decomposition over the rotations ``table`` ``[m, K, 3, 3]``."""
+    n_atoms, n_rotations = batch.atoms_per_molecule, table.shape[1]
     energies, forces = [], []
-    for _ in range(n_rotations):
-        rotations = random_rotations(batch.n_molecules, batch.dtype, batch.device)
-        per_atom = rotations[batch.molecule_index]
+    for k in range(n_rotations):
+        per_atom = table[:, k].to(batch.device, batch.dtype)[batch.molecule_index]
         rotated = predict(model, batch.replace(positions=rotate_vectors(batch.positions, per_atom)))
         energies.append(rotated.energy.detach())
         forces.append(rotate_vectors(rotated.forces.detach(), per_atom.transpose(1, 2)))  # R⁻¹ f(Rx)
@@ -155,6 +154,8 @@ def evaluate(
     dtype: torch.dtype = torch.float64,
     energy_weight: float = 1.0,
     forces_weight: float = 10.0,
+    seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, object]:
     """Accuracy (when labels exist) and equivariance measures of ``model`` on ``structures``.
 
@@ -168,22 +169,45 @@ def evaluate(
         dtype: Dtype of the model.
         energy_weight: Energy weight of the task loss in the Shen decomposition.
         forces_weight: Force weight of the task loss in the Shen decomposition.
+        seed: Seed of the rotations (a private generator; torch's global RNG is not touched).
+        shard: ``(rank, world_size)``: this process evaluates structures ``rank::world_size`` and
+            the sums of all processes are combined, so each structure counts exactly once and
+            every rank gets the single-process result.
     """
+    generator = torch.Generator().manual_seed(seed)
+    table = random_rotations(len(structures) * n_rotations, torch.float64, "cpu", generator).view(len(structures), n_rotations, 3, 3)
+    rank, world = shard
+    indices = list(range(rank, len(structures), world))
     sums = _Sums()
     labelled = all(s.energy is not None and s.forces is not None for s in structures)
-    for batch in iterate_batches(structures, batch_size, device, dtype):
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        batch = collate([structures[i] for i in chunk]).to(device, dtype)
         base = predict(model, batch)
         if labelled:
             _accuracy_sums(sums, batch, base.energy, base.forces)
         if n_rotations > 0:
             e0_sum = scatter_sum(torch.tensor([e0s.get(int(z), 0.0) for z in batch.atomic_numbers], dtype=torch.float64, device=batch.device), batch.molecule_index, batch.n_molecules)
-            _equivariance_sums(sums, model, batch, base, e0_sum, n_rotations)
+            _equivariance_sums(sums, model, batch, base, e0_sum, table[chunk])
+    if world > 1:
+        sums = _combine(sums, world)
     report: dict[str, object] = {"n_structures": len(structures), "n_rotations": n_rotations}
     if labelled:
         report.update(_accuracy_report(sums))
     if n_rotations > 0:
         report.update(_equivariance_report(sums, energy_weight, forces_weight))
     return report
+
+
+def _combine(sums: _Sums, world: int) -> _Sums:
+    """Add up the sums of every rank (their keys may differ: per-element keys depend on the shard)."""
+    gathered: list[dict] = [None] * world
+    torch.distributed.all_gather_object(gathered, dict(sums))
+    total = _Sums()
+    for part in gathered:
+        for key, value in part.items():
+            total.add(key, value)
+    return total
 
 
 def format_report(report: dict[str, object]) -> str:

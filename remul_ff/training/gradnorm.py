@@ -13,6 +13,8 @@ At each step, with ``g_i = ||∇_W L_i||`` at the last shared layer ``W`` and we
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -37,11 +39,18 @@ class GradNorm:
         """Current weight of the equivariance loss."""
         return float(self.weights.detach()[1])
 
-    def update(self, losses: list[torch.Tensor], shared: torch.Tensor) -> None:
-        """One GradNorm step from the two unweighted losses and the shared layer's weight."""
-        grads = [torch.autograd.grad(loss, shared, retain_graph=True)[0] for loss in losses]
-        norms = torch.stack([g.detach().norm() for g in grads]).double()
-        values = torch.stack([loss.detach() for loss in losses]).double().cpu()
+    def update(self, losses: list[torch.Tensor], shared: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> None:
+        """One GradNorm step from the two unweighted losses and the shared layer's weight.
+
+        Args:
+            losses: ``[L_task, L_equi]`` (this process's share of them).
+            shared: Weight of the last shared layer.
+            reduce: In-place sum over data-parallel ranks, so that gradient norms and loss ratios
+                are those of the global batch and the weights stay identical on every rank.
+        """
+        grads = [reduce(torch.autograd.grad(loss, shared, retain_graph=True)[0].detach().clone()) for loss in losses]
+        norms = torch.stack([g.norm() for g in grads]).double()
+        values = reduce(torch.stack([loss.detach() for loss in losses]).double()).cpu()
         if self.initial_losses is None:
             self.initial_losses = values.clamp_min(1e-12)
         ratios = values / self.initial_losses

@@ -2,6 +2,9 @@
 
 Conventions: positions and forces are row vectors, so a rotation ``R`` acts as ``x @ R.T``.
 Energies are invariant and forces rotate like positions.
+
+Losses are kept as sums of squared errors with their counts, so that a data-parallel run can
+divide by the *global* counts and give exactly the update of one process with the whole batch.
 """
 
 from __future__ import annotations
@@ -13,13 +16,26 @@ from e3nn import o3
 from torch import nn
 
 from remul_ff.config import LossConfig
-from remul_ff.data.batch import AtomicBatch
+from remul_ff.data.batch import AtomicBatch, concat_batches
 from remul_ff.models.forces import Prediction, predict
 
 
-def random_rotations(n: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """``[n, 3, 3]`` Haar-uniform rotation matrices (e3nn's ``o3.rand_matrix``)."""
-    return o3.rand_matrix(n, dtype=dtype, device=device)
+def random_rotations(n: int, dtype: torch.dtype, device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[n, 3, 3]`` Haar-uniform rotation matrices.
+
+    Without a generator this is e3nn's ``o3.rand_matrix`` (torch's global RNG). With a CPU
+    generator, unit quaternions from normalised Gaussians (also Haar-uniform) are drawn from it,
+    which leaves the global RNG untouched.
+    """
+    if generator is None:
+        return o3.rand_matrix(n, dtype=dtype, device=device)
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    return o3.quaternion_to_matrix(q / q.norm(dim=-1, keepdim=True)).to(device, dtype)
+
+
+def rotate_vectors(vectors: torch.Tensor, per_atom_rotations: torch.Tensor) -> torch.Tensor:
+    """``R_n v_n`` for each row ``n``."""
+    return torch.einsum("nij,nj->ni", per_atom_rotations, vectors)
 
 
 def rotate_batch(batch: AtomicBatch, rotations: torch.Tensor, translations: torch.Tensor | None = None) -> AtomicBatch:
@@ -31,62 +47,78 @@ def rotate_batch(batch: AtomicBatch, rotations: torch.Tensor, translations: torc
         translations: ``[m, 3]`` one translation per molecule, in Å (optional).
     """
     per_atom = rotations[batch.molecule_index]
-    positions = torch.einsum("nij,nj->ni", per_atom, batch.positions)
+    positions = rotate_vectors(batch.positions, per_atom)
     if translations is not None:
         positions = positions + translations[batch.molecule_index]
     forces = None if batch.forces is None else rotate_vectors(batch.forces, per_atom)
     return batch.replace(positions=positions, forces=forces)
 
 
-def rotate_vectors(vectors: torch.Tensor, per_atom_rotations: torch.Tensor) -> torch.Tensor:
-    """``R_n v_n`` for each row ``n``."""
-    return torch.einsum("nij,nj->ni", per_atom_rotations, vectors)
-
-
-def random_rigid_motion(batch: AtomicBatch, translation_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random rotation and one Gaussian translation (std ``translation_scale`` Å) per molecule."""
-    rotations = random_rotations(batch.n_molecules, batch.dtype, batch.device)
-    translations = translation_scale * torch.randn(batch.n_molecules, 3, dtype=batch.dtype, device=batch.device)
-    return rotations, translations
+def random_rigid_motion(n: int, dtype: torch.dtype, device: torch.device | str, translation_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random rotation and one Gaussian translation (std ``translation_scale`` Å) for each of ``n`` molecules."""
+    rotations = random_rotations(n, dtype, device)
+    return rotations, translation_scale * torch.randn(n, 3, dtype=dtype, device=device)
 
 
 @dataclass
 class LossTerms:
-    """Scalar loss components of one step (tensors that carry gradients)."""
+    """Sums of squared errors and their counts.
 
-    energy: torch.Tensor
-    forces: torch.Tensor
+    Attributes:
+        energy_sse: Σ over molecules of (ΔE / n_atoms)², eV².
+        forces_sse: Σ over force components of ΔF², (eV/Å)².
+        n_energy: Number of molecules.
+        n_forces: Number of force components.
+    """
 
-    def total(self, config: LossConfig) -> torch.Tensor:
-        """Weighted sum with the configured energy and force weights."""
-        return config.energy_weight * self.energy + config.forces_weight * self.forces
+    energy_sse: torch.Tensor
+    forces_sse: torch.Tensor
+    n_energy: float
+    n_forces: float
+
+    def total(self, config: LossConfig, n_energy: float | None = None, n_forces: float | None = None) -> torch.Tensor:
+        """``w_E · MSE_E + w_F · MSE_F``, dividing by the given (e.g. global) counts or by the own ones."""
+        energy = self.energy_sse / (n_energy or self.n_energy)
+        forces = self.forces_sse / (n_forces or self.n_forces)
+        return config.energy_weight * energy + config.forces_weight * forces
 
 
-def mse_terms(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor, n_atoms: torch.Tensor) -> LossTerms:
-    """Per-atom energy MSE and per-component force MSE, in the prediction's float dtype."""
+def squared_errors(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor, n_atoms: torch.Tensor) -> LossTerms:
+    """Per-atom energy and per-component force squared errors, in the forces' float dtype."""
     per_atom = ((pred_energy - energy) / n_atoms).to(pred_forces.dtype)
-    return LossTerms(energy=per_atom.square().mean(), forces=(pred_forces - forces).square().mean())
+    return LossTerms(per_atom.square().sum(), (pred_forces - forces).square().sum(), float(energy.numel()), float(forces.numel()))
 
 
 def task_loss(prediction: Prediction, batch: AtomicBatch) -> LossTerms:
     """``L_task``: prediction against the labels of ``batch``."""
-    return mse_terms(prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule)
+    return squared_errors(prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule)
 
 
-def equivariance_loss(model: nn.Module, batch: AtomicBatch, prediction: Prediction, target: str) -> LossTerms:
-    """``L_equi``: predict on a randomly rotated and translated copy and compare with the moved target.
+def _split(prediction: Prediction, n_molecules: int, n_atoms: int) -> tuple[Prediction, Prediction]:
+    first = Prediction(prediction.energy[:n_molecules], prediction.forces[:n_atoms], prediction.atomic_energies[:n_atoms])
+    second = Prediction(prediction.energy[n_molecules:], prediction.forces[n_atoms:], prediction.atomic_energies[n_atoms:])
+    return first, second
+
+
+def remul_losses(
+    model: nn.Module, batch: AtomicBatch, rotations: torch.Tensor, translations: torch.Tensor, target: str
+) -> tuple[LossTerms, LossTerms]:
+    """``(L_task, L_equi)`` from one model call on the batch and its rigidly moved copy.
 
     Args:
         model: The model being trained.
-        batch: The original (unrotated) batch with labels.
-        prediction: The model's prediction on ``batch`` (used when ``target == "prediction"``).
-        target: ``"label"`` compares with rotated labels (the REMUL paper); ``"prediction"``
-            compares with the rotated prediction on the original input, which needs no labels.
+        batch: Labelled molecules.
+        rotations: ``[m, 3, 3]`` one rotation per molecule.
+        translations: ``[m, 3]`` one translation per molecule.
+        target: ``"label"`` compares the prediction on the moved copy with the moved labels (the
+            REMUL paper); ``"prediction"`` compares it with the moved prediction on the original,
+            which needs no labels.
     """
-    rotations, translations = random_rigid_motion(batch)
     moved = rotate_batch(batch, rotations, translations)
-    moved_prediction = predict(model, moved, training=True)
+    both = predict(model, concat_batches(batch, moved), training=True)
+    original, on_moved = _split(both, batch.n_molecules, batch.n_atoms)
     if target == "label":
-        return task_loss(moved_prediction, moved)
-    rotated_forces = rotate_vectors(prediction.forces, rotations[batch.molecule_index])
-    return mse_terms(moved_prediction.energy, moved_prediction.forces, prediction.energy, rotated_forces, batch.atoms_per_molecule)
+        return task_loss(original, batch), task_loss(on_moved, moved)
+    rotated = rotate_vectors(original.forces, rotations[batch.molecule_index])
+    equi = squared_errors(on_moved.energy, on_moved.forces, original.energy, rotated, batch.atoms_per_molecule)
+    return task_loss(original, batch), equi

@@ -1,12 +1,17 @@
 """The training loop. It knows the data contract, the losses and :func:`predict`, not the model's insides.
 
-Outputs in ``config.output_dir``:
+Outputs in ``config.output_dir`` (written by the main process only):
 
 * ``config.yaml``: the resolved config of the run;
 * ``splits.json``: the frame indices of each split;
 * ``log.csv``: one row per epoch (losses, validation errors, equivariance, alpha, beta, lr, time);
 * ``checkpoint.pt``: everything needed for ``--resume`` (written atomically every epoch);
 * ``model.pt``: the best model by validation loss (EMA weights), the file the calculator loads.
+
+Data parallelism (torchrun / SLURM, see :mod:`remul_ff.training.distributed`): ``batch_size`` is the
+*global* batch. Every rank draws the same shuffle and the same rigid motions for the whole global
+batch and works on its slice; losses are divided by the global counts, so the averaged gradient,
+the GradNorm weights and every update equal those of one process with the whole batch.
 """
 
 from __future__ import annotations
@@ -15,23 +20,26 @@ import copy
 import csv
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from remul_ff.config import Config
-from remul_ff.data.batch import AtomicBatch, collate
+from remul_ff.data.batch import AtomicBatch, Structure, collate
 from remul_ff.errors import CheckpointError, ConfigError
 from remul_ff.models import build_model, predict
+from remul_ff.training import distributed
 from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
-from remul_ff.training.data import PreparedData, prepare_data
+from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
 from remul_ff.training.gradnorm import GradNorm
-from remul_ff.training.losses import equivariance_loss, random_rigid_motion, rotate_batch, task_loss
+from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
 from remul_ff.utils.io import atomic_path
 
 LOG_COLUMNS = [
@@ -51,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class EpochStats:
-    """Training-loss averages of one epoch."""
+    """Training-loss sums of one epoch (summed over ranks before logging)."""
 
     loss: float = 0.0
     task: float = 0.0
@@ -64,9 +72,10 @@ class EpochStats:
         self.equi += float(equi)
         self.steps += 1
 
-    def means(self) -> dict[str, float]:
+    def means(self, ctx: distributed.DistributedContext) -> dict[str, float]:
+        totals = ctx.all_reduce(torch.tensor([self.loss, self.task, self.equi], dtype=torch.float64))
         n = max(self.steps, 1)
-        return {"train_loss": self.loss / n, "train_task": self.task / n, "train_equi": self.equi / n}
+        return {"train_loss": float(totals[0]) / n, "train_task": float(totals[1]) / n, "train_equi": float(totals[2]) / n}
 
 
 class Trainer:
@@ -74,22 +83,38 @@ class Trainer:
 
     def __init__(self, config: Config, progress: bool = True) -> None:
         self.config = config
-        self.progress = progress
         self.out = Path(config.output_dir)
         self.device = resolve_device(config.train.device)
         self.dtype = getattr(torch, config.train.dtype)
+        self.ctx = distributed.DistributedContext()
+        self.progress = progress
         self.epoch_end_hooks: list[Callable[[int], None]] = []
 
     def run(self, resume: bool = False) -> dict[str, float]:
         """Train (or continue training) and return the last log row."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.data = prepare_data(self.config.data, self.out / "splits.json", self.progress)
+        self.ctx, self.device = distributed.initialise(self.device)
+        self.progress = self.progress and self.ctx.is_main
+        if self.config.train.batch_size % self.ctx.world_size:
+            raise ConfigError(f"train.batch_size ({self.config.train.batch_size}) is the global batch and must be divisible by the {self.ctx.world_size} processes.")
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.data = self._prepare_data()
         self._build()
-        if resume:
-            self._resume()
-        else:
-            self._start_fresh()
+        self._resume() if resume else self._start_fresh()
+        if self.ctx.is_main:
+            print(f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
+                  f"({self.config.train.batch_size // self.ctx.world_size} per process)")
         return self._loop()
+
+    def _prepare_data(self):
+        if self.ctx.is_main:
+            data = prepare_data(self.config.data, self.out / "splits.json", self.progress)
+        self._barrier()
+        return data if self.ctx.is_main else prepare_data(self.config.data, self.out / "splits.json", False)
+
+    def _barrier(self) -> None:
+        if self.ctx.enabled:
+            torch.distributed.barrier()
 
     def _build(self) -> None:
         cfg, data = self.config, self.data
@@ -100,6 +125,13 @@ class Trainer:
         self.model = build_model(
             cfg.model_kind, cfg.model_hyperparameters, data.elements, data.e0s, data.force_rms, data.energy_shift
         ).to(self.device, self.dtype)
+        self.forward_model = self.model
+        if self.ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Double backward (force training) leaves some gradients with transposed strides; DDP
+            # copies them into its buckets correctly and only warns about speed.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.train.ema_decay > 0 else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.scheduler = self._make_scheduler()
@@ -129,6 +161,8 @@ class Trainer:
         return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _start_fresh(self) -> None:
+        if not self.ctx.is_main:
+            return
         with atomic_path(self.out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         with atomic_path(self.out / "log.csv") as tmp:
@@ -143,7 +177,7 @@ class Trainer:
             start = time.perf_counter()
             stats = self._train_epoch()
             train_time = time.perf_counter() - start
-            row = self._validate_and_log(stats, train_time, time.perf_counter() - start)
+            row = self._validate_and_log(stats, train_time)
             self._save_checkpoint()
             for hook in self.epoch_end_hooks:
                 hook(self.epoch)
@@ -154,51 +188,71 @@ class Trainer:
     def _should_stop(self) -> bool:
         train = self.config.train
         if self.bad_epochs >= train.patience:
-            print(f"early stopping: no validation improvement for {train.patience} epochs")
+            self._say(f"early stopping: no validation improvement for {train.patience} epochs")
             return True
         if train.max_minutes is not None and self.wall >= 60 * train.max_minutes:
-            print(f"stopping: the time budget of {train.max_minutes} minutes is used up")
+            self._say(f"stopping: the time budget of {train.max_minutes} minutes is used up")
             return True
         return False
 
-    def _batches(self) -> list[AtomicBatch]:
+    def _say(self, message: str) -> None:
+        if self.ctx.is_main:
+            print(message)
+
+    def _global_batches(self) -> list[list[Structure]]:
         order = torch.randperm(len(self.data.train), generator=self.shuffle).tolist()
         size = self.config.train.batch_size
-        return [collate([self.data.train[i] for i in order[s : s + size]]) for s in range(0, len(order), size)]
+        return [[self.data.train[i] for i in order[s : s + size]] for s in range(0, len(order), size)]
 
     def _train_epoch(self) -> EpochStats:
         stats = EpochStats()
         self.model.train()
-        batches = self._batches()
+        batches = self._global_batches()
         bar = tqdm(batches, desc=f"epoch {self.epoch}/{self.config.train.epochs}", disable=not self.progress, leave=False)
-        for batch in bar:
-            loss, task, equi = self._step(batch.to(self.device, self.dtype))
+        for structures in bar:
+            loss, task, equi = self._step(structures)
             stats.add(loss, task, equi)
             bar.set_postfix(loss=f"{float(loss):.4g}")
         return stats
 
-    def _step(self, batch: AtomicBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss, task, equi = self._loss(batch)
+    def _step(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, task, equi = self._loss(structures)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages gradients over ranks; the losses are already global sums, so undo the mean.
+        (loss * self.ctx.world_size).backward()
         if self.config.train.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_grad_norm)
         self.optimizer.step()
         self._update_ema()
         return loss.detach(), task.detach(), equi.detach()
 
-    def _loss(self, batch: AtomicBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(total, L_task, L_equi)`` for the configured mode."""
+    def _local_batch(self, structures: list[Structure]) -> tuple[AtomicBatch, slice, float]:
+        """This rank's share of the global batch, the matching rows of per-molecule draws, and its weight.
+
+        A last global batch smaller than the number of ranks leaves some ranks without molecules;
+        they run the first molecule with weight 0, because DDP needs every rank to join the
+        gradient all-reduce. The result stays that of one process (no padding bias).
+        """
+        rows = slice(self.ctx.rank, None, self.ctx.world_size)
+        if not structures[rows]:
+            return collate(structures[:1]).to(self.device, self.dtype), slice(0, 1), 0.0
+        return collate(structures[rows]).to(self.device, self.dtype), rows, 1.0
+
+    def _loss(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(total, L_task, L_equi)`` of this rank's share, each divided by the global counts."""
         loss_cfg = self.config.loss
+        batch, rows, weight = self._local_batch(structures)
+        counts = (float(len(structures)), 3.0 * sum(len(s) for s in structures))
+        rotations, translations = random_rigid_motion(len(structures), self.dtype, self.device)
         if loss_cfg.mode == "augment":
-            batch = rotate_batch(batch, *random_rigid_motion(batch))
-        prediction = predict(self.model, batch, training=True)
-        task = task_loss(prediction, batch).total(loss_cfg)
+            batch = rotate_batch(batch, rotations[rows], translations[rows])
         if loss_cfg.mode != "remul":
+            task = weight * task_loss(predict(self.forward_model, batch, training=True), batch).total(loss_cfg, *counts)
             return task, task, torch.zeros_like(task)
-        equi = equivariance_loss(self.model, batch, prediction, loss_cfg.target).total(loss_cfg)
+        task_terms, equi_terms = remul_losses(self.forward_model, batch, rotations[rows], translations[rows], loss_cfg.target)
+        task, equi = weight * task_terms.total(loss_cfg, *counts), weight * equi_terms.total(loss_cfg, *counts)
         if self.gradnorm is not None:
-            self.gradnorm.update([task, equi], self.model.shared_layer())
+            self.gradnorm.update([task, equi], self.model.shared_layer(), self.ctx.all_reduce)
         alpha, beta = self.weights()
         return alpha * task + beta * equi, task, equi
 
@@ -218,23 +272,34 @@ class Trainer:
 
     # -- validation, logging, checkpoints ----------------------------------------------------
 
-    def _validate_and_log(self, stats: EpochStats, train_time: float, _: float) -> dict[str, float]:
+    def _validate_and_log(self, stats: EpochStats, train_time: float) -> dict[str, float]:
         loss_cfg, train_cfg = self.config.loss, self.config.train
         start = time.perf_counter()
         report = evaluate(self.ema, self.data.valid, self.data.e0s, train_cfg.eval_rotations, 2 * train_cfg.batch_size,
-                          self.device, self.dtype, loss_cfg.energy_weight, loss_cfg.forces_weight)
-        val_loss = float(loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2 + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2)
+                          self.device, self.dtype, loss_cfg.energy_weight, loss_cfg.forces_weight,
+                          seed=train_cfg.seed + self.epoch, shard=(self.ctx.rank, self.ctx.world_size))
+        val_loss = float(loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2
+                         + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2)
         epoch_time = train_time + time.perf_counter() - start
-        self.wall += epoch_time
+        # Rank 0's clock decides time-based schedules and stopping, so every rank agrees.
+        self.wall = float(self._broadcast(torch.tensor(self.wall + epoch_time, dtype=torch.float64)))
         self._step_scheduler(val_loss)
         if val_loss < self.best:
             self.best, self.bad_epochs = val_loss, 0
-            save_file(model_payload(self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict()), self.out / "model.pt")
+            if self.ctx.is_main:
+                save_file(model_payload(self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict()), self.out / "model.pt")
         else:
             self.bad_epochs += 1
         row = self._log_row(stats, report, val_loss, train_time, epoch_time)
-        self._append_log(row)
+        if self.ctx.is_main:
+            with open(self.out / "log.csv", "a", newline="") as handle:
+                csv.DictWriter(handle, LOG_COLUMNS).writerow(row)
         return row
+
+    def _broadcast(self, value: torch.Tensor) -> torch.Tensor:
+        if self.ctx.enabled:
+            torch.distributed.broadcast(value, src=0)
+        return value
 
     def _step_scheduler(self, val_loss: float) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -245,7 +310,7 @@ class Trainer:
     def _log_row(self, stats: EpochStats, report: dict, val_loss: float, train_time: float, epoch_time: float) -> dict[str, float]:
         alpha, beta = self.weights()
         row = {
-            "epoch": self.epoch, **stats.means(), "val_loss": val_loss,
+            "epoch": self.epoch, **stats.means(self.ctx), "val_loss": val_loss,
             "val_energy_mae_meV": report["energy_mae_meV"], "val_forces_mae_meV_A": report["forces_mae_meV_A"],
             "val_equi_forces_rel": report.get("equi_forces_rel", float("nan")),
             "val_shen_percent": report.get("shen_task_percent", float("nan")),
@@ -257,12 +322,8 @@ class Trainer:
                   f"equi F rel {row['val_equi_forces_rel']:.3g}, alpha {alpha:.3f}, beta {beta:.3f}, {epoch_time:.1f} s")
         return row
 
-    def _append_log(self, row: dict[str, float]) -> None:
-        with open(self.out / "log.csv", "a", newline="") as handle:
-            csv.DictWriter(handle, LOG_COLUMNS).writerow(row)
-
     def _save_checkpoint(self) -> None:
-        if self.epoch % self.config.train.checkpoint_every and self.epoch < self.config.train.epochs:
+        if not self.ctx.is_main or (self.epoch % self.config.train.checkpoint_every and self.epoch < self.config.train.epochs):
             return
         state = {
             "kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
@@ -291,8 +352,10 @@ class Trainer:
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.epoch, self.best, self.bad_epochs, self.wall = state["epoch"], state["best"], state["bad_epochs"], state["wall"]
-        self._truncate_log()
-        print(f"resumed from {path} at epoch {self.epoch}")
+        self._barrier()  # every rank has read the checkpoint before rank 0 rewrites the log
+        if self.ctx.is_main:
+            self._truncate_log()
+        self._say(f"resumed from {path} at epoch {self.epoch}")
 
     def _truncate_log(self) -> None:
         """Drop log rows written after the checkpoint (a run killed between log and checkpoint)."""
@@ -303,3 +366,4 @@ class Trainer:
                 writer = csv.DictWriter(handle, LOG_COLUMNS)
                 writer.writeheader()
                 writer.writerows(r for r in rows if int(r["epoch"]) <= self.epoch)
+
