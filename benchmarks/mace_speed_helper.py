@@ -10,10 +10,15 @@ correlation order 3, l_max 3, as MACE's published MD17 models. Prints one JSON l
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import sys
-import tempfile
 import time
+
+# mace-torch pins e3nn 0.4.4, which torch.load()s its own constants without weights_only=False;
+# torch >= 2.6 then refuses them. This opt-out applies to this MACE-only helper process alone.
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 import numpy as np
 import torch
@@ -52,12 +57,11 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model([1, 6, 7, 8])
     results = {"mace_version": __import__("mace").__version__, "ms_per_step": {}}
-    with tempfile.NamedTemporaryFile(suffix=".model") as handle:
-        torch.save(model, handle.name)
-        for dtype in ("float32", "float64"):
-            calculator = MACECalculator(model_paths=handle.name, device="cpu", default_dtype=dtype)
-            for name, path in structures.items():
-                results["ms_per_step"][f"{name}/{dtype}"] = ms_per_step(calculator, path, steps)
+    for dtype in ("float32", "float64"):
+        # models= takes the module itself (model_paths would torch.load a pickled module).
+        calculator = MACECalculator(models=[copy.deepcopy(model)], device="cpu", default_dtype=dtype)
+        for name, path in structures.items():
+            results["ms_per_step"][f"{name}/{dtype}"] = ms_per_step(calculator, path, steps)
     print(json.dumps(results))
 
 

@@ -35,16 +35,28 @@ from ase.md.verlet import VelocityVerlet
 
 from remul_ff.calculators import REMULCalculator
 from remul_ff.md import MDSettings, run_md
-from remul_ff.models import hyperparameters
+from remul_ff.models import build_model, hyperparameters
+from remul_ff.training.checkpoint import MODEL_FILE_KIND, load_file
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 STRUCTURES = {"ethanol (9 atoms)": DATA / "rmd17_ethanol" / "train.xyz", "3BPA (27 atoms)": DATA / "3bpa" / "train_300K.xyz"}
 
 
+def calculator_for(model_path: str, numbers, dtype: str) -> REMULCalculator:
+    """The trained model, or, for elements it was not trained on (N in 3BPA), an untrained model
+    with the same hyperparameters: weights do not change the speed."""
+    calculator = REMULCalculator(model_path, default_dtype=dtype)
+    if set(numbers) <= set(calculator.model.elements.elements.tolist()):
+        return calculator
+    payload = load_file(model_path, MODEL_FILE_KIND)
+    model = build_model(payload["model_kind"], payload["hyperparameters"], sorted(set(numbers)), {})
+    return REMULCalculator(model=model, default_dtype=dtype)
+
+
 def calculator_ms_per_step(model_path: str, path: Path, dtype: str, steps: int) -> float:
     atoms = read(path, index=0)
     atoms.pbc = False
-    atoms.calc = REMULCalculator(model_path, default_dtype=dtype)
+    atoms.calc = calculator_for(model_path, atoms.numbers.tolist(), dtype)
     dyn = VelocityVerlet(atoms, 0.5 * units.fs)
     dyn.run(5)
     start = time.perf_counter()

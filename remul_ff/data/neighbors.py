@@ -59,7 +59,7 @@ def radius_graph(
         molecule_index = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
     _check_sorted(molecule_index)
     edge_index = _pairs(positions.detach(), float(cutoff), molecule_index, _resolve_backend(backend))
-    edge_vec = positions[edge_index[1]] - positions[edge_index[0]]
+    edge_vec = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0])
     return edge_index, edge_vec
 
 
