@@ -122,6 +122,8 @@ class TrainConfig:
         eval_rotations: Random rotations per validation structure for the equivariance error.
         checkpoint_every: Epochs between checkpoints.
         num_threads: CPU threads for torch (``null`` keeps torch's default); fixes CPU budgets.
+        tensorboard: Also log every epoch's row to TensorBoard (``OUTPUT_DIR/tensorboard``) when
+            the ``tensorboard`` package is installed.
     """
 
     epochs: int = 100
@@ -140,6 +142,7 @@ class TrainConfig:
     eval_rotations: int = 4
     checkpoint_every: int = 1
     num_threads: Union[int, None] = None
+    tensorboard: bool = True
 
 
 CHOICES = {
@@ -198,7 +201,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return parse_section(tp, value, key)
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    elif tp in (int, str, dict) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+    elif tp in (int, str, dict, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, but got {value!r} ({type(value).__name__}).")
 

@@ -146,3 +146,9 @@ def test_resume_without_checkpoint_is_a_clear_error(xtb_ethanol_file, tmp_path, 
     config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n")
     assert main(["train", str(config), "--resume"]) == 2
     assert "start the run without --resume" in capsys.readouterr().err
+
+
+def test_tensorboard_mirror_when_installed(xtb_ethanol_file, tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard is an optional extra: pip install 'remul-ff[tensorboard]'")
+    Trainer(tiny_config(xtb_ethanol_file, tmp_path, train={"epochs": 1}), progress=False).run()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -294,7 +294,25 @@ class Trainer:
         if self.ctx.is_main:
             with open(self.out / "log.csv", "a", newline="") as handle:
                 csv.DictWriter(handle, LOG_COLUMNS).writerow(row)
+            self._tensorboard(row)
         return row
+
+    def _tensorboard(self, row: dict[str, float]) -> None:
+        """Mirror the log row to TensorBoard when it is enabled and installed (it is optional)."""
+        if not self.config.train.tensorboard:
+            return
+        if not hasattr(self, "_writer"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # the tensorboard package is not installed
+                self._writer = None
+            else:
+                self._writer = SummaryWriter(str(self.out / "tensorboard"))
+        if self._writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self._writer.add_scalar(key, value, self.epoch)
+            self._writer.flush()
 
     def _broadcast(self, value: torch.Tensor) -> torch.Tensor:
         if self.ctx.enabled:
