@@ -70,7 +70,7 @@ def test_works_unchanged_with_ase_md(trained_model_file, ethanol, dynamics):
     dt = 0.5 * units.fs
     dyn = {
         "verlet": lambda: VelocityVerlet(ethanol, dt),
-        "langevin": lambda: Langevin(ethanol, dt, temperature_K=300, friction=0.01 / units.fs),
+        "langevin": lambda: Langevin(ethanol, dt, temperature_K=300, friction=0.01 / units.fs, fixcm=False),
         "nose-hoover": lambda: NoseHooverChainNVT(ethanol, dt, temperature_K=300, tdamp=50 * dt),
     }[dynamics]()
     dyn.run(20)
