@@ -24,20 +24,18 @@ from typing import Any, Union
 
 import yaml
 
+from remul_ff.data.generate import GenerateSettings
 from remul_ff.errors import ConfigError
 
 
 @dataclass
-class GenerateConfig:
-    """Reference data made with GFN2-xTB when ``data.path`` does not exist yet."""
+class GenerateConfig(GenerateSettings):
+    """Reference data made with GFN2-xTB when ``data.path`` does not exist yet (see
+    :class:`~remul_ff.data.generate.GenerateSettings` for the MD settings)."""
 
     molecule: str = "ethanol"
     n_frames: int = 300
-    temperature: float = 500.0
-    timestep: float = 0.5
-    sample_every: int = 20
     equilibration: int = 200
-    seed: int = 0
 
 
 @dataclass

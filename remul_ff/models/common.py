@@ -119,6 +119,31 @@ class AtomicEnergyHead(nn.Module):
         return (self.scale[species] * y + self.shift[species]).double() + e0
 
 
+class AtomwiseEnergyModel(nn.Module):
+    """Shared part of the potentials: element table, embedding, per-atom readout MLP and energy head.
+
+    Subclasses build their interaction layers and call :meth:`atomic_energies` on the final atom
+    features. The readout's hidden layer is the last layer every loss shares (GradNorm's ``W``).
+    """
+
+    def init_common(self, width: int, elements: list[int], e0s: list[float], scale: float, shift: float) -> None:
+        """Create the modules shared by every potential (call from ``__init__``)."""
+        self.elements = ElementTable(elements)
+        self.embedding = nn.Embedding(len(elements), width)
+        self.readout_hidden = nn.Linear(width, width)
+        self.readout_out = nn.Linear(width, 1)
+        self.head = AtomicEnergyHead(e0s, scale, shift)
+
+    def atomic_energies(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """``[n]`` float64 atomic energies in eV from final atom features ``h``."""
+        y = self.readout_out(torch.nn.functional.silu(self.readout_hidden(h)))
+        return self.head(y.squeeze(-1), species)
+
+    def shared_layer(self) -> torch.Tensor:
+        """The last layer that every loss shares; GradNorm balances gradient norms here."""
+        return self.readout_hidden.weight
+
+
 def e0_list(elements: Sequence[int], e0s: Mapping[int, float]) -> list[float]:
     """E0s ordered like the element table (sorted atomic numbers); missing elements get 0."""
     return [float(e0s.get(int(z), 0.0)) for z in sorted(elements)]

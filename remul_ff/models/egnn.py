@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from remul_ff.data.neighbors import radius_graph
-from remul_ff.models.common import RADIAL_BASES, AtomicEnergyHead, ElementTable, polynomial_envelope, scatter_sum
+from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
 
 
 @dataclass
@@ -81,19 +81,15 @@ class EGNNLayer(nn.Module):
         return h, x
 
 
-class EGNN(nn.Module):
+class EGNN(AtomwiseEnergyModel):
     """Energy-only EGNN potential; energies invariant and forces equivariant by construction."""
 
     def __init__(self, config: EGNNConfig, elements: list[int], e0s: list[float], scale: float = 1.0, shift: float = 0.0) -> None:
         super().__init__()
         self.config = config
         self.r_max = config.r_max
-        self.elements = ElementTable(elements)
-        self.embedding = nn.Embedding(len(elements), config.width)
+        self.init_common(config.width, elements, e0s, scale, shift)
         self.layers = nn.ModuleList(EGNNLayer(config) for _ in range(config.depth))
-        self.readout_hidden = nn.Linear(config.width, config.width)
-        self.readout_out = nn.Linear(config.width, 1)
-        self.head = AtomicEnergyHead(e0s, scale, shift)
 
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV."""
@@ -103,9 +99,4 @@ class EGNN(nn.Module):
         h, x = self.embedding(species), positions
         for layer in self.layers:
             h, x = layer(h, x, edge_index, envelope)
-        y = self.readout_out(torch.nn.functional.silu(self.readout_hidden(h)))
-        return self.head(y.squeeze(-1), species)
-
-    def shared_layer(self) -> torch.Tensor:
-        """The last layer shared by every loss (for GradNorm)."""
-        return self.readout_hidden.weight
+        return self.atomic_energies(h, species)

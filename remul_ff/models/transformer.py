@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from remul_ff.data.neighbors import radius_graph
-from remul_ff.models.common import RADIAL_BASES, AtomicEnergyHead, ElementTable, polynomial_envelope, scatter_sum
+from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
 
 
 @dataclass
@@ -125,7 +125,7 @@ def envelope_softmax(scores: torch.Tensor, envelope: torch.Tensor, centre: torch
     return numerator / denominator.index_select(0, centre)
 
 
-class REMULTransformer(nn.Module):
+class REMULTransformer(AtomwiseEnergyModel):
     """Energy-only transformer potential; see the module docstring for the design."""
 
     def __init__(self, config: TransformerConfig, elements: list[int], e0s: list[float], scale: float = 1.0, shift: float = 0.0) -> None:
@@ -134,14 +134,10 @@ class REMULTransformer(nn.Module):
             raise ValueError(f"model.width ({config.width}) must be divisible by model.heads ({config.heads}).")
         self.config = config
         self.r_max = config.r_max
-        self.elements = ElementTable(elements)
-        self.embedding = nn.Embedding(len(elements), config.width)
+        self.init_common(config.width, elements, e0s, scale, shift)
         self.edge_encoder = EdgeEncoder(config)
         self.blocks = nn.ModuleList(AttentionBlock(config) for _ in range(config.depth))
         self.readout_norm = nn.LayerNorm(config.width)
-        self.readout_hidden = nn.Linear(config.width, config.width)
-        self.readout_out = nn.Linear(config.width, 1)
-        self.head = AtomicEnergyHead(e0s, scale, shift)
 
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV (interaction part plus E0)."""
@@ -151,9 +147,4 @@ class REMULTransformer(nn.Module):
         h = self.embedding(species)
         for block in self.blocks:
             h = block(h, edges, envelope, edge_index)
-        y = self.readout_out(torch.nn.functional.silu(self.readout_hidden(self.readout_norm(h))))
-        return self.head(y.squeeze(-1), species)
-
-    def shared_layer(self) -> torch.Tensor:
-        """The last layer that every loss shares; GradNorm balances gradient norms here."""
-        return self.readout_hidden.weight
+        return self.atomic_energies(self.readout_norm(h), species)

@@ -46,15 +46,11 @@ def ensure_data(config: DataConfig, progress: bool = True) -> None:
         return
     if config.generate is None:
         raise DataError(f"data file {config.path} does not exist; check data.path (or add a data.generate section).")
-    from remul_ff.data.generate import GenerateSettings, load_molecule, run_reference_md, write_extxyz
+    from remul_ff.data.generate import load_molecule, run_reference_md, write_extxyz
 
     gen = config.generate
     print(f"{config.path} not found: generating {gen.n_frames} GFN2-xTB frames of {gen.molecule} at {gen.temperature} K")
-    settings = GenerateSettings(
-        temperature=gen.temperature, timestep=gen.timestep, n_frames=gen.n_frames,
-        sample_every=gen.sample_every, equilibration=gen.equilibration, seed=gen.seed,
-    )
-    write_extxyz(run_reference_md(load_molecule(gen.molecule), settings, progress=progress), config.path)
+    write_extxyz(run_reference_md(load_molecule(gen.molecule), gen, progress=progress), config.path)
 
 
 def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) -> PreparedData:
