@@ -8,7 +8,9 @@ Equivariance, over ``K`` random rotations ``R_k`` per structure:
 * label-free error ``E_R ||f(Rx) - R f(x)||``: for energies the mean ``|E(Rx) - E(x)|`` (meV),
   for forces the mean Frobenius norm per structure (meV/Å); *relative* values divide by the mean
   ``|E(x) - ΣE0|`` (the interaction energy; the E0 part is huge and exactly invariant) and the mean
-  ``||F(x)||``;
+  ``||F(x)||``. The relative energy error is meaningful with isolated-atom E0s (then ``E - ΣE0``
+  is the atomisation energy); ``average`` E0s fitted on one molecule make the mean of
+  ``E - ΣE0`` zero and this ratio large, so read the absolute value there;
 * the decomposition of Shen et al.: the twirled prediction ``f̄(x) = (1/K) Σ_k R_k⁻¹ f(R_k x)``,
   ``L_total`` = mean loss of ``R_k⁻¹ f(R_k x)`` against the labels, ``L_mean`` = loss of ``f̄``, and
   ``L_equiv = L_total - L_mean``, which for squared errors is the variance of the back-rotated
