@@ -17,6 +17,7 @@ and the curves behind the plots) and PNG plots into ``output_dir``.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,14 +109,18 @@ def model_config(spec: CompareSpec, name: str) -> Config:
 def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, list[dict]]:
     """Train (unless ``model_path`` is given) and return the model file and the learning curve."""
     path = (spec.models[name] or {}).get("model_path")
-    if path:
-        return Path(path), []
-    config = model_config(spec, name)
-    Trainer(config, progress=progress).run()
+    if not path:
+        config = model_config(spec, name)
+        Trainer(config, progress=progress).run()
+        path = Path(config.output_dir) / "model.pt"
+    return Path(path), _learning_curve(Path(path).parent / "log.csv")
+
+
+def _learning_curve(log: Path) -> list[dict]:
+    """The training log written beside a model file, if there is one."""
     import csv
 
-    curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(Path(config.output_dir) / "log.csv"))]
-    return Path(config.output_dir) / "model.pt", curve
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(log))] if log.exists() else []
 
 
 def _ms_per_step(model: torch.nn.Module, atoms, repeat: int = 50) -> float:
@@ -189,8 +194,8 @@ def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
     reference_hr = distance_histogram([s.positions for s in data.train])[1]
     start = time.perf_counter()
     results = {name: compare_one(spec, name, data, frames, reference_hr, progress) for name in spec.models}
-    payload = {"spec": asdict(spec), "reference_h_r": reference_hr.tolist(), "models": results,
-               "wall_time_s": time.perf_counter() - start}
+    payload = {"command": " ".join(["remul-ff", *sys.argv[1:]]), "spec": asdict(spec), "reference_h_r": reference_hr.tolist(),
+               "models": results, "wall_time_s": time.perf_counter() - start}
     from remul_ff.report import write_report
 
     write_report(payload, out)

@@ -52,6 +52,7 @@ def markdown(payload: dict) -> str:
     md = payload["spec"]["md"]
     lines = [
         "# remul-ff comparison", "",
+        f"Command: `{payload.get('command', 'remul-ff compare')}`", "",
         f"Data: `{payload['spec']['data']['path']}`. MD: {md['replicas']} replicas x {md['time']} at {md['temperature']} K, "
         f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å bond deviation.", "",
         "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",

@@ -141,6 +141,8 @@ def _equivariance_report(sums: _Sums, energy_weight: float, forces_weight: float
         parts["task"] = (total, mean)
         for name, (l_total, l_mean) in parts.items():
             report[f"shen_{name}_L_total"] = l_total
+            # A variance, so never negative; for an exactly equivariant model rounding gives -0.
+            l_mean = min(l_mean, l_total)
             report[f"shen_{name}_L_equiv"] = l_total - l_mean
             report[f"shen_{name}_percent"] = 100.0 * (l_total - l_mean) / max(l_total, 1e-30)
     return report
