@@ -151,8 +151,6 @@ def _starting_structures(source: str, replicas: int) -> list:
 
 
 def _run_md(args: argparse.Namespace) -> None:
-    import torch
-
     from remul_ff.calculators.remul import REMULCalculator
     from remul_ff.md.engine import MDSettings, parse_duration_fs, run_md
     from remul_ff.training.trainer import resolve_device
@@ -170,7 +168,6 @@ def _run_md(args: argparse.Namespace) -> None:
     for atoms in starts:
         atoms.pbc = False  # data files often carry a dummy non-periodic box
         calculator.check_atoms(atoms)
-    torch.manual_seed(args.seed)
     result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress)
     stable = result.n_replicas - len(result.collapses)
     print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps; "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from remul_ff.cli import main
 from remul_ff.data.readers import read_structures

@@ -10,7 +10,6 @@ import torch
 
 from remul_ff.cli import main
 from remul_ff.config import config_from_dict
-from remul_ff.data.readers import read_structures
 from remul_ff.models import predict
 from remul_ff.training.checkpoint import load_model
 from remul_ff.training.evaluate import evaluate, iterate_batches

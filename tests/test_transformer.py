@@ -3,7 +3,6 @@ proof that rotational symmetry is *not* built in."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from ase import Atoms
