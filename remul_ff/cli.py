@@ -126,6 +126,8 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-interval", type=int, default=100, help="steps between saved frames (default 100)")
     p.add_argument("--thermo-interval", type=int, default=10, help="steps between thermo rows (default 10)")
     p.add_argument("--format", default="traj", choices=["traj", "extxyz"])
+    p.add_argument("--restart-every", type=int, default=10000, help="steps between restart files (default 10000; 0: none)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--no-progress", action="store_true")
@@ -161,6 +163,7 @@ def _run_md(args: argparse.Namespace) -> None:
         temperature=args.temperature, timestep_fs=args.timestep, total_time_fs=parse_duration_fs(args.time),
         thermostat=args.thermostat, friction=args.friction, tdamp_fs=args.tdamp, seed=args.seed,
         write_interval=args.write_interval, thermo_interval=args.thermo_interval, traj_format=args.format,
+        restart_every=args.restart_every,
     )
     settings.validate()
     calculator = REMULCalculator(args.model, resolve_device(args.device), args.dtype)
@@ -168,7 +171,7 @@ def _run_md(args: argparse.Namespace) -> None:
     for atoms in starts:
         atoms.pbc = False  # data files often carry a dummy non-periodic box
         calculator.check_atoms(atoms)
-    result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress)
+    result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume)
     stable = result.n_replicas - len(result.collapses)
     print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps; "
           f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")

@@ -1,6 +1,9 @@
 """``remul-ff compare spec.yaml``: train (or load) several potentials on the same data and compare
 accuracy, equivariance, speed, MD stability and energy drift side by side.
 
+Re-running a spec after an interruption continues where it stopped: training resumes from its
+checkpoint and MD from its restart files, so the 300 ps protocol can span several jobs.
+
 A spec::
 
     output_dir: reports/ethanol
@@ -54,6 +57,7 @@ class MDProtocol:
         bond_tolerance: Collapse when a bond deviates by more than this, Å.
         nve_time: Length of the NVE run used for the energy drift (e.g. ``5ps``).
         frame_interval: Steps between frames kept for h(r).
+        restart_every: Steps between MD restart files; a re-run of the same spec continues from them.
         seed: Seed of initial velocities.
     """
 
@@ -65,6 +69,7 @@ class MDProtocol:
     bond_tolerance: float = 0.5
     nve_time: str = "5ps"
     frame_interval: int = 100
+    restart_every: int = 10000
     seed: int = 0
 
 
@@ -111,7 +116,8 @@ def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, 
     path = (spec.models[name] or {}).get("model_path")
     if not path:
         config = model_config(spec, name)
-        Trainer(config, progress=progress).run()
+        # A re-run after an interruption continues training (and stops at once if it had finished).
+        Trainer(config, progress=progress).run(resume=(Path(config.output_dir) / "checkpoint.pt").exists())
         path = Path(config.output_dir) / "model.pt"
     return Path(path), _learning_curve(Path(path).parent / "log.csv")
 
@@ -142,8 +148,8 @@ def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progre
     starts = [frames[k * len(frames) // md.replicas].copy() for k in range(md.replicas)]
     settings = MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
                           thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval,
-                          bond_tolerance=md.bond_tolerance, traj_format="traj")
-    result = run_md(model, starts, settings, out, progress=progress)
+                          bond_tolerance=md.bond_tolerance, traj_format="traj", restart_every=md.restart_every)
+    result = run_md(model, starts, settings, out, progress=progress, resume=True)
     positions = [a.positions for r in range(md.replicas) for a in read(out / f"replica_{r:03d}.traj", index=":")]
     r, h = distance_histogram(positions)
     return {

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 
+import ase.io
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,36 @@ def test_batched_md_on_cuda_matches_cpu(trained_model_file):
             velocity_verlet_step(state, model, 0.5 * units.fs)
         finals.append(state.positions.cpu())
     torch.testing.assert_close(finals[0], finals[1], atol=1e-9, rtol=0)
+
+
+class KillAtCall(nn.Module):
+    """Wraps a model and raises KeyboardInterrupt on call ``n`` (an MD job killed mid-run)."""
+
+    def __init__(self, inner: nn.Module, n: int) -> None:
+        super().__init__()
+        self.inner, self.n, self.calls = inner, n, 0
+
+    def forward(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.inner(*args)
+
+
+@pytest.mark.parametrize("fmt", ["traj", "extxyz"])
+def test_md_restart_continues_exactly(trained_model_file, tmp_path, fmt):
+    model = load_model(trained_model_file)
+    settings = MDSettings(temperature=400, timestep_fs=0.5, total_time_fs=20, thermostat="langevin", seed=2,
+                          write_interval=5, thermo_interval=5, restart_every=10, traj_format=fmt)
+    run_md(model, starts(3), settings, tmp_path / "straight", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_md(KillAtCall(model, n=27), starts(3), settings, tmp_path / "resumed", progress=False)  # dies in step 26
+    run_md(model, starts(3), settings, tmp_path / "resumed", progress=False, resume=True)  # from step 20
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert (straight / "thermo.csv").read_text() == (resumed / "thermo.csv").read_text()
+    suffix = "traj" if fmt == "traj" else "xyz"
+    for r in range(3):
+        a = ase.io.read(straight / f"replica_{r:03d}.{suffix}", index=":")
+        b = ase.io.read(resumed / f"replica_{r:03d}.{suffix}", index=":")
+        assert len(a) == len(b) == 9
+        np.testing.assert_allclose(a[-1].positions, b[-1].positions, atol=1e-12)

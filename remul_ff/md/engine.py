@@ -10,6 +10,7 @@ Outputs in ``output_dir``:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import time
@@ -28,8 +29,12 @@ from remul_ff.errors import RemulError
 from remul_ff.md import integrators
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
+from remul_ff.utils.io import atomic_path
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
+THERMO_COLUMNS = ["replica", "step", "time_ps", "temperature_K", "e_pot", "e_kin", "e_tot", "conserved"]
+RESTART_FILE = "restart.pt"
+RESTART_KIND = "remul-ff-md-restart"
 TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
 
 
@@ -65,6 +70,9 @@ class MDSettings:
         max_temperature: Collapse above this temperature, K (default ``max(3 T, 1000)``).
         bond_tolerance: Collapse when a bond deviates more than this, Å.
         initial_velocities: Draw Maxwell–Boltzmann momenta (otherwise keep the atoms' own).
+        restart_every: Steps between restart files (``restart.pt``, written atomically; 0: none).
+            ``run_md(..., resume=True)`` continues from the last one exactly, so a long run can
+            span several jobs.
     """
 
     temperature: float = 300.0
@@ -82,6 +90,7 @@ class MDSettings:
     max_temperature: float | None = None
     bond_tolerance: float = 0.5
     initial_velocities: bool = True
+    restart_every: int = 0
 
     @property
     def n_steps(self) -> int:
@@ -120,17 +129,33 @@ class MDResult:
 class _Writers:
     """Trajectory and thermo files, one trajectory per replica."""
 
-    def __init__(self, output_dir: Path, settings: MDSettings, n_replicas: int) -> None:
+    def __init__(self, output_dir: Path, settings: MDSettings, n_replicas: int, resume_step: int | None = None) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         self.settings, self.output_dir = settings, output_dir
         suffix = "traj" if settings.traj_format == "traj" else "xyz"
         self.paths = [output_dir / f"replica_{r:03d}.{suffix}" for r in range(n_replicas)]
-        self.trajectories = [Trajectory(p, "w") for p in self.paths] if settings.traj_format == "traj" else None
-        for p in self.paths if self.trajectories is None else []:
+        if resume_step is not None:
+            self._truncate(resume_step)
+        mode = "w" if resume_step is None else "a"
+        self.trajectories = [Trajectory(p, mode) for p in self.paths] if settings.traj_format == "traj" else None
+        for p in self.paths if self.trajectories is None and resume_step is None else []:
             p.write_text("")
-        self.thermo_file = open(output_dir / "thermo.csv", "w", newline="")
+        self.thermo_file = open(output_dir / "thermo.csv", mode, newline="")
         self.thermo = csv.writer(self.thermo_file)
-        self.thermo.writerow(["replica", "step", "time_ps", "temperature_K", "e_pot", "e_kin", "e_tot", "conserved"])
+        if resume_step is None:
+            self.thermo.writerow(THERMO_COLUMNS)
+
+    def _truncate(self, step: int) -> None:
+        """Drop what a killed run wrote after its last restart file, so nothing is written twice."""
+        rows = list(csv.reader(open(self.output_dir / "thermo.csv")))
+        with atomic_path(self.output_dir / "thermo.csv") as tmp:
+            with open(tmp, "w", newline="") as handle:
+                csv.writer(handle).writerows([rows[0]] + [r for r in rows[1:] if int(r[1]) <= step])
+        keep = step // self.settings.write_interval + 1 if self.settings.write_interval else 0
+        for path in self.paths:
+            frames = ase.io.read(path, index=":") if path.exists() and path.stat().st_size else []
+            with atomic_path(path) as tmp:
+                ase.io.write(tmp, frames[:keep], format="traj" if self.settings.traj_format == "traj" else "extxyz")
 
     def frames(self, state: MDState) -> None:
         for (rid, atoms), energy, forces in zip(state.replica_atoms(), state.energy.tolist(), _split_forces(state)):
@@ -147,6 +172,10 @@ class _Writers:
         for k, rid in enumerate(state.replica_id.tolist()):
             self.thermo.writerow([rid, step, f"{time_ps:.6f}", f"{temperature[k]:.3f}", f"{energy[k]:.8f}",
                                   f"{kinetic[k]:.8f}", f"{energy[k] + kinetic[k]:.8f}", f"{conserved[k]:.8f}"])
+
+    def flush(self) -> None:
+        """Push buffered rows to disk (before a restart file claims them)."""
+        self.thermo_file.flush()
 
     def close(self, collapses: list[Collapse]) -> None:
         for trajectory in self.trajectories or []:
@@ -165,16 +194,37 @@ def _single_point(atoms: Atoms, energy: float, forces: torch.Tensor):
     return SinglePointCalculator(atoms, energy=energy, forces=forces.numpy())
 
 
-def _make_step(settings: MDSettings, kT: float):
-    """The integrator for ``settings`` as ``step(state, model)``."""
+def _make_step(settings: MDSettings, kT: float, generator: torch.Generator):
+    """The integrator for ``settings`` as ``step(state, model)``; ``generator`` feeds Langevin noise."""
     dt = settings.timestep_fs * units.fs
     if settings.thermostat == "nve":
         return lambda state, model: integrators.velocity_verlet_step(state, model, dt)
     if settings.thermostat == "langevin":
-        generator = torch.Generator().manual_seed(settings.seed + 1)
         friction = settings.friction / units.fs
         return lambda state, model: integrators.langevin_baoab_step(state, model, dt, kT, friction, generator)
     return lambda state, model: integrators.nose_hoover_chain_step(state, model, dt, kT)
+
+
+def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator) -> None:
+    from remul_ff.training.checkpoint import FORMAT_VERSION, save_file
+
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
+    save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
+               "collapses": [asdict(c) for c in result.collapses], "bonds": monitor.bonds, "reference": monitor.reference,
+               "rng": generator.get_state()}, path)
+
+
+def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator, device) -> tuple[MDState, int]:
+    from remul_ff.training.checkpoint import load_file
+
+    payload = load_file(path, RESTART_KIND)
+    fields = payload["state"]
+    state = MDState(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in fields.items() if k != "thermostat"},
+                    thermostat={k: v.to(device) for k, v in fields["thermostat"].items()})
+    result.collapses = [Collapse(**c) for c in payload["collapses"]]
+    monitor.bonds, monitor.reference = payload["bonds"].to(device), payload["reference"].to(device)
+    generator.set_state(payload["rng"])
+    return state, payload["step"]
 
 
 def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, device, dtype) -> MDState:
@@ -194,6 +244,7 @@ def run_md(
     settings: MDSettings,
     output_dir: str | Path | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> MDResult:
     """Integrate one replica per structure in ``starts`` as a single batch.
 
@@ -203,6 +254,7 @@ def run_md(
         settings: The protocol.
         output_dir: Where trajectories and thermo go (``None`` writes nothing).
         progress: Show a progress bar with simulated ps and ns/day.
+        resume: Continue from ``output_dir/restart.pt`` when it exists (same ``starts`` and settings).
     """
     settings.validate()
     parameter = next(model.parameters())
@@ -210,14 +262,20 @@ def run_md(
     state = prepare_state(model, starts, settings, parameter.device, parameter.dtype)
     max_t = settings.max_temperature or max(3 * settings.temperature, 1000.0)
     monitor = CollapseMonitor(state, max_t, settings.bond_tolerance)
-    writers = _Writers(Path(output_dir), settings, len(starts)) if output_dir is not None else None
     result = MDResult(len(starts), settings.n_steps, settings.timestep_fs, output_dir=None if output_dir is None else str(output_dir))
-    step_fn = _make_step(settings, kT)
-    _record(writers, state, 0, settings, kT)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    restart = None if output_dir is None else Path(output_dir) / RESTART_FILE
+    first = 0
+    if resume and restart is not None and restart.exists():
+        state, first = _load_restart(restart, result, monitor, generator, parameter.device)
+    writers = _Writers(Path(output_dir), settings, len(starts), first if first else None) if output_dir is not None else None
+    step_fn = _make_step(settings, kT, generator)
+    if not first:
+        _record(writers, state, 0, settings, kT)
     start, replica_steps = time.perf_counter(), 0
     bar = tqdm(total=round(settings.n_steps * settings.timestep_fs / 1e3, 6), unit="ps", disable=not progress, desc="MD")
     try:
-        for step in range(1, settings.n_steps + 1):
+        for step in range(first + 1, settings.n_steps + 1):
             step_fn(state, model)
             replica_steps += state.n_replicas
             if step % settings.check_interval == 0 or step == settings.n_steps:
@@ -225,6 +283,9 @@ def run_md(
                 if state.n_replicas == 0:
                     break
             _record(writers, state, step, settings, kT)
+            if restart is not None and settings.restart_every and step % settings.restart_every == 0:
+                writers.flush()
+                _save_restart(restart, state, step, result, monitor, generator)
             _update_bar(bar, step, settings, start)
     finally:
         bar.close()

@@ -104,7 +104,14 @@ class Trainer:
         if self.ctx.is_main:
             print(f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
                   f"({self.config.train.batch_size // self.ctx.world_size} per process)")
-        return self._loop()
+        try:
+            row = self._loop()
+            self._barrier()
+        finally:
+            # Drop DDP's reducer now: it holds the process group, and a group that outlives
+            # destroy_process_group() aborts the interpreter at exit ("terminate called ...").
+            self.forward_model = self.model
+        return row
 
     def _prepare_data(self):
         if self.ctx.is_main:
@@ -172,6 +179,8 @@ class Trainer:
 
     def _loop(self) -> dict[str, float]:
         train_cfg, row = self.config.train, {}
+        if self.epoch and self._should_stop():  # resumed a run that had already finished
+            return row
         while self.epoch < train_cfg.epochs:
             self.epoch += 1
             start = time.perf_counter()
