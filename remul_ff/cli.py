@@ -1,4 +1,4 @@
-"""Command-line interface: ``remul-ff generate | train | evaluate``.
+"""Command-line interface: ``remul-ff generate | train | evaluate | md | compare``.
 
 Every sub-command maps user errors (:class:`~remul_ff.errors.RemulError`) to one line on stderr
 and exit code 2; outputs are written atomically, so a failed command leaves no partial file.
