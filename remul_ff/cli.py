@@ -91,14 +91,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from remul_ff.data.readers import read_structures
-    from remul_ff.training.checkpoint import MODEL_FILE_KIND, load_file, load_model
+    from remul_ff.training.checkpoint import MODEL_FILE_KIND, load_file, model_from_payload
     from remul_ff.training.evaluate import evaluate, format_report
     from remul_ff.training.trainer import resolve_device
     from remul_ff.utils.io import atomic_path
 
     device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
-    model = load_model(args.model, device, dtype)
     payload = load_file(args.model, MODEL_FILE_KIND)
+    model = model_from_payload(payload, args.model, device, dtype)
     structures = read_structures(args.data, args.format, args.energy_key, args.forces_key, args.index)
     model.elements.check(torch.as_tensor([int(z) for s in structures for z in set(s.numbers)]))
     loss = payload["training_config"].get("loss", {})

@@ -32,8 +32,8 @@ def distance_histogram(frames: Sequence[np.ndarray], bins: int = H_R_BINS, r_ran
     return 0.5 * (edges[1:] + edges[:-1]), density
 
 
-def h_r_mae(h: np.ndarray, h_reference: np.ndarray, r_range: tuple[float, float] = H_R_RANGE) -> float:
-    """MAE between two h(r) densities on the same bins, ``∫|h - h_ref| dr`` / width of the range."""
+def h_r_mae(h: np.ndarray, h_reference: np.ndarray) -> float:
+    """MAE between two h(r) densities on the same (even) bins: the mean over bins of ``|h - h_ref|``."""
     return float(np.mean(np.abs(np.asarray(h) - np.asarray(h_reference))))
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from remul_ff.errors import RemulError
 from remul_ff.md import integrators
+from remul_ff.md.analysis import stability_time_ps
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 from remul_ff.utils.io import atomic_path
@@ -121,9 +122,9 @@ class MDResult:
 
     def stability_times_ps(self) -> list[float]:
         """Simulated time before collapse for each replica (the full time when it never collapsed)."""
-        total = self.n_steps * self.timestep_fs / 1e3
         collapsed = {c.replica: c.time_ps for c in self.collapses}
-        return [collapsed.get(r, total) for r in range(self.n_replicas)]
+        times = [collapsed.get(r) for r in range(self.n_replicas)]
+        return stability_time_ps(times, self.n_steps * self.timestep_fs / 1e3).tolist()
 
 
 class _Writers:

@@ -6,7 +6,6 @@ Units are ASE's: positions Å, momenta amu·Å/t with ``t`` ASE's time unit (``a
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -72,9 +71,9 @@ class MDState:
         """Keep the replicas where ``keep`` (``[m]`` bool) is true; also return the atom mask."""
         atom_keep = keep[self.molecule_index]
         new_index = torch.cumsum(keep.long(), 0) - 1
-        per_atom = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in ("positions", "momenta", "masses", "atomic_numbers", "forces")}
+        per_atom = ("positions", "momenta", "masses", "atomic_numbers", "forces")
         state = MDState(
-            **{k: None if v is None else v[atom_keep] for k, v in per_atom.items()},
+            **{name: None if getattr(self, name) is None else getattr(self, name)[atom_keep] for name in per_atom},
             molecule_index=new_index[self.molecule_index[atom_keep]],
             replica_id=self.replica_id[keep],
             energy=None if self.energy is None else self.energy[keep],

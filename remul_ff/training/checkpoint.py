@@ -78,9 +78,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
         device: Where to put the model.
         dtype: Floating-point dtype of the weights.
     """
+    return model_from_payload(load_file(path, MODEL_FILE_KIND), path, device, dtype)
+
+
+def model_from_payload(payload: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Rebuild the model held by an already loaded model file (see :func:`load_model`)."""
     from remul_ff.models import build_model
 
-    payload = load_file(path, MODEL_FILE_KIND)
     model = build_model(payload["model_kind"], payload["hyperparameters"], payload["elements"], payload["e0s"])
     try:
         model.load_state_dict(payload["state_dict"])

@@ -252,7 +252,8 @@ class Trainer:
         loss_cfg = self.config.loss
         batch, rows, weight = self._local_batch(structures)
         counts = (float(len(structures)), 3.0 * sum(len(s) for s in structures))
-        rotations, translations = random_rigid_motion(len(structures), self.dtype, self.device)
+        if loss_cfg.mode != "none":  # one draw for the whole global batch, identical on every rank
+            rotations, translations = random_rigid_motion(len(structures), self.dtype, self.device)
         if loss_cfg.mode == "augment":
             batch = rotate_batch(batch, rotations[rows], translations[rows])
         if loss_cfg.mode != "remul":
