@@ -130,6 +130,7 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long runs; about a minute to compile)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_md)
 
@@ -163,7 +164,7 @@ def _run_md(args: argparse.Namespace) -> None:
         temperature=args.temperature, timestep_fs=args.timestep, total_time_fs=parse_duration_fs(args.time),
         thermostat=args.thermostat, friction=args.friction, tdamp_fs=args.tdamp, seed=args.seed,
         write_interval=args.write_interval, thermo_interval=args.thermo_interval, traj_format=args.format,
-        restart_every=args.restart_every,
+        restart_every=args.restart_every, compile=args.compile,
     )
     settings.validate()
     calculator = REMULCalculator(args.model, resolve_device(args.device), args.dtype)
@@ -181,14 +182,21 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train/load several potentials and compare accuracy, speed and MD stability")
     p.add_argument("spec", help="YAML comparison spec (see remul_ff/compare.py)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--model", dest="models", action="append", default=[], metavar="NAME",
+                   help="only train and run the stability MD of this model (repeatable), e.g. one job per model "
+                        "at the same time; a later run without --model writes the report")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_compare)
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from remul_ff.compare import load_spec, run_compare
+    from remul_ff.compare import load_spec, run_compare, run_long_stages
 
     spec = load_spec(args.spec, args.overrides)
+    if args.models:
+        run_long_stages(spec, args.models, progress=not args.no_progress)
+        print(f"training and MD of {', '.join(args.models)} done; run without --model to write the report")
+        return
     run_compare(spec, progress=not args.no_progress)
     print(f"report written to {spec.output_dir}/report.md")
 

@@ -56,9 +56,12 @@ class MDProtocol:
         replicas: Replicas per model, started from different data frames.
         bond_tolerance: Collapse when a bond deviates by more than this, Å.
         nve_time: Length of the NVE run used for the energy drift (e.g. ``5ps``).
-        frame_interval: Steps between frames kept for h(r).
+        frame_interval: Steps between frames kept for h(r) (and between thermo rows).
         restart_every: Steps between MD restart files; a re-run of the same spec continues from them.
         seed: Seed of initial velocities.
+        dtype: ``float32`` or ``float64`` for the stability and NVE runs (accuracy is always
+            evaluated in float64).
+        compile: ``torch.compile`` the models for the stability and NVE runs (see ``MDSettings``).
     """
 
     temperature: float = 500.0
@@ -71,6 +74,8 @@ class MDProtocol:
     frame_interval: int = 100
     restart_every: int = 10000
     seed: int = 0
+    dtype: str = "float64"
+    compile: bool = False
 
 
 @dataclass
@@ -96,6 +101,8 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"could not read the compare spec {path} ({exc}).".replace("\n", " ")) from exc
     spec = parse_section(CompareSpec, apply_overrides(values, list(overrides)))
+    if spec.md.dtype not in ("float32", "float64"):
+        raise ConfigError(f"md.dtype must be float32 or float64, not {spec.md.dtype!r}.")
     for name in spec.models:
         model_config(spec, name)  # fail early on a bad model section
     return spec
@@ -129,10 +136,18 @@ def _learning_curve(log: Path) -> list[dict]:
     return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(log))] if log.exists() else []
 
 
-def _ms_per_step(model: torch.nn.Module, atoms, repeat: int = 50) -> float:
-    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * repeat, thermostat="nve", write_interval=0)
-    run_md(model, [atoms], settings, None, progress=False)
-    return 1e3 * run_md(model, [atoms], settings, None, progress=False).wall_time_s / repeat
+def _ms_per_step(model: torch.nn.Module, starts: list, spec: CompareSpec, thermostat: str = "nve", compile: bool = False,
+                 repeat: int = 50) -> float:
+    """Wall ms per MD step of ``starts`` as one batch, timed after a warm-up run (which also compiles)."""
+    settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs, total_time_fs=spec.md.timestep_fs * repeat,
+                          thermostat=thermostat, write_interval=0, compile=compile)
+    run_md(model, starts, settings, None, progress=False)
+    return 1e3 * run_md(model, starts, settings, None, progress=False).wall_time_s / repeat
+
+
+def _replica_starts(spec: CompareSpec, frames: list) -> list:
+    """One starting frame per replica, spread over the held-out frames."""
+    return [frames[k * len(frames) // spec.md.replicas].copy() for k in range(spec.md.replicas)]
 
 
 def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]:
@@ -145,10 +160,11 @@ def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]
 
 def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progress: bool) -> dict:
     md = spec.md
-    starts = [frames[k * len(frames) // md.replicas].copy() for k in range(md.replicas)]
+    starts = _replica_starts(spec, frames)
     settings = MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
-                          thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval,
-                          bond_tolerance=md.bond_tolerance, traj_format="traj", restart_every=md.restart_every)
+                          thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval, thermo_interval=md.frame_interval,
+                          bond_tolerance=md.bond_tolerance, traj_format="traj", restart_every=md.restart_every,
+                          compile=md.compile)
     result = run_md(model, starts, settings, out, progress=progress, resume=True)
     positions = [a.positions for r in range(md.replicas) for a in read(out / f"replica_{r:03d}.traj", index=":")]
     r, h = distance_histogram(positions)
@@ -162,7 +178,7 @@ def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progre
 def _drift(model, spec: CompareSpec, atoms, out: Path) -> dict:
     settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs,
                           total_time_fs=parse_duration_fs(spec.md.nve_time), thermostat="nve", seed=spec.md.seed,
-                          write_interval=0, thermo_interval=10)
+                          write_interval=0, thermo_interval=10, compile=spec.md.compile)
     run_md(model, [atoms], settings, out, progress=False)
     import csv
 
@@ -182,22 +198,50 @@ def compare_one(spec: CompareSpec, name: str, data, frames, reference_hr, progre
     report = evaluate(model, held_out, data.e0s, spec.evaluation_rotations, 32, device, torch.float64, seed=spec.md.seed)
     out = Path(spec.output_dir) / name
     report.update(
-        model_path=str(path), learning_curve=curve, ms_per_step_float64=_ms_per_step(model, frames[0]),
-        ms_per_step_float32=_ms_per_step(load_model(path, device, torch.float32), frames[0]),
+        model_path=str(path), learning_curve=curve, ms_per_step_float64=_ms_per_step(model, frames[:1], spec),
+        ms_per_step_float32=_ms_per_step(load_model(path, device, torch.float32), frames[:1], spec),
     )
     report["parity_ref"], report["parity_pred"] = _parity(model, held_out[:20], device, torch.float64)
-    report.update(_stability(model, spec, frames, reference_hr, out / "md", progress))
-    report.update(_drift(model, spec, frames[0].copy(), out / "nve"))
+    md_model = _md_model(spec, path)
+    report["ms_per_step_md_batch"] = _ms_per_step(md_model, _replica_starts(spec, frames), spec, spec.md.thermostat,
+                                                  spec.md.compile, repeat=400)
+    report.update(_stability(md_model, spec, frames, reference_hr, out / "md", progress))
+    report.update(_drift(md_model, spec, frames[0].copy(), out / "nve"))
     return report
+
+
+def _md_model(spec: CompareSpec, path: Path) -> torch.nn.Module:
+    return load_model(path, resolve_device(spec.train.device), getattr(torch, spec.md.dtype))
+
+
+def _shared_inputs(spec: CompareSpec, progress: bool) -> tuple:
+    """The split data, the MD starting frames (held-out structures) and the reference h(r)."""
+    Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
+    data = prepare_data(spec.data, Path(spec.output_dir) / "splits.json", progress)
+    frames = [s.to_atoms() for s in data.valid + data.test]
+    return data, frames, distance_histogram([s.positions for s in data.train])[1]
+
+
+def run_long_stages(spec: CompareSpec, names: list[str], progress: bool = True) -> None:
+    """Train and run the stability MD of ``names`` only, without measuring or reporting.
+
+    Lets the long parts of a comparison run as separate jobs (one per model, at the same time); a
+    later run over the whole spec finds them finished and writes the report.
+    """
+    unknown = [n for n in names if n not in spec.models]
+    if unknown:
+        raise ConfigError(f"the spec has no model named {', '.join(map(repr, unknown))}; it names {', '.join(spec.models)}.")
+    out = Path(spec.output_dir)
+    data, frames, reference_hr = _shared_inputs(spec, progress)
+    for name in names:
+        path, _ = _prepare_model(spec, name, progress)
+        _stability(_md_model(spec, path), spec, frames, reference_hr, out / name / "md", progress)
 
 
 def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
     """Run the whole comparison and write the report folder; returns the JSON payload."""
     out = Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(spec.data, out / "splits.json", progress)
-    frames = [s.to_atoms() for s in data.valid + data.test]
-    reference_hr = distance_histogram([s.positions for s in data.train])[1]
+    data, frames, reference_hr = _shared_inputs(spec, progress)
     start = time.perf_counter()
     results = {name: compare_one(spec, name, data, frames, reference_hr, progress) for name in spec.models}
     payload = {"command": " ".join(["remul-ff", *sys.argv[1:]]), "spec": asdict(spec), "reference_h_r": reference_hr.tolist(),

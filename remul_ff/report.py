@@ -21,8 +21,9 @@ ROWS: list[tuple[str, str, str]] = [
     ("Force equivariance error (relative)", "equi_forces_rel", "{:.2e}"),
     ("Energy equivariance error (relative)", "equi_energy_rel", "{:.2e}"),
     ("Shen et al. loss share from symmetry (%)", "shen_task_percent", "{:.3f}"),
-    ("ms per MD step, float32", "ms_per_step_float32", "{:.2f}"),
-    ("ms per MD step, float64", "ms_per_step_float64", "{:.2f}"),
+    ("ms per MD step, 1 molecule, float32", "ms_per_step_float32", "{:.2f}"),
+    ("ms per MD step, 1 molecule, float64", "ms_per_step_float64", "{:.2f}"),
+    ("ms per MD step, all replicas as in the stability runs", "ms_per_step_md_batch", "{:.2f}"),
     ("Stable replicas", "stable_fraction", "{}"),
     ("Mean stability time (ps)", "mean_stability_ps", "{:.2f}"),
     ("h(r) MAE", "h_r_mae", "{:.4f}"),
@@ -54,7 +55,8 @@ def markdown(payload: dict) -> str:
         "# remul-ff comparison", "",
         f"Command: `{payload.get('command', 'remul-ff compare')}`", "",
         f"Data: `{payload['spec']['data']['path']}`. MD: {md['replicas']} replicas x {md['time']} at {md['temperature']} K, "
-        f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å bond deviation.", "",
+        f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å bond deviation, "
+        f"{md.get('dtype', 'float64')}{', torch.compile' if md.get('compile') else ''}.", "",
         "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
     ]
     lines += [f"| {label} | " + " | ".join(row[n] for n in names) + " |" for label, row in cells.items()]

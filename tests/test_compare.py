@@ -8,19 +8,24 @@ from remul_ff.cli import main
 from remul_ff.report import PLOTS
 
 
-def test_tiny_compare_produces_every_report_file(xtb_ethanol_file, tmp_path, capsys):
+def _tiny_spec(tmp_path, data_file) -> tuple:
     spec = tmp_path / "spec.yaml"
     out = tmp_path / "report"
     spec.write_text(f"""
 output_dir: {out}
-data: {{path: {xtb_ethanol_file}, valid: 6, test: 6}}
+data: {{path: {data_file}, valid: 6, test: 6}}
 train: {{epochs: 2, batch_size: 8, device: cpu, eval_rotations: 0}}
 models:
   remul: {{model: {{kind: transformer, width: 16, depth: 1, heads: 2}}, loss: {{mode: remul}}}}
   egnn: {{model: {{kind: egnn, width: 16, depth: 2}}, loss: {{mode: none}}}}
-md: {{temperature: 300, time: 25fs, replicas: 2, nve_time: 10fs, frame_interval: 10}}
+md: {{temperature: 300, time: 25fs, replicas: 2, nve_time: 10fs, frame_interval: 10, restart_every: 10}}
 evaluation_rotations: 2
 """)
+    return spec, out
+
+
+def test_tiny_compare_produces_every_report_file(xtb_ethanol_file, tmp_path, capsys):
+    spec, out = _tiny_spec(tmp_path, xtb_ethanol_file)
     assert main(["compare", str(spec), "--no-progress"]) == 0
     for name in ("report.md", "report.json", *PLOTS):
         assert (out / name).stat().st_size > 0, name
@@ -39,3 +44,21 @@ def test_compare_rejects_a_bad_model_section(tmp_path, capsys):
     spec.write_text("models:\n  remul: {model: {kind: transformer, widht: 8}}\n")
     assert main(["compare", str(spec)]) == 2
     assert "did you mean 'model.width'" in capsys.readouterr().err
+
+
+def test_model_jobs_run_separately_and_the_report_reuses_their_md(xtb_ethanol_file, tmp_path, capsys):
+    spec, out = _tiny_spec(tmp_path, xtb_ethanol_file)
+    assert main(["compare", str(spec), "--model", "egnn", "--no-progress"]) == 0
+    trajectory = out / "egnn" / "md" / "replica_000.traj"
+    assert (out / "egnn" / "model.pt").exists() and trajectory.exists()
+    assert not (out / "remul").exists() and not (out / "report.md").exists()
+    before = trajectory.read_bytes()
+    assert main(["compare", str(spec), "--no-progress"]) == 0
+    assert trajectory.read_bytes() == before  # finished MD is read back, not run again
+    assert (out / "report.md").exists()
+
+
+def test_compare_rejects_an_unknown_model_name(xtb_ethanol_file, tmp_path, capsys):
+    spec, _ = _tiny_spec(tmp_path, xtb_ethanol_file)
+    assert main(["compare", str(spec), "--model", "mace"]) == 2
+    assert "no model named 'mace'; it names remul, egnn" in capsys.readouterr().err

@@ -196,3 +196,17 @@ def test_md_restart_continues_exactly(trained_model_file, tmp_path, fmt):
         b = ase.io.read(resumed / f"replica_{r:03d}.{suffix}", index=":")
         assert len(a) == len(b) == 9
         np.testing.assert_allclose(a[-1].positions, b[-1].positions, atol=1e-12)
+
+
+def test_compiled_md_follows_the_eager_trajectory(trained_model_file, tmp_path):
+    model = load_model(trained_model_file)
+    settings = MDSettings(temperature=300, total_time_fs=10, thermostat="nose-hoover", write_interval=5, seed=1)
+    run_md(model, starts(2), settings, tmp_path / "eager", progress=False)
+    settings.compile = True
+    run_md(model, starts(2), settings, tmp_path / "compiled", progress=False)
+    for r in range(2):
+        eager = ase.io.read(tmp_path / "eager" / f"replica_{r:03d}.traj", index=-1)
+        compiled = ase.io.read(tmp_path / "compiled" / f"replica_{r:03d}.traj", index=-1)
+        assert len(ase.io.read(tmp_path / "compiled" / f"replica_{r:03d}.traj", index=":")) == 5
+        np.testing.assert_allclose(compiled.positions, eager.positions, atol=1e-8)
+        assert not np.allclose(compiled.positions, starts(2)[r].positions, atol=1e-3)  # it did move

@@ -32,6 +32,7 @@ def available_backends() -> list[str]:
     return ["torch"] + (["torch_cluster"] if torch_cluster is not None else [])
 
 
+@torch.compiler.disable  # custom kernels and data-dependent shapes; compiled models call it eagerly
 def radius_graph(
     positions: torch.Tensor,
     cutoff: float,

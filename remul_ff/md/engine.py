@@ -74,6 +74,8 @@ class MDSettings:
         restart_every: Steps between restart files (``restart.pt``, written atomically; 0: none).
             ``run_md(..., resume=True)`` continues from the last one exactly, so a long run can
             span several jobs.
+        compile: Run the model through ``torch.compile`` (needs a C++ compiler on CPU). On CPU it
+            made a 5-replica ethanol step about 1.7x faster; compiling takes about a minute.
     """
 
     temperature: float = 300.0
@@ -92,6 +94,7 @@ class MDSettings:
     bond_tolerance: float = 0.5
     initial_velocities: bool = True
     restart_every: int = 0
+    compile: bool = False
 
     @property
     def n_steps(self) -> int:
@@ -271,6 +274,9 @@ def run_md(
         state, first = _load_restart(restart, result, monitor, generator, parameter.device)
     writers = _Writers(Path(output_dir), settings, len(starts), first if first else None) if output_dir is not None else None
     step_fn = _make_step(settings, kT, generator)
+    if settings.compile and first < settings.n_steps:
+        # dynamic: the edge count changes between steps; recompiling for each count would cost more than it saves
+        model = torch.compile(model, dynamic=True)
     if not first:
         _record(writers, state, 0, settings, kT)
     start, replica_steps = time.perf_counter(), 0
