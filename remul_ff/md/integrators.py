@@ -95,8 +95,9 @@ def _nose_hoover_chain_substep(chain: dict[str, np.ndarray], two_ke: np.ndarray,
 
 
 def _nose_hoover_chain_half(state: MDState, kT: float, delta: float) -> None:
-    # The chain holds a few numbers per replica: NumPy on the host is ~10x cheaper per operation
-    # than torch here, and the momenta are rescaled once with the product of the sub-step scales.
+    # The chain holds a few numbers per replica, where torch's per-operation cost dominates: in NumPy
+    # on the host a 5-replica half step took 0.29 ms instead of 1.32 ms (two per MD step). The
+    # momenta are rescaled once, with the product of the sub-step scales.
     chain = {k: state.thermostat[k].detach().cpu().numpy().copy() for k in ("eta", "p_eta", "Q")}
     two_ke = 2 * state.kinetic_energy().cpu().numpy()
     dof_kT = 3 * state.atoms_per_replica.cpu().numpy() * kT
