@@ -30,7 +30,7 @@ import torch
 from ase.io import read
 
 from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, parse_section
-from remul_ff.md import MDSettings, parse_duration_fs, run_md
+from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import distance_histogram, energy_drift_mev_per_atom_ps, h_r_mae
 from remul_ff.models.forces import predict
 from remul_ff.training.checkpoint import load_model
@@ -158,14 +158,19 @@ def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]
     return np.concatenate(ref).tolist(), np.concatenate(pred).tolist()
 
 
-def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progress: bool) -> dict:
+def _run_stability_md(model, spec: CompareSpec, frames, out: Path, progress: bool) -> MDResult:
+    """The protocol's replicas, continued from ``out``'s restart file when there is one."""
     md = spec.md
-    starts = _replica_starts(spec, frames)
     settings = MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
                           thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval, thermo_interval=md.frame_interval,
                           bond_tolerance=md.bond_tolerance, traj_format="traj", restart_every=md.restart_every,
                           compile=md.compile)
-    result = run_md(model, starts, settings, out, progress=progress, resume=True)
+    return run_md(model, _replica_starts(spec, frames), settings, out, progress=progress, resume=True)
+
+
+def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progress: bool) -> dict:
+    md = spec.md
+    result = _run_stability_md(model, spec, frames, out, progress)
     positions = [a.positions for r in range(md.replicas) for a in read(out / f"replica_{r:03d}.traj", index=":")]
     r, h = distance_histogram(positions)
     return {
@@ -231,11 +236,10 @@ def run_long_stages(spec: CompareSpec, names: list[str], progress: bool = True) 
     unknown = [n for n in names if n not in spec.models]
     if unknown:
         raise ConfigError(f"the spec has no model named {', '.join(map(repr, unknown))}; it names {', '.join(spec.models)}.")
-    out = Path(spec.output_dir)
-    data, frames, reference_hr = _shared_inputs(spec, progress)
+    _, frames, _ = _shared_inputs(spec, progress)
     for name in names:
         path, _ = _prepare_model(spec, name, progress)
-        _stability(_md_model(spec, path), spec, frames, reference_hr, out / name / "md", progress)
+        _run_stability_md(_md_model(spec, path), spec, frames, Path(spec.output_dir) / name / "md", progress)
 
 
 def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
