@@ -55,6 +55,8 @@ class MDProtocol:
         thermostat: ``nose-hoover``, ``langevin`` or ``nve``.
         replicas: Replicas per model, started from different data frames.
         bond_tolerance: Collapse when a bond deviates by more than this, Å.
+        max_temperature: Collapse above this temperature, K (``None``: ``max(10 T, 1000 K)``, a
+            guard against runaway heating far above the thermal noise of a small molecule).
         nve_time: Length of the NVE run used for the energy drift (e.g. ``5ps``).
         frame_interval: Steps between frames kept for h(r) (and between thermo rows).
         restart_every: Steps between MD restart files; a re-run of the same spec continues from them.
@@ -70,6 +72,7 @@ class MDProtocol:
     thermostat: str = "nose-hoover"
     replicas: int = 5
     bond_tolerance: float = 0.5
+    max_temperature: float | None = None
     nve_time: str = "5ps"
     frame_interval: int = 100
     restart_every: int = 10000
@@ -163,8 +166,8 @@ def _run_stability_md(model, spec: CompareSpec, frames, out: Path, progress: boo
     md = spec.md
     settings = MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
                           thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval, thermo_interval=md.frame_interval,
-                          bond_tolerance=md.bond_tolerance, traj_format="traj", restart_every=md.restart_every,
-                          compile=md.compile)
+                          bond_tolerance=md.bond_tolerance, max_temperature=md.max_temperature, traj_format="traj",
+                          restart_every=md.restart_every, compile=md.compile)
     return run_md(model, _replica_starts(spec, frames), settings, out, progress=progress, resume=True)
 
 

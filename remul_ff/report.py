@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from remul_ff.md.analysis import H_R_BINS, H_R_RANGE
+from remul_ff.md.engine import default_max_temperature
 from remul_ff.utils.io import atomic_path
 
 ROWS: list[tuple[str, str, str]] = [
@@ -55,7 +56,8 @@ def markdown(payload: dict) -> str:
         "# remul-ff comparison", "",
         f"Command: `{payload.get('command', 'remul-ff compare')}`", "",
         f"Data: `{payload['spec']['data']['path']}`. MD: {md['replicas']} replicas x {md['time']} at {md['temperature']} K, "
-        f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å bond deviation, "
+        f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å bond deviation "
+        f"or above {md.get('max_temperature') or default_max_temperature(md['temperature']):.0f} K, "
         f"{md.get('dtype', 'float64')}{', torch.compile' if md.get('compile') else ''}.", "",
         "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
     ]

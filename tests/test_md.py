@@ -19,7 +19,7 @@ from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
 from remul_ff.md import MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import distance_histogram, energy_drift_mev_per_atom_ps, h_r_mae, stability_time_ps, temperature_stats
-from remul_ff.md.engine import prepare_state
+from remul_ff.md.engine import default_max_temperature, prepare_state
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.models.common import scatter_sum
 from remul_ff.training.checkpoint import load_model
@@ -114,6 +114,31 @@ def test_collapse_detection_stops_only_the_broken_replicas(tmp_path):
     assert max(int(r["step"]) for r in rows if r["replica"] == "3") == 200  # healthy replicas ran to the end
     times = result.stability_times_ps()
     assert times[0] == pytest.approx(0.1) and times[2] == pytest.approx(0.02) and times[1] == pytest.approx(expected * dt_fs / 1e3)
+
+
+def test_default_temperature_guard_fires_at_the_predicted_step(tmp_path):
+    frames = [Atoms(symbols, positions=[[0, 0, 0], [0.74, 0, 0]]) for symbols in ("HLi", "H2")]
+    force, dt_fs = 2.0, 0.5
+    settings = MDSettings(temperature=300, timestep_fs=dt_fs, total_time_fs=200, thermostat="nve", write_interval=0,
+                          bond_tolerance=1e9, initial_velocities=False)
+    result = run_md(PullAndPoison(force=force, nan_call=10**9), frames, settings, tmp_path, progress=False)
+    guard = default_max_temperature(300)
+    # Constant force from rest: p = F t exactly, and the temperature counts 3 degrees of freedom per atom.
+    mass = frames[0].get_masses()[1]
+    expected = next(n for n in range(1, 10**4) if (force * n * dt_fs * units.fs) ** 2 / (2 * mass) / (3 * units.kB) > guard)
+    assert [(c.replica, c.step) for c in result.collapses] == [(0, expected)]
+    assert f"{guard:.0f}] K" in result.collapses[0].reason
+
+
+def test_default_temperature_guard_is_far_above_the_thermal_noise_of_ethanol():
+    """Instantaneous T of N atoms at T0 is T0 chi2(3N) / 3N, so P(T > g) = Q(3N/2, 3N g / 2 T0)."""
+    dof, temperature, checks = 27.0, 500.0, 6e5  # ethanol, one check per step of 300 ps at 0.5 fs
+
+    def chance(limit: float) -> float:
+        return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(dof * limit / (2 * temperature), dtype=torch.float64)))
+
+    assert checks * chance(default_max_temperature(temperature)) < 1e-30
+    assert checks * chance(3 * temperature) > 0.1  # the earlier 3 T guard was within reach of thermal noise
 
 
 def test_stability_and_h_r_on_hand_made_trajectories():

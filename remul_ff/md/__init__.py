@@ -1,6 +1,6 @@
 """Batched molecular dynamics: state, integrators (plain functions), collapse detection, analysis."""
 
-from remul_ff.md.engine import MDResult, MDSettings, parse_duration_fs, run_md
+from remul_ff.md.engine import MDResult, MDSettings, default_max_temperature, parse_duration_fs, run_md
 from remul_ff.md.integrators import langevin_baoab_step, nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 
@@ -9,6 +9,7 @@ __all__ = [
     "MDSettings",
     "MDState",
     "compute_forces",
+    "default_max_temperature",
     "langevin_baoab_step",
     "maxwell_boltzmann",
     "nose_hoover_chain_step",
