@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from ase.build import molecule
+
 from remul_ff.cli import main
+from remul_ff.compare import MDProtocol, _saved_frame_collapse
 from remul_ff.report import PLOTS
 
 
@@ -62,3 +66,14 @@ def test_compare_rejects_an_unknown_model_name(xtb_ethanol_file, tmp_path, capsy
     spec, _ = _tiny_spec(tmp_path, xtb_ethanol_file)
     assert main(["compare", str(spec), "--model", "mace"]) == 2
     assert "no model named 'mace'; it names remul, egnn" in capsys.readouterr().err
+
+
+def test_stability_also_judges_the_saved_frames():
+    """A bond that breaks between monitor checks (or in a run made by an older monitor) still ends the replica."""
+    frames = [molecule("CH3CH2OH") for _ in range(4)]
+    frames[2].set_distance(2, 3, 1.6, fix=0)  # O-H stretched by 0.63 Å in saved frame 2
+    md = MDProtocol(frame_interval=10, timestep_fs=0.5)
+    found = _saved_frame_collapse(frames, 7, md)
+    assert (found["replica"], found["step"], found["time_ps"]) == (7, 20, pytest.approx(0.01))
+    assert "O2-H3" in found["reason"]
+    assert _saved_frame_collapse(frames[:2], 7, md) is None

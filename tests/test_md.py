@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms, units
+from ase.build import molecule
 from ase.md.nose_hoover_chain import NoseHooverChainNVT
 from ase.md.verlet import VelocityVerlet
 from torch import nn
@@ -18,9 +19,17 @@ from torch import nn
 from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
 from remul_ff.md import MDSettings, parse_duration_fs, run_md
-from remul_ff.md.analysis import distance_histogram, energy_drift_mev_per_atom_ps, h_r_mae, stability_time_ps, temperature_stats
+from remul_ff.md.analysis import (
+    distance_histogram,
+    energy_drift_mev_per_atom_ps,
+    first_bond_break,
+    h_r_mae,
+    stability_time_ps,
+    temperature_stats,
+)
 from remul_ff.md.engine import default_max_temperature, prepare_state
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
+from remul_ff.md.monitor import molecular_bonds
 from remul_ff.models.common import scatter_sum
 from remul_ff.training.checkpoint import load_model
 from tests.conftest import jittered_molecules
@@ -139,6 +148,23 @@ def test_default_temperature_guard_is_far_above_the_thermal_noise_of_ethanol():
 
     assert checks * chance(default_max_temperature(temperature)) < 1e-30
     assert checks * chance(3 * temperature) > 0.1  # the earlier 3 T guard was within reach of thermal noise
+
+
+def test_monitor_watches_every_bond_of_a_hot_molecule():
+    """At 500 K C-C, C-O and O-H often exceed the sum of covalent radii (C-C 1.61 Å in rMD17's first frame)."""
+    hot = molecule("CH3CH2OH")
+    for i, j, length in [(0, 1, 1.61), (1, 2, 1.50), (2, 3, 1.04), (0, 6, 1.20)]:
+        hot.set_distance(i, j, length, fix=0)
+    expected = {(0, 1), (0, 6), (0, 7), (0, 8), (1, 2), (1, 4), (1, 5), (2, 3)}
+    assert set(map(tuple, molecular_bonds(hot).tolist())) == expected
+
+
+def test_first_bond_break_in_saved_frames():
+    frames = [np.array([[0.0, 0, 0], [1.0, 0, 0], [0, 1.5, 0]]) for _ in range(5)]
+    frames[3] = frames[3] + np.array([[0, 0, 0], [0.6, 0, 0], [0, 0, 0]])  # bond 0 stretched 0.6 Å
+    bonds = np.array([[0, 2], [0, 1]])
+    assert first_bond_break(frames, bonds, 0.5) == (3, 1, pytest.approx(0.6))
+    assert first_bond_break(frames, bonds, 0.7) is None and first_bond_break(frames, bonds[:1], 0.5) is None
 
 
 def test_stability_and_h_r_on_hand_made_trajectories():

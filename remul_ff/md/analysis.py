@@ -1,4 +1,4 @@
-"""Analysis of MD runs: stability time, h(r) and its MAE, NVE energy drift, temperature statistics."""
+"""Analysis of MD runs: stability time, bond breaks in saved frames, h(r) and its MAE, NVE energy drift, temperature statistics."""
 
 from __future__ import annotations
 
@@ -13,6 +13,30 @@ H_R_RANGE = (0.0, 10.0)
 def stability_time_ps(collapse_times_ps: Sequence[float | None], total_time_ps: float) -> np.ndarray:
     """Time until collapse for each replica, or ``total_time_ps`` for replicas that never collapsed."""
     return np.array([total_time_ps if t is None else float(t) for t in collapse_times_ps])
+
+
+def first_bond_break(frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance: float) -> tuple[int, int, float] | None:
+    """The first frame in which a bond deviates more than ``tolerance`` Å from its length in frame 0.
+
+    Args:
+        frames: Positions ``[n, 3]`` Å of one replica, in time order.
+        bonds: ``[B, 2]`` atom indices of the bonds to watch.
+        tolerance: Largest allowed deviation, Å.
+
+    Returns:
+        ``(frame index, bond index, deviation Å)``, or ``None`` when every bond stays within tolerance.
+    """
+    if len(frames) == 0 or len(bonds) == 0:
+        return None
+    positions = np.asarray(frames, dtype=np.float64)
+    lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
+    deviation = np.abs(lengths - lengths[0])
+    broken = np.nonzero((deviation > tolerance).any(axis=1))[0]
+    if len(broken) == 0:
+        return None
+    frame = int(broken[0])
+    bond = int(np.argmax(deviation[frame]))
+    return frame, bond, float(deviation[frame, bond])
 
 
 def distance_histogram(frames: Sequence[np.ndarray], bins: int = H_R_BINS, r_range: tuple[float, float] = H_R_RANGE) -> tuple[np.ndarray, np.ndarray]:
