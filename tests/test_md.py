@@ -161,7 +161,7 @@ def test_monitor_watches_every_bond_of_a_hot_molecule():
 
 def test_first_bond_break_in_saved_frames():
     frames = [np.array([[0.0, 0, 0], [1.0, 0, 0], [0, 1.5, 0]]) for _ in range(5)]
-    frames[3] = frames[3] + np.array([[0, 0, 0], [0.6, 0, 0], [0, 0, 0]])  # bond 0 stretched 0.6 Å
+    frames[3] = frames[3] + np.array([[0, 0, 0], [0.6, 0, 0], [0, 0, 0]])  # bond (0, 1), index 1, stretched 0.6 Å
     bonds = np.array([[0, 2], [0, 1]])
     assert first_bond_break(frames, bonds, 0.5) == (3, 1, pytest.approx(0.6))
     assert first_bond_break(frames, bonds, 0.7) is None and first_bond_break(frames, bonds[:1], 0.5) is None
