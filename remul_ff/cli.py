@@ -7,6 +7,7 @@ and exit code 2; outputs are written atomically, so a failed command leaves no p
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -35,8 +36,12 @@ def _run_generate(args: argparse.Namespace) -> None:
         temperature=args.temperature, timestep=args.timestep, n_frames=args.n_frames,
         sample_every=args.sample_every, equilibration=args.equilibration, seed=args.seed,
     )
-    if settings.n_frames < 1 or settings.sample_every < 1 or settings.timestep <= 0:
-        raise RemulError("--n-frames and --sample-every must be at least 1 and --timestep positive.")
+    if settings.n_frames < 1 or settings.sample_every < 1 or settings.equilibration < 0:
+        raise RemulError("--n-frames and --sample-every must be at least 1 and --equilibration 0 or more.")
+    if not (math.isfinite(settings.timestep) and settings.timestep > 0):
+        raise RemulError(f"--timestep must be a positive number of fs, but is {settings.timestep}.")
+    if not (math.isfinite(settings.temperature) and settings.temperature > 0):
+        raise RemulError(f"--temperature must be a positive number of K, but is {settings.temperature}.")
     frames = run_reference_md(load_molecule(args.molecule), settings)
     write_extxyz(frames, args.output)
     print(f"wrote {len(frames)} frames to {args.output}")
@@ -96,6 +101,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from remul_ff.training.trainer import resolve_device
     from remul_ff.utils.io import atomic_path
 
+    if args.rotations < 0 or args.batch_size < 1:
+        raise RemulError(f"--rotations must be 0 or more and --batch-size at least 1 (got {args.rotations} and {args.batch_size}).")
     device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
     payload = load_file(args.model, MODEL_FILE_KIND)
     model = model_from_payload(payload, args.model, device, dtype)
@@ -126,6 +133,9 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-interval", type=int, default=100, help="steps between saved frames (default 100)")
     p.add_argument("--thermo-interval", type=int, default=10, help="steps between thermo rows (default 10)")
     p.add_argument("--format", default="traj", choices=["traj", "extxyz"])
+    p.add_argument("--reference", default=None, metavar="DATA",
+                   help="data file whose mean bond lengths are the collapse reference (Fu et al.; default: the starting frame's)")
+    p.add_argument("--check-interval", type=int, default=10, help="steps between collapse checks (default 10)")
     p.add_argument("--restart-every", type=int, default=10000, help="steps between restart files (default 10000; 0: none)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options)")
     p.add_argument("--device", default="auto")
@@ -139,18 +149,20 @@ def _starting_structures(source: str, replicas: int) -> list:
     """Replica k starts from frame k mod (number of frames) of ``source``."""
     import os
 
-    import ase.io
-
     from remul_ff.data.generate import load_molecule
 
-    if os.path.exists(source):
-        try:
-            frames = ase.io.read(source, index=":")
-        except Exception as exc:
-            raise RemulError(f"could not read the structure file {source} ({exc}); check its format.") from exc
-    else:
-        frames = [load_molecule(source)]
+    frames = _read_frames(source) if os.path.exists(source) else [load_molecule(source)]
     return [frames[k % len(frames)].copy() for k in range(replicas)]
+
+
+def _read_frames(path: str) -> list:
+    """Every frame of a structure or data file, with a one-sentence error when it cannot be read."""
+    import ase.io
+
+    try:
+        return ase.io.read(path, index=":")
+    except Exception as exc:
+        raise RemulError(f"could not read the structure file {path} ({exc}); check the path and its format.") from exc
 
 
 def _run_md(args: argparse.Namespace) -> None:
@@ -164,7 +176,7 @@ def _run_md(args: argparse.Namespace) -> None:
         temperature=args.temperature, timestep_fs=args.timestep, total_time_fs=parse_duration_fs(args.time),
         thermostat=args.thermostat, friction=args.friction, tdamp_fs=args.tdamp, seed=args.seed,
         write_interval=args.write_interval, thermo_interval=args.thermo_interval, traj_format=args.format,
-        restart_every=args.restart_every, compile=args.compile,
+        restart_every=args.restart_every, compile=args.compile, check_interval=args.check_interval,
     )
     settings.validate()
     calculator = REMULCalculator(args.model, resolve_device(args.device), args.dtype)
@@ -172,7 +184,9 @@ def _run_md(args: argparse.Namespace) -> None:
     for atoms in starts:
         atoms.pbc = False  # data files often carry a dummy non-periodic box
         calculator.check_atoms(atoms)
-    result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume)
+    reference = _read_frames(args.reference) if args.reference else ()
+    result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
+                    reference_frames=reference)
     stable = result.n_replicas - len(result.collapses)
     print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps; "
           f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")

@@ -10,7 +10,7 @@ A spec::
     data: {path: ..., e0s: ..., train: 950, valid: 50}        # DataConfig, shared by all models
     train: {max_minutes: 30, epochs: 1000}                      # TrainConfig, the same budget for all
     models:                                                     # name -> overrides (or model_path)
-      remul: {model: {kind: transformer}, loss: {mode: remul}}
+      remul: {model: {kind: transformer}, loss: {mode: remul}, md: {time: 50ps}}   # md: this model's own MD
       egnn:  {model: {kind: egnn}, loss: {mode: none}}
     md: {temperature: 500, timestep_fs: 0.5, time: 300ps, replicas: 5}   # Fu et al. 2023 defaults
 
@@ -20,6 +20,7 @@ and the curves behind the plots) and PNG plots into ``output_dir``.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,8 +32,9 @@ from ase.io import read
 
 from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, parse_section
 from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
-from remul_ff.md.analysis import distance_histogram, energy_drift_mev_per_atom_ps, first_bond_break, h_r_mae, stability_time_ps
-from remul_ff.md.monitor import molecular_bonds
+from remul_ff.md.analysis import (distance_histogram, energy_drift_mev_per_atom_ps, failure_rate, first_bond_break, h_r_mae,
+                                  stability_time_ps)
+from remul_ff.md.monitor import Collapse, bond_lengths, bond_name, bond_reason, mean_bond_lengths, molecular_bonds
 from remul_ff.models.forces import predict
 from remul_ff.training.checkpoint import load_model
 from remul_ff.training.data import prepare_data
@@ -54,12 +56,17 @@ class MDProtocol:
         timestep_fs: Time step, fs.
         time: Simulated time per replica (e.g. ``300ps``).
         thermostat: ``nose-hoover``, ``langevin`` or ``nve``.
-        replicas: Replicas per model, started from different data frames.
-        bond_tolerance: Collapse when a bond deviates by more than this, Å.
+        replicas: Replicas per model, started from the held-out data frames (cycled if fewer).
+        bond_tolerance: Collapse when a bond deviates by more than this from its mean length over
+            the training frames, Å (Fu et al. 2023).
         max_temperature: Collapse above this temperature, K (``None``: ``max(10 T, 1000 K)``, a
             guard against runaway heating far above the thermal noise of a small molecule).
-        nve_time: Length of the NVE run used for the energy drift (e.g. ``5ps``).
-        frame_interval: Steps between frames kept for h(r) (and between thermo rows).
+        nve_time: Length of the NVE run used for the energy drift (e.g. ``50ps``).
+        nve_dtype: ``float64`` or ``float32`` for that NVE run (float32 rounding drifts by itself).
+        frame_interval: Steps between frames kept for h(r) (and between thermo rows); the saved
+            frames are checked for broken bonds too, as Fu et al. do.
+        check_interval: Steps between the collapse monitor's checks during the MD (a break is
+            dated to the check that sees it, at most this many steps late).
         restart_every: Steps between MD restart files; a re-run of the same spec continues from them.
         seed: Seed of initial velocities.
         dtype: ``float32`` or ``float64`` for the stability and NVE runs (accuracy is always
@@ -75,7 +82,9 @@ class MDProtocol:
     bond_tolerance: float = 0.5
     max_temperature: float | None = None
     nve_time: str = "5ps"
+    nve_dtype: str = "float64"
     frame_interval: int = 100
+    check_interval: int = 10
     restart_every: int = 10000
     seed: int = 0
     dtype: str = "float64"
@@ -105,17 +114,33 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"could not read the compare spec {path} ({exc}).".replace("\n", " ")) from exc
     spec = parse_section(CompareSpec, apply_overrides(values, list(overrides)))
-    if spec.md.dtype not in ("float32", "float64"):
-        raise ConfigError(f"md.dtype must be float32 or float64, not {spec.md.dtype!r}.")
+    for key in ("dtype", "nve_dtype"):
+        if getattr(spec.md, key) not in ("float32", "float64"):
+            raise ConfigError(f"md.{key} must be float32 or float64, not {getattr(spec.md, key)!r}.")
     for name in spec.models:
         model_config(spec, name)  # fail early on a bad model section
+        model_spec(spec, name)
     return spec
+
+
+def model_spec(spec: CompareSpec, name: str) -> CompareSpec:
+    """``spec`` with the model's own ``md`` overrides (e.g. a longer run for the model to be trusted).
+
+    Rates are per replica-ps with their intervals, so models may get different amounts of MD; the
+    temperature, time step and collapse criterion should stay the same for a fair comparison.
+    """
+    overrides = (spec.models[name] or {}).get("md") or {}
+    if not overrides:
+        return spec
+    md = parse_section(MDProtocol, {**asdict(spec.md), **overrides}, f"models.{name}.md")
+    return dataclasses.replace(spec, md=md)
 
 
 def model_config(spec: CompareSpec, name: str) -> Config:
     """The training config of one model: shared data and budget, plus the model's own overrides."""
     entry = dict(spec.models[name] or {})
     entry.pop("model_path", None)
+    entry.pop("md", None)
     values = {"output_dir": str(Path(spec.output_dir) / name), "data": asdict(spec.data), "train": asdict(spec.train)}
     for section, extra in entry.items():
         values[section] = {**values.get(section, {}), **extra} if isinstance(extra, dict) else extra
@@ -127,8 +152,10 @@ def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, 
     path = (spec.models[name] or {}).get("model_path")
     if not path:
         config = model_config(spec, name)
+        threads = torch.get_num_threads()
         # A re-run after an interruption continues training (and stops at once if it had finished).
         Trainer(config, progress=progress).run(resume=(Path(config.output_dir) / "checkpoint.pt").exists())
+        torch.set_num_threads(threads)  # train.num_threads fixes the training budget, not the MD's threads
         path = Path(config.output_dir) / "model.pt"
     return Path(path), _learning_curve(Path(path).parent / "log.csv")
 
@@ -162,25 +189,26 @@ def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]
     return np.concatenate(ref).tolist(), np.concatenate(pred).tolist()
 
 
-def _run_stability_md(model, spec: CompareSpec, frames, out: Path, progress: bool) -> MDResult:
+def _run_stability_md(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> MDResult:
     """The protocol's replicas, continued from ``out``'s restart file when there is one."""
     md = spec.md
     settings = MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
                           thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval, thermo_interval=md.frame_interval,
                           bond_tolerance=md.bond_tolerance, max_temperature=md.max_temperature, traj_format="traj",
-                          restart_every=md.restart_every, compile=md.compile)
-    return run_md(model, _replica_starts(spec, frames), settings, out, progress=progress, resume=True)
+                          restart_every=md.restart_every, compile=md.compile, check_interval=md.check_interval)
+    return run_md(model, _replica_starts(spec, shared.frames), settings, out, progress=progress, resume=True,
+                  reference_frames=shared.reference)
 
 
-def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progress: bool) -> dict:
-    """Stability of every replica and h(r) over the frames before each replica's collapse."""
+def _stability(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> dict:
+    """Stability of every replica, the failure rate with its interval, and h(r) before each collapse."""
     md = spec.md
-    result = _run_stability_md(model, spec, frames, out, progress)
+    result = _run_stability_md(model, spec, shared, out, progress)
     collapses = {c.replica: asdict(c) for c in result.collapses}
     kept = []
     for r in range(md.replicas):
         replica_frames = read(out / f"replica_{r:03d}.traj", index=":")
-        found = _saved_frame_collapse(replica_frames, r, md)
+        found = _saved_frame_collapse(replica_frames, r, md, shared.reference)
         if found and found["time_ps"] < collapses.get(r, {"time_ps": np.inf})["time_ps"]:
             collapses[r] = found
         end = found["step"] // md.frame_interval if found else len(replica_frames)
@@ -188,35 +216,42 @@ def _stability(model, spec: CompareSpec, frames, reference_hr, out: Path, progre
     times = stability_time_ps([collapses.get(r, {}).get("time_ps") for r in range(md.replicas)], parse_duration_fs(md.time) / 1e3)
     h = distance_histogram(kept)[1]
     return {
-        "stability_ps": times.tolist(), "collapses": [collapses[r] for r in sorted(collapses)],
-        "stable_replicas": md.replicas - len(collapses), "h_r": h.tolist(), "h_r_mae": h_r_mae(h, reference_hr),
-        "replica_steps_per_s": result.replica_steps_per_s,
+        "stability_ps": times.tolist(), "collapse_events": [collapses[r] for r in sorted(collapses)],
+        "stable_replicas": md.replicas - len(collapses), "h_r": h.tolist(), "h_r_mae": h_r_mae(h, shared.reference_hr),
+        "replica_steps_per_s": result.replica_steps_per_s, **failure_rate(len(collapses), float(times.sum())),
     }
 
 
-def _saved_frame_collapse(replica_frames: list, replica: int, md: MDProtocol) -> dict | None:
-    """The bond criterion applied to the saved frames, as Fu et al. do it.
+def _saved_frame_collapse(replica_frames: list, replica: int, md: MDProtocol, reference_frames: list) -> dict | None:
+    """The bond criterion applied to the saved frames, as Fu et al. do it (mean data-set bond lengths).
 
     It agrees with the monitor that ran with the MD up to the frame interval, and also judges runs
     made before the monitor's bond search was fixed (it watched only bonds shorter than the sum of
     covalent radii, 2 to 4 of ethanol's 8 bonds in a 500 K frame).
     """
-    bonds = molecular_bonds(replica_frames[0])
-    found = first_bond_break([a.positions for a in replica_frames], bonds, md.bond_tolerance)
+    first = replica_frames[0]
+    bonds = molecular_bonds(first)
+    reference = mean_bond_lengths(reference_frames, bonds, first.numbers)
+    found = first_bond_break([a.positions for a in replica_frames], bonds, md.bond_tolerance, reference)
     if found is None:
         return None
     frame, bond, deviation = found
-    symbols = replica_frames[0].get_chemical_symbols()
+    symbols = first.get_chemical_symbols()
     i, j = bonds[bond]
-    return {"replica": replica, "step": frame * md.frame_interval, "time_ps": frame * md.frame_interval * md.timestep_fs / 1e3,
-            "reason": f"bond {symbols[i]}{i}-{symbols[j]}{j} deviates {deviation:.2f} Å (saved frame {frame})"}
+    name = bond_name(symbols[i], i, symbols[j], j)
+    step = frame * md.frame_interval
+    length = bond_lengths(first.positions, bonds)[bond] if reference is None else reference[bond]
+    reason = f"{bond_reason(name, deviation, length)} (saved frame {frame})"
+    return asdict(Collapse(replica, step, step * md.timestep_fs / 1e3, reason, name, deviation))
 
 
-def _drift(model, spec: CompareSpec, atoms, out: Path) -> dict:
+def _drift(spec: CompareSpec, path: Path, atoms, out: Path) -> dict:
+    """NVE energy drift of one molecule in ``md.nve_dtype``; a finished or interrupted run is continued."""
+    model = load_model(path, resolve_device(spec.train.device), getattr(torch, spec.md.nve_dtype))
     settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs,
                           total_time_fs=parse_duration_fs(spec.md.nve_time), thermostat="nve", seed=spec.md.seed,
-                          write_interval=0, thermo_interval=10, compile=spec.md.compile)
-    run_md(model, [atoms], settings, out, progress=False)
+                          write_interval=0, thermo_interval=10, compile=spec.md.compile, restart_every=spec.md.restart_every)
+    run_md(model, [atoms], settings, out, progress=False, resume=True)
     import csv
 
     rows = list(csv.DictReader(open(out / "thermo.csv")))
@@ -226,8 +261,10 @@ def _drift(model, spec: CompareSpec, atoms, out: Path) -> dict:
             "nve_time_ps": t.tolist(), "nve_e_tot": e.tolist()}
 
 
-def compare_one(spec: CompareSpec, name: str, data, frames, reference_hr, progress: bool) -> dict:
+def compare_one(spec: CompareSpec, name: str, shared: SharedInputs, progress: bool) -> dict:
     """Every measurement for one model."""
+    spec = model_spec(spec, name)
+    data, frames = shared.data, shared.frames
     device = resolve_device(spec.train.device)
     path, curve = _prepare_model(spec, name, progress)
     model = load_model(path, device, torch.float64)
@@ -242,8 +279,9 @@ def compare_one(spec: CompareSpec, name: str, data, frames, reference_hr, progre
     md_model = _md_model(spec, path)
     report["ms_per_step_md_batch"] = _ms_per_step(md_model, _replica_starts(spec, frames), spec, spec.md.thermostat,
                                                   spec.md.compile, repeat=400)
-    report.update(_stability(md_model, spec, frames, reference_hr, out / "md", progress))
-    report.update(_drift(md_model, spec, frames[0].copy(), out / "nve"))
+    report.update(_stability(md_model, spec, shared, out / "md", progress))
+    report.update(_drift(spec, path, frames[0].copy(), out / "nve"))
+    report["md_protocol"] = asdict(spec.md)
     return report
 
 
@@ -251,16 +289,34 @@ def _md_model(spec: CompareSpec, path: Path) -> torch.nn.Module:
     return load_model(path, resolve_device(spec.train.device), getattr(torch, spec.md.dtype))
 
 
-def _shared_inputs(spec: CompareSpec, progress: bool) -> tuple:
-    """The split data, the MD starting frames (held-out structures) and the reference h(r)."""
+@dataclass
+class SharedInputs:
+    """What every model of a comparison shares.
+
+    Attributes:
+        data: The split data set.
+        frames: Held-out structures (validation, then test) that MD replicas start from.
+        reference: Training frames as ``Atoms``: their mean bond lengths are the collapse reference.
+        reference_hr: h(r) of the training frames.
+    """
+
+    data: object
+    frames: list
+    reference: list
+    reference_hr: np.ndarray
+
+
+def _shared_inputs(spec: CompareSpec, progress: bool) -> SharedInputs:
+    """The split data, the MD starting frames (held-out structures) and the references."""
     Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
     data = prepare_data(spec.data, Path(spec.output_dir) / "splits.json", progress)
     frames = [s.to_atoms() for s in data.valid + data.test]
-    return data, frames, distance_histogram([s.positions for s in data.train])[1]
+    reference = [s.to_atoms() for s in data.train]
+    return SharedInputs(data, frames, reference, distance_histogram([s.positions for s in data.train])[1])
 
 
 def run_long_stages(spec: CompareSpec, names: list[str], progress: bool = True) -> None:
-    """Train and run the stability MD of ``names`` only, without measuring or reporting.
+    """Train and run the stability and NVE MD of ``names`` only, without measuring or reporting.
 
     Lets the long parts of a comparison run as separate jobs (one per model, at the same time); a
     later run over the whole spec finds them finished and writes the report.
@@ -268,19 +324,23 @@ def run_long_stages(spec: CompareSpec, names: list[str], progress: bool = True) 
     unknown = [n for n in names if n not in spec.models]
     if unknown:
         raise ConfigError(f"the spec has no model named {', '.join(map(repr, unknown))}; it names {', '.join(spec.models)}.")
-    _, frames, _ = _shared_inputs(spec, progress)
+    shared = _shared_inputs(spec, progress)
     for name in names:
         path, _ = _prepare_model(spec, name, progress)
-        _run_stability_md(_md_model(spec, path), spec, frames, Path(spec.output_dir) / name / "md", progress)
+        own = model_spec(spec, name)
+        _run_stability_md(_md_model(own, path), own, shared, Path(spec.output_dir) / name / "md", progress)
+        _drift(own, path, shared.frames[0].copy(), Path(spec.output_dir) / name / "nve")
 
 
 def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
     """Run the whole comparison and write the report folder; returns the JSON payload."""
     out = Path(spec.output_dir)
-    data, frames, reference_hr = _shared_inputs(spec, progress)
+    shared = _shared_inputs(spec, progress)
     start = time.perf_counter()
-    results = {name: compare_one(spec, name, data, frames, reference_hr, progress) for name in spec.models}
-    payload = {"command": " ".join(["remul-ff", *sys.argv[1:]]), "spec": asdict(spec), "reference_h_r": reference_hr.tolist(),
+    results = {name: compare_one(spec, name, shared, progress) for name in spec.models}
+    payload = {"command": " ".join(["remul-ff", *sys.argv[1:]]), "spec": asdict(spec), "reference_h_r": shared.reference_hr.tolist(),
+               "temperature_K": spec.md.temperature, "training_budget_minutes": spec.train.max_minutes,
+               "training_threads": spec.train.num_threads,
                "models": results, "wall_time_s": time.perf_counter() - start}
     from remul_ff.report import write_report
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Union
 import yaml
 
 from remul_ff.data.generate import GenerateSettings
+from remul_ff.data.off_equilibrium import OffEquilibriumSettings
 from remul_ff.errors import ConfigError
 
 
@@ -54,6 +56,9 @@ class DataConfig:
         split_seed: Seed of the random split.
         max_frames: Read only the first frames (``null`` reads all).
         generate: Generate the data with GFN2-xTB when ``path`` is missing.
+        off_equilibrium: Add distorted copies of training frames with Δ-GFN2-xTB labels (stretched
+            and compressed bonds the data never visit; see
+            :class:`~remul_ff.data.off_equilibrium.OffEquilibriumSettings`). ``null``: none.
     """
 
     path: str = ""
@@ -67,6 +72,7 @@ class DataConfig:
     split_seed: int = 0
     max_frames: Union[int, None] = None
     generate: Union[GenerateConfig, None] = None
+    off_equilibrium: Union[OffEquilibriumSettings, None] = None
 
 
 @dataclass
@@ -188,11 +194,15 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
     if typing.get_origin(tp) in (Union, types.UnionType):
+        section_error = None
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key)
-            except ConfigError:
-                continue
+            except ConfigError as exc:
+                # A mapping meant for a section: its own error (e.g. a misspelt key) says more.
+                section_error = section_error or (exc if dataclasses.is_dataclass(option) and isinstance(value, dict) else None)
+        if section_error is not None:
+            raise section_error
     elif tp is type(None) and value is None:
         return None
     elif dataclasses.is_dataclass(tp):
@@ -240,14 +250,56 @@ def _parse_model(values: Any) -> dict:
     return {"kind": kind, **dataclasses.asdict(parse_section(MODEL_CONFIGS[kind], params, "model"))}
 
 
+# (key, test, what the value must be): numbers that parse but cannot train, checked before any work.
+RANGES: list[tuple[str, Any, str]] = [
+    ("train.epochs", lambda v: v >= 1, "at least 1"),
+    ("train.batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.lr", lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    ("train.weight_decay", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 turns EMA off)"),
+    ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.clip_grad_norm", lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 turns clipping off)"),
+    ("train.patience", lambda v: v >= 1, "at least 1"),
+    ("train.max_minutes", lambda v: v is None or (math.isfinite(v) and v > 0), "a positive number of minutes or null"),
+    ("train.eval_rotations", lambda v: v >= 0, "0 or more"),
+    ("train.checkpoint_every", lambda v: v >= 1, "at least 1"),
+    ("train.num_threads", lambda v: v is None or v >= 1, "at least 1 or null"),
+    ("data.max_frames", lambda v: v is None or v >= 1, "at least 1 or null"),
+    ("loss.energy_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    ("loss.forces_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    ("loss.alpha", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    ("loss.beta", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    ("model.r_max", lambda v: math.isfinite(v) and v > 0, "a positive distance in Å"),
+    ("model.width", lambda v: v >= 1, "at least 1"),
+    ("model.depth", lambda v: v >= 1, "at least 1"),
+    ("model.heads", lambda v: v >= 1, "at least 1"),
+    ("model.num_radial", lambda v: v >= 1, "at least 1"),
+]
+
+
+def check_ranges(config: Config) -> None:
+    """Raise :class:`ConfigError` for the first value outside its range (see ``RANGES``)."""
+    sections = {"train": dataclasses.asdict(config.train), "data": dataclasses.asdict(config.data),
+                "loss": dataclasses.asdict(config.loss), "model": config.model}
+    for key, test, must in RANGES:
+        section, name = key.split(".")
+        if name in sections[section] and not test(sections[section][name]):
+            raise ConfigError(f"config key '{key}' must be {must}, but is {sections[section][name]!r}.")
+    width, heads = config.model.get("width"), config.model.get("heads")
+    if heads and width and width % heads:
+        raise ConfigError(f"config key 'model.width' ({width}) must be divisible by 'model.heads' ({heads}); "
+                          f"try width {heads * max(width // heads, 1)}.")
+
+
 def config_from_dict(values: dict) -> Config:
-    """Parse a nested dict (e.g. loaded YAML) into a :class:`Config`."""
+    """Parse a nested dict (e.g. loaded YAML) into a :class:`Config`, checking types and ranges."""
     if not isinstance(values, dict):
         raise ConfigError("the config file must contain a mapping of sections (data, model, loss, train).")
     values = dict(values)
     model = _parse_model(values.pop("model", {}))
     config = parse_section(Config, values)
     config.model = model
+    check_ranges(config)
     return config
 
 

@@ -26,6 +26,9 @@ ROWS: list[tuple[str, str, str]] = [
     ("ms per MD step, 1 molecule, float64", "ms_per_step_float64", "{:.2f}"),
     ("ms per MD step, all replicas as in the stability runs", "ms_per_step_md_batch", "{:.2f}"),
     ("Stable replicas", "stable_fraction", "{}"),
+    ("Replica-ps simulated", "replica_ps", "{:.1f}"),
+    ("Collapses", "collapses", "{}"),
+    ("Collapses per 1000 replica-ps [exact 95% CI]", "failure_rate", "{}"),
     ("Mean stability time (ps)", "mean_stability_ps", "{:.2f}"),
     ("h(r) MAE", "h_r_mae", "{:.4f}"),
     ("NVE energy drift (meV/atom/ps)", "drift_meV_atom_ps", "{:.3g}"),
@@ -42,9 +45,26 @@ def table(payload: dict) -> dict[str, dict[str, str]]:
             value = {
                 "stable_fraction": f"{r['stable_replicas']}/{len(r['stability_ps'])}",
                 "mean_stability_ps": float(np.mean(r["stability_ps"])),
+                "failure_rate": _rate_cell(r),
             }.get(key, r.get(key))
             out[label][name] = fmt.format(value) if value is not None else "n/a"
     return out
+
+
+def _rate_cell(r: dict) -> str | None:
+    if "ci95" not in r:
+        return None
+    low, high = r["ci95"]
+    return f"{r['failure_rate_per_1000_replica_ps']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def collapse_lines(payload: dict) -> list[str]:
+    """One Markdown line per collapse: model, replica, time and the broken bond (or other reason)."""
+    lines = []
+    for name, r in payload["models"].items():
+        for c in r.get("collapse_events", []):
+            lines.append(f"- {name}, replica {c['replica']}: {c['time_ps']:.2f} ps, {c['reason']}")
+    return ["## Collapses", "", *(lines or ["None."]), ""]
 
 
 def markdown(payload: dict) -> str:
@@ -56,13 +76,14 @@ def markdown(payload: dict) -> str:
         "# remul-ff comparison", "",
         f"Command: `{payload.get('command', 'remul-ff compare')}`", "",
         f"Data: `{payload['spec']['data']['path']}`. MD: {md['replicas']} replicas x {md['time']} at {md['temperature']} K, "
-        f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å bond deviation "
+        f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å deviation from the mean bond length "
+        f"of the training frames (Fu et al. 2023) "
         f"or above {md.get('max_temperature') or default_max_temperature(md['temperature']):.0f} K, "
         f"{md.get('dtype', 'float64')}{', torch.compile' if md.get('compile') else ''}.", "",
         "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
     ]
     lines += [f"| {label} | " + " | ".join(row[n] for n in names) + " |" for label, row in cells.items()]
-    lines += ["", *[f"![{p}]({p})" for p in PLOTS], ""]
+    lines += ["", *collapse_lines(payload), *[f"![{p}]({p})" for p in PLOTS], ""]
     return "\n".join(lines)
 
 
@@ -129,4 +150,4 @@ def write_report(payload: dict, out: Path) -> None:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(markdown(payload))
-    print(markdown(payload).split("\n\n![")[0])
+    print(markdown(payload).split("\n## Collapses")[0])

@@ -73,7 +73,23 @@ def test_stability_also_judges_the_saved_frames():
     frames = [molecule("CH3CH2OH") for _ in range(4)]
     frames[2].set_distance(2, 3, 1.6, fix=0)  # O-H stretched by 0.63 Å in saved frame 2
     md = MDProtocol(frame_interval=10, timestep_fs=0.5)
-    found = _saved_frame_collapse(frames, 7, md)
+    found = _saved_frame_collapse(frames, 7, md, [])
     assert (found["replica"], found["step"], found["time_ps"]) == (7, 20, pytest.approx(0.01))
-    assert "O2-H3" in found["reason"]
-    assert _saved_frame_collapse(frames[:2], 7, md) is None
+    assert found["bond"] == "O2-H3" and found["deviation"] == pytest.approx(0.63, abs=0.01)
+    assert _saved_frame_collapse(frames[:2], 7, md, []) is None
+
+
+def test_saved_frames_are_judged_against_the_mean_bond_length_of_the_reference_data():
+    """Fu et al.: the reference is the data set's mean bond length, not the starting frame's."""
+    start = molecule("CH3CH2OH")
+    start.set_distance(2, 3, 1.30, fix=0)  # the run starts from an O-H stretched to 1.30 Å
+    later = start.copy()
+    later.set_distance(2, 3, 1.55, fix=0)  # 0.25 Å from the start, 0.58 Å from the mean below
+    reference = [molecule("CH3CH2OH") for _ in range(3)]
+    for atoms, length in zip(reference, (0.95, 0.97, 0.99)):
+        atoms.set_distance(2, 3, length, fix=0)
+    md = MDProtocol(frame_interval=10, timestep_fs=0.5)
+    assert _saved_frame_collapse([start, later], 0, md, []) is None
+    found = _saved_frame_collapse([start, later], 0, md, reference)  # frame 0 is 0.33 Å off: not yet broken
+    assert found["bond"] == "O2-H3" and found["step"] == 10
+    assert found["deviation"] == pytest.approx(0.58, abs=1e-6) and "reference 0.97 Å" in found["reason"]

@@ -4,6 +4,7 @@ and the analysis functions on hand-made trajectories."""
 from __future__ import annotations
 
 import csv
+import math
 
 import ase.io
 
@@ -22,14 +23,17 @@ from remul_ff.md import MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (
     distance_histogram,
     energy_drift_mev_per_atom_ps,
+    failure_rate,
     first_bond_break,
     h_r_mae,
+    poisson_rate_ci,
     stability_time_ps,
     temperature_stats,
 )
 from remul_ff.md.engine import default_max_temperature, prepare_state
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
-from remul_ff.md.monitor import molecular_bonds
+from remul_ff.md.monitor import CollapseMonitor, molecular_bonds
+from remul_ff.md.state import state_from_atoms
 from remul_ff.models.common import scatter_sum
 from remul_ff.training.checkpoint import load_model
 from tests.conftest import jittered_molecules
@@ -197,6 +201,30 @@ def test_md_cli_writes_trajectories_and_thermo(trained_model_file, tmp_path, cap
     assert "2/2 replicas stable" in capsys.readouterr().out
 
 
+def test_md_cli_reference_data_sets_the_bond_reference(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
+    out = tmp_path / "md"
+    assert main(["md", str(trained_model_file), str(xtb_ethanol_file), "-o", str(out), "--time", "5fs", "--replicas", "2",
+                 "--reference", str(xtb_ethanol_file), "--check-interval", "5", "--no-progress"]) == 0
+    assert "2/2 replicas stable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference", "missing.xyz"], "could not read the structure file missing.xyz"),
+    (["--check-interval", "0"], "the collapse check interval (steps) must be at least 1, but is 0."),
+    (["--write-interval", "-1"], "the write interval (steps) must be 0 or more (0 turns it off), but is -1."),
+    (["--thermo-interval", "0"], "the thermo interval (steps) must be at least 1, but is 0."),
+    (["--tdamp", "0", "--thermostat", "nose-hoover"], "the Nose-Hoover damping time (fs) must be a positive number, but is 0.0."),
+    (["--restart-every", "-5"], "the restart interval (steps) must be 0 or more"),
+    (["--temperature", "nan"], "the temperature (K) must be a number >= 0, but is nan."),
+    (["--friction", "-1"], "the Langevin friction (1/fs) must be a number >= 0, but is -1.0."),
+    (["--timestep", "0"], "the time step (fs) must be a positive number, but is 0.0."),
+])
+def test_md_cli_bad_reference_or_check_interval_exits_2_before_writing(trained_model_file, tmp_path, capsys, extra, message):
+    out = tmp_path / "md"
+    assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "5fs", *extra]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
 def test_md_cli_unknown_element_exits_2_before_writing(trained_model_file, tmp_path, capsys):
     out = tmp_path / "md"
     assert main(["md", str(trained_model_file), "NH3", "-o", str(out), "--time", "10fs"]) == 2
@@ -261,3 +289,40 @@ def test_compiled_md_follows_the_eager_trajectory(trained_model_file, tmp_path):
         assert len(ase.io.read(tmp_path / "compiled" / f"replica_{r:03d}.traj", index=":")) == 5
         np.testing.assert_allclose(compiled.positions, eager.positions, atol=1e-8)
         assert not np.allclose(compiled.positions, starts(2)[r].positions, atol=1e-3)  # it did move
+
+
+def test_monitor_reference_is_the_mean_bond_length_over_the_reference_frames():
+    reference = [molecule("CH3CH2OH") for _ in range(4)]
+    for atoms, length in zip(reference, (0.95, 0.96, 0.98, 0.99)):
+        atoms.set_distance(2, 3, length, fix=0)
+    start = molecule("CH3CH2OH")
+    start.set_distance(2, 3, 1.40, fix=0)  # 0.43 Å above the mean O-H of 0.97 Å
+    methane = molecule("CH4")  # not among the reference frames: its own start is its reference
+    state = state_from_atoms([start, methane], "cpu", torch.float64)
+    state.energy, state.forces = torch.zeros(2, dtype=torch.float64), torch.zeros_like(state.positions)
+    monitor = CollapseMonitor(state, 1e9, 0.5, reference)
+    bonds = [tuple(b) for b in monitor.bonds.tolist()]
+    assert monitor.reference[bonds.index((2, 3))].item() == pytest.approx(0.97)
+    assert monitor.reference[-1].item() == pytest.approx(methane.get_distance(0, 4))
+    assert monitor.check(state, 0, 0.0)[1] == []
+    state.positions[3] += 0.1 * (state.positions[3] - state.positions[2]) / torch.linalg.norm(state.positions[3] - state.positions[2])
+    (event,) = monitor.check(state, 5, 0.1)[1]  # 0.53 Å from the mean, 0.10 Å from the start
+    assert (event.replica, event.bond, event.deviation) == (0, "O2-H3", pytest.approx(0.53, abs=0.005))
+
+
+@pytest.mark.parametrize("events", [0, 1, 3, 10, 91])
+def test_poisson_interval_has_exact_tail_probabilities(events):
+    """At the bounds, seeing >= k (lower) or <= k (upper) events has probability 2.5%, by direct summation."""
+    exposure = 7.0
+    low, high = poisson_rate_ci(events, exposure)
+
+    def cdf(k, mu):  # P(X <= k), summed in log space
+        return sum(math.exp(i * math.log(mu) - mu - math.lgamma(i + 1)) for i in range(k + 1))
+
+    assert cdf(events, high * exposure) == pytest.approx(0.025, rel=1e-6)
+    if events:
+        assert 1 - cdf(events - 1, low * exposure) == pytest.approx(0.025, rel=1e-6)
+    else:
+        assert low == 0 and high * exposure == pytest.approx(-math.log(0.025))
+    rate = failure_rate(events, 1000 * exposure)
+    assert rate["ci95"] == pytest.approx([low, high]) and rate["failure_rate_per_1000_replica_ps"] == pytest.approx(events / exposure)

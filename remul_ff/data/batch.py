@@ -18,6 +18,7 @@ energy         ``[m]``          float64   total potential energy per molecule, e
 forces         ``[n, 3]``       float     forces on atoms, eV/Å (optional)
 cell           ``[m, 3, 3]``    float     lattice vectors as rows, Å (optional)
 pbc            ``[m, 3]``       bool      periodicity per lattice direction (optional)
+weight         ``[m]``          float64   loss weight per molecule (optional; ``None`` means 1 for all)
 ============== ================ ========= ===========================================================
 
 "float" is the batch's dtype (float64 from the readers; ``batch.to(dtype=torch.float32)`` converts).
@@ -52,6 +53,9 @@ class Structure:
         forces: ``[n, 3]`` float64 forces in eV/Å, or ``None``.
         cell: ``[3, 3]`` lattice vectors in Å, or ``None``.
         pbc: ``[3]`` periodic flags, or ``None`` (treated as all ``False``).
+        weight: Weight of this structure in the training loss (1 for data; less for frames whose
+            labels are approximate, such as the off-equilibrium frames of
+            :mod:`remul_ff.data.off_equilibrium`).
     """
 
     positions: np.ndarray
@@ -60,6 +64,7 @@ class Structure:
     forces: np.ndarray | None = None
     cell: np.ndarray | None = None
     pbc: np.ndarray | None = None
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
@@ -86,6 +91,8 @@ class Structure:
     def to_atoms(self) -> Atoms:
         """Return ASE ``Atoms``; labels, when present, are attached as a ``SinglePointCalculator``."""
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+        if self.weight != 1.0:
+            atoms.info["weight"] = self.weight
         results = {}
         if self.energy is not None:
             results["energy"] = self.energy
@@ -139,6 +146,7 @@ class AtomicBatch:
     forces: torch.Tensor | None = None
     cell: torch.Tensor | None = None
     pbc: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -167,7 +175,7 @@ class AtomicBatch:
             t = getattr(self, name)
             if t is None:
                 return None
-            keep_dtype = not t.is_floating_point() or name == "energy"
+            keep_dtype = not t.is_floating_point() or name in ("energy", "weight")
             return t.to(device=device, dtype=None if keep_dtype else dtype)
 
         return dataclasses.replace(self, **{f.name: move(f.name) for f in dataclasses.fields(self) if f.name != "n_molecules"})
@@ -191,6 +199,7 @@ class AtomicBatch:
                     None if batch.forces is None else batch.forces[a:b].numpy(),
                     None if batch.cell is None else batch.cell[m].numpy(),
                     None if batch.pbc is None else batch.pbc[m].numpy(),
+                    1.0 if batch.weight is None else float(batch.weight[m]),
                 )
             )
         return structures
@@ -211,7 +220,7 @@ def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
         atomic_numbers=torch.cat([first.atomic_numbers, second.atomic_numbers]),
         molecule_index=torch.cat([first.molecule_index, second.molecule_index + first.n_molecules]),
         n_molecules=first.n_molecules + second.n_molecules,
-        energy=join("energy"), forces=join("forces"), cell=join("cell"), pbc=join("pbc"),
+        energy=join("energy"), forces=join("forces"), cell=join("cell"), pbc=join("pbc"), weight=join("weight"),
     )
 
 
@@ -234,6 +243,7 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
     has_energy = all(s.energy is not None for s in structures)
     has_forces = all(s.forces is not None for s in structures)
     has_cell = all(s.cell is not None for s in structures)
+    weighted = any(s.weight != 1.0 for s in structures)
     return AtomicBatch(
         positions=torch.as_tensor(np.concatenate([s.positions for s in structures]), dtype=dtype),
         atomic_numbers=torch.as_tensor(np.concatenate([s.numbers for s in structures]), dtype=torch.long),
@@ -245,4 +255,5 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
         pbc=torch.as_tensor(
             np.array([np.zeros(3, bool) if s.pbc is None else np.asarray(s.pbc, bool) for s in structures])
         ),
+        weight=_optional_tensor([s.weight for s in structures] if weighted else None, torch.float64),
     )

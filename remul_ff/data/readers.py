@@ -12,6 +12,7 @@ Supported:
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def read_structures(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check the path.")
+    check_index(index)
     if format not in FORMATS and format not in ase.io.formats.ioformats:
         raise DataError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)} or an ase.io format name.")
     fmt = detect_format(path) if format == "auto" else format
@@ -153,6 +155,16 @@ def _read_npz(path: Path, layout: dict[str, str], index: str | int) -> list[Stru
         raise DataError(f"{path} has {len(positions)} geometries but {len(energies)} energies and {len(forces)} force sets.")
     frames = _select(len(positions), index)
     return [Structure(positions[i], arrays["numbers"], energies[i], forces[i]) for i in frames]
+
+
+INDEX_PATTERN = re.compile(r"\s*-?\d*\s*(:\s*-?\d*\s*(:\s*-?\d*\s*)?)?")
+
+
+def check_index(index: str | int) -> None:
+    """Raise :class:`DataError` unless ``index`` is a frame number or a slice such as ``':100'`` or ``'10:20:2'``."""
+    if isinstance(index, int) or (isinstance(index, str) and index.strip() and INDEX_PATTERN.fullmatch(index)):
+        return
+    raise DataError(f"cannot read the frame index {index!r}; give a frame number (e.g. 5 or -1) or a slice (e.g. ':100' or '10:20').")
 
 
 def _select(n: int, index: str | int) -> list[int]:

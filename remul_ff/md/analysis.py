@@ -15,13 +15,16 @@ def stability_time_ps(collapse_times_ps: Sequence[float | None], total_time_ps: 
     return np.array([total_time_ps if t is None else float(t) for t in collapse_times_ps])
 
 
-def first_bond_break(frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance: float) -> tuple[int, int, float] | None:
-    """The first frame in which a bond deviates more than ``tolerance`` Å from its length in frame 0.
+def first_bond_break(frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance: float,
+                     reference: np.ndarray | None = None) -> tuple[int, int, float] | None:
+    """The first frame in which a bond deviates more than ``tolerance`` Å from its reference length.
 
     Args:
         frames: Positions ``[n, 3]`` Å of one replica, in time order.
         bonds: ``[B, 2]`` atom indices of the bonds to watch.
         tolerance: Largest allowed deviation, Å.
+        reference: ``[B]`` reference lengths, Å (Fu et al.: the mean over the data set); ``None``
+            takes the lengths in frame 0.
 
     Returns:
         ``(frame index, bond index, deviation Å)``, or ``None`` when every bond stays within tolerance.
@@ -30,13 +33,55 @@ def first_bond_break(frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance:
         return None
     positions = np.asarray(frames, dtype=np.float64)
     lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
-    deviation = np.abs(lengths - lengths[0])
+    deviation = np.abs(lengths - (lengths[0] if reference is None else np.asarray(reference)))
     broken = np.nonzero((deviation > tolerance).any(axis=1))[0]
     if len(broken) == 0:
         return None
     frame = int(broken[0])
     bond = int(np.argmax(deviation[frame]))
     return frame, bond, float(deviation[frame, bond])
+
+
+def poisson_rate_ci(events: int, exposure: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) confidence interval of a Poisson rate: ``events`` seen in ``exposure``.
+
+    The bounds are the means ``mu`` at which seeing ``events`` or more (lower) and ``events`` or
+    fewer (upper) has probability ``(1 - confidence) / 2``, divided by ``exposure``; they use the
+    regularised incomplete gamma function, ``P(X <= k; mu) = Q(k + 1, mu)``. For zero events the
+    lower bound is 0 and the upper one is ``-ln((1 - confidence) / 2) / exposure`` (3.69 at 95%).
+    """
+    if events < 0 or exposure <= 0:
+        raise ValueError(f"need events >= 0 and exposure > 0, got {events} and {exposure}.")
+    tail = (1.0 - confidence) / 2
+    upper = _solve_increasing(lambda mu: 1.0 - _gammaincc(events + 1, mu), 1.0 - tail)
+    lower = 0.0 if events == 0 else _solve_increasing(lambda mu: 1.0 - _gammaincc(events, mu), tail)
+    return lower / exposure, upper / exposure
+
+
+def _gammaincc(a: float, x: float) -> float:
+    import torch
+
+    return float(torch.special.gammaincc(torch.tensor(float(a), dtype=torch.float64), torch.tensor(float(x), dtype=torch.float64)))
+
+
+def _solve_increasing(f, target: float) -> float:
+    """``x >= 0`` with ``f(x) = target`` for an increasing ``f``, by bisection to 1e-12 relative."""
+    low, high = 0.0, 1.0
+    while f(high) < target:
+        high *= 2
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if f(mid) < target else (low, mid)
+        if high - low <= 1e-12 * high:
+            break
+    return 0.5 * (low + high)
+
+
+def failure_rate(collapse_count: int, replica_ps: float, per: float = 1000.0) -> dict:
+    """Collapses per ``per`` replica-ps with its exact 95% Poisson interval (report.json fields)."""
+    low, high = poisson_rate_ci(collapse_count, replica_ps)
+    return {"replica_ps": replica_ps, "collapses": collapse_count,
+            "failure_rate_per_1000_replica_ps": per * collapse_count / replica_ps, "ci95": [per * low, per * high]}
 
 
 def distance_histogram(frames: Sequence[np.ndarray], bins: int = H_R_BINS, r_range: tuple[float, float] = H_R_RANGE) -> tuple[np.ndarray, np.ndarray]:

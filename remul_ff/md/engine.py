@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -108,17 +109,36 @@ class MDSettings:
     restart_every: int = 0
     compile: bool = False
 
+    def _checks(self) -> list:
+        """``(what, value, test, what it must be)`` for every numeric setting."""
+        positive = (lambda v: math.isfinite(v) and v > 0, "a positive number")
+        at_least_0 = (lambda v: v >= 0, "0 or more (0 turns it off)")
+        return [
+            ("time step (fs)", self.timestep_fs, *positive), ("total time (fs)", self.total_time_fs, *positive),
+            ("temperature (K)", self.temperature, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+            ("Langevin friction (1/fs)", self.friction, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+            ("Nose-Hoover damping time (fs)", 1.0 if self.tdamp_fs is None else self.tdamp_fs, *positive),
+            ("Nose-Hoover chain length", self.tchain, lambda v: v >= 1, "at least 1"),
+            ("write interval (steps)", self.write_interval, *at_least_0),
+            ("thermo interval (steps)", self.thermo_interval, lambda v: v >= 1, "at least 1"),
+            ("collapse check interval (steps)", self.check_interval, lambda v: v >= 1, "at least 1"),
+            ("restart interval (steps)", self.restart_every, *at_least_0),
+            ("bond tolerance (Å)", self.bond_tolerance, *positive),
+            ("temperature guard (K)", 1.0 if self.max_temperature is None else self.max_temperature, *positive),
+        ]
+
     @property
     def n_steps(self) -> int:
         """Steps per replica."""
         return int(round(self.total_time_fs / self.timestep_fs))
 
     def validate(self) -> None:
-        """Raise :class:`RemulError` for settings that cannot run."""
+        """Raise :class:`RemulError` for settings that cannot run (before any file is written)."""
         if self.thermostat not in THERMOSTATS:
             raise RemulError(f"unknown thermostat {self.thermostat!r}; use one of {', '.join(THERMOSTATS)}.")
-        if self.timestep_fs <= 0 or self.total_time_fs <= 0 or self.temperature < 0:
-            raise RemulError("the time step and total time must be positive and the temperature not negative.")
+        for what, value, ok, must in self._checks():
+            if not ok(value):
+                raise RemulError(f"the {what} must be {must}, but is {value}.")
         if self.traj_format not in ("traj", "extxyz"):
             raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
 
@@ -261,6 +281,7 @@ def run_md(
     output_dir: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    reference_frames: Sequence[Atoms] = (),
 ) -> MDResult:
     """Integrate one replica per structure in ``starts`` as a single batch.
 
@@ -271,13 +292,15 @@ def run_md(
         output_dir: Where trajectories and thermo go (``None`` writes nothing).
         progress: Show a progress bar with simulated ps and ns/day.
         resume: Continue from ``output_dir/restart.pt`` when it exists (same ``starts`` and settings).
+        reference_frames: Data-set frames whose mean bond lengths are the collapse monitor's
+            reference (Fu et al. 2023); replicas of molecules not among them use their starting frame.
     """
     settings.validate()
     parameter = next(model.parameters())
     kT = integrators.kT_of(settings.temperature)
     state = prepare_state(model, starts, settings, parameter.device, parameter.dtype)
     max_t = settings.max_temperature or default_max_temperature(settings.temperature)
-    monitor = CollapseMonitor(state, max_t, settings.bond_tolerance)
+    monitor = CollapseMonitor(state, max_t, settings.bond_tolerance, reference_frames)
     result = MDResult(len(starts), settings.n_steps, settings.timestep_fs, output_dir=None if output_dir is None else str(output_dir))
     generator = torch.Generator().manual_seed(settings.seed + 1)
     restart = None if output_dir is None else Path(output_dir) / RESTART_FILE

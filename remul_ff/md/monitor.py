@@ -1,63 +1,73 @@
 """Per-replica collapse detection (Fu et al. 2023, "Forces are not Enough").
 
 A replica has collapsed when its energy, forces or positions are not finite, when its temperature
-leaves ``[0, max_temperature]``, or when a bond of the first frame deviates by more than
-``bond_tolerance`` Å from its initial length. Bonds are found as in Fu et al.'s code: ASE's
-covalent radii plus ASE's default neighbour-list skin of 0.3 Å on each atom.
+leaves ``[0, max_temperature]``, or when a bond of its first frame deviates by more than
+``bond_tolerance`` Å from its reference length. Bonds are found as in Fu et al.'s code (ASE's
+covalent radii plus ASE's default neighbour-list skin of 0.3 Å on each atom, see
+:mod:`remul_ff.data.bonds`). The reference length is, as in their code, the mean length of the
+bond over a reference data set (``reference_frames``: frames with the same atoms in the same
+order); without one, the starting frame's length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.data import chemical_symbols
-from ase.neighborlist import natural_cutoffs, neighbor_list
 
+from remul_ff.data.bonds import BOND_SKIN, bond_lengths, mean_bond_lengths, molecular_bonds  # noqa: F401 (re-exported)
 from remul_ff.md.state import MDState
 from remul_ff.models.common import scatter_sum
 
 
-# Covalent radii alone miss most bonds of a hot molecule: in a 500 K rMD17 ethanol frame the C-C
-# (1.61 Å vs 1.52), C-O and O-H bonds are all longer than the sum of the radii.
-BOND_SKIN = 0.3
-
-
-def molecular_bonds(atoms: Atoms) -> np.ndarray:
-    """``[B, 2]`` indices (i < j) of bonded pairs: closer than the sum of covalent radii + 2 x 0.3 Å."""
-    i, j = neighbor_list("ij", atoms, np.asarray(natural_cutoffs(atoms)) + BOND_SKIN)
-    return np.stack([i, j], 1)[i < j]
-
-
 @dataclass
 class Collapse:
-    """Why and when one replica collapsed."""
+    """Why and when one replica collapsed.
+
+    Attributes:
+        replica: Replica number (its position in the starting structures).
+        step: MD step of the check that found it.
+        time_ps: Simulated time of that step, ps.
+        reason: One sentence for people.
+        bond: The broken bond as ``"C1-H5"`` (atom indices within the molecule), or ``""``.
+        deviation: How far that bond was from its reference length, Å (0 for other reasons).
+    """
 
     replica: int
     step: int
     time_ps: float
     reason: str
+    bond: str = ""
+    deviation: float = 0.0
 
 
 class CollapseMonitor:
     """Watches every replica of a batched MD state; bonds are taken from the state it is built with."""
 
-    def __init__(self, state: MDState, max_temperature: float, bond_tolerance: float = 0.5) -> None:
+    def __init__(self, state: MDState, max_temperature: float, bond_tolerance: float = 0.5,
+                 reference_frames: Sequence[Atoms] = ()) -> None:
         self.max_temperature = max_temperature
         self.bond_tolerance = bond_tolerance
-        self.bonds, self.reference = self._bonds(state)
+        self.bonds, self.reference = self._bonds(state, reference_frames)
 
     @staticmethod
-    def _bonds(state: MDState) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, 2]`` global atom indices of bonded pairs (i < j) and ``[B]`` their lengths."""
+    def _bonds(state: MDState, reference_frames: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, 2]`` global atom indices of bonded pairs (i < j) and ``[B]`` their reference lengths."""
         offsets = np.concatenate([[0], np.cumsum(state.atoms_per_replica.tolist())])
-        pairs = []
+        pairs, lengths = [], []
         for start, (_, atoms) in zip(offsets, state.replica_atoms()):
-            pairs.append(molecular_bonds(atoms) + start)
-        bonds = torch.as_tensor(np.concatenate(pairs) if pairs else np.zeros((0, 2)), dtype=torch.long, device=state.positions.device)
-        return bonds, _lengths(state.positions, bonds)
+            bonds = molecular_bonds(atoms)
+            mean = mean_bond_lengths(reference_frames, bonds, atoms.numbers)
+            pairs.append(bonds + start)
+            lengths.append(bond_lengths(atoms.positions, bonds) if mean is None else mean)
+        device = state.positions.device
+        bonds = torch.as_tensor(np.concatenate(pairs) if pairs else np.zeros((0, 2)), dtype=torch.long, device=device)
+        reference = torch.as_tensor(np.concatenate(lengths) if lengths else np.zeros(0), dtype=torch.float64, device=device)
+        return bonds, reference
 
     def check(self, state: MDState, step: int, time_ps: float) -> tuple[torch.Tensor, list[Collapse]]:
         """``[m]`` bool of collapsed replicas, and a description of each collapse."""
@@ -66,7 +76,7 @@ class CollapseMonitor:
         self._check_temperature(state, reasons)
         self._check_bonds(state, reasons)
         collapsed = torch.tensor([bool(r) for r in reasons], device=state.positions.device)
-        events = [Collapse(int(state.replica_id[k]), step, time_ps, r) for k, r in enumerate(reasons) if r]
+        events = [Collapse(int(state.replica_id[k]), step, time_ps, r, *parse_bond_reason(r)) for k, r in enumerate(reasons) if r]
         return collapsed, events
 
     def drop(self, atom_keep: torch.Tensor) -> None:
@@ -99,10 +109,26 @@ class CollapseMonitor:
             k = int(state.molecule_index[i])
             if not reasons[k]:
                 start = int((state.molecule_index < k).sum())
-                reasons[k] = (
-                    f"bond {chemical_symbols[numbers[i]]}{i - start}-{chemical_symbols[numbers[j]]}{j - start} deviates "
-                    f"{float(deviation[b]):.2f} Å from its initial {float(self.reference[b]):.2f} Å"
-                )
+                name = bond_name(chemical_symbols[numbers[i]], i - start, chemical_symbols[numbers[j]], j - start)
+                reasons[k] = bond_reason(name, float(deviation[b]), float(self.reference[b]))
+
+
+def bond_name(symbol_i: str, i: int, symbol_j: str, j: int) -> str:
+    """``"C1-H5"``: a bond named by its atoms' symbols and indices within the molecule."""
+    return f"{symbol_i}{i}-{symbol_j}{j}"
+
+
+def bond_reason(name: str, deviation: float, reference: float) -> str:
+    """The sentence recorded for a broken bond (parsed back by :func:`parse_bond_reason`)."""
+    return f"bond {name} deviates {deviation:.2f} Å from its reference {reference:.2f} Å"
+
+
+def parse_bond_reason(reason: str) -> tuple[str, float]:
+    """``(bond, deviation)`` from a :func:`bond_reason` sentence, ``("", 0.0)`` for other reasons."""
+    words = reason.split()
+    if len(words) > 3 and words[0] == "bond" and words[2] == "deviates":
+        return words[1], float(words[3])
+    return "", 0.0
 
 
 def _lengths(positions: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,14 @@ import numpy as np
 from remul_ff.config import DataConfig
 from remul_ff.data.batch import Structure
 from remul_ff.data.e0s import reference_energy, resolve_e0s
+from remul_ff.data.off_equilibrium import load_or_make
 from remul_ff.data.readers import read_structures
 from remul_ff.data.splits import load_splits, save_splits, split_indices
 from remul_ff.errors import DataError
+
+
+OFF_EQUILIBRIUM_FILE = "off_equilibrium.xyz"
+"""Cache of the off-equilibrium frames, beside ``splits.json`` in the run's folder."""
 
 
 @dataclass
@@ -20,7 +25,7 @@ class PreparedData:
     """Everything the trainer needs from the data.
 
     Attributes:
-        train: Training structures.
+        train: Training structures (the DFT frames, then any off-equilibrium frames).
         valid: Validation structures.
         test: Test structures (may be empty).
         e0s: Reference energy per element, eV.
@@ -71,6 +76,8 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
     e0s = resolve_e0s(config.e0s, train, frames)
     interaction = [(s.energy - reference_energy(s, e0s)) / len(s) for s in train]
     forces = np.concatenate([s.forces.reshape(-1) for s in train])
+    if config.off_equilibrium is not None:  # after the statistics, which describe the DFT data only
+        train = train + load_or_make(train, config.off_equilibrium, split_file.parent / OFF_EQUILIBRIUM_FILE, progress)
     return PreparedData(
         train=train, valid=valid, test=test, e0s=e0s,
         elements=sorted({int(z) for s in frames for z in s.numbers}),

@@ -83,15 +83,24 @@ class LossTerms:
         return config.energy_weight * energy + config.forces_weight * forces
 
 
-def squared_errors(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor, n_atoms: torch.Tensor) -> LossTerms:
-    """Per-atom energy and per-component force squared errors, in the forces' float dtype."""
+def squared_errors(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor, n_atoms: torch.Tensor,
+                   weight: torch.Tensor | None = None) -> LossTerms:
+    """Per-atom energy and per-component force squared errors, in the forces' float dtype.
+
+    ``weight`` (``[m]``, optional) scales each molecule's errors; the counts stay unweighted, so a
+    weight below 1 makes a molecule count less than a full one.
+    """
     per_atom = ((pred_energy - energy) / n_atoms).to(pred_forces.dtype)
-    return LossTerms(per_atom.square().sum(), (pred_forces - forces).square().sum(), float(energy.numel()), float(forces.numel()))
+    energy_se, forces_se = per_atom.square(), (pred_forces - forces).square().sum(-1)
+    if weight is not None:
+        weight = weight.to(pred_forces.dtype)
+        energy_se, forces_se = weight * energy_se, torch.repeat_interleave(weight, n_atoms, output_size=len(forces)) * forces_se
+    return LossTerms(energy_se.sum(), forces_se.sum(), float(energy.numel()), float(forces.numel()))
 
 
 def task_loss(prediction: Prediction, batch: AtomicBatch) -> LossTerms:
-    """``L_task``: prediction against the labels of ``batch``."""
-    return squared_errors(prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule)
+    """``L_task``: prediction against the labels of ``batch``, weighted by ``batch.weight`` if set."""
+    return squared_errors(prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule, batch.weight)
 
 
 def _split(prediction: Prediction, n_molecules: int, n_atoms: int) -> tuple[Prediction, Prediction]:
@@ -120,5 +129,5 @@ def remul_losses(
     if target == "label":
         return task_loss(original, batch), task_loss(on_moved, moved)
     rotated = rotate_vectors(original.forces, rotations[batch.molecule_index])
-    equi = squared_errors(on_moved.energy, on_moved.forces, original.energy, rotated, batch.atoms_per_molecule)
+    equi = squared_errors(on_moved.energy, on_moved.forces, original.energy, rotated, batch.atoms_per_molecule, batch.weight)
     return task_loss(original, batch), equi

@@ -1,0 +1,161 @@
+"""Off-equilibrium training frames: distorted copies of DFT frames with Δ-GFN2-xTB labels.
+
+Why: MD at 500 K occasionally stretches a bond past anything in the training data (rMD17
+ethanol's C-H bonds never exceed 1.27 Å). There an unconstrained model is free to be wrong, and
+the REMUL transformer was: along a C-H stretch its energy flattens into a shoulder near 1.4 Å, so
+reaching the 0.5 Å collapse criterion cost it a median 0.77 eV against EGNN's 1.30 eV, and a
+hydrogen left every few hundred replica-ps (``benchmarks/stability/README.md``). Its rotational
+error along the same path is only a few meV, so no equivariance loss can fix this; the model has
+to *see* stretched and compressed geometries with sensible labels.
+
+What: each distorted frame ``x'`` is a training frame ``x`` with one bond stretched or compressed,
+or one atom pushed in a random direction, plus a small rattle of every atom. No DFT exists at
+``x'``, so its labels are the DFT labels of ``x`` plus the GFN2-xTB *difference* between ``x'``
+and ``x`` (Δ-learning in reverse)::
+
+    E(x') = E_DFT(x) + E_xTB(x') - E_xTB(x)        F(x') = F_DFT(x) + F_xTB(x') - F_xTB(x)
+
+xTB gets the shape of a stretched bond right to a few tenths of an eV, which is all the model
+needs to learn that bonds pull back, while in-distribution the labels stay DFT. These frames get a
+loss weight below 1 (``weight``) because their labels are approximate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from remul_ff.data.batch import Structure
+from remul_ff.data.bonds import molecular_bonds
+from remul_ff.errors import DataError
+
+
+@dataclass
+class OffEquilibriumSettings:
+    """How many distorted frames to add and how far to distort them (``data.off_equilibrium``).
+
+    Attributes:
+        fraction: Distorted frames per training frame (0.5: one for every other frame).
+        max_stretch: Largest stretch of a bond, Å beyond its length in the source frame.
+        max_compression: Largest compression of a bond, Å.
+        max_push: Largest displacement of one atom in a random direction, Å (bends, approaches).
+        rattle: Standard deviation of the Gaussian displacement of every atom, Å.
+        min_distance: Distortions that bring two atoms closer than this (Å) are drawn again.
+        max_energy: Distortions that raise the xTB energy by more than this (eV) are drawn again:
+            3 eV is ~70 kT at 500 K, beyond any geometry MD reaches but above the ~1 eV that
+            broke bonds; far harder frames (10 eV, 80 eV/Å forces) would only dominate the loss.
+        weight: Loss weight of a distorted frame relative to a DFT frame.
+        method: tblite method for the label differences.
+        seed: Seed of the choice of frames and distortions.
+    """
+
+    fraction: float = 0.5
+    max_stretch: float = 0.7
+    max_compression: float = 0.25
+    max_push: float = 0.5
+    rattle: float = 0.02
+    min_distance: float = 0.6
+    max_energy: float = 3.0
+    weight: float = 0.1
+    method: str = "GFN2-xTB"
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`DataError` for settings that cannot work."""
+        numbers = {"fraction": self.fraction, "max_stretch": self.max_stretch, "max_compression": self.max_compression,
+                   "max_push": self.max_push, "rattle": self.rattle, "min_distance": self.min_distance, "max_energy": self.max_energy,
+                   "weight": self.weight}
+        for name, value in numbers.items():
+            if not np.isfinite(value) or value < 0:
+                raise DataError(f"data.off_equilibrium.{name} must be a finite number >= 0, but is {value}.")
+
+
+def distort(structure: Structure, settings: OffEquilibriumSettings, rng: np.random.Generator) -> np.ndarray:
+    """New positions ``[n, 3]``: one bond stretched/compressed or one atom pushed, then a rattle."""
+    for _ in range(100):
+        positions = structure.positions.copy()
+        bonds = molecular_bonds(structure.to_atoms())
+        if len(bonds) and rng.random() < 0.5:
+            i, j = bonds[rng.integers(len(bonds))]
+            moved, anchor = (j, i) if structure.numbers[j] <= structure.numbers[i] else (i, j)  # move the lighter atom
+            direction = positions[moved] - positions[anchor]
+            direction /= np.linalg.norm(direction)
+            positions[moved] += rng.uniform(-settings.max_compression, settings.max_stretch) * direction
+        else:
+            direction = rng.normal(size=3)
+            positions[rng.integers(len(positions))] += rng.uniform(0, settings.max_push) * direction / np.linalg.norm(direction)
+        positions += rng.normal(scale=settings.rattle, size=positions.shape)
+        if _min_distance(positions) >= settings.min_distance:
+            return positions
+    raise DataError(f"could not distort a frame without bringing atoms closer than {settings.min_distance} Å; "
+                    "lower data.off_equilibrium.min_distance or the distortion sizes.")
+
+
+def _min_distance(positions: np.ndarray) -> float:
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    return float(d[np.triu_indices(len(positions), 1)].min()) if len(positions) > 1 else np.inf
+
+
+def xtb_labels(positions: np.ndarray, numbers: np.ndarray, method: str) -> tuple[float, np.ndarray]:
+    """GFN2-xTB (tblite) energy (eV) and forces (eV/Å) of one molecule."""
+    from remul_ff.data.generate import xtb_calculator
+
+    atoms = Structure(positions, numbers).to_atoms()
+    atoms.calc = xtb_calculator(method)
+    try:
+        return float(atoms.get_potential_energy()), atoms.get_forces()
+    except Exception as exc:  # tblite raises plain exceptions when SCF fails
+        raise DataError(f"GFN2-xTB failed on an off-equilibrium frame ({exc}); lower the distortion sizes.") from exc
+
+
+def delta_labelled(source: Structure, settings: OffEquilibriumSettings, rng: np.random.Generator) -> Structure:
+    """A distortion of ``source`` below ``max_energy``, with ``source``'s DFT labels plus the xTB difference."""
+    e_source, f_source = xtb_labels(source.positions, source.numbers, settings.method)
+    for _ in range(100):
+        positions = distort(source, settings, rng)
+        e_new, f_new = xtb_labels(positions, source.numbers, settings.method)
+        if e_new - e_source <= settings.max_energy:
+            return Structure(positions, source.numbers, source.energy + e_new - e_source, source.forces + f_new - f_source,
+                             weight=settings.weight)
+    raise DataError(f"no distortion of a frame stayed below data.off_equilibrium.max_energy = {settings.max_energy} eV "
+                    "in 100 draws; raise max_energy or lower the distortion sizes.")
+
+
+def make_off_equilibrium(train: list[Structure], settings: OffEquilibriumSettings, progress: bool = True) -> list[Structure]:
+    """``round(fraction * len(train))`` distorted frames, each from a different training frame where possible."""
+    settings.validate()
+    rng = np.random.default_rng(settings.seed)
+    count = int(round(settings.fraction * len(train)))
+    sources = rng.permutation(np.resize(np.arange(len(train)), count)) if count else []
+    frames = []
+    for k in tqdm(sources, desc="off-equilibrium frames (xTB)", disable=not progress):
+        source = train[int(k)]
+        if source.energy is None or source.forces is None:
+            raise DataError("off-equilibrium frames need energy and force labels on every training frame.")
+        frames.append(delta_labelled(source, settings, rng))
+    return frames
+
+
+def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path: Path, progress: bool = True) -> list[Structure]:
+    """The frames cached at ``path`` (extxyz with a ``weight`` per frame), made and written when missing.
+
+    Caching keeps a resumed run on exactly the same frames and spares the xTB calls.
+    """
+    import ase.io
+
+    from remul_ff.data.generate import write_extxyz
+
+    if path.exists():
+        return [_with_weight(a) for a in ase.io.read(path, ":")]
+    frames = make_off_equilibrium(train, settings, progress)
+    write_extxyz(frames, path)
+    return frames
+
+
+def _with_weight(atoms) -> Structure:
+    structure = Structure.from_atoms(atoms, atoms.get_potential_energy(), atoms.get_forces())
+    structure.weight = float(atoms.info.get("weight", 1.0))
+    return structure

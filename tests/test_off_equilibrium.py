@@ -1,0 +1,82 @@
+"""Off-equilibrium frames (Δ-xTB labels), their cache, and the per-structure loss weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from remul_ff.config import ConfigError, config_from_dict
+from remul_ff.data import collate
+from remul_ff.data.bonds import bond_lengths, molecular_bonds
+from remul_ff.data.off_equilibrium import OffEquilibriumSettings, distort, load_or_make, make_off_equilibrium
+from remul_ff.errors import DataError
+from remul_ff.models.forces import predict
+from remul_ff.training.losses import task_loss
+from tests.conftest import jittered_molecules, tiny_model, xtb_labelled
+
+
+@pytest.fixture(scope="module")
+def xtb_frames():
+    return xtb_labelled(jittered_molecules("CH3CH2OH", 4, seed=3, scale=0.03))
+
+
+def test_distortions_stay_within_their_bounds():
+    source = xtb_labelled(jittered_molecules("CH3CH2OH", 1, seed=4, scale=0.0))[0]
+    settings = OffEquilibriumSettings(rattle=0.0)
+    bonds = molecular_bonds(source.to_atoms())
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        positions = distort(source, settings, rng)
+        moved = np.nonzero(np.linalg.norm(positions - source.positions, axis=1) > 1e-12)[0]
+        assert len(moved) == 1  # one atom moved, nothing else without a rattle
+        shift = float(np.linalg.norm(positions[moved[0]] - source.positions[moved[0]]))
+        assert shift <= max(settings.max_stretch, settings.max_compression, settings.max_push) + 1e-12
+        change = bond_lengths(positions, bonds) - bond_lengths(source.positions, bonds)
+        assert change.min() >= -settings.max_push - 1e-9 and change.max() <= settings.max_stretch + 1e-9
+
+
+def test_delta_labels_reduce_to_xtb_when_the_source_labels_are_xtb(xtb_frames):
+    """E(x') = E_ref(x) + E_xTB(x') - E_xTB(x): with E_ref = E_xTB the labels are plain xTB at x'."""
+    settings = OffEquilibriumSettings(fraction=1.0, weight=0.25)
+    frames = make_off_equilibrium(xtb_frames, settings, progress=False)
+    relabelled = xtb_labelled([f.to_atoms() for f in frames])
+    assert len(frames) == len(xtb_frames)
+    for made, exact in zip(frames, relabelled):
+        assert made.energy == pytest.approx(exact.energy, abs=1e-6)
+        np.testing.assert_allclose(made.forces, exact.forces, atol=1e-6)
+        assert made.weight == 0.25
+    assert max(f.energy - s.energy for f, s in zip(frames, xtb_frames)) <= settings.max_energy + 1e-9
+
+
+def test_frames_are_cached_with_their_weights(xtb_frames, tmp_path):
+    settings = OffEquilibriumSettings(fraction=0.5, weight=0.3)
+    made = load_or_make(xtb_frames, settings, tmp_path / "off.xyz", progress=False)
+    again = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=1.0), tmp_path / "off.xyz", progress=False)
+    assert len(made) == len(again) == 2
+    for a, b in zip(made, again):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-7)  # extxyz keeps 8 decimals
+        assert (a.energy, b.weight) == (pytest.approx(b.energy), 0.3)
+
+
+def test_a_zero_weight_molecule_adds_nothing_to_the_loss(ethanol_structures):
+    model = tiny_model()
+    first, second = ethanol_structures[0], ethanol_structures[1]
+    second.weight = 0.0
+    both = collate([first, second])
+    loss_both = task_loss(predict(model, both, training=True), both)
+    alone = collate([first])
+    loss_alone = task_loss(predict(model, alone, training=True), alone)
+    assert loss_both.energy_sse.item() == pytest.approx(loss_alone.energy_sse.item())
+    assert loss_both.forces_sse.item() == pytest.approx(loss_alone.forces_sse.item())
+    assert both.weight.tolist() == [1.0, 0.0] and alone.weight is None
+    assert [s.weight for s in both.to(dtype=torch.float32).split()] == [1.0, 0.0]
+
+
+def test_config_section_is_checked():
+    config = config_from_dict({"data": {"off_equilibrium": {"fraction": 0.25}}})
+    assert config.data.off_equilibrium.fraction == 0.25 and config.data.off_equilibrium.weight == 0.1
+    with pytest.raises(ConfigError, match="did you mean 'data.off_equilibrium.weight'"):
+        config_from_dict({"data": {"off_equilibrium": {"wieght": 0.2}}})
+    with pytest.raises(DataError, match="max_stretch must be a finite number >= 0"):
+        make_off_equilibrium([], OffEquilibriumSettings(max_stretch=-1.0), progress=False)
