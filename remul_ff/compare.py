@@ -42,7 +42,10 @@ from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, resolve_device
 
 DEFAULT_MODELS = {
-    "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"}},
+    # The transformer's default recipe includes off-equilibrium frames: without them it breaks bonds
+    # in 500 K MD (benchmarks/stability/README.md).
+    "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"},
+              "data": {"off_equilibrium": {"fraction": 0.5, "weight": 0.1}}},
     "egnn": {"model": {"kind": "egnn"}, "loss": {"mode": "none"}},
 }
 

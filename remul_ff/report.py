@@ -82,6 +82,10 @@ def markdown(payload: dict) -> str:
         f"{md.get('dtype', 'float64')}{', torch.compile' if md.get('compile') else ''}.", "",
         "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
     ]
+    own = [f"{n}: {m['md_protocol']['replicas']} x {m['md_protocol']['time']}" for n, m in payload["models"].items()
+           if m.get("md_protocol") and (m["md_protocol"]["replicas"], m["md_protocol"]["time"]) != (md["replicas"], md["time"])]
+    if own:
+        lines[-2:-2] = [f"Models with their own amount of MD: {'; '.join(own)}.", ""]
     lines += [f"| {label} | " + " | ".join(row[n] for n in names) + " |" for label, row in cells.items()]
     lines += ["", *collapse_lines(payload), *[f"![{p}]({p})" for p in PLOTS], ""]
     return "\n".join(lines)

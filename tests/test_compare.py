@@ -21,7 +21,7 @@ data: {{path: {data_file}, valid: 6, test: 6}}
 train: {{epochs: 2, batch_size: 8, device: cpu, eval_rotations: 0}}
 models:
   remul: {{model: {{kind: transformer, width: 16, depth: 1, heads: 2}}, loss: {{mode: remul}}}}
-  egnn: {{model: {{kind: egnn, width: 16, depth: 2}}, loss: {{mode: none}}}}
+  egnn: {{model: {{kind: egnn, width: 16, depth: 2}}, loss: {{mode: none}}, md: {{time: 15fs}}}}
 md: {{temperature: 300, time: 25fs, replicas: 2, nve_time: 10fs, frame_interval: 10, restart_every: 10}}
 evaluation_rotations: 2
 """)
@@ -41,6 +41,16 @@ def test_tiny_compare_produces_every_report_file(xtb_ethanol_file, tmp_path, cap
         assert f"| {label} | {values['remul']} | {values['egnn']} |" in markdown
     assert payload["table"]["Stable replicas"]["egnn"].endswith("/2")
     assert float(payload["table"]["Force equivariance error (relative)"]["egnn"]) < 1e-8
+    # egnn has its own, shorter MD; rates are per replica-ps with their exact interval
+    egnn, remul = payload["models"]["egnn"], payload["models"]["remul"]
+    assert egnn["md_protocol"]["time"] == "15fs" and remul["md_protocol"]["time"] == "25fs"
+    assert "Models with their own amount of MD: egnn: 2 x 15fs." in markdown
+    for model, total in ((egnn, 0.030), (remul, 0.050)):
+        assert model["replica_ps"] == pytest.approx(sum(model["stability_ps"])) and model["replica_ps"] <= total + 1e-12
+        assert model["collapses"] == len(model["collapse_events"]) == 2 - model["stable_replicas"]
+        low, high = model["ci95"]
+        assert low <= model["failure_rate_per_1000_replica_ps"] < high
+    assert payload["temperature_K"] == 300 and "training_budget_minutes" in payload
 
 
 def test_compare_rejects_a_bad_model_section(tmp_path, capsys):

@@ -162,7 +162,7 @@ def _one_collapse(md_dir: Path, name: str, event: dict, reference, frame_ps: flo
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("models", nargs="+", help="NAME=model.pt")
+    parser.add_argument("models", nargs="*", help="NAME=model.pt (none: only add --md's collapses to OUT/diagnosis.json)")
     parser.add_argument("--data", required=True, help="reference data (rMD17 ethanol extxyz)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--md", default=None, help="a compare output folder whose collapses to analyse")
@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = read(args.data, ":")
+    if not args.models:  # keep the model scans, add the collapses of a finished compare run
+        result = json.loads((out / "diagnosis.json").read_text())
+        result["before_collapse"] = before_collapse(Path(args.md), frames) if args.md else []
+        result["command_before_collapse"] = " ".join(["python", *sys.argv])
+        (out / "diagnosis.json").write_text(json.dumps(result, indent=1) + "\n")
+        return plot(result, out)
     models = {name: load_model(path, "cpu", torch.float64) for name, path in (m.split("=", 1) for m in args.models)}
     result = {"command": " ".join(["python", *sys.argv]), "models": {}, "xtb": {}}
     result["xtb"]["ch_stretch"] = xtb_stretch_curve(frames[0], METHYL_C, METHYL_H)

@@ -75,9 +75,9 @@ class OffEquilibriumSettings:
 
 def distort(structure: Structure, settings: OffEquilibriumSettings, rng: np.random.Generator) -> np.ndarray:
     """New positions ``[n, 3]``: one bond stretched/compressed or one atom pushed, then a rattle."""
+    bonds = molecular_bonds(structure.to_atoms())
     for _ in range(100):
         positions = structure.positions.copy()
-        bonds = molecular_bonds(structure.to_atoms())
         if len(bonds) and rng.random() < 0.5:
             i, j = bonds[rng.integers(len(bonds))]
             moved, anchor = (j, i) if structure.numbers[j] <= structure.numbers[i] else (i, j)  # move the lighter atom
