@@ -48,8 +48,10 @@ def test_remul_lowers_equivariance_error_more_than_none(xtb_ethanol_file, tmp_pa
     equivariance error of the `none` mode after 200 steps; a REMUL loss that did nothing gives ~1x.
     """
     train = {"epochs": 20, "ema_decay": 0.0, "batch_size": 4, "seed": 1}
-    untrained = Trainer(tiny_config(xtb_ethanol_file, tmp_path / "u", train={**train, "epochs": 0}), progress=False)
-    untrained.run()
+    untrained = Trainer(tiny_config(xtb_ethanol_file, tmp_path / "u", train=train), progress=False)
+    untrained.out.mkdir(parents=True)
+    untrained.data = untrained._prepare_data()
+    untrained._build()  # the same seeded initial weights, never trained
     initial = evaluate(untrained.model, untrained.data.valid, untrained.data.e0s, n_rotations=8, device=untrained.device, dtype=torch.float32)["equi_forces_rel"]
     remul = final_equivariance(tiny_config(xtb_ethanol_file, tmp_path / "r", train=train))
     none = final_equivariance(tiny_config(xtb_ethanol_file, tmp_path / "n", train=train, loss={"mode": "none"}))
