@@ -74,9 +74,9 @@ class CollapseMonitor:
         reasons = [""] * state.n_replicas
         self._check_finite(state, reasons)
         self._check_temperature(state, reasons)
-        self._check_bonds(state, reasons)
+        broken = self._check_bonds(state, reasons)
         collapsed = torch.tensor([bool(r) for r in reasons], device=state.positions.device)
-        events = [Collapse(int(state.replica_id[k]), step, time_ps, r, *parse_bond_reason(r)) for k, r in enumerate(reasons) if r]
+        events = [Collapse(int(state.replica_id[k]), step, time_ps, r, *broken.get(k, ("", 0.0))) for k, r in enumerate(reasons) if r]
         return collapsed, events
 
     def drop(self, atom_keep: torch.Tensor) -> None:
@@ -98,9 +98,11 @@ class CollapseMonitor:
         for k in ((temperature > self.max_temperature) | (temperature < 0)).nonzero().flatten().tolist():
             reasons[k] = reasons[k] or f"temperature {float(temperature[k]):.0f} K outside [0, {self.max_temperature:.0f}] K"
 
-    def _check_bonds(self, state: MDState, reasons: list[str]) -> None:
+    def _check_bonds(self, state: MDState, reasons: list[str]) -> dict[int, tuple[str, float]]:
+        """Fill in the reason of each replica with a broken bond; returns ``{replica: (bond, deviation)}``."""
+        found: dict[int, tuple[str, float]] = {}
         if self.bonds.shape[0] == 0:
-            return
+            return found
         deviation = (_lengths(state.positions, self.bonds) - self.reference).abs()
         broken = (deviation > self.bond_tolerance).nonzero().flatten().tolist()
         numbers = state.atomic_numbers.tolist()
@@ -111,6 +113,8 @@ class CollapseMonitor:
                 start = int((state.molecule_index < k).sum())
                 name = bond_name(chemical_symbols[numbers[i]], i - start, chemical_symbols[numbers[j]], j - start)
                 reasons[k] = bond_reason(name, float(deviation[b]), float(self.reference[b]))
+                found[k] = (name, float(deviation[b]))
+        return found
 
 
 def bond_name(symbol_i: str, i: int, symbol_j: str, j: int) -> str:
@@ -119,16 +123,8 @@ def bond_name(symbol_i: str, i: int, symbol_j: str, j: int) -> str:
 
 
 def bond_reason(name: str, deviation: float, reference: float) -> str:
-    """The sentence recorded for a broken bond (parsed back by :func:`parse_bond_reason`)."""
+    """The sentence recorded for a broken bond."""
     return f"bond {name} deviates {deviation:.2f} Å from its reference {reference:.2f} Å"
-
-
-def parse_bond_reason(reason: str) -> tuple[str, float]:
-    """``(bond, deviation)`` from a :func:`bond_reason` sentence, ``("", 0.0)`` for other reasons."""
-    words = reason.split()
-    if len(words) > 3 and words[0] == "bond" and words[2] == "deviates":
-        return words[1], float(words[3])
-    return "", 0.0
 
 
 def _lengths(positions: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
