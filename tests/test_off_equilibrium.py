@@ -49,14 +49,18 @@ def test_delta_labels_reduce_to_xtb_when_the_source_labels_are_xtb(xtb_frames):
     assert max(f.energy - s.energy for f, s in zip(frames, xtb_frames)) <= settings.max_energy + 1e-9
 
 
-def test_frames_are_cached_with_their_weights(xtb_frames, tmp_path):
-    settings = OffEquilibriumSettings(fraction=0.5, weight=0.3)
-    made = load_or_make(xtb_frames, settings, tmp_path / "off.xyz", progress=False)
-    again = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=1.0), tmp_path / "off.xyz", progress=False)
-    assert len(made) == len(again) == 2
-    for a, b in zip(made, again):
+def test_the_cache_is_reused_for_a_new_weight_and_remade_for_new_settings(xtb_frames, tmp_path):
+    path = tmp_path / "off.xyz"
+    made = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=0.5, weight=0.3), path, progress=False)
+    reweighted = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=0.5, weight=0.05), path, progress=False)
+    assert len(made) == len(reweighted) == 2
+    for a, b in zip(made, reweighted):
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-7)  # extxyz keeps 8 decimals
-        assert (a.energy, b.weight) == (pytest.approx(b.energy), 0.3)
+        assert (a.energy, a.weight, b.weight) == (pytest.approx(b.energy), 0.3, 0.05)
+    remade = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=1.0, weight=0.05), path, progress=False)
+    assert len(remade) == 4 and len(load_or_make(xtb_frames, OffEquilibriumSettings(fraction=1.0), path, progress=False)) == 4
+    other_frames = load_or_make(xtb_frames[:2], OffEquilibriumSettings(fraction=1.0), path, progress=False)
+    assert len(other_frames) == 2
 
 
 def test_a_zero_weight_molecule_adds_nothing_to_the_loss(ethanol_structures):

@@ -103,7 +103,13 @@ def run_reference_md(atoms: Atoms, settings: GenerateSettings, calculator=None, 
     return frames
 
 
-def write_extxyz(structures: list[Structure], path: str | os.PathLike) -> None:
-    """Write labelled structures as extended XYZ, atomically (no partial file on failure)."""
+def write_extxyz(structures: list[Structure], path: str | os.PathLike, info: dict | None = None) -> None:
+    """Write labelled structures as extended XYZ, atomically (no partial file on failure).
+
+    ``info`` (plain tokens or numbers) goes into every frame's comment line, e.g. a cache key.
+    """
+    frames = [s.to_atoms() for s in structures]
+    for atoms in frames:
+        atoms.info.update(info or {})
     with atomic_path(path) as tmp:
-        ase.io.write(tmp, [s.to_atoms() for s in structures], format="extxyz")
+        ase.io.write(tmp, frames, format="extxyz")

@@ -22,6 +22,8 @@ loss weight below 1 (``weight``) because their labels are approximate.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,22 +142,38 @@ def make_off_equilibrium(train: list[Structure], settings: OffEquilibriumSetting
 
 
 def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path: Path, progress: bool = True) -> list[Structure]:
-    """The frames cached at ``path`` (extxyz with a ``weight`` per frame), made and written when missing.
+    """The frames cached at ``path`` (extxyz), made and written when missing or made with other settings.
 
-    Caching keeps a resumed run on exactly the same frames and spares the xTB calls.
+    Caching keeps a resumed run on exactly the same frames and spares the xTB calls. The cache
+    records the settings that shape the frames; the loss ``weight`` is not one of them, so it is
+    always taken from ``settings`` (changing only the weight reuses the frames).
     """
     import ase.io
 
     from remul_ff.data.generate import write_extxyz
 
+    key = _cache_key(train, settings)
     if path.exists():
-        return [_with_weight(a) for a in ase.io.read(path, ":")]
+        cached = ase.io.read(path, ":")
+        if cached and cached[0].info.get(CACHE_KEY) == key:
+            return [_with_weight(a, settings.weight) for a in cached]
     frames = make_off_equilibrium(train, settings, progress)
-    write_extxyz(frames, path)
+    write_extxyz(frames, path, info={CACHE_KEY: key})
     return frames
 
 
-def _with_weight(atoms) -> Structure:
+CACHE_KEY = "off_equilibrium_key"
+
+
+def _cache_key(train: list[Structure], settings: OffEquilibriumSettings) -> str:
+    """A digest of everything the distorted frames depend on, except the loss weight."""
+    shape = {k: v for k, v in vars(settings).items() if k != "weight"}
+    fingerprint = float(sum(np.abs(s.positions).sum() for s in train))
+    text = json.dumps({**shape, "train_frames": len(train), "train_fingerprint": round(fingerprint, 3)}, sort_keys=True)
+    return "k" + hashlib.sha256(text.encode()).hexdigest()[:16]  # a token extxyz reads back as a string, not JSON or a number
+
+
+def _with_weight(atoms, weight: float) -> Structure:
     structure = Structure.from_atoms(atoms, atoms.get_potential_energy(), atoms.get_forces())
-    structure.weight = float(atoms.info.get("weight", 1.0))
+    structure.weight = weight
     return structure

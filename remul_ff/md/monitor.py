@@ -58,10 +58,13 @@ class CollapseMonitor:
     def _bonds(state: MDState, reference_frames: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, 2]`` global atom indices of bonded pairs (i < j) and ``[B]`` their reference lengths."""
         offsets = np.concatenate([[0], np.cumsum(state.atoms_per_replica.tolist())])
-        pairs, lengths = [], []
+        pairs, lengths, means = [], [], {}
         for start, (_, atoms) in zip(offsets, state.replica_atoms()):
             bonds = molecular_bonds(atoms)
-            mean = mean_bond_lengths(reference_frames, bonds, atoms.numbers)
+            key = (atoms.numbers.tobytes(), bonds.tobytes())  # replicas of one molecule share the mean: compute it once
+            if key not in means:
+                means[key] = mean_bond_lengths(reference_frames, bonds, atoms.numbers)
+            mean = means[key]
             pairs.append(bonds + start)
             lengths.append(bond_lengths(atoms.positions, bonds) if mean is None else mean)
         device = state.positions.device
