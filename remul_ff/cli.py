@@ -181,9 +181,8 @@ def _run_md(args: argparse.Namespace) -> None:
     settings.validate()
     calculator = REMULCalculator(args.model, resolve_device(args.device), args.dtype)
     starts = _starting_structures(args.structure, args.replicas)
-    for atoms in starts:
-        atoms.pbc = False  # data files often carry a dummy non-periodic box
-        calculator.check_atoms(atoms)
+    for k, atoms in enumerate(starts):
+        calculator.check_atoms(atoms, f"the starting structure of replica {k}")
     reference = _read_frames(args.reference) if args.reference else ()
     result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
                     reference_frames=reference)

@@ -5,6 +5,9 @@ This is the start of issue 14's suite; each case is a mistake a new user made.
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from remul_ff.cli import main
@@ -62,3 +65,58 @@ def test_train_rejects_bad_values_before_writing(xtb_ethanol_file, tmp_path, cap
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _ethanol(**changes):
+    from ase.build import molecule
+
+    atoms = molecule("CH3CH2OH")
+    for name, value in changes.items():
+        setattr(atoms, name, value)
+    return atoms
+
+
+def _coincident():
+    atoms = _ethanol()
+    atoms.positions[5] = atoms.positions[2] + 0.01
+    return atoms
+
+
+@pytest.mark.parametrize("atoms, message", [
+    (_ethanol(pbc=True, cell=[10, 10, 10]), "is periodic (pbc=[True, True, True])"),
+    (_coincident(), "has atoms 2 (O) and 5 (H) only 0.0173 Å apart"),
+])
+def test_md_refuses_structures_it_cannot_simulate(trained_model_file, tmp_path, capsys, atoms, message):
+    import ase.io
+
+    structure, out = tmp_path / "start.xyz", tmp_path / "md"
+    ase.io.write(structure, atoms)
+    assert main(["md", str(trained_model_file), str(structure), "-o", str(out), "--time", "5fs"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "replica 0" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("atoms, message", [
+    (_ethanol(pbc=True, cell=[10, 10, 10]), "set atoms.pbc = False"),
+    (_coincident(), "atoms 2 (O) and 5 (H)"),
+])
+def test_calculator_refuses_structures_it_cannot_compute(trained_model_file, atoms, message):
+    from remul_ff.calculators import REMULCalculator
+    from remul_ff.errors import DataError
+
+    atoms.calc = REMULCalculator(trained_model_file)
+    with pytest.raises(DataError, match=re.escape(message)):
+        atoms.get_forces()
+
+
+def test_float32_far_from_the_origin_is_as_accurate_as_at_the_origin(trained_model_file):
+    from remul_ff.calculators import REMULCalculator
+
+    calc = REMULCalculator(trained_model_file, default_dtype="float32")
+    near, far = _ethanol(), _ethanol()
+    far.positions += 1e6
+    energies = [calc.get_potential_energy(a) for a in (near, far)]
+    forces = [calc.get_forces(a) for a in (near, far)]
+    assert abs(energies[0] - energies[1]) < 1e-4  # 87 meV before the coordinates were centred
+    np.testing.assert_allclose(forces[0], forces[1], atol=1e-4)

@@ -86,7 +86,7 @@ def test_unknown_element_periodic_cell_and_nan_are_clear_errors(trained_model_fi
     water = molecule("H2O", vacuum=5.0)
     water.pbc = True
     water.calc = calc
-    with pytest.raises(DataError, match="periodic cells are not supported yet"):
+    with pytest.raises(DataError, match="is periodic .* which remul-ff does not support yet"):
         water.get_potential_energy()
     water.pbc = False
     water.positions[0, 0] = np.nan

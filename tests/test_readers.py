@@ -122,7 +122,7 @@ def test_atoms_closer_than_0_1_angstrom_are_rejected(tmp_path, ethanol_structure
     ethanol_structures[1].positions[4] = ethanol_structures[1].positions[2] + [0.05, 0, 0]
     path = tmp_path / "data.xyz"
     write_extxyz(ethanol_structures, path)
-    with pytest.raises(DataError, match="frame 1 of .* atoms 2 and 4 only 0.05 Å apart"):
+    with pytest.raises(DataError, match=r"frame 1 of .* atoms 2 \(O\) and 4 \(H\) only 0.05 Å apart"):
         read_structures(path)
 
 

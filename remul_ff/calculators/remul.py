@@ -59,19 +59,22 @@ class REMULCalculator(Calculator):
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A
 
-    def check_atoms(self, atoms: Atoms) -> None:
-        """Raise :class:`DataError` for periodic cells, non-finite positions and unknown elements."""
+    def check_atoms(self, atoms: Atoms, where: str = "the structure") -> None:
+        """Raise :class:`DataError` for periodic cells, non-finite positions, coincident atoms and unknown elements."""
         if atoms.pbc.any():
-            raise DataError("periodic cells are not supported yet; set atoms.pbc = False for a molecule.")
+            raise DataError(f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
+                            "for a molecule in a dummy box set atoms.pbc = False (pbc=\"F F F\" in extxyz).")
         if not np.all(np.isfinite(atoms.positions)):
-            raise DataError("the atoms have NaN or infinite positions; the simulation has probably blown up.")
+            raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
+        Structure(atoms.positions, atoms.numbers).check_min_distance(where)
         self.model.elements.check(torch.as_tensor(atoms.numbers))
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None, system_changes=all_changes) -> None:
         """Compute every implemented property with a single model call."""
         super().calculate(atoms, properties, system_changes)
         self.check_atoms(self.atoms)
-        positions = self.atoms.positions / self.length_units_to_A
+        # Centred in float64 first: float32 far from the origin rounds the interatomic vectors.
+        positions = (self.atoms.positions - self.atoms.positions.mean(0)) / self.length_units_to_A
         batch = collate([Structure(positions, self.atoms.numbers)], dtype=self.dtype).to(self.device)
         prediction = predict(self.model, batch)
         energy = float(prediction.energy[0]) * self.energy_units_to_eV

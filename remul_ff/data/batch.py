@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from ase import Atoms
+from ase.data import chemical_symbols
+from ase.neighborlist import neighbor_list
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from remul_ff.errors import DataError
@@ -114,20 +116,30 @@ class Structure:
             raise DataError(f"{where} has a NaN or infinite energy; remove or fix that frame.")
         if self.forces is not None and not np.all(np.isfinite(self.forces)):
             raise DataError(f"{where} has NaN or infinite forces; remove or fix that frame.")
-        self._check_min_distance(where)
+        self.check_min_distance(where)
 
-    def _check_min_distance(self, where: str) -> None:
+    def check_min_distance(self, where: str = "the structure") -> None:
+        """Raise :class:`DataError` naming the closest pair when two atoms are nearer than 0.1 Å."""
         if len(self) < 2:
             return
-        diff = self.positions[:, None, :] - self.positions[None, :, :]
-        dist = np.linalg.norm(diff, axis=-1)
-        np.fill_diagonal(dist, np.inf)
-        i, j = np.unravel_index(np.argmin(dist), dist.shape)
-        if dist[i, j] < MIN_INTERATOMIC_DISTANCE:
+        i, j, distance = _closest_pair(self.positions)
+        if distance < MIN_INTERATOMIC_DISTANCE:
             raise DataError(
-                f"{where} has atoms {min(i, j)} and {max(i, j)} only {dist[i, j]:.3g} Å apart "
-                f"(less than {MIN_INTERATOMIC_DISTANCE} Å); the geometry is broken, remove that frame."
+                f"{where} has atoms {i} ({chemical_symbols[self.numbers[i]]}) and {j} ({chemical_symbols[self.numbers[j]]}) "
+                f"only {distance:.3g} Å apart (less than {MIN_INTERATOMIC_DISTANCE} Å); the geometry is broken, fix or remove it."
             )
+
+
+def _closest_pair(positions: np.ndarray) -> tuple[int, int, float]:
+    """Indices (i < j) and distance of the closest two atoms; all pairs for small molecules, a cell list beyond."""
+    if len(positions) > 256:  # all pairs would need n^2 memory
+        i, j, d = neighbor_list("ijd", Atoms(positions=positions), MIN_INTERATOMIC_DISTANCE)
+        k = int(np.argmin(d)) if len(d) else None
+        return (int(min(i[k], j[k])), int(max(i[k], j[k])), float(d[k])) if k is not None else (0, 1, np.inf)
+    dist = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    i, j = np.unravel_index(np.argmin(dist), dist.shape)
+    return int(min(i, j)), int(max(i, j)), float(dist[i, j])
 
 
 def _optional_tensor(values: list | None, dtype: torch.dtype) -> torch.Tensor | None:

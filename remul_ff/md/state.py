@@ -95,8 +95,13 @@ class MDState:
 
 
 def state_from_atoms(structures: Sequence[Atoms], device: torch.device | str, dtype: torch.dtype) -> MDState:
-    """An MD state with one replica per ``Atoms`` (momenta from the atoms, zero when unset)."""
-    batch = collate([Structure.from_atoms(a) for a in structures], dtype=dtype).to(device)
+    """An MD state with one replica per ``Atoms`` (momenta from the atoms, zero when unset).
+
+    Each replica is moved so that its mean position is the origin, in float64 before the cast:
+    far from the origin float32 would round the interatomic vectors (1e6 Å away: 0.06 Å steps).
+    """
+    centred = [Structure(a.positions - a.positions.mean(0), a.numbers) for a in structures]
+    batch = collate(centred, dtype=dtype).to(device)
     momenta = torch.cat([torch.as_tensor(a.get_momenta()) for a in structures]).to(device, dtype)
     masses = torch.cat([torch.as_tensor(a.get_masses()) for a in structures]).to(device, dtype)
     return MDState(batch.positions, momenta, masses, batch.atomic_numbers, batch.molecule_index,
