@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from remul_ff.cli import main
 
@@ -120,3 +121,41 @@ def test_float32_far_from_the_origin_is_as_accurate_as_at_the_origin(trained_mod
     forces = [calc.get_forces(a) for a in (near, far)]
     assert abs(energies[0] - energies[1]) < 1e-4  # 87 meV before the coordinates were centred
     np.testing.assert_allclose(forces[0], forces[1], atol=1e-4)
+
+
+def _nan_first_weight(payload):
+    name = next(k for k, v in payload["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point())
+    payload["state_dict"][name] = payload["state_dict"][name].clone().fill_(float("nan"))
+
+
+def _truncate_last_weight(payload):
+    name = [k for k, v in payload["state_dict"].items() if torch.is_tensor(v)][-1]
+    payload["state_dict"][name] = payload["state_dict"][name][:1]
+
+
+def _rename_first_weight(payload):
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"]["renamed." + name] = payload["state_dict"].pop(name)
+
+
+MODEL_EDITS = [
+    (lambda p: p.update(model_kind="mace"), "describes a model of kind 'mace'"),
+    (lambda p: p["hyperparameters"].update(widht=64), "has a damaged model description (TypeError"),
+    (lambda p: p.pop("elements"), "has a damaged model description (KeyError"),
+    (lambda p: p.update(state_dict=None), "has no weights (state_dict)"),
+    (_rename_first_weight, "1 missing, 1 unexpected, 0 of the wrong shape"),
+    (_truncate_last_weight, "0 missing, 0 unexpected, 1 of the wrong shape"),
+    (_nan_first_weight, "holds NaN or infinite weights"),
+]
+
+
+@pytest.mark.parametrize("edit, message", MODEL_EDITS)
+def test_an_edited_model_file_is_refused_in_one_sentence(trained_model_file, xtb_ethanol_file, tmp_path, capsys, edit, message):
+    payload = torch.load(trained_model_file, weights_only=True)
+    edit(payload)
+    edited, out = tmp_path / "edited.pt", tmp_path / "eval.json"
+    torch.save(payload, edited)
+    assert main(["evaluate", str(edited), str(xtb_ethanol_file), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

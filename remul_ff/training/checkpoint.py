@@ -83,14 +83,44 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
 
 def model_from_payload(payload: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> nn.Module:
     """Rebuild the model held by an already loaded model file (see :func:`load_model`)."""
-    from remul_ff.models import build_model
-
-    model = build_model(payload["model_kind"], payload["hyperparameters"], payload["elements"], payload["e0s"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"the weights in {path} do not fit the model they describe ({exc}); the file is corrupt.") from exc
+    model = _build_described_model(payload, path)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no weights (state_dict); the file is damaged, so export the model again.")
+    _check_weights(state, model, path)
+    model.load_state_dict(state)
     model.to(device=device, dtype=dtype).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def _build_described_model(payload: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+    """The model the file describes, or one sentence on which part of the description is damaged."""
+    from remul_ff.models import MODEL_CLASSES, build_model
+
+    kind = payload.get("model_kind")
+    if kind not in MODEL_CLASSES:
+        raise CheckpointError(f"{path} describes a model of kind {kind!r}, but remul-ff knows only "
+                              f"{', '.join(sorted(MODEL_CLASSES))}; the file is damaged or from another program.")
+    try:
+        return build_model(kind, payload["hyperparameters"], payload["elements"], payload["e0s"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has a damaged model description ({type(exc).__name__}: {exc}); "
+                              "export the model again from its training run.") from exc
+
+
+def _check_weights(state: dict[str, Any], model: nn.Module, path: str | os.PathLike) -> None:
+    """Refuse weights that do not fit the model or are not finite (a diverged training run)."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    tensors = [k for k, v in expected.items() if torch.is_tensor(v) and k in state]  # skips extra (non-tensor) state
+    wrong = [k for k in tensors if not torch.is_tensor(state[k]) or state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise CheckpointError(f"the weights in {path} do not fit the model they describe ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected, {len(wrong)} of the wrong shape, e.g. {first!r}); the file is corrupt.")
+    bad = [k for k in tensors if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights (in {bad[0]}), so training diverged; "
+                              "use an earlier checkpoint or retrain with a lower learning rate.")
