@@ -52,7 +52,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config file (see examples/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT_DIR/checkpoint.pt (a run stopped by train.max_minutes gets another max_minutes)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUTPUT_DIR")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_train)
 
@@ -66,7 +68,9 @@ def _run_train(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.overrides)
     try:
         trainer = Trainer(config, progress=not args.no_progress)
-        trainer.run(resume=args.resume)
+        if args.resume and args.overwrite:
+            raise RemulError("--resume and --overwrite contradict each other; pass one of them.")
+        trainer.run(resume=args.resume, overwrite=args.overwrite)
     finally:
         distributed.shutdown()
     if trainer.ctx.is_main:

@@ -157,7 +157,8 @@ def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, 
         config = model_config(spec, name)
         threads = torch.get_num_threads()
         # A re-run after an interruption continues training (and stops at once if it had finished).
-        Trainer(config, progress=progress).run(resume=(Path(config.output_dir) / "checkpoint.pt").exists())
+        resume = (Path(config.output_dir) / "checkpoint.pt").exists()
+        Trainer(config, progress=progress).run(resume=resume, overwrite=not resume, extend_budget=False)
         torch.set_num_threads(threads)  # train.num_threads fixes the training budget, not the MD's threads
         path = Path(config.output_dir) / "model.pt"
     return Path(path), _learning_curve(Path(path).parent / "log.csv")

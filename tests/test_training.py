@@ -153,3 +153,56 @@ def test_tensorboard_mirror_when_installed(xtb_ethanol_file, tmp_path):
     pytest.importorskip("tensorboard", reason="TensorBoard is an optional extra: pip install 'remul-ff[tensorboard]'")
     Trainer(tiny_config(xtb_ethanol_file, tmp_path, train={"epochs": 1}), progress=False).run()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _small_run_config(tmp_path, data_file, extra: str = "") -> Path:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {data_file}, valid: 8}}\n"
+                      f"model: {{width: 16, depth: 1, heads: 2}}\ntrain: {{epochs: 1, batch_size: 8{extra}}}\n")
+    return config
+
+
+def test_train_refuses_to_overwrite_a_run_unless_told(xtb_ethanol_file, tmp_path, capsys):
+    config = _small_run_config(tmp_path, xtb_ethanol_file)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    model = (tmp_path / "run" / "model.pt").read_bytes()
+    assert main(["train", str(config), "--no-progress", "--set", "train.lr=0.01"]) == 2
+    assert "already holds a training run (config.yaml, log.csv, checkpoint.pt, model.pt); pass --resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "model.pt").read_bytes() == model
+    assert main(["train", str(config), "--no-progress", "--overwrite", "--set", "train.lr=0.01"]) == 0
+    assert (tmp_path / "run" / "model.pt").read_bytes() != model
+    assert main(["train", str(config), "--resume", "--overwrite"]) == 2
+
+
+def test_resume_refuses_a_changed_model_or_data_section(xtb_ethanol_file, tmp_path, capsys):
+    config = _small_run_config(tmp_path, xtb_ethanol_file)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    log = (tmp_path / "run" / "log.csv").read_text()
+    assert main(["train", str(config), "--resume", "--set", "model.width=32"]) == 2
+    assert "cannot resume: model.width is 32 now but was 16" in capsys.readouterr().err
+    assert main(["train", str(config), "--resume", "--set", "data.valid=4"]) == 2
+    assert "cannot resume: data.valid is 4 now but was 8" in capsys.readouterr().err
+    assert (tmp_path / "run" / "log.csv").read_text() == log
+
+
+def test_resume_after_the_time_budget_trains_for_another_budget(xtb_ethanol_file, tmp_path, capsys):
+    config = _small_run_config(tmp_path, xtb_ethanol_file, ", epochs: 100, max_minutes: 0.0001")
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert [r["epoch"] for r in read_log(tmp_path / "run")] == ["1"]
+    assert main(["train", str(config), "--no-progress", "--resume"]) == 0
+    assert "continuing for another 0.0001 minutes" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_log(tmp_path / "run")] == ["1", "2"]
+
+
+def test_a_failed_fresh_run_leaves_no_folder(tmp_path, capsys, ethanol_structures):
+    from remul_ff.data.generate import write_extxyz
+
+    data = tmp_path / "data.xyz"
+    write_extxyz(ethanol_structures, data)
+    config = _small_run_config(tmp_path, data)
+    assert main(["train", str(config), "--no-progress", "--set", "data.valid=2", "--set", f"data.e0s={tmp_path / 'missing.xyz'}"]) == 2
+    assert "missing.xyz" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").write_text("a file")
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -87,6 +88,44 @@ class EpochStats:
         return {"train_loss": float(totals[0]) / n, "train_task": float(totals[1]) / n, "train_equi": float(totals[2]) / n}
 
 
+RUN_FILES = ("config.yaml", "log.csv", "checkpoint.pt", "model.pt")
+DERIVED_FILES = ("splits.json", "off_equilibrium.xyz")  # reused when present, so stale after --overwrite
+RESUME_FIXED_SECTIONS = ("data", "model")
+
+
+def check_output_dir(config: Config, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an existing run unless told to, and to resume a run with another model or data.
+
+    With ``overwrite``, the files that a fresh run would otherwise reuse (splits, cached frames) go.
+    """
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {out} is a file, not a folder; set output_dir to a folder path.")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        _check_same_run(config, out / "config.yaml")
+    elif present and not overwrite:
+        raise ConfigError(f"{out} already holds a training run ({', '.join(present)}); pass --resume to continue it, "
+                          "--overwrite to replace it, or set another output_dir.")
+    elif overwrite:
+        for name in RUN_FILES + DERIVED_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def _check_same_run(config: Config, saved_path: Path) -> None:
+    """``--resume`` continues the saved run: its model and data sections must not have changed."""
+    if not saved_path.exists():
+        return  # the checkpoint check in Trainer._resume gives the sentence
+    saved, now = yaml.safe_load(saved_path.read_text()) or {}, config.to_dict()
+    for section in RESUME_FIXED_SECTIONS:
+        changed = sorted(k for k in set(saved.get(section, {})) | set(now[section]) if saved.get(section, {}).get(k) != now[section].get(k))
+        if changed:
+            key = changed[0]
+            raise ConfigError(f"cannot resume: {section}.{key} is {now[section].get(key)!r} now but was "
+                              f"{saved.get(section, {}).get(key)!r} in {saved_path}; resume with the same {section} "
+                              "section, or start a new run in another output_dir.")
+
+
 class Trainer:
     """REMUL training of any energy-only model built by :func:`remul_ff.models.build_model`."""
 
@@ -99,17 +138,32 @@ class Trainer:
         self.progress = progress
         self.epoch_end_hooks: list[Callable[[int], None]] = []
 
-    def run(self, resume: bool = False) -> dict[str, float]:
-        """Train (or continue training) and return the last log row."""
+    def run(self, resume: bool = False, overwrite: bool = False, extend_budget: bool = True) -> dict[str, float]:
+        """Train (or continue training) and return the last log row.
+
+        Args:
+            resume: Continue the run in ``output_dir`` from its ``checkpoint.pt``.
+            overwrite: Replace a run already in ``output_dir`` (without it, that is an error).
+            extend_budget: When resuming a run that stopped on ``train.max_minutes``, grant it
+                another ``max_minutes`` (``False``: it stays finished, as ``compare`` needs).
+        """
+        self.extend_budget = extend_budget
         self.ctx, self.device = distributed.initialise(self.device)
         self.progress = self.progress and self.ctx.is_main
         if self.config.train.batch_size % self.ctx.world_size:
             raise ConfigError(f"train.batch_size ({self.config.train.batch_size}) is the global batch and must be divisible by the {self.ctx.world_size} processes.")
+        created = not self.out.exists()
         if self.ctx.is_main:
+            check_output_dir(self.config, resume, overwrite)
             self.out.mkdir(parents=True, exist_ok=True)
-        self.data = self._prepare_data()
-        self._build()
-        self._resume() if resume else self._start_fresh()
+        try:
+            self.data = self._prepare_data()
+            self._build()
+            self._resume() if resume else self._start_fresh()
+        except Exception:
+            if created and self.ctx.is_main:  # a run that failed before training leaves no folder behind
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
         if self.ctx.is_main:
             print(f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
                   f"({self.config.train.batch_size // self.ctx.world_size} per process)")
@@ -135,6 +189,7 @@ class Trainer:
     def _build(self) -> None:
         cfg, data = self.config, self.data
         self.epoch, self.best, self.bad_epochs, self.wall = 0, math.inf, 0, 0.0
+        self.budget_extension_s = 0.0  # wall time granted before the budget by resuming budget-stopped runs
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         torch.manual_seed(cfg.train.seed)
@@ -171,8 +226,8 @@ class Trainer:
         """
         train = self.config.train
         progress = epoch / max(train.epochs, 1)
-        if train.max_minutes:
-            progress = max(progress, self.wall / (60 * train.max_minutes))
+        if math.isfinite(self.budget_s):
+            progress = max(progress, self.wall / self.budget_s)
         progress = min(progress, 1.0)
         return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -203,13 +258,19 @@ class Trainer:
                 break
         return row
 
+    @property
+    def budget_s(self) -> float:
+        """Wall-time budget in seconds: ``train.max_minutes``, moved on by each budget-extending resume."""
+        minutes = self.config.train.max_minutes
+        return self.budget_extension_s + 60 * minutes if minutes else math.inf
+
     def _should_stop(self) -> bool:
         train = self.config.train
         if self.bad_epochs >= train.patience:
             self._say(f"early stopping: no validation improvement for {train.patience} epochs")
             return True
-        if train.max_minutes is not None and self.wall >= 60 * train.max_minutes:
-            self._say(f"stopping: the time budget of {train.max_minutes} minutes is used up")
+        if self.wall >= self.budget_s:
+            self._say(f"stopping: the time budget of {self.budget_s / 60:g} minutes is used up")
             return True
         return False
 
@@ -365,6 +426,7 @@ class Trainer:
         state = {
             "kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
             "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs, "wall": self.wall,
+            "budget_extension_s": self.budget_extension_s,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "gradnorm": None if self.gradnorm is None else self.gradnorm.state_dict(),
             "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle.get_state(),
@@ -389,6 +451,11 @@ class Trainer:
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.epoch, self.best, self.bad_epochs, self.wall = state["epoch"], state["best"], state["bad_epochs"], state["wall"]
+        self.budget_extension_s = state.get("budget_extension_s", 0.0)
+        if self.wall >= self.budget_s and self.extend_budget:
+            # The run stopped on its time budget; resuming it means "train longer": a new budget.
+            self.budget_extension_s = self.wall
+            self._say(f"the run had used its time budget; continuing for another {self.config.train.max_minutes:g} minutes")
         self._barrier()  # every rank has read the checkpoint before rank 0 rewrites the log
         if self.ctx.is_main:
             self._truncate_log()
