@@ -141,7 +141,8 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
                    help="data file whose mean bond lengths are the collapse reference (Fu et al.; default: the starting frame's)")
     p.add_argument("--check-interval", type=int, default=10, help="steps between collapse checks (default 10)")
     p.add_argument("--restart-every", type=int, default=10000, help="steps between restart files (default 10000; 0: none)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options; --time may grow)")
+    p.add_argument("--overwrite", action="store_true", help="replace the MD run already in OUTPUT")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long runs; about a minute to compile)")
@@ -188,8 +189,10 @@ def _run_md(args: argparse.Namespace) -> None:
     for k, atoms in enumerate(starts):
         calculator.check_atoms(atoms, f"the starting structure of replica {k}")
     reference = _read_frames(args.reference) if args.reference else ()
+    if args.resume and args.overwrite:
+        raise RemulError("--resume and --overwrite contradict each other; pass one of them.")
     result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
-                    reference_frames=reference)
+                    reference_frames=reference, overwrite=args.overwrite)
     stable = result.n_replicas - len(result.collapses)
     print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps; "
           f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")

@@ -4,6 +4,7 @@ and the analysis functions on hand-made trajectories."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import ase.io
@@ -33,6 +34,7 @@ from remul_ff.md.analysis import (
 from remul_ff.md.engine import default_max_temperature, prepare_state
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.md.monitor import CollapseMonitor, molecular_bonds
+from remul_ff.errors import RemulError
 from remul_ff.md.state import state_from_atoms
 from remul_ff.models.common import scatter_sum
 from remul_ff.training.checkpoint import load_model
@@ -266,15 +268,39 @@ def test_md_restart_continues_exactly(trained_model_file, tmp_path, fmt):
     run_md(model, starts(3), settings, tmp_path / "straight", progress=False)
     with pytest.raises(KeyboardInterrupt):
         run_md(KillAtCall(model, n=27), starts(3), settings, tmp_path / "resumed", progress=False)  # dies in step 26
-    run_md(model, starts(3), settings, tmp_path / "resumed", progress=False, resume=True)  # from step 20
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert (straight / "thermo.csv").read_text() == (resumed / "thermo.csv").read_text()
     suffix = "traj" if fmt == "traj" else "xyz"
+    for r in range(3):  # a kill in the middle of a frame leaves a torn tail, which ASE cannot parse
+        with open(resumed / f"replica_{r:03d}.{suffix}", "ab") as handle:
+            handle.write(b"9\nProperties=species:S:1:pos:R:3\nC 0.1 0." if fmt == "extxyz" else b"\x00\x07torn")
+    (resumed / ".thermo.csv.abc123.tmp.csv").write_text("")  # a save killed between create and rename
+    run_md(model, starts(3), settings, resumed, progress=False, resume=True)  # from step 20
+    assert not list(resumed.glob(".*.tmp*"))
+    assert (straight / "thermo.csv").read_text() == (resumed / "thermo.csv").read_text()
     for r in range(3):
         a = ase.io.read(straight / f"replica_{r:03d}.{suffix}", index=":")
         b = ase.io.read(resumed / f"replica_{r:03d}.{suffix}", index=":")
         assert len(a) == len(b) == 9
         np.testing.assert_allclose(a[-1].positions, b[-1].positions, atol=1e-12)
+
+
+def test_md_refuses_to_overwrite_or_to_resume_a_different_run(trained_model_file, tmp_path):
+    model = load_model(trained_model_file)
+    settings = MDSettings(temperature=300, total_time_fs=5, thermostat="langevin", write_interval=5, restart_every=5)
+    run_md(model, starts(2), settings, tmp_path, progress=False)
+    thermo = (tmp_path / "thermo.csv").read_text()
+    with pytest.raises(RemulError, match="already holds an MD run \\(restart.pt, thermo.csv\\); pass --resume"):
+        run_md(model, starts(2), settings, tmp_path, progress=False)
+    with pytest.raises(RemulError, match="other starting structures \\(2 replicas then, 3 now\\)"):
+        run_md(model, starts(3), settings, tmp_path, progress=False, resume=True)
+    with pytest.raises(RemulError, match="replica 1 was C2H6O, now CH4"):
+        run_md(model, [starts(1)[0], molecule("CH4")], settings, tmp_path, progress=False, resume=True)
+    with pytest.raises(RemulError, match="thermostat was 'langevin' but is 'nose-hoover' now"):
+        run_md(model, starts(2), dataclasses.replace(settings, thermostat="nose-hoover"), tmp_path, progress=False, resume=True)
+    assert (tmp_path / "thermo.csv").read_text() == thermo
+    run_md(model, starts(2), dataclasses.replace(settings, total_time_fs=10), tmp_path, progress=False, resume=True)  # longer: fine
+    run_md(model, starts(1), settings, tmp_path, progress=False, overwrite=True)
+    assert not (tmp_path / "replica_001.traj").exists()
 
 
 def test_compiled_md_follows_the_eager_trajectory(trained_model_file, tmp_path):

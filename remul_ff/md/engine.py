@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -31,7 +32,7 @@ from remul_ff.md import integrators
 from remul_ff.md.analysis import stability_time_ps
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
-from remul_ff.utils.io import atomic_path
+from remul_ff.utils.io import atomic_path, remove_stale_temporaries
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
 THERMO_COLUMNS = ["replica", "step", "time_ps", "temperature_K", "e_pot", "e_kin", "e_tot", "conserved"]
@@ -182,14 +183,18 @@ class _Writers:
             self.thermo.writerow(THERMO_COLUMNS)
 
     def _truncate(self, step: int) -> None:
-        """Drop what a killed run wrote after its last restart file, so nothing is written twice."""
+        """Drop what a killed run wrote after its last restart file, so nothing is written twice.
+
+        Only the frames up to ``step`` are read, so a frame torn by the kill (always after the
+        last restart file) is dropped without being parsed.
+        """
         rows = list(csv.reader(open(self.output_dir / "thermo.csv")))
         with atomic_path(self.output_dir / "thermo.csv") as tmp:
             with open(tmp, "w", newline="") as handle:
                 csv.writer(handle).writerows([rows[0]] + [r for r in rows[1:] if int(r[1]) <= step])
         keep = step // self.settings.write_interval + 1 if self.settings.write_interval else 0
         for path in self.paths:
-            frames = ase.io.read(path, index=":") if path.exists() and path.stat().st_size else []
+            frames = _first_frames(path, keep, self.settings.traj_format)
             with atomic_path(path) as tmp:
                 ase.io.write(tmp, frames[:keep], format="traj" if self.settings.traj_format == "traj" else "extxyz")
 
@@ -220,6 +225,14 @@ class _Writers:
         (self.output_dir / "collapses.json").write_text(json.dumps([asdict(c) for c in collapses], indent=2) + "\n")
 
 
+def _first_frames(path: Path, count: int, traj_format: str) -> list[Atoms]:
+    """The first ``count`` frames of a trajectory, parsed lazily (a torn tail is never read)."""
+    if count == 0 or not path.exists() or not path.stat().st_size:
+        return []
+    frames = ase.io.iread(path, index=f":{count}", format="traj" if traj_format == "traj" else "extxyz")
+    return list(itertools.islice(frames, count))
+
+
 def _split_forces(state: MDState) -> list:
     return torch.split(state.forces.detach().cpu().double(), state.atoms_per_replica.tolist())
 
@@ -241,19 +254,49 @@ def _make_step(settings: MDSettings, kT: float, generator: torch.Generator):
     return lambda state, model: integrators.nose_hoover_chain_step(state, model, dt, kT)
 
 
-def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator) -> None:
+# What a resumed run must share with the run that wrote the restart file (the total time may grow).
+RESUME_FIXED_SETTINGS = ("temperature", "timestep_fs", "thermostat", "friction", "tdamp_fs", "tchain", "seed",
+                         "write_interval", "thermo_interval", "traj_format", "bond_tolerance", "initial_velocities")
+
+
+def run_signature(starts: Sequence[Atoms], settings: MDSettings) -> dict:
+    """The replicas' compositions and the protocol settings that a resumed run may not change."""
+    return {"replicas": [a.get_chemical_formula() + ":" + "".join(a.get_chemical_symbols()) for a in starts],
+            **{name: getattr(settings, name) for name in RESUME_FIXED_SETTINGS}}
+
+
+def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
+    if saved is None:
+        return  # a restart file from before signatures were recorded
+    if len(saved["replicas"]) != len(now["replicas"]) or saved["replicas"] != now["replicas"]:
+        first = next((k for k, (a, b) in enumerate(zip(saved["replicas"], now["replicas"])) if a != b), None)
+        detail = (f"{len(saved['replicas'])} replicas then, {len(now['replicas'])} now" if first is None
+                  else f"replica {first} was {saved['replicas'][first].split(':')[0]}, now {now['replicas'][first].split(':')[0]}")
+        raise RemulError(f"cannot resume from {path}: it was written for other starting structures ({detail}); "
+                         "resume with the same structure and --replicas, or use a new output folder.")
+    changed = [name for name in RESUME_FIXED_SETTINGS if saved.get(name) != now[name]]
+    if changed:
+        name = changed[0]
+        raise RemulError(f"cannot resume from {path}: {name} was {saved.get(name)!r} but is {now[name]!r} now; "
+                         "resume with the same options (only --time may grow), or use a new output folder.")
+
+
+def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator,
+                  signature: dict) -> None:
     from remul_ff.training.checkpoint import FORMAT_VERSION, save_file
 
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
     save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
                "collapses": [asdict(c) for c in result.collapses], "bonds": monitor.bonds, "reference": monitor.reference,
-               "rng": generator.get_state()}, path)
+               "rng": generator.get_state(), "run": signature}, path)
 
 
-def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator, device) -> tuple[MDState, int]:
+def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator, device,
+                  signature: dict) -> tuple[MDState, int]:
     from remul_ff.training.checkpoint import load_file
 
     payload = load_file(path, RESTART_KIND)
+    _check_same_run(payload.get("run"), signature, path)
     fields = payload["state"]
     state = MDState(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in fields.items() if k != "thermostat"},
                     thermostat={k: v.to(device) for k, v in fields["thermostat"].items()})
@@ -282,6 +325,7 @@ def run_md(
     progress: bool = True,
     resume: bool = False,
     reference_frames: Sequence[Atoms] = (),
+    overwrite: bool = False,
 ) -> MDResult:
     """Integrate one replica per structure in ``starts`` as a single batch.
 
@@ -294,8 +338,12 @@ def run_md(
         resume: Continue from ``output_dir/restart.pt`` when it exists (same ``starts`` and settings).
         reference_frames: Data-set frames whose mean bond lengths are the collapse monitor's
             reference (Fu et al. 2023); replicas of molecules not among them use their starting frame.
+        overwrite: Replace an earlier run's files in ``output_dir`` (without it, or ``resume``,
+            an ``output_dir`` that holds a run is an error).
     """
     settings.validate()
+    if output_dir is not None:
+        prepare_output_dir(Path(output_dir), resume, overwrite)
     parameter = next(model.parameters())
     kT = integrators.kT_of(settings.temperature)
     state = prepare_state(model, starts, settings, parameter.device, parameter.dtype)
@@ -305,8 +353,9 @@ def run_md(
     generator = torch.Generator().manual_seed(settings.seed + 1)
     restart = None if output_dir is None else Path(output_dir) / RESTART_FILE
     first = 0
+    signature = run_signature(starts, settings)
     if resume and restart is not None and restart.exists():
-        state, first = _load_restart(restart, result, monitor, generator, parameter.device)
+        state, first = _load_restart(restart, result, monitor, generator, parameter.device, signature)
     writers = _Writers(Path(output_dir), settings, len(starts), first if first else None) if output_dir is not None else None
     step_fn = _make_step(settings, kT, generator)
     if settings.compile and first < settings.n_steps:
@@ -327,7 +376,7 @@ def run_md(
             _record(writers, state, step, settings, kT)
             if restart is not None and settings.restart_every and step % settings.restart_every == 0:
                 writers.flush()
-                _save_restart(restart, state, step, result, monitor, generator)
+                _save_restart(restart, state, step, result, monitor, generator, signature)
             _update_bar(bar, step, settings, start)
     finally:
         bar.close()
@@ -336,6 +385,21 @@ def run_md(
         if writers is not None:
             writers.close(result.collapses)
     return result
+
+
+def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an earlier run unless told to; clear it (and stale temporary files) when told."""
+    if out.exists() and not out.is_dir():
+        raise RemulError(f"the MD output {out} is a file, not a folder; give a folder path with -o.")
+    earlier = sorted(p.name for p in [out / "thermo.csv", out / RESTART_FILE] if p.exists())
+    if earlier and not resume and not overwrite:
+        raise RemulError(f"{out} already holds an MD run ({', '.join(earlier)}); pass --resume to continue it, "
+                         "--overwrite to replace it, or choose another output folder.")
+    if overwrite and not resume:
+        for path in [out / RESTART_FILE, out / "thermo.csv", out / "collapses.json", *out.glob("replica_*.traj"), *out.glob("replica_*.xyz")]:
+            path.unlink(missing_ok=True)
+    if out.is_dir():
+        remove_stale_temporaries(out)
 
 
 def _drop_collapsed(state: MDState, monitor: CollapseMonitor, step: int, settings: MDSettings, result: MDResult) -> MDState:

@@ -41,7 +41,7 @@ from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
-from remul_ff.utils.io import atomic_path
+from remul_ff.utils.io import atomic_path, remove_stale_temporaries
 
 LOG_COLUMNS = [
     "epoch", "train_loss", "train_task", "train_equi", "val_loss", "val_energy_mae_meV", "val_forces_mae_meV_A",
@@ -156,6 +156,7 @@ class Trainer:
         if self.ctx.is_main:
             check_output_dir(self.config, resume, overwrite)
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out)  # left by a run killed mid-write
         try:
             self.data = self._prepare_data()
             self._build()

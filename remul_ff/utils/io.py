@@ -38,3 +38,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left in ``folder`` when a run was killed mid-write.
+
+    Call it only on a folder that no other running process writes to. Returns the removed paths.
+    """
+    stale = [p for p in Path(folder).glob(".*.tmp*") if p.is_file() and ".tmp" in p.name]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
