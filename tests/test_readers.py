@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import ase.io
 import numpy as np
 import pytest
@@ -102,6 +104,25 @@ def test_missing_npz_key(tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(path, R=np.zeros((1, 2, 3)), z=np.array([1, 1]), E=np.zeros(1))
     with pytest.raises(DataError, match=r"lacks the keys \['F'\]"):
+        read_structures(path)
+
+
+NPZ_SHAPE_CASES = [  # MD17 layout with 3 frames of 2 atoms, one array changed
+    ({"R": np.zeros((3, 5, 3))}, "array 'R' has shape (3, 5, 3), but 2 atoms ('z') and 3 frames ('R') need (3, 2, 3)"),
+    ({"F": np.zeros((3, 2, 2))}, "array 'F' has shape (3, 2, 2)"),
+    ({"F": np.zeros((2, 2, 3))}, "array 'F' has shape (2, 2, 3)"),
+    ({"E": np.zeros(4)}, "array 'E' has shape (4,), but 2 atoms ('z') and 3 frames ('R') need (3,)"),
+    ({"z": np.ones((1, 2), int)}, "array 'z' has shape (1, 2)"),
+    ({"R": np.zeros((6, 3))}, "array 'R' has shape (6, 3)"),
+]
+
+
+@pytest.mark.parametrize("change, message", NPZ_SHAPE_CASES)
+def test_npz_arrays_that_disagree_in_shape_are_named(tmp_path, change, message):
+    arrays = {"R": np.zeros((3, 2, 3)), "z": np.array([8, 1]), "E": np.zeros((3, 1)), "F": np.zeros((3, 2, 3))}
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{**arrays, **change})
+    with pytest.raises(DataError, match=re.escape(message)):
         read_structures(path)
 
 

@@ -148,13 +148,29 @@ def _read_npz(path: Path, layout: dict[str, str], index: str | int) -> list[Stru
         raise
     except Exception as exc:
         raise DataError(f"could not read {path} ({type(exc).__name__}: {exc}); the file may be truncated.") from exc
+    _check_npz_shapes(path, arrays, layout)
     positions = arrays["positions"].reshape(-1, len(arrays["numbers"]), 3)
     energies = arrays["energy"].reshape(-1) * KCAL_PER_MOL
     forces = arrays["forces"].reshape(positions.shape) * KCAL_PER_MOL
-    if not len(positions) == len(energies) == len(forces):
-        raise DataError(f"{path} has {len(positions)} geometries but {len(energies)} energies and {len(forces)} force sets.")
     frames = _select(len(positions), index)
     return [Structure(positions[i], arrays["numbers"], energies[i], forces[i]) for i in frames]
+
+
+def _check_npz_shapes(path: Path, arrays: dict[str, np.ndarray], layout: dict[str, str]) -> None:
+    """One sentence naming the array whose shape disagrees with the others (before any reshape)."""
+    numbers, positions = arrays["numbers"], arrays["positions"]
+    n = numbers.size
+    expected = {"numbers": (n,), "positions": (len(positions), n, 3), "forces": (len(positions), n, 3),
+                "energy": (len(positions),)}
+    if numbers.ndim != 1 or positions.ndim != 3:
+        bad = "numbers" if numbers.ndim != 1 else "positions"
+    else:
+        shapes = {"energy": arrays["energy"].reshape(-1).shape if arrays["energy"].ndim == 2 and arrays["energy"].shape[1] == 1
+                  else arrays["energy"].shape, "positions": positions.shape, "forces": arrays["forces"].shape}
+        bad = next((name for name, shape in shapes.items() if shape != expected[name]), None)
+    if bad is not None:
+        raise DataError(f"{path}: array {layout[bad]!r} has shape {arrays[bad].shape}, but {n} atoms ({layout['numbers']!r}) and "
+                        f"{len(positions)} frames ({layout['positions']!r}) need {expected[bad]}; the arrays do not belong together.")
 
 
 INDEX_PATTERN = re.compile(r"\s*-?\d*\s*(:\s*-?\d*\s*(:\s*-?\d*\s*)?)?")
