@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from remul_ff.errors import RemulError
+from remul_ff.utils.io import check_output_path
 
 EXIT_USER_ERROR = 2
 
@@ -42,6 +43,7 @@ def _run_generate(args: argparse.Namespace) -> None:
         raise RemulError(f"--timestep must be a positive number of fs, but is {settings.timestep}.")
     if not (math.isfinite(settings.temperature) and settings.temperature > 0):
         raise RemulError(f"--temperature must be a positive number of K, but is {settings.temperature}.")
+    check_output_path(args.output, "-o")
     frames = run_reference_md(load_molecule(args.molecule), settings)
     write_extxyz(frames, args.output)
     print(f"wrote {len(frames)} frames to {args.output}")
@@ -66,6 +68,7 @@ def _run_train(args: argparse.Namespace) -> None:
     from remul_ff.training import distributed
 
     config = load_config(args.config, args.overrides)
+    check_output_path(config.output_dir, "output_dir", folder=True)
     try:
         trainer = Trainer(config, progress=not args.no_progress)
         if args.resume and args.overwrite:
@@ -107,6 +110,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     if args.rotations < 0 or args.batch_size < 1:
         raise RemulError(f"--rotations must be 0 or more and --batch-size at least 1 (got {args.rotations} and {args.batch_size}).")
+    if args.json:
+        check_output_path(args.json, "--json")
     device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
     payload = load_file(args.model, MODEL_FILE_KIND)
     model = model_from_payload(payload, args.model, device, dtype)
@@ -184,6 +189,7 @@ def _run_md(args: argparse.Namespace) -> None:
         restart_every=args.restart_every, compile=args.compile, check_interval=args.check_interval,
     )
     settings.validate()
+    check_output_path(args.output, "-o", folder=True)
     calculator = REMULCalculator(args.model, resolve_device(args.device), args.dtype)
     starts = _starting_structures(args.structure, args.replicas)
     for k, atoms in enumerate(starts):
@@ -240,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except RemulError as exc:
         print(f"remul-ff {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # e.g. the disk filled up or permissions changed while running
+        print(f"remul-ff {args.command}: error: could not access {exc.filename or 'a file'} ({exc.strerror or exc}); "
+              "check the path, its permissions and free space.", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"remul-ff {args.command}: interrupted.", file=sys.stderr)

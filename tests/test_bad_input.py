@@ -159,3 +159,47 @@ def test_an_edited_model_file_is_refused_in_one_sentence(trained_model_file, xtb
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+OUTPUTS = [("evaluate", False), ("generate", False), ("md", True), ("train", True)]  # (command, writes a folder)
+
+
+def _command(name, target, model, data, tmp_path):
+    if name == "evaluate":
+        return ["evaluate", str(model), str(data), "--json", str(target)]
+    if name == "generate":
+        return ["generate", "ethanol", "-o", str(target), "--n-frames", "1"]
+    if name == "md":
+        return ["md", str(model), "ethanol", "-o", str(target), "--time", "1fs"]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {target}\ndata: {{path: {data}}}\ntrain: {{epochs: 1}}\n")
+    return ["train", str(config)]
+
+
+@pytest.mark.parametrize("name, folder", OUTPUTS)
+@pytest.mark.parametrize("problem", ["wrong kind", "parent is a file", "read-only"])
+def test_unwritable_outputs_are_refused_before_any_work(trained_model_file, xtb_ethanol_file, tmp_path, capsys, name, folder, problem):
+    import os
+
+    if problem == "read-only" and os.geteuid() == 0:
+        pytest.skip("root may write into read-only folders, so there is nothing to refuse")
+    base = tmp_path / "out"
+    base.mkdir()
+    if problem == "wrong kind":
+        target = base / "x"
+        target.write_text("") if folder else target.mkdir()
+        message = "is a file, but a folder is needed" if folder else "is a folder, but a file is needed"
+    elif problem == "parent is a file":
+        (base / "f").write_text("")
+        target, message = base / "f" / "x", "cannot be created because"
+    else:
+        target, message = base / "x", "is not writable"
+        base.chmod(0o555)
+    before = sorted(p.name for p in base.iterdir())
+    try:
+        assert main(_command(name, target, trained_model_file, xtb_ethanol_file, tmp_path)) == 2
+    finally:
+        base.chmod(0o755)
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in base.iterdir()) == before

@@ -49,3 +49,24 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def check_output_path(path: str | os.PathLike, option: str, folder: bool = False) -> None:
+    """Raise :class:`~remul_ff.errors.RemulError` before any work when ``path`` cannot be written.
+
+    Args:
+        path: The file (or, with ``folder``, the folder) a command will write.
+        option: How the user gave it (``"--json"``, ``"output_dir"``), for the message.
+        folder: ``path`` is a folder to create or fill, not a file.
+    """
+    from remul_ff.errors import RemulError
+
+    target = Path(path)
+    if target.exists() and target.is_dir() != folder:
+        what, expected = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
+        raise RemulError(f"{option} {target} is {what}, but {expected} is needed; give another path.")
+    parent = next((p for p in [target, *target.parents] if p.exists()), Path("."))
+    if parent != target and not parent.is_dir():
+        raise RemulError(f"{option} {target} cannot be created because {parent} is a file; give another path.")
+    if not os.access(parent if parent != target else target, os.W_OK):
+        raise RemulError(f"{option} {target} is not writable (no write permission on {parent}); give another path.")
