@@ -325,6 +325,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         values = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
         raise ConfigError(f"could not read the config file {path} ({exc.strerror}); check the path.") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not text (byte {exc.start} is not UTF-8); "
+                          "give a YAML config such as examples/xtb_ethanol.yaml.") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"the config file {path} is not valid YAML ({exc}).".replace("\n", " ")) from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"the config file {path} holds a {type(values).__name__}, not a mapping of sections "
+                          "(output_dir, data, model, loss, train); see examples/xtb_ethanol.yaml.")
     return config_from_dict(apply_overrides(values, list(overrides)))

@@ -203,3 +203,17 @@ def test_unwritable_outputs_are_refused_before_any_work(trained_model_file, xtb_
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in base.iterdir()) == before
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)), "is not text (byte 128 is not UTF-8)"),
+    (b"- a\n- b\n", "holds a list, not a mapping of sections"),
+    (b"output_dir: [unclosed\n", "is not valid YAML"),
+])
+def test_a_config_that_is_not_a_yaml_mapping_is_refused(tmp_path, capsys, content, message):
+    config = tmp_path / "c.yaml"
+    config.write_bytes(content)
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
