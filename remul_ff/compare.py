@@ -260,7 +260,7 @@ def _drift(spec: CompareSpec, path: Path, atoms, out: Path) -> dict:
 
     rows = list(csv.DictReader(open(out / "thermo.csv")))
     t = np.array([float(r["time_ps"]) for r in rows])
-    e = np.array([float(r["e_tot"]) for r in rows])
+    e = np.array([float(r["e_tot_eV"] if "e_tot_eV" in r else r["e_tot"]) for r in rows])  # e_tot: before units were named
     return {"drift_meV_atom_ps": energy_drift_mev_per_atom_ps(t, e, len(atoms)) if len(t) > 1 else float("nan"),
             "nve_time_ps": t.tolist(), "nve_e_tot": e.tolist()}
 

@@ -75,8 +75,8 @@ def test_nve_conserves_energy_over_1000_steps(trained_model_file, tmp_path):
     assert not result.collapses
     rows = list(csv.DictReader(open(tmp_path / "thermo.csv")))
     for replica in range(4):
-        e_tot = np.array([float(r["e_tot"]) for r in rows if r["replica"] == str(replica)])
-        e_kin = np.array([float(r["e_kin"]) for r in rows if r["replica"] == str(replica)])
+        e_tot = np.array([float(r["e_tot_eV"]) for r in rows if r["replica"] == str(replica)])
+        e_kin = np.array([float(r["e_kin_eV"]) for r in rows if r["replica"] == str(replica)])
         assert len(e_tot) == 101
         # Bound: total-energy fluctuation below 1% of the mean kinetic energy (~0.3 eV here).
         assert np.ptp(e_tot) < 0.01 * e_kin.mean()

@@ -3,7 +3,7 @@
 Outputs in ``output_dir``:
 
 * ``replica_NNN.traj`` (or ``.xyz``): frames every ``write_interval`` steps;
-* ``thermo.csv``: ``replica, step, time_ps, temperature_K, e_pot, e_kin, e_tot, conserved`` (eV);
+* ``thermo.csv``: ``replica, step, time_ps, temperature_K, e_pot_eV, e_kin_eV, e_tot_eV, conserved_eV``;
 * ``collapses.json``: for every collapsed replica the step, time and reason.
 """
 
@@ -35,7 +35,7 @@ from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_
 from remul_ff.utils.io import atomic_path, remove_stale_temporaries
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
-THERMO_COLUMNS = ["replica", "step", "time_ps", "temperature_K", "e_pot", "e_kin", "e_tot", "conserved"]
+THERMO_COLUMNS = ["replica", "step", "time_ps", "temperature_K", "e_pot_eV", "e_kin_eV", "e_tot_eV", "conserved_eV"]
 RESTART_FILE = "restart.pt"
 RESTART_KIND = "remul-ff-md-restart"
 TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
@@ -427,7 +427,7 @@ def _update_bar(bar: tqdm, step: int, settings: MDSettings, start: float) -> Non
     if step % 100 and step != settings.n_steps:
         return
     simulated_ps = step * settings.timestep_fs / 1e3
-    bar.update(round(simulated_ps - bar.n, 6))
+    bar.n = round(simulated_ps, 6)  # set, not summed: summed float steps print as 0.15000000000000002
     elapsed_days = (time.perf_counter() - start) / 86400
     bar.set_postfix(ns_per_day=f"{simulated_ps / 1e3 / max(elapsed_days, 1e-12):.3g}")
 
