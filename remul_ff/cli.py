@@ -77,7 +77,24 @@ def _run_train(args: argparse.Namespace) -> None:
     finally:
         distributed.shutdown()
     if trainer.ctx.is_main:
-        print(f"best model written to {config.output_dir}/model.pt")
+        print(training_summary(config.output_dir, config.data.path))
+
+
+def training_summary(output_dir: str, data_path: str) -> str:
+    """What a finished run produced and what to run next, from its ``log.csv``."""
+    import csv
+    from pathlib import Path
+
+    out = Path(output_dir)
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    if not rows or not (out / "model.pt").exists():
+        return f"no epoch finished, so no model was written to {out}/model.pt."
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    rotation = float(best["val_equi_forces_rel"]) if best["val_equi_forces_rel"] not in ("", "nan") else float("nan")
+    return (f"best model (epoch {best['epoch']} of {rows[-1]['epoch']}) written to {out}/model.pt: validation energy MAE "
+            f"{float(best['val_energy_mae_meV']):.2f} meV, force MAE {float(best['val_forces_mae_meV_A']):.2f} meV/Å, "
+            f"relative rotational force error {rotation:.2e}.\nnext: remul-ff evaluate {out}/model.pt {data_path}  |  "
+            f"remul-ff md {out}/model.pt {data_path} -o {out}/md --replicas 8 --time 10ps --reference {data_path}")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +111,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--seed", type=int, default=0, help="seed of the random rotations")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--split", choices=["train", "valid", "test"], default=None,
+                   help="only the frames of this split of the model's run (splits.json beside model.pt)")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -116,6 +135,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     payload = load_file(args.model, MODEL_FILE_KIND)
     model = model_from_payload(payload, args.model, device, dtype)
     structures = read_structures(args.data, args.format, args.energy_key, args.forces_key, args.index)
+    if args.split:
+        structures = _split_of_run(structures, args)
     model.elements.check(torch.as_tensor([int(z) for s in structures for z in set(s.numbers)]))
     loss = payload["training_config"].get("loss", {})
     report = evaluate(model, structures, payload["e0s"], args.rotations, args.batch_size, device, dtype,
@@ -124,6 +145,26 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _split_of_run(structures: list, args: argparse.Namespace) -> list:
+    """The frames of ``args.split`` in the ``splits.json`` written beside the model by its training run."""
+    from pathlib import Path
+
+    from remul_ff.data.splits import load_splits
+
+    path = Path(args.model).parent / "splits.json"
+    if args.index != ":":
+        raise RemulError("--split and --index both choose frames; pass only one of them.")
+    if not path.exists():
+        raise RemulError(f"--split needs {path}, written by the model's training run; evaluate without --split or give that run's model.pt.")
+    indices = load_splits(path)[args.split]
+    if not indices:
+        raise RemulError(f"the {args.split} split in {path} is empty; choose another --split.")
+    if max(indices) >= len(structures):
+        raise RemulError(f"{path} names frames up to {max(indices, default=-1)}, but {args.data} has {len(structures)}: "
+                         "give the data file the model was trained on.")
+    return [structures[i] for i in indices]
 
 
 def _add_md(sub: argparse._SubParsersAction) -> None:

@@ -120,6 +120,8 @@ def test_cli_train_then_evaluate(xtb_ethanol_file, tmp_path, capsys):
     config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
                       "model: {width: 16, depth: 1, heads: 2}\ntrain: {epochs: 1, batch_size: 8}\n")
     assert main(["train", str(config), "--no-progress", "--set", "loss.mode=augment"]) == 0
+    summary = capsys.readouterr().out
+    assert "best model (epoch 1 of 1) written to" in summary and "force MAE" in summary and "next: remul-ff evaluate" in summary
     assert main(["evaluate", str(tmp_path / "run" / "model.pt"), str(xtb_ethanol_file), "--rotations", "4",
                  "--json", str(tmp_path / "eval.json")]) == 0
     out = capsys.readouterr().out
@@ -206,3 +208,17 @@ def test_a_failed_fresh_run_leaves_no_folder(tmp_path, capsys, ethanol_structure
     (tmp_path / "run").write_text("a file")
     assert main(["train", str(config), "--no-progress"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_evaluate_split_uses_the_runs_splits(xtb_ethanol_file, tmp_path, capsys):
+    import json
+
+    config = _small_run_config(tmp_path, xtb_ethanol_file)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    model = tmp_path / "run" / "model.pt"
+    assert main(["evaluate", str(model), str(xtb_ethanol_file), "--split", "valid", "--rotations", "0", "--json", str(tmp_path / "v.json")]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["n_structures"] == 8
+    assert main(["evaluate", str(model), str(xtb_ethanol_file), "--split", "test"]) == 2
+    assert "the test split in" in capsys.readouterr().err
+    assert main(["evaluate", str(model), str(xtb_ethanol_file), "--split", "valid", "--index", ":3"]) == 2
+    assert "pass only one of them" in capsys.readouterr().err
