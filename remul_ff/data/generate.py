@@ -12,11 +12,11 @@ from ase.build import molecule
 from ase.md.langevin import Langevin
 from ase.constraints import FixCom
 from ase.md import velocitydistribution
-from tqdm import tqdm
 
 from remul_ff.data.batch import Structure
 from remul_ff.errors import DataError
 from remul_ff.utils.io import atomic_path
+from remul_ff.utils.progress import progress_bar
 
 
 MOLECULE_ALIASES = {"ethanol": "CH3CH2OH", "water": "H2O", "methane": "CH4", "benzene": "C6H6", "ammonia": "NH3"}
@@ -94,7 +94,7 @@ def run_reference_md(atoms: Atoms, settings: GenerateSettings, calculator=None, 
                    friction=settings.friction / units.fs, rng=rng, fixcm=False)
     dyn.run(settings.equilibration)
     frames = []
-    for _ in tqdm(range(settings.n_frames), desc="xTB MD frames", disable=not progress):
+    for _ in progress_bar(range(settings.n_frames), desc="xTB MD frames", disable=not progress):
         dyn.run(settings.sample_every)
         # Raw forces: FixCom would zero the net force, which is not the DFT/xTB label.
         frame = Structure.from_atoms(atoms, atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False))

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from remul_ff.data.batch import Structure
 from remul_ff.data.bonds import molecular_bonds
 from remul_ff.errors import DataError
+from remul_ff.utils.progress import progress_bar
 
 
 @dataclass
@@ -133,7 +133,7 @@ def make_off_equilibrium(train: list[Structure], settings: OffEquilibriumSetting
     count = int(round(settings.fraction * len(train)))
     sources = rng.permutation(np.resize(np.arange(len(train)), count)) if count else []
     frames = []
-    for k in tqdm(sources, desc="off-equilibrium frames (xTB)", disable=not progress):
+    for k in progress_bar(sources, desc="off-equilibrium frames (xTB)", disable=not progress):
         source = train[int(k)]
         if source.energy is None or source.forces is None:
             raise DataError("off-equilibrium frames need energy and force labels on every training frame.")

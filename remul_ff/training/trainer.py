@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from remul_ff.config import Config
 from remul_ff.data.batch import AtomicBatch, Structure, collate
@@ -42,6 +41,7 @@ from remul_ff.training.evaluate import evaluate
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
 from remul_ff.utils.io import atomic_path, remove_stale_temporaries
+from remul_ff.utils.progress import progress_bar
 
 LOG_COLUMNS = [
     "epoch", "train_loss", "train_task", "train_equi", "val_loss", "val_energy_mae_meV", "val_forces_mae_meV_A",
@@ -288,7 +288,7 @@ class Trainer:
         stats = EpochStats()
         self.model.train()
         batches = self._global_batches()
-        bar = tqdm(batches, desc=f"epoch {self.epoch}/{self.config.train.epochs}", disable=not self.progress, leave=False)
+        bar = progress_bar(batches, desc=f"epoch {self.epoch}/{self.config.train.epochs}", disable=not self.progress, leave=False)
         for structures in bar:
             loss, task, equi = self._step(structures)
             stats.add(loss, task, equi)
