@@ -106,3 +106,28 @@ def test_calculator_on_cuda_matches_cpu(trained_model_file, ethanol):
     cpu = REMULCalculator(trained_model_file).get_forces(ethanol)
     cuda = REMULCalculator(trained_model_file, device="cuda").get_forces(ethanol)
     np.testing.assert_allclose(cuda, cpu, atol=1e-9)
+
+
+def test_calculator_warns_once_outside_the_training_domain(trained_model_file):
+    import warnings
+
+    from remul_ff.calculators import OutOfDomainWarning
+
+    calc = REMULCalculator(trained_model_file)
+    shortest = calc.model.training_domain["H-C"]  # recorded at training time
+    assert 0.5 < shortest < 1.09
+    ethanol = molecule("CH3CH2OH")
+    ethanol.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        ethanol.get_potential_energy()  # a normal geometry: no warning
+    ethanol.set_distance(0, 3, 0.7 * shortest, fix=0)  # a hydrogen pushed into its carbon
+    with pytest.warns(OutOfDomainWarning, match=f"pair H-C are {0.7 * shortest:.2f} Å apart, well below the shortest H-C distance"):
+        ethanol.get_potential_energy()
+    ethanol.set_distance(0, 3, 0.6 * shortest, fix=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        ethanol.get_potential_energy()  # the same problem again: already said
+    del calc.model.training_domain["H-O"]
+    with pytest.warns(OutOfDomainWarning, match="element pair H-O never occurs in the model's training data"):
+        calc.calculate(ethanol)

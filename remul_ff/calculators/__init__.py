@@ -1,5 +1,5 @@
 """ASE calculators."""
 
-from remul_ff.calculators.remul import REMULCalculator
+from remul_ff.calculators.remul import OutOfDomainWarning, REMULCalculator
 
-__all__ = ["REMULCalculator"]
+__all__ = ["OutOfDomainWarning", "REMULCalculator"]

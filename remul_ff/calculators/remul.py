@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -11,11 +12,16 @@ from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
 from remul_ff.data.batch import Structure, collate
+from remul_ff.data.domain import outside_domain
 from remul_ff.errors import DataError
 from remul_ff.models.forces import predict
 from remul_ff.training.checkpoint import load_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class OutOfDomainWarning(UserWarning):
+    """A structure is outside what the model saw in training (element pair or distance)."""
 
 
 class REMULCalculator(Calculator):
@@ -58,9 +64,14 @@ class REMULCalculator(Calculator):
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A
+        self.warned: set[str] = set()
 
     def check_atoms(self, atoms: Atoms, where: str = "the structure") -> None:
-        """Raise :class:`DataError` for periodic cells, non-finite positions, coincident atoms and unknown elements."""
+        """Raise :class:`DataError` for periodic cells, non-finite positions, coincident atoms and unknown elements.
+
+        Also warns (:class:`OutOfDomainWarning`, once per kind) when the structure pairs elements,
+        or brings atoms closer, than the training data did.
+        """
         if atoms.pbc.any():
             raise DataError(f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
                             "for a molecule in a dummy box set atoms.pbc = False (pbc=\"F F F\" in extxyz).")
@@ -68,6 +79,18 @@ class REMULCalculator(Calculator):
             raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
         Structure(atoms.positions, atoms.numbers).check_min_distance(where)
         self.model.elements.check(torch.as_tensor(atoms.numbers))
+        self._warn_outside_training_domain(atoms)
+
+    def _warn_outside_training_domain(self, atoms: Atoms) -> None:
+        """Warn, once per kind of problem, when the structure leaves what the model saw in training."""
+        domain = getattr(self.model, "training_domain", None)
+        if not domain:
+            return
+        for message in outside_domain(atoms.positions / self.length_units_to_A, atoms.numbers, domain):
+            key = message.split(" are ")[0] if "apart" in message else message  # one warning per short pair, not per distance
+            if key not in self.warned:
+                self.warned.add(key)
+                warnings.warn(f"remul-ff: {message}", OutOfDomainWarning, stacklevel=3)
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None, system_changes=all_changes) -> None:
         """Compute every implemented property with a single model call."""

@@ -54,8 +54,9 @@ def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     return payload
 
 
-def model_payload(model: nn.Module, kind: str, elements: list[int], e0s: dict[int, float], config: dict) -> dict[str, Any]:
-    """The content of an exported model file."""
+def model_payload(model: nn.Module, kind: str, elements: list[int], e0s: dict[int, float], config: dict,
+                  domain: dict[str, float] | None = None) -> dict[str, Any]:
+    """The content of an exported model file (``domain``: see :mod:`remul_ff.data.domain`)."""
     from remul_ff.models import hyperparameters
 
     return {
@@ -67,6 +68,7 @@ def model_payload(model: nn.Module, kind: str, elements: list[int], e0s: dict[in
         "e0s": {int(z): float(e) for z, e in e0s.items()},
         "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
         "training_config": config,
+        "training_domain": {str(k): float(v) for k, v in (domain or {}).items()},
     }
 
 
@@ -89,6 +91,7 @@ def model_from_payload(payload: dict[str, Any], path: str | os.PathLike, device:
         raise CheckpointError(f"{path} has no weights (state_dict); the file is damaged, so export the model again.")
     _check_weights(state, model, path)
     model.load_state_dict(state)
+    model.training_domain = dict(payload.get("training_domain") or {})  # empty for files from before it was recorded
     model.to(device=device, dtype=dtype).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

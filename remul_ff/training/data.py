@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ import numpy as np
 from remul_ff.config import DataConfig
 from remul_ff.data.batch import Structure
 from remul_ff.data.e0s import reference_energy, resolve_e0s
+from remul_ff.data.domain import training_domain
 from remul_ff.data.off_equilibrium import load_or_make
 from remul_ff.data.readers import read_structures
 from remul_ff.data.splits import load_splits, save_splits, split_indices
@@ -32,6 +33,8 @@ class PreparedData:
         elements: Sorted atomic numbers present in the data.
         energy_shift: Mean per-atom interaction energy of the training set, eV.
         force_rms: Root-mean-square force component of the training set, eV/Å.
+        domain: Shortest distance per element pair over the training frames (DFT frames only),
+            stored in the model file so that the calculator can flag extrapolation.
     """
 
     train: list[Structure]
@@ -41,6 +44,7 @@ class PreparedData:
     elements: list[int]
     energy_shift: float
     force_rms: float
+    domain: dict[str, float] = field(default_factory=dict)
 
 
 def ensure_data(config: DataConfig, progress: bool = True) -> None:
@@ -76,6 +80,7 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
     e0s = resolve_e0s(config.e0s, train, frames)
     interaction = [(s.energy - reference_energy(s, e0s)) / len(s) for s in train]
     forces = np.concatenate([s.forces.reshape(-1) for s in train])
+    domain = training_domain(train)
     if config.off_equilibrium is not None:  # after the statistics, which describe the DFT data only
         train = train + load_or_make(train, config.off_equilibrium, split_file.parent / OFF_EQUILIBRIUM_FILE, progress)
     return PreparedData(
@@ -83,4 +88,5 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
         elements=sorted({int(z) for s in frames for z in s.numbers}),
         energy_shift=float(np.mean(interaction)),
         force_rms=float(np.sqrt(np.mean(forces**2))) or 1.0,
+        domain=domain,
     )

@@ -368,7 +368,8 @@ class Trainer:
         if val_loss < self.best:
             self.best, self.bad_epochs = val_loss, 0
             if self.ctx.is_main:
-                save_file(model_payload(self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict()), self.out / "model.pt")
+                save_file(model_payload(self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict(),
+                                        self.data.domain), self.out / "model.pt")
         else:
             self.bad_epochs += 1
         row = self._log_row(stats, report, val_loss, train_time, epoch_time)
