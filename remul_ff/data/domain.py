@@ -36,11 +36,11 @@ def pair_min_distances(positions: np.ndarray, numbers: np.ndarray) -> dict[str, 
     else:
         i, j = np.triu_indices(len(numbers), 1)
         d = np.linalg.norm(positions[i] - positions[j], axis=1)
-    out: dict[str, float] = {}
-    for a, b, dist in zip(numbers[i], numbers[j], d):
-        name = pair_name(a, b)
-        out[name] = min(out.get(name, np.inf), float(dist))
-    return out
+    low, high = np.minimum(numbers[i], numbers[j]), np.maximum(numbers[i], numbers[j])
+    codes, inverse = np.unique(low * 119 + high, return_inverse=True)
+    shortest = np.full(len(codes), np.inf)
+    np.minimum.at(shortest, inverse, d)  # vectorised: this runs on every calculator call
+    return {pair_name(c // 119, c % 119): float(m) for c, m in zip(codes, shortest)}
 
 
 def training_domain(structures: Iterable) -> dict[str, float]:
