@@ -12,7 +12,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
 from remul_ff.data.batch import Structure, collate
-from remul_ff.data.domain import outside_domain
+from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
 from remul_ff.models.forces import predict
 from remul_ff.training.checkpoint import load_model
@@ -65,6 +65,7 @@ class REMULCalculator(Calculator):
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A
         self.warned: set[str] = set()
+        self._domain_cache: tuple | None = None  # per-composition pair indices and distance limits
 
     def check_atoms(self, atoms: Atoms, where: str = "the structure") -> None:
         """Raise :class:`DataError` for periodic cells, non-finite positions, coincident atoms and unknown elements.
@@ -84,13 +85,25 @@ class REMULCalculator(Calculator):
     def _warn_outside_training_domain(self, atoms: Atoms) -> None:
         """Warn, once per kind of problem, when the structure leaves what the model saw in training."""
         domain = getattr(self.model, "training_domain", None)
-        if not domain:
+        if not domain or len(atoms) < 2 or len(atoms) > 256:  # all-pairs test; large structures are not checked yet
             return
-        for message in outside_domain(atoms.positions / self.length_units_to_A, atoms.numbers, domain):
+        if self._domain_cache is None or self._domain_cache[0] != atoms.numbers.tobytes():
+            i, j = np.triu_indices(len(atoms), 1)
+            names = [pair_name(a, b) for a, b in zip(atoms.numbers[i], atoms.numbers[j])]
+            limits = np.array([SHORT_DISTANCE_FRACTION * domain.get(n, np.inf) for n in names])
+            self._domain_cache = (atoms.numbers.tobytes(), i, j, limits)
+            self._warn(outside_domain(atoms.positions / self.length_units_to_A, atoms.numbers, domain))
+        _, i, j, limits = self._domain_cache
+        positions = atoms.positions / self.length_units_to_A
+        if (np.linalg.norm(positions[i] - positions[j], axis=1) < limits).any():  # the cheap test, every call
+            self._warn(outside_domain(positions, atoms.numbers, domain))
+
+    def _warn(self, messages: list[str]) -> None:
+        for message in messages:
             key = message.split(" are ")[0] if "apart" in message else message  # one warning per short pair, not per distance
             if key not in self.warned:
                 self.warned.add(key)
-                warnings.warn(f"remul-ff: {message}", OutOfDomainWarning, stacklevel=3)
+                warnings.warn(f"remul-ff: {message}", OutOfDomainWarning, stacklevel=4)
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None, system_changes=all_changes) -> None:
         """Compute every implemented property with a single model call."""
