@@ -207,7 +207,7 @@ def test_a_failed_fresh_run_leaves_no_folder(tmp_path, capsys, ethanol_structure
     assert not (tmp_path / "run").exists()
     (tmp_path / "run").write_text("a file")
     assert main(["train", str(config), "--no-progress"]) == 2
-    assert "is a file, not a folder" in capsys.readouterr().err
+    assert "is a file, but a folder is needed" in capsys.readouterr().err
 
 
 def test_evaluate_split_uses_the_runs_splits(xtb_ethanol_file, tmp_path, capsys):
