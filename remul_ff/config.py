@@ -155,6 +155,7 @@ CHOICES = {
     "loss.weighting": ("fixed", "gradnorm"),
     "train.scheduler": ("cosine", "plateau", "constant"),
     "train.dtype": ("float32", "float64"),
+    "model.radial_basis": ("bessel", "gaussian"),  # the keys of remul_ff.models.common.RADIAL_BASES
 }
 
 
@@ -274,6 +275,11 @@ RANGES: list[tuple[str, Any, str]] = [
     ("model.depth", lambda v: v >= 1, "at least 1"),
     ("model.heads", lambda v: v >= 1, "at least 1"),
     ("model.num_radial", lambda v: v >= 1, "at least 1"),
+    ("model.envelope_p", lambda v: v >= 1, "at least 1 (the cutoff envelope's exponent; 6 is usual)"),
+    ("model.ffn_multiplier", lambda v: v >= 1, "at least 1"),
+    ("model.edge_width", lambda v: v is None or v >= 1, "at least 1 or null"),
+    ("loss.gradnorm_restoring", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    ("loss.gradnorm_lr", lambda v: math.isfinite(v) and v > 0, "a positive number"),
 ]
 
 
@@ -285,6 +291,8 @@ def check_ranges(config: Config) -> None:
         section, name = key.split(".")
         if name in sections[section] and not test(sections[section][name]):
             raise ConfigError(f"config key '{key}' must be {must}, but is {sections[section][name]!r}.")
+    if config.data.off_equilibrium is not None:
+        config.data.off_equilibrium.validate()
     width, heads = config.model.get("width"), config.model.get("heads")
     if heads and width and width % heads:
         raise ConfigError(f"config key 'model.width' ({width}) must be divisible by 'model.heads' ({heads}); "

@@ -35,6 +35,9 @@ from remul_ff.errors import DataError
 from remul_ff.utils.progress import progress_bar
 
 
+XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")  # what tblite's ASE calculator accepts
+
+
 @dataclass
 class OffEquilibriumSettings:
     """How many distorted frames to add and how far to distort them (``data.off_equilibrium``).
@@ -73,6 +76,8 @@ class OffEquilibriumSettings:
         for name, value in numbers.items():
             if not np.isfinite(value) or value < 0:
                 raise DataError(f"data.off_equilibrium.{name} must be a finite number >= 0, but is {value}.")
+        if self.method not in XTB_METHODS:
+            raise DataError(f"data.off_equilibrium.method must be one of {', '.join(XTB_METHODS)} (tblite), but is {self.method!r}.")
 
 
 def distort(structure: Structure, settings: OffEquilibriumSettings, rng: np.random.Generator) -> np.ndarray:
