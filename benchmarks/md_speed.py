@@ -36,7 +36,7 @@ from ase.md.verlet import VelocityVerlet
 from remul_ff.calculators import REMULCalculator
 from remul_ff.md import MDSettings, run_md
 from remul_ff.models import build_model, hyperparameters
-from remul_ff.training.checkpoint import MODEL_FILE_KIND, load_file
+from remul_ff.models.files import MODEL_FILE_KIND, load_file
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 STRUCTURES = {"ethanol (9 atoms)": DATA / "rmd17_ethanol" / "train.xyz", "3BPA (27 atoms)": DATA / "3bpa" / "train_300K.xyz"}

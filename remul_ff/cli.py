@@ -122,7 +122,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from remul_ff.data.readers import read_structures
-    from remul_ff.training.checkpoint import MODEL_FILE_KIND, load_file, model_from_payload
+    from remul_ff.models.files import MODEL_FILE_KIND, load_file, model_from_payload
     from remul_ff.training.evaluate import evaluate, format_report
     from remul_ff.training.trainer import resolve_device
     from remul_ff.utils.io import atomic_path

@@ -36,7 +36,7 @@ from remul_ff.md.analysis import (distance_histogram, energy_drift_mev_per_atom_
                                   stability_time_ps)
 from remul_ff.md.monitor import Collapse, bond_lengths, bond_name, bond_reason, mean_bond_lengths, molecular_bonds
 from remul_ff.models.forces import predict
-from remul_ff.training.checkpoint import load_model
+from remul_ff.models import load_model
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, resolve_device

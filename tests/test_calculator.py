@@ -18,7 +18,7 @@ from remul_ff.calculators import REMULCalculator
 from remul_ff.data.batch import Structure, collate
 from remul_ff.errors import DataError
 from remul_ff.models import predict
-from remul_ff.training.checkpoint import load_model
+from remul_ff.models import load_model
 from tests.conftest import jittered_molecules
 
 

@@ -37,7 +37,7 @@ from remul_ff.md.monitor import CollapseMonitor, molecular_bonds
 from remul_ff.errors import RemulError
 from remul_ff.md.state import state_from_atoms
 from remul_ff.models.common import scatter_sum
-from remul_ff.training.checkpoint import load_model
+from remul_ff.models import load_model
 from tests.conftest import jittered_molecules
 
 

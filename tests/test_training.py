@@ -11,7 +11,7 @@ import torch
 from remul_ff.cli import main
 from remul_ff.config import config_from_dict
 from remul_ff.models import predict
-from remul_ff.training.checkpoint import load_model
+from remul_ff.models import load_model
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer
 

@@ -39,7 +39,7 @@ from ase.io import read
 from remul_ff.data.bonds import bond_lengths, mean_bond_lengths, molecular_bonds
 from remul_ff.data.off_equilibrium import xtb_labels
 from remul_ff.md import MDSettings, run_md
-from remul_ff.training.checkpoint import load_model
+from remul_ff.models import load_model
 from remul_ff.training.losses import random_rotations
 
 STRETCH = np.linspace(0.7, 3.0, 47)

@@ -15,7 +15,7 @@ from remul_ff.data.batch import Structure, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
 from remul_ff.models.forces import predict
-from remul_ff.training.checkpoint import load_model
+from remul_ff.models import load_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -284,7 +284,7 @@ def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
 
 def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator,
                   signature: dict) -> None:
-    from remul_ff.training.checkpoint import FORMAT_VERSION, save_file
+    from remul_ff.models.files import FORMAT_VERSION, save_file
 
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
     save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
@@ -294,7 +294,7 @@ def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monit
 
 def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator, device,
                   signature: dict) -> tuple[MDState, int]:
-    from remul_ff.training.checkpoint import load_file
+    from remul_ff.models.files import load_file
 
     payload = load_file(path, RESTART_KIND)
     _check_same_run(payload.get("run"), signature, path)

@@ -1,4 +1,4 @@
-"""Energy-only potentials and the one force wrapper (:func:`predict`)."""
+"""Energy-only potentials, the one force wrapper (:func:`predict`) and model files (:func:`load_model`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from torch import nn
 
 from remul_ff.models.common import e0_list
 from remul_ff.models.egnn import EGNN, EGNNConfig
+from remul_ff.models.files import MODEL_FILE_KIND, load_model, model_from_payload
 from remul_ff.models.forces import Prediction, predict
 from remul_ff.models.transformer import REMULTransformer, TransformerConfig
 
@@ -41,10 +42,13 @@ __all__ = [
     "EGNN",
     "EGNNConfig",
     "MODEL_CLASSES",
+    "MODEL_FILE_KIND",
     "Prediction",
     "REMULTransformer",
     "TransformerConfig",
     "build_model",
     "hyperparameters",
+    "load_model",
+    "model_from_payload",
     "predict",
 ]

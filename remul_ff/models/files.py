@@ -1,0 +1,132 @@
+"""Model files (and the file format that checkpoints share): ``state_dict`` + config + format version.
+
+Loading a ``model.pt`` — its kind, hyperparameters, elements, E0s, training domain, weights,
+dtype and device — lives here and only here; the calculator, the MD engine, ``compare`` and any
+integration import it from :mod:`remul_ff.models`. Never pickled modules.
+
+Both file kinds load with ``torch.load(..., weights_only=True)`` and are written atomically
+(temporary file, then rename), so a run killed mid-write keeps its previous file intact.
+
+* a **checkpoint** (``checkpoint.pt``) holds everything to resume training exactly;
+* a **model file** (``model.pt``) holds what the calculator needs: model kind, hyperparameters,
+  elements, E0s and weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from remul_ff.errors import CheckpointError
+from remul_ff.utils.io import atomic_path
+
+FORMAT_VERSION = 1
+MODEL_FILE_KIND = "remul-ff-model"
+
+
+def save_file(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it onto ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """Load a file written by :func:`save_file` with ``weights_only=True`` and check its kind and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; give the path of a file written by 'remul-ff train'.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable remul-ff file ({type(exc).__name__}); it may be corrupt or truncated, "
+            "so re-export it or use an earlier checkpoint."
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} is a {found!r} file, not a {kind!r} file; check which file you passed.")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {payload.get('format_version')}, but this remul-ff reads version "
+            f"{FORMAT_VERSION}; use the remul-ff version that wrote it."
+        )
+    return payload
+
+
+def model_payload(model: nn.Module, kind: str, elements: list[int], e0s: dict[int, float], config: dict,
+                  domain: dict[str, float] | None = None) -> dict[str, Any]:
+    """The content of an exported model file (``domain``: see :mod:`remul_ff.data.domain`)."""
+    from remul_ff.models import hyperparameters
+
+    return {
+        "kind": MODEL_FILE_KIND,
+        "format_version": FORMAT_VERSION,
+        "model_kind": kind,
+        "hyperparameters": hyperparameters(model),
+        "elements": [int(z) for z in elements],
+        "e0s": {int(z): float(e) for z, e in e0s.items()},
+        "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
+        "training_config": config,
+        "training_domain": {str(k): float(v) for k, v in (domain or {}).items()},
+    }
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Rebuild a model from an exported model file, in eval mode with frozen parameters.
+
+    Args:
+        path: A ``model.pt`` written by ``remul-ff train``.
+        device: Where to put the model.
+        dtype: Floating-point dtype of the weights.
+    """
+    return model_from_payload(load_file(path, MODEL_FILE_KIND), path, device, dtype)
+
+
+def model_from_payload(payload: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Rebuild the model held by an already loaded model file (see :func:`load_model`)."""
+    model = _build_described_model(payload, path)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no weights (state_dict); the file is damaged, so export the model again.")
+    _check_weights(state, model, path)
+    model.load_state_dict(state)
+    model.training_domain = dict(payload.get("training_domain") or {})  # empty for files from before it was recorded
+    model.to(device=device, dtype=dtype).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _build_described_model(payload: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+    """The model the file describes, or one sentence on which part of the description is damaged."""
+    from remul_ff.models import MODEL_CLASSES, build_model  # the package imports this module
+
+    kind = payload.get("model_kind")
+    if kind not in MODEL_CLASSES:
+        raise CheckpointError(f"{path} describes a model of kind {kind!r}, but remul-ff knows only "
+                              f"{', '.join(sorted(MODEL_CLASSES))}; the file is damaged or from another program.")
+    try:
+        return build_model(kind, payload["hyperparameters"], payload["elements"], payload["e0s"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has a damaged model description ({type(exc).__name__}: {exc}); "
+                              "export the model again from its training run.") from exc
+
+
+def _check_weights(state: dict[str, Any], model: nn.Module, path: str | os.PathLike) -> None:
+    """Refuse weights that do not fit the model or are not finite (a diverged training run)."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    tensors = [k for k, v in expected.items() if torch.is_tensor(v) and k in state]  # skips extra (non-tensor) state
+    wrong = [k for k in tensors if not torch.is_tensor(state[k]) or state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise CheckpointError(f"the weights in {path} do not fit the model they describe ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected, {len(wrong)} of the wrong shape, e.g. {first!r}); the file is corrupt.")
+    bad = [k for k in tensors if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights (in {bad[0]}), so training diverged; "
+                              "use an earlier checkpoint or retrain with a lower learning rate.")
