@@ -131,3 +131,26 @@ def test_calculator_warns_once_outside_the_training_domain(trained_model_file):
     del calc.model.training_domain["H-O"]
     with pytest.warns(OutOfDomainWarning, match="element pair H-O never occurs in the model's training data"):
         calc.calculate(ethanol)
+
+
+def test_a_committee_averages_its_members_and_reports_their_spread(trained_model_file):
+    first = load_model(trained_model_file)
+    second = load_model(trained_model_file)
+    with torch.no_grad():
+        for parameter in second.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    ethanol = molecule("CH3CH2OH")
+    singles = []
+    for member in (first, second):
+        ethanol.calc = REMULCalculator(model=member)
+        singles.append((ethanol.get_potential_energy(), ethanol.get_forces()))
+    ethanol.calc = REMULCalculator(model=[first, second])
+    energy, forces = ethanol.get_potential_energy(), ethanol.get_forces()
+    results = ethanol.calc.results
+    assert energy == pytest.approx((singles[0][0] + singles[1][0]) / 2, abs=1e-9)
+    np.testing.assert_allclose(forces, (singles[0][1] + singles[1][1]) / 2, atol=1e-9)
+    assert results["energy_std"] == pytest.approx(abs(singles[0][0] - singles[1][0]) / 2, abs=1e-9) and results["energy_std"] > 0
+    np.testing.assert_allclose(results["forces_std"], np.abs(singles[0][1] - singles[1][1]) / 2, atol=1e-9)
+    same = REMULCalculator([trained_model_file, trained_model_file])
+    ethanol.calc = same
+    assert ethanol.get_potential_energy() == pytest.approx(singles[0][0]) and same.results["energy_std"] == 0.0

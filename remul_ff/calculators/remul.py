@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -28,15 +29,18 @@ class REMULCalculator(Calculator):
     """Energy, forces and per-atom energies of a trained remul-ff model, from one forward pass.
 
     The model runs in eval mode with frozen parameters, in its own dtype; torch's global default
-    dtype is never changed.
+    dtype is never changed. Given several models (a committee), the results are their mean, and
+    ``results["energy_std"]`` (eV) and ``results["forces_std"]`` (``[n, 3]``, eV/Å) hold their
+    standard deviation: a disagreement signal for structures unlike the training data.
 
     Args:
-        model_path: A ``model.pt`` written by ``remul-ff train`` (or pass ``model=``).
+        model_path: A ``model.pt`` written by ``remul-ff train``, or a list of them for a committee
+            (or pass ``model=``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         default_dtype: ``"float64"`` (default, for MD and finite differences) or ``"float32"``.
         energy_units_to_eV: Factor from the model's energy unit to eV.
         length_units_to_A: Factor from the model's length unit to Å.
-        model: An already built energy-only model, used instead of ``model_path``.
+        model: An already built energy-only model (or a list), used instead of ``model_path``.
         **kwargs: Passed on to :class:`ase.calculators.calculator.Calculator`.
     """
 
@@ -44,12 +48,12 @@ class REMULCalculator(Calculator):
 
     def __init__(
         self,
-        model_path: str | os.PathLike | None = None,
+        model_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         device: str | torch.device = "cpu",
         default_dtype: str = "float64",
         energy_units_to_eV: float = 1.0,
         length_units_to_A: float = 1.0,
-        model: nn.Module | None = None,
+        model: nn.Module | Sequence[nn.Module] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -60,8 +64,13 @@ class REMULCalculator(Calculator):
         self.device = torch.device(device)
         self.dtype = DTYPES[default_dtype]
         if model is None:
-            model = load_model(model_path, self.device, self.dtype)
-        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+            paths = [model_path] if isinstance(model_path, (str, os.PathLike)) else list(model_path)
+            model = [load_model(path, self.device, self.dtype) for path in paths]
+        members = [model] if isinstance(model, nn.Module) else list(model)
+        if not members:
+            raise ValueError("a committee needs at least one model.")
+        self.models = [m.to(self.device, self.dtype).eval().requires_grad_(False) for m in members]
+        self.model = self.models[0]  # elements and training domain come from the first member
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A
         self.warned: set[str] = set()
@@ -79,7 +88,8 @@ class REMULCalculator(Calculator):
         if not np.all(np.isfinite(atoms.positions)):
             raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
         Structure(atoms.positions, atoms.numbers).check_min_distance(where)
-        self.model.elements.check(torch.as_tensor(atoms.numbers))
+        for member in self.models:
+            member.elements.check(torch.as_tensor(atoms.numbers))
         self._warn_outside_training_domain(atoms)
 
     def _warn_outside_training_domain(self, atoms: Atoms) -> None:
@@ -112,12 +122,12 @@ class REMULCalculator(Calculator):
         # Centred in float64 first: float32 far from the origin rounds the interatomic vectors.
         positions = (self.atoms.positions - self.atoms.positions.mean(0)) / self.length_units_to_A
         batch = collate([Structure(positions, self.atoms.numbers)], dtype=self.dtype).to(self.device)
-        prediction = predict(self.model, batch)
-        energy = float(prediction.energy[0]) * self.energy_units_to_eV
-        force_factor = self.energy_units_to_eV / self.length_units_to_A
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": prediction.forces.cpu().double().numpy() * force_factor,
-            "energies": prediction.atomic_energies.cpu().numpy() * self.energy_units_to_eV,
-        }
+        predictions = [predict(member, batch) for member in self.models]
+        energies = torch.stack([p.energy[0] for p in predictions]).double() * self.energy_units_to_eV
+        forces = torch.stack([p.forces for p in predictions]).double().cpu() * (self.energy_units_to_eV / self.length_units_to_A)
+        atomic = torch.stack([p.atomic_energies for p in predictions]).double().cpu() * self.energy_units_to_eV
+        energy = float(energies.mean())
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces.mean(0).numpy(), "energies": atomic.mean(0).numpy()}
+        if len(self.models) > 1:
+            self.results["energy_std"] = float(energies.std(unbiased=False))
+            self.results["forces_std"] = forces.std(0, unbiased=False).numpy()
