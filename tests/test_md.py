@@ -284,6 +284,18 @@ def test_md_restart_continues_exactly(trained_model_file, tmp_path, fmt):
         np.testing.assert_allclose(a[-1].positions, b[-1].positions, atol=1e-12)
 
 
+def test_a_finished_run_is_not_run_again_on_resume(trained_model_file, tmp_path):
+    model = load_model(trained_model_file)
+    settings = MDSettings(temperature=300, total_time_fs=7.5, thermostat="langevin", write_interval=5, restart_every=10)
+    first = run_md(model, starts(2), settings, tmp_path, progress=False)  # 15 steps: the last restart file was at step 10
+    thermo = (tmp_path / "thermo.csv").read_text()
+    again = run_md(KillAtCall(model, n=2), starts(2), settings, tmp_path, progress=False, resume=True)  # call 1: initial forces
+    assert (tmp_path / "thermo.csv").read_text() == thermo
+    assert again.replica_steps_per_s == pytest.approx(first.replica_steps_per_s, rel=0.5) and again.replica_steps_per_s > 0
+    longer = run_md(model, starts(2), dataclasses.replace(settings, total_time_fs=10), tmp_path, progress=False, resume=True)
+    assert longer.n_steps == 20 and (tmp_path / "thermo.csv").read_text().startswith(thermo)
+
+
 def test_md_refuses_to_overwrite_or_to_resume_a_different_run(trained_model_file, tmp_path):
     model = load_model(trained_model_file)
     settings = MDSettings(temperature=300, total_time_fs=5, thermostat="langevin", write_interval=5, restart_every=5)

@@ -283,17 +283,18 @@ def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
 
 
 def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator,
-                  signature: dict) -> None:
+                  signature: dict, finished: bool = False, replica_steps_per_s: float = 0.0) -> None:
     from remul_ff.models.files import FORMAT_VERSION, save_file
 
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
     save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
                "collapses": [asdict(c) for c in result.collapses], "bonds": monitor.bonds, "reference": monitor.reference,
-               "rng": generator.get_state(), "run": signature}, path)
+               "rng": generator.get_state(), "run": signature, "finished": finished, "replica_steps_per_s": replica_steps_per_s}, path)
 
 
 def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator, device,
-                  signature: dict) -> tuple[MDState, int]:
+                  signature: dict) -> tuple[MDState, int, bool]:
+    """The saved state, its step, and whether that run had finished (then ``result`` gets its rate)."""
     from remul_ff.models.files import load_file
 
     payload = load_file(path, RESTART_KIND)
@@ -304,7 +305,9 @@ def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, genera
     result.collapses = [Collapse(**c) for c in payload["collapses"]]
     monitor.bonds, monitor.reference = payload["bonds"].to(device), payload["reference"].to(device)
     generator.set_state(payload["rng"])
-    return state, payload["step"]
+    finished = bool(payload.get("finished")) and (payload["step"] >= result.n_steps or state.n_replicas == 0)
+    result.replica_steps_per_s = float(payload.get("replica_steps_per_s", 0.0)) if finished else 0.0
+    return state, payload["step"], finished
 
 
 def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, device, dtype) -> MDState:
@@ -353,13 +356,14 @@ def run_md(
     result = MDResult(len(starts), settings.n_steps, settings.timestep_fs, output_dir=None if output_dir is None else str(output_dir))
     generator = torch.Generator().manual_seed(settings.seed + 1)
     restart = None if output_dir is None else Path(output_dir) / RESTART_FILE
-    first = 0
+    first, finished = 0, False
     signature = run_signature(starts, settings)
     if resume and restart is not None and restart.exists():
-        state, first = _load_restart(restart, result, monitor, generator, parameter.device, signature)
+        state, first, finished = _load_restart(restart, result, monitor, generator, parameter.device, signature)
+    last = settings.n_steps if finished else first  # a finished run (all steps, or every replica collapsed) is not re-run
     writers = _Writers(Path(output_dir), settings, len(starts), first if first else None) if output_dir is not None else None
     step_fn = _make_step(settings, kT, generator)
-    if settings.compile and first < settings.n_steps:
+    if settings.compile and last < settings.n_steps:
         # dynamic: the edge count changes between steps; recompiling for each count would cost more than it saves
         model = torch.compile(model, dynamic=True)
     if not first:
@@ -367,7 +371,7 @@ def run_md(
     start, replica_steps = time.perf_counter(), 0
     bar = progress_bar(total=round(settings.n_steps * settings.timestep_fs / 1e3, 6), unit="ps", disable=not progress, desc="MD")
     try:
-        for step in range(first + 1, settings.n_steps + 1):
+        for step in range(last + 1, settings.n_steps + 1):
             step_fn(state, model)
             replica_steps += state.n_replicas
             if step % settings.check_interval == 0 or step == settings.n_steps:
@@ -379,10 +383,16 @@ def run_md(
                 writers.flush()
                 _save_restart(restart, state, step, result, monitor, generator, signature)
             _update_bar(bar, step, settings, start)
+            last = step
+        if restart is not None and settings.restart_every and replica_steps:  # mark it finished, for re-runs
+            writers.flush()
+            _save_restart(restart, state, last, result, monitor, generator, signature, finished=True,
+                          replica_steps_per_s=replica_steps / max(time.perf_counter() - start, 1e-12))
     finally:
         bar.close()
         result.wall_time_s = time.perf_counter() - start
-        result.replica_steps_per_s = replica_steps / max(result.wall_time_s, 1e-12)
+        if replica_steps:  # else keep the finished run's own rate (from its restart file)
+            result.replica_steps_per_s = replica_steps / max(result.wall_time_s, 1e-12)
         if writers is not None:
             writers.close(result.collapses)
     return result
