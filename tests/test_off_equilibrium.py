@@ -79,7 +79,7 @@ def test_a_zero_weight_molecule_adds_nothing_to_the_loss(ethanol_structures):
 
 def test_config_section_is_checked():
     config = config_from_dict({"data": {"off_equilibrium": {"fraction": 0.25}}})
-    assert config.data.off_equilibrium.fraction == 0.25 and config.data.off_equilibrium.weight == 0.1
+    assert config.data.off_equilibrium.fraction == 0.25 and config.data.off_equilibrium.weight == 0.01
     with pytest.raises(ConfigError, match="did you mean 'data.off_equilibrium.weight'"):
         config_from_dict({"data": {"off_equilibrium": {"wieght": 0.2}}})
     with pytest.raises(DataError, match="max_stretch must be a finite number >= 0"):
