@@ -199,7 +199,8 @@ def test_md_cli_writes_trajectories_and_thermo(trained_model_file, tmp_path, cap
     out = tmp_path / "md"
     assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "20fs", "--replicas", "2",
                  "--thermostat", "nose-hoover", "--write-interval", "10", "--no-progress", "--format", "extxyz"]) == 0
-    assert {p.name for p in out.iterdir()} == {"replica_000.xyz", "replica_001.xyz", "thermo.csv", "collapses.json"}
+    # restart.pt: the finished run's final state, so that --resume (or a longer --time) continues from it
+    assert {p.name for p in out.iterdir()} == {"replica_000.xyz", "replica_001.xyz", "thermo.csv", "collapses.json", "restart.pt"}
     assert "2/2 replicas stable" in capsys.readouterr().out
 
 
