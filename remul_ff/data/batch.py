@@ -130,16 +130,26 @@ class Structure:
             )
 
 
+def pair_distances(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``i < j`` and their distances: every pair up to 256 atoms, only those within ``cutoff`` beyond.
+
+    Beyond 256 atoms all pairs would need n^2 memory, so a cell list finds the close ones.
+    """
+    if len(positions) > 256:
+        i, j, d = neighbor_list("ijd", Atoms(positions=positions), cutoff)
+        keep = i < j
+        return i[keep], j[keep], d[keep]
+    i, j = np.triu_indices(len(positions), 1)
+    return i, j, np.linalg.norm(positions[i] - positions[j], axis=1)
+
+
 def _closest_pair(positions: np.ndarray) -> tuple[int, int, float]:
-    """Indices (i < j) and distance of the closest two atoms; all pairs for small molecules, a cell list beyond."""
-    if len(positions) > 256:  # all pairs would need n^2 memory
-        i, j, d = neighbor_list("ijd", Atoms(positions=positions), MIN_INTERATOMIC_DISTANCE)
-        k = int(np.argmin(d)) if len(d) else None
-        return (int(min(i[k], j[k])), int(max(i[k], j[k])), float(d[k])) if k is not None else (0, 1, np.inf)
-    dist = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
-    np.fill_diagonal(dist, np.inf)
-    i, j = np.unravel_index(np.argmin(dist), dist.shape)
-    return int(min(i, j)), int(max(i, j)), float(dist[i, j])
+    """Indices (i < j) and distance of the closest two atoms (``inf`` when none is closer than 0.1 Å in a big structure)."""
+    i, j, d = pair_distances(positions, MIN_INTERATOMIC_DISTANCE)
+    if not len(d):
+        return 0, 1, np.inf
+    k = int(np.argmin(d))
+    return int(i[k]), int(j[k]), float(d[k])
 
 
 def _optional_tensor(values: list | None, dtype: torch.dtype) -> torch.Tensor | None:

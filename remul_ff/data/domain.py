@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from ase import Atoms
 from ase.data import chemical_symbols
-from ase.neighborlist import neighbor_list
+
+from remul_ff.data.batch import pair_distances
 
 # Warn below this fraction of the shortest training distance of a pair: 500 K MD barely goes below
 # 0.9 of it, while a hydrogen pushed into a carbon (0.85 Å vs 1.0 Å) is already at 0.85.
@@ -31,15 +31,11 @@ def pair_min_distances(positions: np.ndarray, numbers: np.ndarray) -> dict[str, 
     """Shortest distance (Å) per element pair in one structure (all pairs up to 256 atoms, else within 6 Å)."""
     if len(numbers) < 2:
         return {}
-    if len(numbers) > 256:
-        i, j, d = neighbor_list("ijd", Atoms(numbers=numbers, positions=positions), FAR_PAIRS_CUTOFF)
-    else:
-        i, j = np.triu_indices(len(numbers), 1)
-        d = np.linalg.norm(positions[i] - positions[j], axis=1)
+    i, j, d = pair_distances(positions, FAR_PAIRS_CUTOFF)
     low, high = np.minimum(numbers[i], numbers[j]), np.maximum(numbers[i], numbers[j])
     codes, inverse = np.unique(low * 119 + high, return_inverse=True)
     shortest = np.full(len(codes), np.inf)
-    np.minimum.at(shortest, inverse, d)  # vectorised: this runs on every calculator call
+    np.minimum.at(shortest, inverse, d)  # vectorised: training reads every frame
     return {pair_name(c // 119, c % 119): float(m) for c, m in zip(codes, shortest)}
 
 

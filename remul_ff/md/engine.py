@@ -32,7 +32,7 @@ from remul_ff.md import integrators
 from remul_ff.md.analysis import stability_time_ps
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
-from remul_ff.utils.io import atomic_path, remove_stale_temporaries
+from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
@@ -400,8 +400,7 @@ def run_md(
 
 def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start over an earlier run unless told to; clear it (and stale temporary files) when told."""
-    if out.exists() and not out.is_dir():
-        raise RemulError(f"the MD output {out} is a file, not a folder; give a folder path with -o.")
+    check_output_path(out, "the MD output", folder=True)
     earlier = sorted(p.name for p in [out / "thermo.csv", out / RESTART_FILE] if p.exists())
     if earlier and not resume and not overwrite:
         raise RemulError(f"{out} already holds an MD run ({', '.join(earlier)}); pass --resume to continue it, "

@@ -40,7 +40,7 @@ from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
-from remul_ff.utils.io import atomic_path, remove_stale_temporaries
+from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
 LOG_COLUMNS = [
@@ -99,8 +99,7 @@ def check_output_dir(config: Config, resume: bool, overwrite: bool) -> None:
     With ``overwrite``, the files that a fresh run would otherwise reuse (splits, cached frames) go.
     """
     out = Path(config.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir {out} is a file, not a folder; set output_dir to a folder path.")
+    check_output_path(out, "output_dir", folder=True)
     present = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
         _check_same_run(config, out / "config.yaml")
