@@ -192,6 +192,12 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long runs; about a minute to compile)")
+    p.add_argument("--committee", action="append", default=[], metavar="MODEL",
+                   help="another model.pt (repeatable): MD runs on the committee's mean and logs its force deviation")
+    p.add_argument("--max-force-deviation", type=float, default=None, metavar="EV_PER_A",
+                   help="with --committee: flag (or stop) a replica whose largest force deviation passes this, eV/Å")
+    p.add_argument("--on-deviation", default="flag", choices=["flag", "stop"],
+                   help="flag: list it in uncertain.json and go on (default); stop: remove it from the run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_md)
 
@@ -219,6 +225,7 @@ def _read_frames(path: str) -> list:
 def _run_md(args: argparse.Namespace) -> None:
     from remul_ff.calculators.remul import REMULCalculator
     from remul_ff.md.engine import MDSettings, parse_duration_fs, run_md
+    from remul_ff.models.committee import Committee
     from remul_ff.training.trainer import resolve_device
 
     if args.replicas < 1:
@@ -228,20 +235,25 @@ def _run_md(args: argparse.Namespace) -> None:
         thermostat=args.thermostat, friction=args.friction, tdamp_fs=args.tdamp, seed=args.seed,
         write_interval=args.write_interval, thermo_interval=args.thermo_interval, traj_format=args.format,
         restart_every=args.restart_every, compile=args.compile, check_interval=args.check_interval,
+        max_force_deviation=args.max_force_deviation, on_deviation=args.on_deviation,
     )
     settings.validate()
+    if args.max_force_deviation is not None and not args.committee:
+        raise RemulError("--max-force-deviation needs a committee: add at least one more model with --committee.")
     check_output_path(args.output, "-o", folder=True)
-    calculator = REMULCalculator(args.model, resolve_device(args.device), args.dtype)
+    calculator = REMULCalculator([args.model, *args.committee], resolve_device(args.device), args.dtype)
     starts = _starting_structures(args.structure, args.replicas)
     for k, atoms in enumerate(starts):
         calculator.check_atoms(atoms, f"the starting structure of replica {k}")
     reference = _read_frames(args.reference) if args.reference else ()
     if args.resume and args.overwrite:
         raise RemulError("--resume and --overwrite contradict each other; pass one of them.")
-    result = run_md(calculator.model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
+    model = Committee(calculator.models) if len(calculator.models) > 1 else calculator.model
+    result = run_md(model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
                     reference_frames=reference, overwrite=args.overwrite)
     stable = result.n_replicas - len(result.collapses)
-    print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps; "
+    flagged = f"; {len(result.flags)} flagged as uncertain (uncertain.json)" if args.committee else ""
+    print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps{flagged}; "
           f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")
 
 

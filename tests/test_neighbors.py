@@ -99,3 +99,21 @@ def test_unsorted_molecule_index_is_rejected():
     positions, _ = random_batch([4], seed=0)
     with pytest.raises(ValueError, match="non-decreasing"):
         radius_graph(positions, 3.0, torch.tensor([0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_pairs_cached_for_a_molecule_index_follow_its_changes(backend):
+    """MD reuses one molecule_index tensor, so its pairs are cached: a change in place, or another
+    tensor of the same length, must not reuse the old pairs."""
+    positions, index = random_batch([5, 5], seed=5, box=3.0)
+    first = radius_graph(positions, 4.0, index, backend)[0]
+    assert as_set(first) == as_set(radius_graph_brute_force(positions, 4.0, index)[0])
+    other = torch.tensor([0] * 3 + [1] * 7)
+    assert as_set(radius_graph(positions, 4.0, other, backend)[0]) == as_set(radius_graph_brute_force(positions, 4.0, other)[0])
+    index[3:5] = 0  # in place: the same tensor now describes other molecules
+    assert as_set(radius_graph(positions, 4.0, index, backend)[0]) == as_set(radius_graph_brute_force(positions, 4.0, index)[0])
+    unsorted = torch.tensor([0] * 5 + [1] * 5)
+    radius_graph(positions, 4.0, unsorted, backend)
+    unsorted[0] = 1
+    with pytest.raises(ValueError, match="non-decreasing"):
+        radius_graph(positions, 4.0, unsorted, backend)

@@ -74,9 +74,40 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
+class _PerIndexCache:
+    """Values derived from the last ``molecule_index`` seen, reused while the same tensor comes back.
+
+    MD passes the same ``molecule_index`` tensor at every step until a replica is removed; the
+    candidate pairs and checks that depend only on it would otherwise cost several host syncs
+    (``max``, ``bincount``, ``repeat_interleave``) per force call. The cache holds a reference to
+    the tensor, so its identity cannot be reused by another, and its version counter catches
+    in-place changes.
+    """
+
+    def __init__(self) -> None:
+        self.index: torch.Tensor | None = None
+        self.version = -1
+        self.values: dict[str, object] = {}
+
+    def get(self, molecule_index: torch.Tensor, name: str, make):
+        if self.index is not molecule_index or self.version != molecule_index._version:
+            self.index, self.version, self.values = molecule_index, molecule_index._version, {}
+        if name not in self.values:
+            self.values[name] = make(molecule_index)
+        return self.values[name]
+
+
+_cache = _PerIndexCache()
+
+
 def _check_sorted(molecule_index: torch.Tensor) -> None:
+    _cache.get(molecule_index, "sorted", _require_sorted)
+
+
+def _require_sorted(molecule_index: torch.Tensor) -> bool:
     if molecule_index.numel() > 1 and bool((molecule_index[1:] < molecule_index[:-1]).any()):
         raise ValueError("molecule_index must be non-decreasing: the atoms of each molecule must be contiguous.")
+    return True
 
 
 def _pairs(positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor, backend: str) -> torch.Tensor:
@@ -85,7 +116,7 @@ def _pairs(positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor,
     if backend == "torch_cluster":
         candidates = _torch_cluster_candidates(positions, cutoff, molecule_index)
     else:
-        candidates = same_molecule_pairs(molecule_index)
+        candidates = _cache.get(molecule_index, "pairs", same_molecule_pairs)
     return _filter_and_sort(positions, cutoff, candidates)
 
 
@@ -109,7 +140,7 @@ def same_molecule_pairs(molecule_index: torch.Tensor) -> torch.Tensor:
 
 def _torch_cluster_candidates(positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor) -> torch.Tensor:
     # No molecule has more neighbours than atoms, so this bound can never drop an edge.
-    max_neighbours = int(torch.bincount(molecule_index).max())
+    max_neighbours = _cache.get(molecule_index, "max_atoms", lambda index: int(torch.bincount(index).max()))
     # torch_cluster's own float comparison may differ from ours at the cutoff, so ask for a
     # slightly larger radius and apply the exact criterion afterwards.
     pairs = torch_cluster.radius_graph(

@@ -4,7 +4,10 @@ Outputs in ``output_dir``:
 
 * ``replica_NNN.traj`` (or ``.xyz``): frames every ``write_interval`` steps;
 * ``thermo.csv``: ``replica, step, time_ps, temperature_K, e_pot_eV, e_kin_eV, e_tot_eV, conserved_eV``;
-* ``collapses.json``: for every collapsed replica the step, time and reason.
+* ``collapses.json``: for every collapsed replica the step, time and reason;
+* with a committee (:class:`~remul_ff.models.committee.Committee`): a ``max_force_dev_eV_A``
+  column in ``thermo.csv`` and ``uncertain.json``, the first check at which each replica's force
+  deviation passed ``max_force_deviation``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from remul_ff.md import integrators
 from remul_ff.md.analysis import stability_time_ps
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
+from remul_ff.models.committee import Committee, max_force_deviation
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
+DEVIATION_ACTIONS = ("flag", "stop")
 THERMO_COLUMNS = ["replica", "step", "time_ps", "temperature_K", "e_pot_eV", "e_kin_eV", "e_tot_eV", "conserved_eV"]
 RESTART_FILE = "restart.pt"
 RESTART_KIND = "remul-ff-md-restart"
@@ -91,6 +96,10 @@ class MDSettings:
             span several jobs.
         compile: Run the model through ``torch.compile`` (needs a C++ compiler on CPU). On CPU it
             made a 5-replica ethanol step about 1.7x faster; compiling takes about a minute.
+        max_force_deviation: With a committee, the largest force deviation (eV/Å) a replica may
+            reach at a check before ``on_deviation`` applies (``None``: only log it).
+        on_deviation: ``flag`` records the replica in ``uncertain.json`` and goes on; ``stop``
+            also removes it from the run (recorded in ``collapses.json`` with the reason).
     """
 
     temperature: float = 300.0
@@ -110,6 +119,8 @@ class MDSettings:
     initial_velocities: bool = True
     restart_every: int = 0
     compile: bool = False
+    max_force_deviation: float | None = None
+    on_deviation: str = "flag"
 
     def _checks(self) -> list:
         """``(what, value, test, what it must be)`` for every numeric setting."""
@@ -127,6 +138,8 @@ class MDSettings:
             ("restart interval (steps)", self.restart_every, *at_least_0),
             ("bond tolerance (Å)", self.bond_tolerance, *positive),
             ("temperature guard (K)", 1.0 if self.max_temperature is None else self.max_temperature, *positive),
+            ("committee force-deviation threshold (eV/Å)", 1.0 if self.max_force_deviation is None else self.max_force_deviation,
+             *positive),
         ]
 
     @property
@@ -141,6 +154,8 @@ class MDSettings:
         for what, value, ok, must in self._checks():
             if not ok(value):
                 raise RemulError(f"the {what} must be {must}, but is {value}.")
+        if self.on_deviation not in DEVIATION_ACTIONS:
+            raise RemulError(f"unknown action {self.on_deviation!r} for a large committee deviation; use 'flag' or 'stop'.")
         if self.traj_format not in ("traj", "extxyz"):
             raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
 
@@ -153,6 +168,7 @@ class MDResult:
     n_steps: int
     timestep_fs: float
     collapses: list[Collapse] = field(default_factory=list)
+    flags: list[Collapse] = field(default_factory=list)
     wall_time_s: float = 0.0
     replica_steps_per_s: float = 0.0
     output_dir: str | None = None
@@ -167,9 +183,10 @@ class MDResult:
 class _Writers:
     """Trajectory and thermo files, one trajectory per replica."""
 
-    def __init__(self, output_dir: Path, settings: MDSettings, n_replicas: int, resume_step: int | None = None) -> None:
+    def __init__(self, output_dir: Path, settings: MDSettings, n_replicas: int, resume_step: int | None = None,
+                 committee: bool = False) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.settings, self.output_dir = settings, output_dir
+        self.settings, self.output_dir, self.committee = settings, output_dir, committee
         suffix = "traj" if settings.traj_format == "traj" else "xyz"
         self.paths = [output_dir / f"replica_{r:03d}.{suffix}" for r in range(n_replicas)]
         if resume_step is not None:
@@ -181,7 +198,7 @@ class _Writers:
         self.thermo_file = open(output_dir / "thermo.csv", mode, newline="")
         self.thermo = csv.writer(self.thermo_file)
         if resume_step is None:
-            self.thermo.writerow(THERMO_COLUMNS)
+            self.thermo.writerow(THERMO_COLUMNS + (["max_force_dev_eV_A"] if committee else []))
 
     def _truncate(self, step: int) -> None:
         """Drop what a killed run wrote after its last restart file, so nothing is written twice.
@@ -210,20 +227,24 @@ class _Writers:
     def thermo_rows(self, state: MDState, step: int, kT: float) -> None:
         kinetic, conserved = state.kinetic_energy().tolist(), integrators.conserved_energy(state, kT).tolist()
         temperature, energy = state.temperature().tolist(), state.energy.tolist()
+        deviation = [] if state.force_deviation is None else [[f"{d:.5f}"] for d in state.force_deviation.tolist()]
         time_ps = step * self.settings.timestep_fs / 1e3
         for k, rid in enumerate(state.replica_id.tolist()):
             self.thermo.writerow([rid, step, f"{time_ps:.6f}", f"{temperature[k]:.3f}", f"{energy[k]:.8f}",
-                                  f"{kinetic[k]:.8f}", f"{energy[k] + kinetic[k]:.8f}", f"{conserved[k]:.8f}"])
+                                  f"{kinetic[k]:.8f}", f"{energy[k] + kinetic[k]:.8f}", f"{conserved[k]:.8f}",
+                                  *(deviation[k] if deviation else [])])
 
     def flush(self) -> None:
         """Push buffered rows to disk (before a restart file claims them)."""
         self.thermo_file.flush()
 
-    def close(self, collapses: list[Collapse]) -> None:
+    def close(self, result: MDResult) -> None:
         for trajectory in self.trajectories or []:
             trajectory.close()
         self.thermo_file.close()
-        (self.output_dir / "collapses.json").write_text(json.dumps([asdict(c) for c in collapses], indent=2) + "\n")
+        (self.output_dir / "collapses.json").write_text(json.dumps([asdict(c) for c in result.collapses], indent=2) + "\n")
+        if self.committee:
+            (self.output_dir / "uncertain.json").write_text(json.dumps([asdict(c) for c in result.flags], indent=2) + "\n")
 
 
 def _first_frames(path: Path, count: int, traj_format: str) -> list[Atoms]:
@@ -257,7 +278,8 @@ def _make_step(settings: MDSettings, kT: float, generator: torch.Generator):
 
 # What a resumed run must share with the run that wrote the restart file (the total time may grow).
 RESUME_FIXED_SETTINGS = ("temperature", "timestep_fs", "thermostat", "friction", "tdamp_fs", "tchain", "seed",
-                         "write_interval", "thermo_interval", "traj_format", "bond_tolerance", "initial_velocities")
+                         "write_interval", "thermo_interval", "traj_format", "bond_tolerance", "initial_velocities",
+                         "max_force_deviation", "on_deviation")
 
 
 def run_signature(starts: Sequence[Atoms], settings: MDSettings) -> dict:
@@ -288,7 +310,7 @@ def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monit
 
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
     save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
-               "collapses": [asdict(c) for c in result.collapses], "bonds": monitor.bonds, "reference": monitor.reference,
+               "collapses": [asdict(c) for c in result.collapses], "flags": [asdict(c) for c in result.flags], "bonds": monitor.bonds, "reference": monitor.reference,
                "rng": generator.get_state(), "run": signature, "finished": finished, "replica_steps_per_s": replica_steps_per_s}, path)
 
 
@@ -303,6 +325,7 @@ def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, genera
     state = MDState(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in fields.items() if k != "thermostat"},
                     thermostat={k: v.to(device) for k, v in fields["thermostat"].items()})
     result.collapses = [Collapse(**c) for c in payload["collapses"]]
+    result.flags = [Collapse(**c) for c in payload.get("flags", [])]
     monitor.bonds, monitor.reference = payload["bonds"].to(device), payload["reference"].to(device)
     generator.set_state(payload["rng"])
     finished = bool(payload.get("finished")) and (payload["step"] >= result.n_steps or state.n_replicas == 0)
@@ -361,7 +384,11 @@ def run_md(
     if resume and restart is not None and restart.exists():
         state, first, finished = _load_restart(restart, result, monitor, generator, parameter.device, signature)
     last = settings.n_steps if finished else first  # a finished run (all steps, or every replica collapsed) is not re-run
-    writers = _Writers(Path(output_dir), settings, len(starts), first if first else None) if output_dir is not None else None
+    committee = model if isinstance(model, Committee) else None
+    if committee is not None and state.force_deviation is None:
+        state.force_deviation = max_force_deviation(committee, state.batch())
+    writers = (_Writers(Path(output_dir), settings, len(starts), first if first else None, committee is not None)
+               if output_dir is not None else None)
     step_fn = _make_step(settings, kT, generator)
     if settings.compile and last < settings.n_steps:
         # dynamic: the edge count changes between steps; recompiling for each count would cost more than it saves
@@ -375,7 +402,7 @@ def run_md(
             step_fn(state, model)
             replica_steps += state.n_replicas
             if step % settings.check_interval == 0 or step == settings.n_steps:
-                state = _drop_collapsed(state, monitor, step, settings, result)
+                state = _drop_collapsed(state, monitor, committee, step, settings, result)
                 if state.n_replicas == 0:
                     break
             _record(writers, state, step, settings, kT)
@@ -394,7 +421,7 @@ def run_md(
         if replica_steps:  # else keep the finished run's own rate (from its restart file)
             result.replica_steps_per_s = replica_steps / max(result.wall_time_s, 1e-12)
         if writers is not None:
-            writers.close(result.collapses)
+            writers.close(result)
     return result
 
 
@@ -412,8 +439,11 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
         remove_stale_temporaries(out)
 
 
-def _drop_collapsed(state: MDState, monitor: CollapseMonitor, step: int, settings: MDSettings, result: MDResult) -> MDState:
+def _drop_collapsed(state: MDState, monitor: CollapseMonitor, committee: Committee | None, step: int, settings: MDSettings,
+                    result: MDResult) -> MDState:
     collapsed, events = monitor.check(state, step, step * settings.timestep_fs / 1e3)
+    if committee is not None:
+        collapsed, events = _check_deviation(state, committee, collapsed, events, step, settings, result)
     if not events:
         return state
     for event in events:
@@ -422,6 +452,23 @@ def _drop_collapsed(state: MDState, monitor: CollapseMonitor, step: int, setting
     state, atom_keep = state.select(~collapsed)
     monitor.drop(atom_keep)
     return state
+
+
+def _check_deviation(state: MDState, committee: Committee, collapsed: torch.Tensor, events: list[Collapse], step: int,
+                     settings: MDSettings, result: MDResult) -> tuple[torch.Tensor, list[Collapse]]:
+    """Measure the committee's force deviation; flag, or add to the collapses, replicas above the threshold."""
+    state.force_deviation = max_force_deviation(committee, state.batch())
+    threshold = settings.max_force_deviation
+    over = torch.zeros_like(collapsed) if threshold is None else (state.force_deviation > threshold) & ~collapsed
+    if not bool(over.any()):  # one host sync per check, not per step
+        return collapsed, events
+    time_ps, flagged = step * settings.timestep_fs / 1e3, {f.replica for f in result.flags}
+    found = [Collapse(rid, step, time_ps, f"committee force deviation {d:.2f} eV/Å above the threshold {threshold:g} eV/Å")
+             for rid, d in zip(state.replica_id[over].tolist(), state.force_deviation[over].tolist())]
+    if settings.on_deviation == "flag":
+        result.flags.extend(f for f in found if f.replica not in flagged)
+        return collapsed, events
+    return collapsed | over, sorted(events + found, key=lambda c: c.replica)
 
 
 def _record(writers: _Writers | None, state: MDState, step: int, settings: MDSettings, kT: float) -> None:

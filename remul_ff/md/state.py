@@ -32,6 +32,8 @@ class MDState:
         forces: ``[n, 3]`` eV/Å at ``positions``.
         energy: ``[m]`` float64 potential energy, eV.
         thermostat: Integrator-specific per-replica tensors (e.g. Nosé–Hoover chain variables).
+        force_deviation: ``[m]`` a committee's largest force deviation per replica at the last
+            check, eV/Å (``None`` for a single model).
     """
 
     positions: torch.Tensor
@@ -43,6 +45,7 @@ class MDState:
     forces: torch.Tensor | None = None
     energy: torch.Tensor | None = None
     thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
+    force_deviation: torch.Tensor | None = None
 
     @property
     def n_replicas(self) -> int:
@@ -77,6 +80,7 @@ class MDState:
             molecule_index=new_index[self.molecule_index[atom_keep]],
             replica_id=self.replica_id[keep],
             energy=None if self.energy is None else self.energy[keep],
+            force_deviation=None if self.force_deviation is None else self.force_deviation[keep],
             thermostat={k: v[keep] for k, v in self.thermostat.items()},
         )
         return state, atom_keep

@@ -18,6 +18,12 @@ def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.T
     return out.index_add_(0, index, values)
 
 
+def scatter_max(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Largest of the values (``[n]``) in each of ``size`` buckets given by ``index`` (``-inf`` if empty)."""
+    out = torch.full((size,), -math.inf, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce_(0, index, values, reduce="amax")
+
+
 class ElementTable(nn.Module):
     """Maps atomic numbers to contiguous species indices, with a readable error for unknown elements."""
 
@@ -106,16 +112,25 @@ class AtomicEnergyHead(nn.Module):
         self.scale = nn.Parameter(torch.full((len(e0s),), float(scale)))
         self.shift = nn.Parameter(torch.full((len(e0s),), float(shift)))
         self.e0s = [float(e) for e in e0s]
+        self._e0_tensor: torch.Tensor | None = None  # e0s on the last device used: no host-to-device copy per call
 
     def get_extra_state(self) -> dict[str, list[float]]:
         return {"e0s": self.e0s}
 
     def set_extra_state(self, state: dict[str, list[float]]) -> None:
         self.e0s = [float(e) for e in state["e0s"]]
+        self._e0_tensor = None
+
+    def _e0_on(self, device: torch.device) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # a compiled graph holds the values as a constant
+            return torch.tensor(self.e0s, dtype=torch.float64, device=device)
+        if self._e0_tensor is None or self._e0_tensor.device != device:
+            self._e0_tensor = torch.tensor(self.e0s, dtype=torch.float64, device=device)
+        return self._e0_tensor
 
     def forward(self, y: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV from raw outputs ``y`` ``[n]``."""
-        e0 = torch.tensor(self.e0s, dtype=torch.float64, device=y.device)[species]
+        e0 = self._e0_on(y.device)[species]
         return (self.scale[species] * y + self.shift[species]).double() + e0
 
 
