@@ -257,6 +257,27 @@ def _run_md(args: argparse.Namespace) -> None:
           f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a model as a torch.export program (.pt2) that runs with PyTorch alone")
+    p.add_argument("model", help="model.pt written by remul-ff train")
+    p.add_argument("-o", "--output", required=True, help="the .pt2 file to write")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    import torch
+
+    from remul_ff.models.export import export_model
+
+    if not args.output.endswith(".pt2"):
+        raise RemulError(f"-o {args.output} should end in .pt2, the extension of torch.export programs.")
+    check_output_path(args.output, "-o")
+    path = export_model(args.model, args.output, getattr(torch, args.dtype))
+    print(f"wrote {path}: energy, forces = torch.export.load('{path}').module()(positions, atomic_numbers), "
+          "one molecule in Å, eV and eV/Å")
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train/load several potentials and compare accuracy, speed and MD stability")
     p.add_argument("spec", help="YAML comparison spec (see remul_ff/compare.py)")
@@ -280,7 +301,8 @@ def _run_compare(args: argparse.Namespace) -> None:
     print(f"report written to {spec.output_dir}/report.md")
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md, _add_compare]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md, _add_export,
+                                                                 _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

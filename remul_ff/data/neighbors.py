@@ -60,8 +60,12 @@ def radius_graph(
         molecule_index = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
     _check_sorted(molecule_index)
     edge_index = _pairs(positions.detach(), float(cutoff), molecule_index, _resolve_backend(backend))
-    edge_vec = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0])
-    return edge_index, edge_vec
+    return edge_index, edge_vectors(positions, edge_index)
+
+
+def edge_vectors(positions: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """``[E, 3]`` ``positions[j] - positions[i]`` for every edge ``(i, j)``, differentiable in ``positions``."""
+    return positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0])
 
 
 def _resolve_backend(backend: str) -> str:
@@ -138,9 +142,39 @@ def same_molecule_pairs(molecule_index: torch.Tensor) -> torch.Tensor:
     return torch.stack([centre, neighbour])
 
 
+@torch.compiler.disable
+def all_pairs(positions: torch.Tensor, molecule_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ordered pair ``(i, j)``, ``i != j``, of atoms in the same molecule, sorted by ``(i, j)``; no cutoff.
+
+    For models that weight every edge term by an envelope that is exactly zero from ``r_max`` on,
+    these pairs give the result of :func:`radius_graph` to rounding, with no distance filter: the
+    edge count depends only on ``molecule_index``, so shapes stay fixed during MD (one compile,
+    CUDA graphs, export), and the pairs are computed once per ``molecule_index`` tensor.
+    Returns ``edge_index`` ``[2, Σ n_m (n_m - 1)]`` and ``edge_vec`` as :func:`radius_graph` does.
+    """
+    _check_sorted(molecule_index)
+    edge_index = _cache.get(molecule_index, "all_pairs", _distinct_pairs)
+    return edge_index, edge_vectors(positions, edge_index)
+
+
+def _distinct_pairs(molecule_index: torch.Tensor) -> torch.Tensor:
+    pairs = same_molecule_pairs(molecule_index)
+    return pairs[:, pairs[0] != pairs[1]]
+
+
+@torch.compiler.disable
+def largest_molecule(molecule_index: torch.Tensor) -> int:
+    """Atoms in the largest molecule (one host sync per new ``molecule_index`` tensor)."""
+    return _cache.get(molecule_index, "max_atoms", _max_atoms)
+
+
+def _max_atoms(molecule_index: torch.Tensor) -> int:
+    return int(torch.bincount(molecule_index).max()) if molecule_index.numel() else 0
+
+
 def _torch_cluster_candidates(positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor) -> torch.Tensor:
     # No molecule has more neighbours than atoms, so this bound can never drop an edge.
-    max_neighbours = _cache.get(molecule_index, "max_atoms", lambda index: int(torch.bincount(index).max()))
+    max_neighbours = largest_molecule(molecule_index)
     # torch_cluster's own float comparison may differ from ours at the cutoff, so ask for a
     # slightly larger radius and apply the exact criterion afterwards.
     pairs = torch_cluster.radius_graph(

@@ -9,7 +9,12 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
+from remul_ff.data.neighbors import all_pairs, largest_molecule, radius_graph
 from remul_ff.errors import DataError
+
+PAIR_MODES = ("auto", "radius", "all")
+# "auto" takes every same-molecule pair up to this molecule size (see AtomwiseEnergyModel.pairs).
+ALL_PAIRS_MAX_ATOMS = 16
 
 
 def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -104,7 +109,9 @@ class AtomicEnergyHead(nn.Module):
 
     E0s are added in float64 even when the network runs in float32: total energies of
     ~10^4 eV have a float32 resolution of ~1 meV, coarser than the accuracy we train for. They are
-    kept as plain floats (the module's extra state) so that ``model.to(float32)`` cannot round them.
+    kept as plain floats (the module's extra state) so that ``model.to(float32)`` cannot round them;
+    the float64 buffer ``e0`` is rebuilt from them after every move, so no call copies them to the
+    device and traced or exported graphs see an ordinary buffer.
     """
 
     def __init__(self, e0s: Sequence[float], scale: float = 1.0, shift: float = 0.0) -> None:
@@ -112,25 +119,24 @@ class AtomicEnergyHead(nn.Module):
         self.scale = nn.Parameter(torch.full((len(e0s),), float(scale)))
         self.shift = nn.Parameter(torch.full((len(e0s),), float(shift)))
         self.e0s = [float(e) for e in e0s]
-        self._e0_tensor: torch.Tensor | None = None  # e0s on the last device used: no host-to-device copy per call
+        self.register_buffer("e0", torch.tensor(self.e0s, dtype=torch.float64), persistent=False)
 
     def get_extra_state(self) -> dict[str, list[float]]:
         return {"e0s": self.e0s}
 
     def set_extra_state(self, state: dict[str, list[float]]) -> None:
         self.e0s = [float(e) for e in state["e0s"]]
-        self._e0_tensor = None
+        self.e0 = torch.tensor(self.e0s, dtype=torch.float64, device=self.scale.device)
 
-    def _e0_on(self, device: torch.device) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # a compiled graph holds the values as a constant
-            return torch.tensor(self.e0s, dtype=torch.float64, device=device)
-        if self._e0_tensor is None or self._e0_tensor.device != device:
-            self._e0_tensor = torch.tensor(self.e0s, dtype=torch.float64, device=device)
-        return self._e0_tensor
+    def _apply(self, fn, recurse: bool = True):
+        """Move like any module, but rebuild ``e0`` in float64 from the exact values after a dtype change."""
+        super()._apply(fn, recurse)
+        self.e0 = torch.tensor(self.e0s, dtype=torch.float64, device=self.scale.device)
+        return self
 
     def forward(self, y: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV from raw outputs ``y`` ``[n]``."""
-        e0 = self._e0_on(y.device)[species]
+        e0 = self.e0[species]
         return (self.scale[species] * y + self.shift[species]).double() + e0
 
 
@@ -148,6 +154,23 @@ class AtomwiseEnergyModel(nn.Module):
         self.readout_hidden = nn.Linear(width, width)
         self.readout_out = nn.Linear(width, 1)
         self.head = AtomicEnergyHead(e0s, scale, shift)
+        self.pair_mode = "radius"
+
+    def pairs(self, positions: torch.Tensor, molecule_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``edge_index`` and ``edge_vec`` of the interactions, by ``self.pair_mode``.
+
+        ``radius``: pairs closer than ``r_max`` (:func:`radius_graph`). ``all``: every pair of the
+        same molecule (:func:`all_pairs`); the envelope is exactly zero from ``r_max`` on, so the
+        extra pairs add nothing, while shapes stop depending on positions. ``auto``: ``all`` for
+        molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms, where nearly every pair is inside
+        the cutoff anyway, else ``radius``.
+        """
+        mode = self.pair_mode
+        if mode == "auto":
+            mode = "all" if largest_molecule(molecule_index) <= ALL_PAIRS_MAX_ATOMS else "radius"
+        if mode == "all":
+            return all_pairs(positions, molecule_index)
+        return radius_graph(positions, self.r_max, molecule_index)
 
     def atomic_energies(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV from final atom features ``h``."""

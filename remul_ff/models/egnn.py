@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from remul_ff.data.neighbors import radius_graph
+from remul_ff.data.neighbors import edge_vectors
 from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
 
 
@@ -93,8 +93,12 @@ class EGNN(AtomwiseEnergyModel):
 
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV."""
+        return self.energies_on_pairs(positions, atomic_numbers, self.pairs(positions, molecule_index)[0])
+
+    def energies_on_pairs(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """``[n]`` atomic energies with the interacting pairs given (``edge_index`` ``[2, E]``)."""
         species = self.elements(atomic_numbers)
-        edge_index, edge_vec = radius_graph(positions, self.r_max, molecule_index)
+        edge_vec = edge_vectors(positions, edge_index)
         envelope = polynomial_envelope(torch.linalg.norm(edge_vec, dim=-1), self.r_max, self.config.envelope_p)
         h, x = self.embedding(species), positions
         for layer in self.layers:

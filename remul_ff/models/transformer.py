@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from remul_ff.data.neighbors import radius_graph
+from remul_ff.data.neighbors import edge_vectors
 from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
 
 
@@ -116,8 +116,11 @@ def envelope_softmax(scores: torch.Tensor, envelope: torch.Tensor, centre: torch
     """``env_ij exp(s_ij) / (1 + Σ_k env_ik exp(s_ik))`` per centre atom and head, computed stably.
 
     The shift by the per-centre maximum (at least 0, the null term's score) cancels exactly;
-    it is detached because it does not change the value.
+    it is detached because it does not change the value. Pairs with a zero envelope (beyond
+    ``r_max``, present when every pair of a molecule is used) get a score of ``-inf``: exactly zero
+    weight and gradient, and no say in the shift.
     """
+    scores = scores.masked_fill((envelope <= 0)[:, None], -math.inf)
     shift = torch.zeros(n, scores.shape[1], dtype=scores.dtype, device=scores.device)
     shift = shift.scatter_reduce(0, centre[:, None].expand_as(scores), scores.detach(), reduce="amax", include_self=True)
     numerator = envelope[:, None] * torch.exp(scores - shift.index_select(0, centre))
@@ -141,8 +144,12 @@ class REMULTransformer(AtomwiseEnergyModel):
 
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV (interaction part plus E0)."""
+        return self.energies_on_pairs(positions, atomic_numbers, self.pairs(positions, molecule_index)[0])
+
+    def energies_on_pairs(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """``[n]`` atomic energies with the interacting pairs given (``edge_index`` ``[2, E]``)."""
         species = self.elements(atomic_numbers)
-        edge_index, edge_vec = radius_graph(positions, self.r_max, molecule_index)
+        edge_vec = edge_vectors(positions, edge_index)
         edges, envelope = self.edge_encoder(edge_vec)
         h = self.embedding(species)
         for block in self.blocks:

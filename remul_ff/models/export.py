@@ -1,0 +1,103 @@
+"""A deployable model: energy and forces of one molecule as a ``torch.export`` program (``.pt2``).
+
+The exported program needs only PyTorch to run, no remul-ff import::
+
+    program = torch.export.load("model.pt2").module()
+    energy, forces = program(positions, atomic_numbers)    # [n, 3] Å, [n] int64 -> eV (0-d), eV/Å [n, 3]
+
+Forces are ``-dE/dx`` inside the program. ``torch.export`` cannot trace ``torch.autograd.grad``
+itself, so the energy-and-forces function is first traced by ``make_fx`` (which records the
+backward pass as ordinary operations, as AOTAutograd does) and that graph is exported with a
+symbolic atom count: one program serves molecules of any size. Interactions run over every
+pair of atoms (the envelope zeroes pairs beyond ``r_max``), so the program has no data-dependent
+shapes. Unknown elements cannot be reported from inside the program: check them before.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from remul_ff.data.batch import AtomicBatch
+from remul_ff.errors import RemulError
+from remul_ff.models.files import load_model
+from remul_ff.models.forces import predict
+from remul_ff.utils.io import atomic_path
+
+MAX_ATOMS = 100_000  # the exported program's declared upper bound on the atom count
+
+
+def distinct_pairs(n: int, device: torch.device) -> torch.Tensor:
+    """``[2, n (n - 1)]`` every ordered pair ``i != j`` of ``n`` atoms, sorted, by arithmetic only (no masks)."""
+    k = torch.arange(n * (n - 1), device=device)
+    i = torch.div(k, n - 1, rounding_mode="floor")
+    j = k - i * (n - 1)
+    return torch.stack([i, j + (j >= i).long()])
+
+
+class EnergyAndForces(nn.Module):
+    """``(positions [n, 3], atomic_numbers [n]) -> (energy, forces [n, 3])`` of one molecule."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            positions = positions.detach().requires_grad_(True)
+            pairs = distinct_pairs(positions.shape[0], positions.device)
+            energy = self.model.energies_on_pairs(positions, atomic_numbers, pairs).sum()
+            (gradient,) = torch.autograd.grad(energy, positions)
+        return energy.detach(), -gradient
+
+
+def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype: torch.dtype = torch.float64,
+                 example: tuple[torch.Tensor, torch.Tensor] | None = None) -> Path:
+    """Export ``model_path`` to ``output`` (``.pt2``) and check it against the model on ``example``.
+
+    Args:
+        model_path: A ``model.pt`` written by ``remul-ff train``.
+        output: The ``.pt2`` file to write (atomically).
+        dtype: Floating type of the program's inputs and weights.
+        example: ``(positions, atomic_numbers)`` to trace with and to check; default: a chain
+            of the model's elements.
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    model = load_model(model_path, "cpu", dtype)
+    positions, numbers = example if example is not None else _example(model.elements.elements.tolist(), dtype)
+    model.elements.check(numbers)
+    wrapper = EnergyAndForces(model).eval()
+    graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(positions, numbers)
+    atoms = torch.export.Dim("atoms", min=2, max=MAX_ATOMS)
+    program = torch.export.export(graph, (positions, numbers), dynamic_shapes=({0: atoms}, {0: atoms}), strict=False)
+    _check_program(program.module(), model, positions, numbers)
+    with atomic_path(Path(output)) as tmp:
+        torch.export.save(program, tmp)
+    return Path(output)
+
+
+def _check_program(program, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor) -> None:
+    """Refuse to write a program whose energy or forces differ from the model's beyond rounding."""
+    energy, forces = program(positions, numbers)
+    reference = predict(model, AtomicBatch(positions, numbers, torch.zeros_like(numbers), 1))
+    tolerance = 1e-10 if positions.dtype == torch.float64 else 1e-4
+    energy_error = abs(float(energy) - float(reference.energy[0])) / max(abs(float(reference.energy[0])), 1.0)
+    force_error = float((forces - reference.forces).abs().max()) / max(float(reference.forces.abs().max()), 1.0)
+    if not energy_error < tolerance or not force_error < tolerance:
+        raise RemulError(f"the exported program disagrees with the model (relative energy error {energy_error:.2e}, "
+                         f"force error {force_error:.2e}); please report this with the model file.")
+
+
+def _example(elements: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A zig-zag chain of at least five atoms, 1.3 Å apart, using every element the model knows."""
+    numbers = (elements * 5)[: max(5, len(elements))]
+    k = torch.arange(len(numbers), dtype=torch.float64)
+    positions = torch.stack([1.1 * k, 0.6 * (k % 2), 0.1 * torch.sin(k)], dim=1)
+    return positions.to(dtype), torch.tensor(numbers, dtype=torch.long)
+
+
+__all__ = ["EnergyAndForces", "distinct_pairs", "export_model"]

@@ -1,0 +1,50 @@
+"""The exported program runs in a fresh Python with PyTorch alone and matches the model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.build import molecule
+
+from remul_ff.calculators import REMULCalculator
+from remul_ff.cli import main
+from tests.conftest import jittered_molecules
+
+FRESH_PROCESS = """
+import json, sys, torch
+program = torch.export.load(sys.argv[1]).module()
+out = []
+for positions, numbers in json.loads(sys.stdin.read()):
+    energy, forces = program(torch.tensor(positions, dtype=torch.float64), torch.tensor(numbers))
+    out.append([float(energy), forces.tolist()])
+assert not any(name.startswith("remul_ff") for name in sys.modules), "the program needed remul_ff"
+print(json.dumps(out))
+"""
+
+
+def test_exported_program_matches_the_calculator_in_a_fresh_process(trained_model_file, tmp_path, capsys):
+    path = tmp_path / "model.pt2"
+    assert main(["export", str(trained_model_file), "-o", str(path)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    frames = jittered_molecules("CH3CH2OH", 2) + [molecule("CH4"), molecule("H2O"), molecule("CH3CH2OCH3")]
+    frames[0].translate([30.0, 0.0, -5.0])
+    inputs = json.dumps([[a.positions.tolist(), a.numbers.tolist()] for a in frames])
+    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path)], input=inputs, capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    calculator = REMULCalculator(trained_model_file, device="cpu", default_dtype="float64")
+    for atoms, (energy, forces) in zip(frames, json.loads(run.stdout)):
+        reference = calculator.get_potential_energy(atoms)
+        assert abs(energy - reference) <= 1e-10 * abs(reference)
+        np.testing.assert_allclose(forces, calculator.get_forces(atoms), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("output, message", [("model.pt", "should end in .pt2"), ("folder.pt2", "folder")])
+def test_export_refuses_a_bad_output_path(trained_model_file, tmp_path, capsys, output, message):
+    (tmp_path / "folder.pt2").mkdir()
+    assert main(["export", str(trained_model_file), "-o", str(tmp_path / output)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not [p for p in tmp_path.rglob("*.pt2") if p.is_file()]
