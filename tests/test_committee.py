@@ -97,3 +97,22 @@ def test_flags_survive_a_resume_without_being_recorded_twice(tmp_path):
     longer = dataclasses.replace(settings(max_force_deviation=1e-9, restart_every=5), total_time_fs=20)
     result = run_md(committee, starts, longer, tmp_path, progress=False, resume=True)
     assert sorted((f.replica, f.step) for f in result.flags) == [(0, 5), (1, 5)]
+
+
+def test_a_restart_file_from_before_the_committee_settings_resumes(tmp_path):
+    """Restart files written before a setting existed hold no value for it; that run used its default."""
+    from remul_ff.md.engine import RESTART_FILE, RESTART_KIND
+    from remul_ff.models.files import load_file, save_file
+
+    model, starts = tiny_model(), jittered_molecules("CH3CH2OH", 2)
+    run_md(model, starts, settings(restart_every=5), tmp_path, progress=False)
+    payload = load_file(tmp_path / RESTART_FILE, RESTART_KIND)
+    for name in ("max_force_deviation", "on_deviation"):
+        del payload["run"][name]
+    save_file(payload, tmp_path / RESTART_FILE)
+    longer = dataclasses.replace(settings(restart_every=5), total_time_fs=20)
+    assert run_md(model, starts, longer, tmp_path, progress=False, resume=True).n_steps == 40
+    from remul_ff.errors import RemulError
+
+    with pytest.raises(RemulError, match="on_deviation was 'flag' but is 'stop'"):
+        run_md(model, starts, dataclasses.replace(longer, total_time_fs=30, on_deviation="stop"), tmp_path, progress=False, resume=True)

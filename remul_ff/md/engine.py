@@ -297,10 +297,12 @@ def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
                   else f"replica {first} was {saved['replicas'][first].split(':')[0]}, now {now['replicas'][first].split(':')[0]}")
         raise RemulError(f"cannot resume from {path}: it was written for other starting structures ({detail}); "
                          "resume with the same structure and --replicas, or use a new output folder.")
-    changed = [name for name in RESUME_FIXED_SETTINGS if saved.get(name) != now[name]]
+    # A setting added after the file was written is compared with its default, which that run used.
+    defaults = {f.name: f.default for f in dataclasses.fields(MDSettings)}
+    changed = [name for name in RESUME_FIXED_SETTINGS if saved.get(name, defaults[name]) != now[name]]
     if changed:
         name = changed[0]
-        raise RemulError(f"cannot resume from {path}: {name} was {saved.get(name)!r} but is {now[name]!r} now; "
+        raise RemulError(f"cannot resume from {path}: {name} was {saved.get(name, defaults[name])!r} but is {now[name]!r} now; "
                          "resume with the same options (only --time may grow), or use a new output folder.")
 
 
