@@ -117,3 +117,14 @@ def test_pairs_cached_for_a_molecule_index_follow_its_changes(backend):
     unsorted[0] = 1
     with pytest.raises(ValueError, match="non-decreasing"):
         radius_graph(positions, 4.0, unsorted, backend)
+
+
+def test_a_batch_too_large_for_free_memory_is_refused_in_one_sentence(monkeypatch):
+    import remul_ff.data.neighbors as neighbors
+
+    positions, index = random_batch([1500], seed=0, box=40.0)  # 2.25e6 candidate pairs
+    monkeypatch.setattr(neighbors, "free_memory_bytes", lambda device: 10**9)
+    with pytest.raises(DataError, match=r"needs about 1\.4 GB \(2,250,000 atom pairs; the largest molecule has 1500 atoms\) but only 1\.0 GB"):
+        radius_graph(positions, 3.0, index, backend="torch")
+    monkeypatch.setattr(neighbors, "free_memory_bytes", lambda device: 10**10)
+    assert radius_graph(positions, 3.0, index, backend="torch")[0].shape[1] > 0
