@@ -69,21 +69,22 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class EpochStats:
-    """Training-loss sums of one epoch (summed over ranks before logging)."""
+    """Training-loss sums of one epoch (summed over ranks before logging).
 
-    loss: float = 0.0
-    task: float = 0.0
-    equi: float = 0.0
+    The sums stay on the losses' device (float64) and are read once per epoch: a ``float()`` per
+    step would wait for the GPU at every step.
+    """
+
+    sums: torch.Tensor | None = None
     steps: int = 0
 
     def add(self, loss: torch.Tensor, task: torch.Tensor, equi: torch.Tensor) -> None:
-        self.loss += float(loss)
-        self.task += float(task)
-        self.equi += float(equi)
+        values = torch.stack([loss, task, equi]).double()
+        self.sums = values if self.sums is None else self.sums + values
         self.steps += 1
 
     def means(self, ctx: distributed.DistributedContext) -> dict[str, float]:
-        totals = ctx.all_reduce(torch.tensor([self.loss, self.task, self.equi], dtype=torch.float64))
+        totals = ctx.all_reduce(torch.zeros(3, dtype=torch.float64) if self.sums is None else self.sums.cpu())
         n = max(self.steps, 1)
         return {"train_loss": float(totals[0]) / n, "train_task": float(totals[1]) / n, "train_equi": float(totals[2]) / n}
 
@@ -291,7 +292,8 @@ class Trainer:
         for structures in bar:
             loss, task, equi = self._step(structures)
             stats.add(loss, task, equi)
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+            if self.progress:
+                bar.set_postfix(loss=f"{float(loss):.4g}")
         return stats
 
     def _step(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -347,8 +349,8 @@ class Trainer:
         if self.ema is self.model:
             return
         decay = self.config.train.ema_decay
-        for ema_p, p in zip(self.ema.parameters(), self.model.parameters()):
-            ema_p.lerp_(p, 1.0 - decay)
+        # One fused call for all parameters: a per-parameter loop costs a kernel launch each on a GPU.
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay)
 
     # -- validation, logging, checkpoints ----------------------------------------------------
 
