@@ -45,7 +45,7 @@ DEFAULT_MODELS = {
     # The transformer's default recipe includes off-equilibrium frames: without them it breaks bonds
     # in 500 K MD (benchmarks/stability/README.md).
     "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"},
-              "data": {"off_equilibrium": {"fraction": 0.5, "weight": 0.01}}},
+              "data": {"off_equilibrium": {"fraction": 0.2, "weight": 0.01}}},
     "egnn": {"model": {"kind": "egnn"}, "loss": {"mode": "none"}},
 }
 
