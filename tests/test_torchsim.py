@@ -94,3 +94,9 @@ def test_a_periodic_state_is_refused_in_one_sentence(trained_model_file):
     model = REMULTorchSimModel(trained_model_file, device="cpu", dtype=torch.float64)
     with pytest.raises(DataError, match="periodic"):
         model(ts.initialize_state([atoms], model.device, model.dtype))
+
+
+def test_an_unknown_element_is_named(trained_model_file):
+    model = REMULTorchSimModel(trained_model_file, device="cpu", dtype=torch.float64)
+    with pytest.raises(DataError, match="not trained on N"):
+        model(ts.initialize_state([molecule("NH3")], model.device, model.dtype))

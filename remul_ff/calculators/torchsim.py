@@ -54,6 +54,7 @@ class REMULTorchSimModel(ModelInterface):
         self._dtype = dtype
         self._compute_forces, self._compute_stress = True, False  # molecules: no cell, no stress
         self.model = _as_module(model, self._device, dtype).to(self._device, dtype).eval().requires_grad_(False)
+        self._checked: tuple = (None, -1)  # the atomic numbers last checked and their version (a check syncs the GPU)
 
     def forward(self, state: torch_sim.SimState | dict, **kwargs) -> dict[str, torch.Tensor]:
         """``{"energy": [n_systems], "forces": [n_atoms, 3]}`` in eV and eV/Å."""
@@ -61,7 +62,10 @@ class REMULTorchSimModel(ModelInterface):
             state = torch_sim.SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
         if bool(torch.as_tensor(state.pbc).any()):
             raise DataError("the torch-sim state is periodic, which remul-ff does not support yet; use pbc=False for molecules.")
-        self.model.elements.check(state.atomic_numbers)
+        numbers = state.atomic_numbers
+        if numbers is not self._checked[0] or numbers._version != self._checked[1]:  # the same tensor comes every step
+            self.model.elements.check(numbers)
+            self._checked = (numbers, numbers._version)
         batch = AtomicBatch(_centred(state.positions, state.system_idx, state.n_systems).to(self._dtype),
                             state.atomic_numbers, state.system_idx, state.n_systems)
         prediction = predict(self.model, batch)
