@@ -16,7 +16,7 @@ from remul_ff.data.batch import Structure, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
 from remul_ff.models.forces import predict
-from remul_ff.models import load_model
+from remul_ff.models.files import load_models
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -64,8 +64,7 @@ class REMULCalculator(Calculator):
         self.device = torch.device(device)
         self.dtype = DTYPES[default_dtype]
         if model is None:
-            paths = [model_path] if isinstance(model_path, (str, os.PathLike)) else list(model_path)
-            model = [load_model(path, self.device, self.dtype) for path in paths]
+            model = load_models(model_path, self.device, self.dtype)
         members = [model] if isinstance(model, nn.Module) else list(model)
         if not members:
             raise ValueError("a committee needs at least one model.")

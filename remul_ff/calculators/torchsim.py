@@ -27,7 +27,7 @@ from remul_ff.data.batch import AtomicBatch
 from remul_ff.errors import DataError, RemulError
 from remul_ff.models.common import scatter_sum
 from remul_ff.models.committee import Committee
-from remul_ff.models.files import load_model
+from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
 
 try:
@@ -75,8 +75,7 @@ class REMULTorchSimModel(ModelInterface):
 def _as_module(model, device: torch.device, dtype: torch.dtype) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
-    paths = [model] if isinstance(model, (str, os.PathLike)) else list(model)
-    members = [load_model(path, device, dtype) for path in paths]
+    members = load_models(model, device, dtype)
     return members[0] if len(members) == 1 else Committee(members)
 
 
