@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 
@@ -301,8 +302,45 @@ def _run_compare(args: argparse.Namespace) -> None:
     print(f"report written to {spec.output_dir}/report.md")
 
 
+def _add_scaling(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scaling", help="compute-scaling sweep: model families x sizes x training budgets, fits and plots")
+    p.add_argument("spec", help="YAML sweep spec (see remul_ff/scaling/sweep.py)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--shard", default="1/1", metavar="K/N", help="train only every N-th point, starting at the K-th "
+                   "(one process per shard; finished points are skipped, so shards may also run in later sessions)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the spec's train.device); rows record it")
+    p.add_argument("--report-only", action="store_true", help="write the report from the results so far, train nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_scaling)
+
+
+def _run_scaling(args: argparse.Namespace) -> None:
+    from remul_ff.scaling.report import write_scaling_report
+    from remul_ff.scaling.sweep import device_name, finished_points, load_scaling_spec, parse_shard, run_sweep, sweep_points
+
+    spec = load_scaling_spec(args.spec, args.overrides)
+    shard = parse_shard(args.shard)
+    device = device_name(spec, args.device)
+    if not args.report_only:
+        run_sweep(spec, shard, args.device, progress=not args.no_progress)
+    left = len(sweep_points(spec)) - len(finished_points(spec, device))
+    if left and not args.report_only:
+        print(f"this shard is done; {left} point(s) of other shards are still to train, then run with --report-only")
+        return
+    structure = _first_frame(spec.data)
+    write_scaling_report(spec, "remul-ff " + shlex.join(args.argv), structure, device)
+    print(f"report written to {spec.output_dir}/report.md")
+
+
+def _first_frame(data):
+    """The first frame of the data set, the molecule the speed of each model size is timed on."""
+    from remul_ff.data.readers import read_structures
+
+    return read_structures(data.path, data.format, data.energy_key, data.forces_key, index="0:1")[0].to_atoms()
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md, _add_export,
-                                                                 _add_compare]
+                                                                 _add_compare, _add_scaling]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``remul-ff`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for reports that print the command that made them
     try:
         args.func(args)
     except RemulError as exc:

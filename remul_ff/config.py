@@ -210,7 +210,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return parse_section(tp, value, key)
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    elif tp in (int, str, dict, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+    elif tp in (int, str, dict, list, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, but got {value!r} ({type(value).__name__}).")
 

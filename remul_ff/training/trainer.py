@@ -38,6 +38,7 @@ from remul_ff.training import distributed
 from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
+from remul_ff.training.flops import FlopCounter
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
@@ -337,6 +338,23 @@ class Trainer:
             self.gradnorm.update([task, equi], self.model.shared_layer(), self.ctx.all_reduce)
         alpha, beta = self.weights()
         return alpha * task + beta * equi, task, equi
+
+    def step_flops(self, structures: list[Structure]) -> int:
+        """FLOPs of one training step on ``structures`` (forward, rotated pass, force and weight gradients).
+
+        Counted with ``torch.utils.flop_counter``'s formulas (matrix products and attention;
+        elementwise work is not counted; see :mod:`remul_ff.training.flops`). The step is measured, not taken: weights, gradients, GradNorm weights and random
+        state are left as they were, so a measured run trains exactly like an unmeasured one.
+        """
+        gradnorm = None if self.gradnorm is None else copy.deepcopy(self.gradnorm.state_dict())
+        cuda_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices), FlopCounter() as counter:
+            loss, _, _ = self._loss(structures)
+            loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        if gradnorm is not None:
+            self.gradnorm.load_state_dict(gradnorm)
+        return counter.total
 
     def weights(self) -> tuple[float, float]:
         """Current ``(alpha, beta)``."""
