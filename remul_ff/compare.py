@@ -345,8 +345,25 @@ def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
     payload = {"command": " ".join(["remul-ff", *sys.argv[1:]]), "spec": asdict(spec), "reference_h_r": shared.reference_hr.tolist(),
                "temperature_K": spec.md.temperature, "training_budget_minutes": spec.train.max_minutes,
                "training_threads": spec.train.num_threads,
-               "models": results, "wall_time_s": time.perf_counter() - start}
+               "models": results, "pooled": pooled_ensembles(results), "wall_time_s": time.perf_counter() - start}
     from remul_ff.report import write_report
 
     write_report(payload, out)
     return payload
+
+
+def pooled_ensembles(results: dict) -> dict:
+    """Failure rates over all ensembles of the same model file (e.g. a second set of replicas with
+    another velocity seed), keyed by the first entry's name; models with one ensemble are left out.
+
+    Independent replicas of one potential pool into one Poisson count: collapses and replica-ps add.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, r in results.items():
+        groups.setdefault(str(Path(r["model_path"]).resolve()), []).append(name)
+    pooled = {}
+    for names in groups.values():
+        if len(names) > 1 and all("replica_ps" in results[n] for n in names):
+            collapses = sum(results[n]["collapses"] for n in names)
+            pooled[names[0]] = {"ensembles": names, **failure_rate(collapses, sum(results[n]["replica_ps"] for n in names))}
+    return pooled

@@ -67,6 +67,17 @@ def collapse_lines(payload: dict) -> list[str]:
     return ["## Collapses", "", *(lines or ["None."]), ""]
 
 
+def pooled_lines(payload: dict) -> list[str]:
+    """The failure rate of each model over all its ensembles (same model file, other replicas)."""
+    pooled = payload.get("pooled") or {}
+    if not pooled:
+        return []
+    lines = ["## Pooled ensembles (same model file)", "", "| model | ensembles | replica-ps | collapses | per 1000 replica-ps [exact 95% CI] |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {name} | {', '.join(p['ensembles'])} | {p['replica_ps']:.1f} | {p['collapses']} | {_rate_cell(p)} |" for name, p in pooled.items()]
+    return lines + [""]
+
+
 def markdown(payload: dict) -> str:
     """The report's Markdown."""
     cells = table(payload)
@@ -87,7 +98,7 @@ def markdown(payload: dict) -> str:
     if own:
         lines[-2:-2] = [f"Models with their own amount of MD: {'; '.join(own)}.", ""]
     lines += [f"| {label} | " + " | ".join(row[n] for n in names) + " |" for label, row in cells.items()]
-    lines += ["", *collapse_lines(payload), *[f"![{p}]({p})" for p in PLOTS], ""]
+    lines += ["", *pooled_lines(payload), *collapse_lines(payload), *[f"![{p}]({p})" for p in PLOTS], ""]
     return "\n".join(lines)
 
 

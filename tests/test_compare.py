@@ -103,3 +103,18 @@ def test_saved_frames_are_judged_against_the_mean_bond_length_of_the_reference_d
     found = _saved_frame_collapse([start, later], 0, md, reference)  # frame 0 is 0.33 Å off: not yet broken
     assert found["bond"] == "O2-H3" and found["step"] == 10
     assert found["deviation"] == pytest.approx(0.58, abs=1e-6) and "reference 0.97 Å" in found["reason"]
+
+
+def test_ensembles_of_one_model_file_pool_into_one_rate(tmp_path):
+    from remul_ff.compare import pooled_ensembles
+    from remul_ff.md.analysis import failure_rate
+
+    model = tmp_path / "model.pt"
+    results = {"a": {"model_path": str(model), **failure_rate(1, 1500.0)},
+               "a_seed1": {"model_path": str(tmp_path / "." / "model.pt"), **failure_rate(0, 1600.0)},
+               "other": {"model_path": str(tmp_path / "other.pt"), **failure_rate(2, 100.0)}}
+    pooled = pooled_ensembles(results)
+    assert list(pooled) == ["a"] and pooled["a"]["ensembles"] == ["a", "a_seed1"]
+    assert (pooled["a"]["replica_ps"], pooled["a"]["collapses"]) == (3100.0, 1)
+    assert pooled["a"]["ci95"] == failure_rate(1, 3100.0)["ci95"]
+    assert pooled["a"]["ci95"][1] < results["a"]["ci95"][1]  # more replica-ps, a tighter bound
