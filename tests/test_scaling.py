@@ -39,6 +39,15 @@ def test_crossing_and_bootstrap_probability():
     assert p[0] < 0.1 and p[1] > 0.9  # the steep law is above at low compute, below at high compute
 
 
+def test_frontier_keeps_only_points_better_than_everything_cheaper():
+    from remul_ff.scaling.report import frontier
+
+    rows = [{"family": "f", "device": "cpu", "flops": f, "force_mae": m} for f, m in [(1, 50), (2, 60), (3, 40), (4, 45), (5, 30)]]
+    rows.append({"family": "g", "device": "cpu", "flops": 0.5, "force_mae": 1.0})
+    flops, loss = frontier(rows, "f", "cpu")
+    assert flops.tolist() == [1, 3, 5] and loss.tolist() == [50, 40, 30]
+
+
 def test_flop_counter_counts_forward_and_force_backward():
     layer = torch.nn.Linear(8, 16, dtype=torch.float64)
     x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)

@@ -26,17 +26,24 @@ COMPARISONS = [("remul_label", "augment"), ("remul_prediction", "augment"), ("re
                ("augment", "egnn"), ("remul_label", "egnn")]
 
 
-def final_points(rows: list[dict], family: str, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """FLOPs and force MAE of each finished (annealed) run of ``family``."""
-    picked = [r for r in rows if r["family"] == family and r["final"] and r["device"] == device]
-    return np.array([r["flops"] for r in picked], dtype=float), np.array([r["force_mae"] for r in picked], dtype=float)
+def frontier(rows: list[dict], family: str, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """The compute-optimal points of ``family``: every logged point (any size, budget or epoch)
+    whose force MAE is lower than that of every point with less compute (Hoffmann et al.'s approach 1)."""
+    picked = sorted((r for r in rows if r["family"] == family and r["device"] == device), key=lambda r: r["flops"])
+    flops, loss, best = [], [], np.inf
+    for r in picked:
+        if r["force_mae"] < best:
+            best = r["force_mae"]
+            flops.append(r["flops"])
+            loss.append(best)
+    return np.array(flops, dtype=float), np.array(loss, dtype=float)
 
 
 def family_fit(flops: np.ndarray, loss: np.ndarray) -> dict:
     """The fit of one family with bootstrap 95% intervals of its parameters."""
     law = fit_power_law(flops, loss)
     boot = bootstrap_fits(flops, loss)
-    return {"a": law.a, "b": law.b, "c": law.c, "points": len(flops),
+    return {"a": law.a, "b": law.b, "c": law.c, "points": len(flops), "frontier_flops": flops.tolist(), "frontier_loss": loss.tolist(),
             "b_ci95": interval([f.b for f in boot]), "c_ci95": interval([f.c for f in boot]),
             "flops_range": [float(flops.min()), float(flops.max())], "_law": law, "_boot": boot}
 
@@ -107,8 +114,8 @@ def load_or_measure_speed(spec: ScalingSpec, structure) -> dict:
 def build_report(spec: ScalingSpec, speed: dict, device: str = "cpu") -> dict:
     """Everything the report shows, from the results file."""
     rows = read_rows(spec)
-    families = [f for f in spec.families if len(final_points(rows, f, device)[0]) >= 2]
-    fits = {f: family_fit(*final_points(rows, f, device)) for f in families}
+    families = [f for f in spec.families if len(frontier(rows, f, device)[0]) >= 2]
+    fits = {f: family_fit(*frontier(rows, f, device)) for f in families}
     all_flops = np.array([r["flops"] for r in rows if r["device"] == device])
     levels = np.geomspace(all_flops.min(), all_flops.max(), 6) if len(all_flops) else np.zeros(0)
     return {
@@ -163,11 +170,13 @@ def plot_loss(report: dict, spec: ScalingSpec, path: Path) -> None:
             curve = sorted((r for r in report["curves"] if r["family"] == family and (r["size"], r["budget_epochs"]) == run), key=lambda r: r["flops"])
             ax.plot([r["flops"] for r in curve], [r["force_mae"] for r in curve], color=colours[family], alpha=0.15, lw=0.8)
         finals = report["finals"][family]
-        ax.scatter([r["flops"] for r in finals], [r["force_mae"] for r in finals], color=colours[family], s=14, zorder=3)
+        ax.scatter([r["flops"] for r in finals], [r["force_mae"] for r in finals], color=colours[family], s=14, zorder=3,
+                   facecolors="none")
+        ax.scatter(fit["frontier_flops"], fit["frontier_loss"], color=colours[family], s=8, zorder=3)
         grid = np.geomspace(*fit["flops_range"], 50)
         ax.plot(grid, fit["_law"](grid), color=colours[family], label=f"{family}: b={fit['b']:.2f}")
     ax.set(xscale="log", yscale="log", xlabel="training compute (FLOPs)", ylabel="validation force MAE (meV/Å)",
-           title="Loss vs compute (dots: annealed runs; lines: fits)")
+           title="Loss vs compute (circles: annealed runs; dots: frontier; lines: fits)")
     ax.legend(fontsize=8)
     _save(fig, path)
 
@@ -209,7 +218,7 @@ def plot_pareto(report: dict, spec: ScalingSpec, path: Path) -> None:
 def markdown(public: dict, spec: ScalingSpec) -> str:
     """``report.md``: the command, fits, compute-optimal sizes, comparisons, speed."""
     lines = [f"Command: `{public['command']}`", "", f"Data: `{spec.data.path}`; budgets {spec.budgets} epochs; device {public['device']}.", "",
-             "## Fits: force MAE (meV/Å) = a·C^(−b) + c over the annealed runs (95% bootstrap intervals)", "",
+             "## Fits: force MAE (meV/Å) = a·C^(−b) + c on each family's compute-optimal frontier (95% bootstrap intervals)", "",
              "| family | points | FLOPs covered | b | c (meV/Å) |", "|---|---|---|---|---|"]
     for family, fit in public["fits"].items():
         lo, hi = fit["flops_range"]
