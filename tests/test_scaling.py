@@ -116,7 +116,10 @@ def test_sweep_rows_resume_and_report(xtb_ethanol_file, tmp_path):
     assert run_sweep(spec, progress=False) == [] and len(read_rows(spec)) == len(rows)  # finished points are skipped
     report = json.loads((tmp_path / "sweep" / "fits.json").read_text())
     assert set(report["fits"]) == {"remul_label", "augment"} and report["command"].startswith("remul-ff scaling")
-    assert set(report["speed_ms_per_step"]) == {"transformer/S", "transformer/M"}
+    assert set(report["speed"]["md_ms_per_step"]) == {"transformer/S", "transformer/M"}
+    assert set(report["speed"]["train_ms_per_step"]) == {f"{f}/{s}" for f in ("remul_label", "augment") for s in "SM"}
+    final = report["finals"]["augment"][0]
+    assert final["quiet_train_s"] == pytest.approx(final["epoch"] * 3 * report["speed"]["train_ms_per_step"][f"augment/{final['size']}"] / 1e3)
     for name in ("report.md", "loss_vs_flops.png", "rotation_vs_flops.png", "pareto.png"):
         assert (tmp_path / "sweep" / name).stat().st_size > 0
 

@@ -2,7 +2,8 @@
 
 Written to the sweep's ``output_dir``: ``fits.json``, ``report.md``, ``loss_vs_flops.png``,
 ``rotation_vs_flops.png``, ``pareto.png``, and ``speed.json`` (ms per ASE MD step of each model
-size, measured once on a quiet machine and reused).
+size and ms per training step of each family and size, measured once on a quiet machine and
+reused: the sweep's own wall times depend on what else shared the machine).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
-from remul_ff.scaling.sweep import ScalingSpec, read_rows, run_dir, sweep_points
+from remul_ff.scaling.sweep import ScalingSpec, point_config, read_rows, run_dir, sweep_points
 from remul_ff.utils.io import atomic_path
 
 SPEED_FILE = "speed.json"
@@ -77,7 +78,33 @@ def compare_families(fits: dict) -> list[dict]:
     return out
 
 
-def measure_speed(spec: ScalingSpec, structure, steps: int = 200) -> dict:
+def measure_speed(spec: ScalingSpec, structure) -> dict:
+    """MD ms per step of each (kind, size), training ms per step of each (family, size), steps per epoch."""
+    train_ms, steps_per_epoch = measure_training_speed(spec)
+    return {"md_ms_per_step": measure_md_speed(spec, structure), "train_ms_per_step": train_ms, "steps_per_epoch": steps_per_epoch}
+
+
+def measure_training_speed(spec: ScalingSpec) -> tuple[dict, int]:
+    """Median ms per training step of each (family, size) on a fresh model (shapes, not weights, set
+    the time), taken here on a quiet machine: the sweep's own times depend on what else ran."""
+    import math
+    import tempfile
+
+    from remul_ff.training.trainer import Trainer
+
+    out, steps = {}, 0
+    for point in (p for p in sweep_points(spec) if p.budget == min(spec.budgets)):
+        config = point_config(spec, point)
+        with tempfile.TemporaryDirectory() as folder:
+            config.output_dir = folder
+            trainer = Trainer(config, progress=False)
+            trainer.setup(overwrite=True)
+            out[f"{point.family}/{point.size}"] = 1e3 * trainer.step_seconds(trainer.data.train[:config.train.batch_size])
+            steps = math.ceil(len(trainer.data.train) / config.train.batch_size)
+    return out, steps
+
+
+def measure_md_speed(spec: ScalingSpec, structure, steps: int = 200) -> dict:
     """ms per ASE velocity-Verlet step (float32, one molecule) of each (kind, size), from any of its runs."""
     from ase import units
     from ase.md.verlet import VelocityVerlet
@@ -121,10 +148,17 @@ def build_report(spec: ScalingSpec, speed: dict, device: str = "cpu") -> dict:
     return {
         "device": device, "rows": len(rows), "fits": fits,
         "compute_levels": levels.tolist(), "compute_optimal": {f: compute_optimal(rows, f, device, levels) for f in families},
-        "comparisons": compare_families(fits), "speed_ms_per_step": speed, "reference": spec.reference,
-        "finals": {f: [r for r in rows if r["family"] == f and r["final"] and r["device"] == device] for f in families},
+        "comparisons": compare_families(fits), "speed": speed, "reference": spec.reference,
+        "finals": {f: [with_quiet_time(r, speed) for r in rows if r["family"] == f and r["final"] and r["device"] == device] for f in families},
         "curves": [r for r in rows if r["device"] == device],
     }
+
+
+def with_quiet_time(row: dict, speed: dict) -> dict:
+    """``row`` plus ``quiet_train_s``: its training steps at the step time measured on a quiet machine."""
+    ms = speed["train_ms_per_step"].get(f"{row['family']}/{row['size']}")
+    quiet = None if ms is None else row["epoch"] * speed["steps_per_epoch"] * ms / 1e3
+    return {**row, "quiet_train_s": quiet}
 
 
 def _public(report: dict) -> dict:
@@ -201,7 +235,7 @@ def plot_pareto(report: dict, spec: ScalingSpec, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for family, finals in report["finals"].items():
         top = max(spec.budgets)
-        points = [(report["speed_ms_per_step"].get(f"{r['kind']}/{r['size']}"), r["force_mae"], r["size"]) for r in finals if r["budget_epochs"] == top]
+        points = [(report["speed"]["md_ms_per_step"].get(f"{r['kind']}/{r['size']}"), r["force_mae"], r["size"]) for r in finals if r["budget_epochs"] == top]
         points = [p for p in points if p[0]]
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colours[family], label=family, ms=4)
     ref = spec.reference
@@ -228,7 +262,7 @@ def markdown(public: dict, spec: ScalingSpec) -> str:
     lines += ["", "## Compute-optimal size (lowest force MAE reached within each compute, any run, any epoch)", ""] + _optimal_table(public)
     lines += ["", "## Pairwise: fitted difference A − B (meV/Å) and P(A below B) over bootstrap fits", ""] + _comparison_table(public)
     lines += ["", "## Speed (ms per ASE MD step, 1 molecule, float32)", "", "| model | ms/step |", "|---|---|"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in public["speed_ms_per_step"].items()]
+    lines += [f"| {k} | {v:.2f} |" for k, v in public["speed"]["md_ms_per_step"].items()]
     if public["reference"]:
         ref = public["reference"]
         lines += [f"| {ref.get('name')} (reference: {ref.get('note', '')}) | {ref['ms_per_step']:.2f} |"]
@@ -236,11 +270,13 @@ def markdown(public: dict, spec: ScalingSpec) -> str:
 
 
 def _finals_table(public: dict) -> list[str]:
-    lines = ["| family | size | epochs | params | GFLOPs | train s | force MAE | energy MAE (meV) | rot. error |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | size | epochs | params | GFLOPs | train s (as run) | train s (quiet) | force MAE | energy MAE (meV) | rot. error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for family, finals in public["finals"].items():
         for r in sorted(finals, key=lambda r: r["flops"]):
             rot = f"{r['rotation_error']:.2e}" if r["rotation_error"] else "n/a"
-            lines.append(f"| {family} | {r['size']} | {r['budget_epochs']} | {r['params']} | {r['flops'] / 1e9:.3g} | {r['wall_s']:.1f} "
+            quiet = f"{r['quiet_train_s']:.1f}" if r["quiet_train_s"] is not None else "n/a"
+            lines.append(f"| {family} | {r['size']} | {r['budget_epochs']} | {r['params']} | {r['flops'] / 1e9:.3g} | {r['wall_s']:.1f} | {quiet} "
                          f"| {r['force_mae']:.2f} | {r['energy_mae']:.2f} | {rot} |")
     return lines
 

@@ -148,6 +148,22 @@ class Trainer:
             extend_budget: When resuming a run that stopped on ``train.max_minutes``, grant it
                 another ``max_minutes`` (``False``: it stays finished, as ``compare`` needs).
         """
+        self.setup(resume, overwrite, extend_budget)
+        if self.ctx.is_main:
+            print(f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
+                  f"({self.config.train.batch_size // self.ctx.world_size} per process)")
+        try:
+            row = self._loop()
+            self._barrier()
+        finally:
+            # Drop DDP's reducer now: it holds the process group, and a group that outlives
+            # destroy_process_group() aborts the interpreter at exit ("terminate called ...").
+            self.forward_model = self.model
+        return row
+
+    def setup(self, resume: bool = False, overwrite: bool = False, extend_budget: bool = True) -> None:
+        """Everything :meth:`run` does before the first epoch: output folder, data, model, optimiser,
+        and the checkpoint when resuming (arguments as for :meth:`run`)."""
         self.extend_budget = extend_budget
         self.ctx, self.device = distributed.initialise(self.device)
         self.progress = self.progress and self.ctx.is_main
@@ -166,17 +182,6 @@ class Trainer:
             if created and self.ctx.is_main:  # a run that failed before training leaves no folder behind
                 shutil.rmtree(self.out, ignore_errors=True)
             raise
-        if self.ctx.is_main:
-            print(f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
-                  f"({self.config.train.batch_size // self.ctx.world_size} per process)")
-        try:
-            row = self._loop()
-            self._barrier()
-        finally:
-            # Drop DDP's reducer now: it holds the process group, and a group that outlives
-            # destroy_process_group() aborts the interpreter at exit ("terminate called ...").
-            self.forward_model = self.model
-        return row
 
     def _prepare_data(self):
         if self.ctx.is_main:
@@ -355,6 +360,19 @@ class Trainer:
         if gradnorm is not None:
             self.gradnorm.load_state_dict(gradnorm)
         return counter.total
+
+    def step_seconds(self, structures: list[Structure], repeat: int = 5) -> float:
+        """Median wall seconds of a training step on ``structures``, after one warm-up step.
+
+        The steps are taken (weights change): time a trainer made for the purpose, after :meth:`setup`.
+        """
+        self._step(structures)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self._step(structures)
+            times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2]
 
     def weights(self) -> tuple[float, float]:
         """Current ``(alpha, beta)``."""
