@@ -286,14 +286,23 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", dest="models", action="append", default=[], metavar="NAME",
                    help="only train and run the stability MD of this model (repeatable), e.g. one job per model "
                         "at the same time; a later run without --model writes the report")
+    p.add_argument("--update-report", action="store_true",
+                   help="with --model: measure these models and add them to the existing report.json, keeping the "
+                        "other models' reported numbers (for a model added after the report was written)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_compare)
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from remul_ff.compare import load_spec, run_compare, run_long_stages
+    from remul_ff.compare import load_spec, run_compare, run_long_stages, update_report
 
     spec = load_spec(args.spec, args.overrides)
+    if args.update_report:
+        if not args.models:
+            raise RemulError("--update-report needs --model NAME for each model to add to the report.")
+        update_report(spec, args.models, progress=not args.no_progress)
+        print(f"added {', '.join(args.models)} to {spec.output_dir}/report.md")
+        return
     if args.models:
         run_long_stages(spec, args.models, progress=not args.no_progress)
         print(f"training and MD of {', '.join(args.models)} done; run without --model to write the report")

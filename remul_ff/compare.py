@@ -352,6 +352,33 @@ def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
     return payload
 
 
+def update_report(spec: CompareSpec, names: list[str], progress: bool = True) -> dict:
+    """Measure ``names`` and put them into the existing ``report.json`` beside the other models.
+
+    For adding a model (or a second ensemble of one) to a finished comparison whose other models'
+    trajectories are no longer on this machine (they are not committed): their reported numbers
+    are kept as they are, and the command of this update is recorded beside the original one.
+    """
+    out = Path(spec.output_dir)
+    report_file = out / "report.json"
+    if not report_file.exists():
+        raise ConfigError(f"--update-report needs an earlier report, but {report_file} does not exist; run the comparison without it.")
+    import json
+
+    payload = json.loads(report_file.read_text())
+    payload.pop("table", None)
+    run_long_stages(spec, names, progress)
+    shared = _shared_inputs(spec, progress)
+    for name in names:
+        payload["models"][name] = compare_one(spec, name, shared, progress)
+    payload["pooled"] = pooled_ensembles(payload["models"])
+    payload["updates"] = [*payload.get("updates", []), " ".join(["remul-ff", *sys.argv[1:]])]
+    from remul_ff.report import write_report
+
+    write_report(payload, out)
+    return payload
+
+
 def pooled_ensembles(results: dict) -> dict:
     """Failure rates over all ensembles of the same model file (e.g. a second set of replicas with
     another velocity seed), keyed by the first entry's name; models with one ensemble are left out.

@@ -86,6 +86,7 @@ def markdown(payload: dict) -> str:
     lines = [
         "# remul-ff comparison", "",
         f"Command: `{payload.get('command', 'remul-ff compare')}`", "",
+        *[f"Updated (models added, the others kept as reported) by: `{command}`\n" for command in payload.get("updates", [])],
         f"Data: `{payload['spec']['data']['path']}`. MD: {md['replicas']} replicas x {md['time']} at {md['temperature']} K, "
         f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å deviation from the mean bond length "
         f"of the training frames (Fu et al. 2023) "

@@ -118,3 +118,33 @@ def test_ensembles_of_one_model_file_pool_into_one_rate(tmp_path):
     assert (pooled["a"]["replica_ps"], pooled["a"]["collapses"]) == (3100.0, 1)
     assert pooled["a"]["ci95"] == failure_rate(1, 3100.0)["ci95"]
     assert pooled["a"]["ci95"][1] < results["a"]["ci95"][1]  # more replica-ps, a tighter bound
+
+
+def test_update_report_adds_a_second_ensemble_and_keeps_the_other_models(xtb_ethanol_file, tmp_path, capsys):
+    import shutil
+
+    spec, out = _tiny_spec(tmp_path, xtb_ethanol_file)
+    assert main(["compare", str(spec), "--no-progress"]) == 0
+    before = json.loads((out / "report.json").read_text())
+    shutil.rmtree(out / "egnn" / "md")  # trajectories are not committed: a later machine lacks them
+    spec.write_text(spec.read_text().replace(
+        "md: {temperature", f"  remul_seed1: {{model_path: {out / 'remul' / 'model.pt'}, md: {{seed: 1}}}}\nmd: {{temperature"))
+    assert main(["compare", str(spec), "--model", "remul_seed1", "--update-report", "--no-progress"]) == 0
+    after = json.loads((out / "report.json").read_text())
+    assert list(after["models"]) == ["remul", "egnn", "remul_seed1"]
+    assert after["models"]["egnn"] == before["models"]["egnn"]  # kept as reported, not re-run
+    assert not (out / "egnn" / "md").exists()
+    pooled = after["pooled"]["remul"]
+    assert pooled["ensembles"] == ["remul", "remul_seed1"]
+    assert pooled["replica_ps"] == pytest.approx(before["models"]["remul"]["replica_ps"] + after["models"]["remul_seed1"]["replica_ps"])
+    markdown = (out / "report.md").read_text()
+    assert "Updated (models added" in markdown and "| remul | remul, remul_seed1 |" in markdown
+
+
+def test_update_report_without_a_report_is_one_sentence(xtb_ethanol_file, tmp_path, capsys):
+    spec, out = _tiny_spec(tmp_path, xtb_ethanol_file)
+    assert main(["compare", str(spec), "--update-report", "--no-progress"]) == 2
+    assert "--update-report needs --model" in capsys.readouterr().err
+    assert main(["compare", str(spec), "--model", "egnn", "--update-report", "--no-progress"]) == 2
+    assert "needs an earlier report" in capsys.readouterr().err
+    assert not out.exists()  # refused before any training or MD
