@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
 from remul_ff.scaling.sweep import ScalingSpec, point_config, read_rows, run_dir, sweep_points
@@ -80,7 +81,9 @@ def compare_families(fits: dict) -> list[dict]:
 
 def measure_speed(spec: ScalingSpec, structure) -> dict:
     """MD ms per step of each (kind, size), training ms per step of each (family, size), steps per epoch."""
+    threads = torch.get_num_threads()
     train_ms, steps_per_epoch = measure_training_speed(spec)
+    torch.set_num_threads(threads)  # train.num_threads is the training budget's; MD runs with the caller's threads
     return {"md_ms_per_step": measure_md_speed(spec, structure), "train_ms_per_step": train_ms, "steps_per_epoch": steps_per_epoch}
 
 
@@ -131,7 +134,9 @@ def measure_md_speed(spec: ScalingSpec, structure, steps: int = 200) -> dict:
 def load_or_measure_speed(spec: ScalingSpec, structure) -> dict:
     path = Path(spec.output_dir) / SPEED_FILE
     if path.exists():
-        return json.loads(path.read_text())
+        speed = json.loads(path.read_text())
+        if {"md_ms_per_step", "train_ms_per_step", "steps_per_epoch"} <= set(speed):
+            return speed  # delete the file to measure again (on a quiet machine)
     speed = measure_speed(spec, structure)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(speed, indent=1) + "\n")
@@ -259,7 +264,7 @@ def markdown(public: dict, spec: ScalingSpec) -> str:
         lines.append(f"| {family} | {fit['points']} | {lo:.2e} – {hi:.2e} | {fit['b']:.3f} [{fit['b_ci95'][0]:.3f}, {fit['b_ci95'][1]:.3f}] "
                      f"| {fit['c']:.2f} [{fit['c_ci95'][0]:.2f}, {fit['c_ci95'][1]:.2f}] |")
     lines += ["", "## Annealed runs (force MAE, meV/Å; rotational error)", ""] + _finals_table(public)
-    lines += ["", "## Compute-optimal size (lowest force MAE reached within each compute, any run, any epoch)", ""] + _optimal_table(public)
+    lines += ["", "## Compute-optimal size (lowest force MAE reached within each compute: size, epoch of the run with that budget, MAE)", ""] + _optimal_table(public)
     lines += ["", "## Pairwise: fitted difference A − B (meV/Å) and P(A below B) over bootstrap fits", ""] + _comparison_table(public)
     lines += ["", "## Speed (ms per ASE MD step, 1 molecule, float32)", "", "| model | ms/step |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in public["speed"]["md_ms_per_step"].items()]
@@ -289,7 +294,7 @@ def _optimal_table(public: dict) -> list[str]:
         cells = []
         for f in families:
             p = public["compute_optimal"][f][k]
-            cells.append(f"{p['size']}, {p['budget_epochs']} ep. ({p['force_mae']:.1f})" if p else "–")
+            cells.append(f"{p['size']}, epoch {p['epoch']} of {p['budget_epochs']} ({p['force_mae']:.1f})" if p else "–")
         lines.append(f"| {level:.2e} | " + " | ".join(cells) + " |")
     return lines
 
