@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from ase.io import read
 
-from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, parse_section
+from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section
 from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (distance_histogram, energy_drift_mev_per_atom_ps, failure_rate, first_bond_break, h_r_mae,
                                   stability_time_ps)
@@ -39,7 +39,7 @@ from remul_ff.models.forces import predict
 from remul_ff.models import load_model
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
-from remul_ff.training.trainer import Trainer, resolve_device
+from remul_ff.training.trainer import Trainer, keeping_thread_count, resolve_device
 
 DEFAULT_MODELS = {
     # The transformer's default recipe includes off-equilibrium frames: without them it breaks bonds
@@ -108,15 +108,7 @@ class CompareSpec:
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
     """Read and validate a comparison spec; each model's overrides are checked as a training config."""
-    import yaml
-
-    from remul_ff.config import apply_overrides
-
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"could not read the compare spec {path} ({exc}).".replace("\n", " ")) from exc
-    spec = parse_section(CompareSpec, apply_overrides(values, list(overrides)))
+    spec = load_spec_section(CompareSpec, path, overrides, "compare spec")
     for key in ("dtype", "nve_dtype"):
         if getattr(spec.md, key) not in ("float32", "float64"):
             raise ConfigError(f"md.{key} must be float32 or float64, not {getattr(spec.md, key)!r}.")
@@ -155,11 +147,10 @@ def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, 
     path = (spec.models[name] or {}).get("model_path")
     if not path:
         config = model_config(spec, name)
-        threads = torch.get_num_threads()
         # A re-run after an interruption continues training (and stops at once if it had finished).
         resume = (Path(config.output_dir) / "checkpoint.pt").exists()
-        Trainer(config, progress=progress).run(resume=resume, overwrite=not resume, extend_budget=False)
-        torch.set_num_threads(threads)  # train.num_threads fixes the training budget, not the MD's threads
+        with keeping_thread_count():
+            Trainer(config, progress=progress).run(resume=resume, overwrite=not resume, extend_budget=False)
         path = Path(config.output_dir) / "model.pt"
     return Path(path), _learning_curve(Path(path).parent / "log.csv")
 

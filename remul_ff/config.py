@@ -342,3 +342,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"the config file {path} holds a {type(values).__name__}, not a mapping of sections "
                           "(output_dir, data, model, loss, train); see examples/xtb_ethanol.yaml.")
     return config_from_dict(apply_overrides(values, list(overrides)))
+
+
+def load_spec_section(cls: type, path: str | Path, overrides: list[str], what: str) -> Any:
+    """Read a YAML spec (``what``: e.g. "compare spec"), apply ``--set`` overrides and parse it as ``cls``."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"could not read the {what} {path} ({exc}).".replace("\n", " ")) from exc
+    return parse_section(cls, apply_overrides(values, list(overrides)))

@@ -17,10 +17,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
 from remul_ff.scaling.sweep import ScalingSpec, point_config, read_rows, run_dir, sweep_points
+from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.io import atomic_path
 
 SPEED_FILE = "speed.json"
@@ -81,9 +81,8 @@ def compare_families(fits: dict) -> list[dict]:
 
 def measure_speed(spec: ScalingSpec, structure) -> dict:
     """MD ms per step of each (kind, size), training ms per step of each (family, size), steps per epoch."""
-    threads = torch.get_num_threads()
-    train_ms, steps_per_epoch = measure_training_speed(spec)
-    torch.set_num_threads(threads)  # train.num_threads is the training budget's; MD runs with the caller's threads
+    with keeping_thread_count():  # MD is timed with the caller's threads, not train.num_threads
+        train_ms, steps_per_epoch = measure_training_speed(spec)
     return {"md_ms_per_step": measure_md_speed(spec, structure), "train_ms_per_step": train_ms, "steps_per_epoch": steps_per_epoch}
 
 
@@ -92,8 +91,6 @@ def measure_training_speed(spec: ScalingSpec) -> tuple[dict, int]:
     the time), taken here on a quiet machine: the sweep's own times depend on what else ran."""
     import math
     import tempfile
-
-    from remul_ff.training.trainer import Trainer
 
     out, steps = {}, 0
     for point in (p for p in sweep_points(spec) if p.budget == min(spec.budgets)):

@@ -33,12 +33,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-import yaml
-
-from remul_ff.config import DataConfig, TrainConfig, apply_overrides, config_from_dict, parse_section
+from remul_ff.config import DataConfig, TrainConfig, config_from_dict, load_spec_section
 from remul_ff.errors import ConfigError
-from remul_ff.training.trainer import Trainer
+from remul_ff.training.trainer import Trainer, keeping_thread_count, resolve_device
 from remul_ff.utils.io import atomic_path
 
 RESULTS_FILE = "results.jsonl"
@@ -85,11 +82,7 @@ class Point:
 
 def load_scaling_spec(path: str | Path, overrides: list[str] = ()) -> ScalingSpec:
     """Read and validate a sweep spec: every point's training config is checked before any work."""
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"could not read the scaling spec {path} ({exc}).".replace("\n", " ")) from exc
-    spec = parse_section(ScalingSpec, apply_overrides(values, list(overrides)))
+    spec = load_spec_section(ScalingSpec, path, overrides, "scaling spec")
     if not spec.families or not spec.budgets:
         raise ConfigError(f"the scaling spec {path} needs at least one family and one budget (epochs).")
     if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in spec.budgets):
@@ -157,8 +150,6 @@ def run_sweep(spec: ScalingSpec, shard: tuple[int, int] = (0, 1), device: str | 
 
 def device_name(spec: ScalingSpec, device: str | None) -> str:
     """``cpu`` or ``cuda`` for the rows: GPU points are kept apart from CPU points."""
-    from remul_ff.training.trainer import resolve_device
-
     return resolve_device(device or spec.train.device).type
 
 
@@ -180,10 +171,9 @@ def train_point(spec: ScalingSpec, point: Point, device: str | None, progress: b
     out = Path(config.output_dir)
     trainer = Trainer(config, progress=progress)
     trainer.epoch_end_hooks.append(lambda epoch: _record_flops(trainer, out))
-    threads = torch.get_num_threads()
     resume = (out / "checkpoint.pt").exists()
-    trainer.run(resume=resume, overwrite=not resume, extend_budget=False)
-    torch.set_num_threads(threads)
+    with keeping_thread_count():
+        trainer.run(resume=resume, overwrite=not resume, extend_budget=False)
     return point_rows(spec, point, out, trainer)
 
 

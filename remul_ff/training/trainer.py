@@ -16,13 +16,14 @@ the GradNorm weights and every update equal those of one process with the whole 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,17 @@ LOG_COLUMNS = [
     "epoch", "train_loss", "train_task", "train_equi", "val_loss", "val_energy_mae_meV", "val_forces_mae_meV_A",
     "val_equi_forces_rel", "val_shen_percent", "alpha", "beta", "lr", "epoch_time_s", "wall_time_s", "structures_per_s",
 ]
+
+
+@contextlib.contextmanager
+def keeping_thread_count() -> Iterator[None]:
+    """Restore torch's CPU thread count after the body: ``train.num_threads`` fixes a training
+    budget's threads, and what runs after the training (MD, timings) keeps the caller's."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def resolve_device(name: str) -> torch.device:
