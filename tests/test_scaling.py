@@ -143,3 +143,9 @@ def test_bad_scaling_spec_is_one_sentence(tmp_path, xtb_ethanol_file, changes, w
 def test_bad_shard_is_refused(tmp_path, xtb_ethanol_file, capsys):
     assert main(["scaling", _spec_file(tmp_path, xtb_ethanol_file), "--shard", "3/2"]) == 2
     assert "--shard 3/2" in capsys.readouterr().err
+
+
+def test_report_only_before_any_run_is_refused_and_writes_nothing(tmp_path, xtb_ethanol_file, capsys):
+    assert main(["scaling", _spec_file(tmp_path, xtb_ethanol_file), "--report-only"]) == 2
+    assert "no finished cpu point" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()

@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
-from remul_ff.scaling.sweep import ScalingSpec, point_config, read_rows, run_dir, sweep_points
+from remul_ff.errors import ConfigError
+from remul_ff.scaling.sweep import RESULTS_FILE, ScalingSpec, point_config, read_rows, run_dir, sweep_points
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.io import atomic_path
 
@@ -113,8 +114,7 @@ def measure_md_speed(spec: ScalingSpec, structure, steps: int = 200) -> dict:
 
     speed = {}
     for point in sweep_points(spec):
-        kind = (spec.families[point.family].get("model") or {}).get("kind", "transformer")
-        key = f"{kind}/{point.size}"
+        key = f"{_kind(spec, point.family)}/{point.size}"
         model = run_dir(spec, point) / "model.pt"
         if key in speed or not model.exists():
             continue
@@ -128,11 +128,20 @@ def measure_md_speed(spec: ScalingSpec, structure, steps: int = 200) -> dict:
     return speed
 
 
+def trained_sizes(spec: ScalingSpec) -> set[str]:
+    """``kind/size`` of every model size with at least one trained model file."""
+    return {f"{_kind(spec, p.family)}/{p.size}" for p in sweep_points(spec) if (run_dir(spec, p) / "model.pt").exists()}
+
+
+def _kind(spec: ScalingSpec, family: str) -> str:
+    return (spec.families[family].get("model") or {}).get("kind", "transformer")
+
+
 def load_or_measure_speed(spec: ScalingSpec, structure) -> dict:
     path = Path(spec.output_dir) / SPEED_FILE
     if path.exists():
         speed = json.loads(path.read_text())
-        if {"md_ms_per_step", "train_ms_per_step", "steps_per_epoch"} <= set(speed):
+        if {"md_ms_per_step", "train_ms_per_step", "steps_per_epoch"} <= set(speed) and trained_sizes(spec) <= set(speed["md_ms_per_step"]):
             return speed  # delete the file to measure again (on a quiet machine)
     speed = measure_speed(spec, structure)
     with atomic_path(path) as tmp:
@@ -172,6 +181,8 @@ def _public(report: dict) -> dict:
 def write_scaling_report(spec: ScalingSpec, command: str, structure, device: str = "cpu") -> dict:
     """Fits, tables and plots of the sweep so far, written to ``spec.output_dir``."""
     out = Path(spec.output_dir)
+    if not any(r["final"] and r["device"] == device for r in read_rows(spec)):
+        raise ConfigError(f"no finished {device} point in {out / RESULTS_FILE} yet; run the sweep (without --report-only) first.")
     report = build_report(spec, load_or_measure_speed(spec, structure), device)
     public = {"command": command, **_public(report)}
     plot_loss(report, spec, out / "loss_vs_flops.png")
