@@ -11,6 +11,7 @@ import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from remul_ff.errors import RemulError
 from remul_ff.utils.io import check_output_path
@@ -223,6 +224,18 @@ def _read_frames(path: str) -> list:
         raise RemulError(f"could not read the structure file {path} ({exc}); check the path and its format.") from exc
 
 
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """--resume needs a restart file to continue from, and cannot go with --overwrite."""
+    from remul_ff.md.engine import RESTART_FILE
+
+    if args.resume and args.overwrite:
+        raise RemulError("--resume and --overwrite contradict each other; pass one of them.")
+    restart = Path(args.output) / RESTART_FILE
+    if args.resume and not restart.is_file():
+        raise RemulError(f"--resume found no {restart} to continue from (was the run started with --restart-every 0, "
+                         "or in another folder?); drop --resume to start a new run.")
+
+
 def _run_md(args: argparse.Namespace) -> None:
     from remul_ff.calculators.remul import REMULCalculator
     from remul_ff.md.engine import MDSettings, parse_duration_fs, run_md
@@ -239,6 +252,7 @@ def _run_md(args: argparse.Namespace) -> None:
         max_force_deviation=args.max_force_deviation, on_deviation=args.on_deviation,
     )
     settings.validate()
+    _check_resume_flags(args)
     if args.max_force_deviation is not None and not args.committee:
         raise RemulError("--max-force-deviation needs a committee: add at least one more model with --committee.")
     check_output_path(args.output, "-o", folder=True)
@@ -247,8 +261,6 @@ def _run_md(args: argparse.Namespace) -> None:
     for k, atoms in enumerate(starts):
         calculator.check_atoms(atoms, f"the starting structure of replica {k}")
     reference = _read_frames(args.reference) if args.reference else ()
-    if args.resume and args.overwrite:
-        raise RemulError("--resume and --overwrite contradict each other; pass one of them.")
     model = Committee(calculator.models) if len(calculator.models) > 1 else calculator.model
     result = run_md(model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
                     reference_frames=reference, overwrite=args.overwrite)
@@ -348,13 +360,24 @@ def _first_frame(data):
     return read_structures(data.path, data.format, data.energy_key, data.forces_key, index="0:1")[0].to_atoms()
 
 
+class _UsageError(Exception):
+    """A wrong command line, reported in one line like every other user error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a wrong option in one sentence instead of the usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        raise _UsageError(f"{self.prog}: error: {message}; see '{self.prog} --help'.")
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md, _add_export,
                                                                  _add_compare, _add_scaling]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``remul-ff`` argument parser with all sub-commands."""
-    parser = argparse.ArgumentParser(prog="remul-ff", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="remul-ff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
@@ -364,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``remul-ff`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USER_ERROR
     args.argv = argv  # for reports that print the command that made them
     try:
         args.func(args)

@@ -112,10 +112,26 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
     for key in ("dtype", "nve_dtype"):
         if getattr(spec.md, key) not in ("float32", "float64"):
             raise ConfigError(f"md.{key} must be float32 or float64, not {getattr(spec.md, key)!r}.")
-    for name in spec.models:
+    if not spec.models:
+        raise ConfigError(f"the compare spec {path} names no models; add at least one under 'models:' "
+                          "(e.g. models: {{remul: {{model: {{kind: transformer}}}}}}).")
+    for name, entry in spec.models.items():
+        if entry is not None and not isinstance(entry, dict):
+            raise ConfigError(f"models.{name} must be a mapping of config sections (or model_path), but is {entry!r}.")
         model_config(spec, name)  # fail early on a bad model section
-        model_spec(spec, name)
+        path = (entry or {}).get("model_path")
+        if path and not Path(path).is_file():
+            raise ConfigError(f"models.{name}.model_path {path} does not exist; give the path of a file written by 'remul-ff train'.")
+        _check_protocol(model_spec(spec, name).md, name)
     return spec
+
+
+def _check_protocol(md: MDProtocol, name: str) -> None:
+    """Refuse an MD protocol that cannot run before any model is trained."""
+    if md.replicas < 1:
+        raise ConfigError(f"md.replicas must be at least 1 (for model {name!r}), but is {md.replicas}.")
+    stability_settings(md).validate()
+    parse_duration_fs(md.nve_time)
 
 
 def model_spec(spec: CompareSpec, name: str) -> CompareSpec:
@@ -184,13 +200,17 @@ def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]
     return np.concatenate(ref).tolist(), np.concatenate(pred).tolist()
 
 
+def stability_settings(md: MDProtocol) -> MDSettings:
+    """The engine's settings for the protocol's stability run."""
+    return MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
+                      thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval, thermo_interval=md.frame_interval,
+                      bond_tolerance=md.bond_tolerance, max_temperature=md.max_temperature, traj_format="traj",
+                      restart_every=md.restart_every, compile=md.compile, check_interval=md.check_interval)
+
+
 def _run_stability_md(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> MDResult:
     """The protocol's replicas, continued from ``out``'s restart file when there is one."""
-    md = spec.md
-    settings = MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
-                          thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval, thermo_interval=md.frame_interval,
-                          bond_tolerance=md.bond_tolerance, max_temperature=md.max_temperature, traj_format="traj",
-                          restart_every=md.restart_every, compile=md.compile, check_interval=md.check_interval)
+    settings = stability_settings(spec.md)
     return run_md(model, _replica_starts(spec, shared.frames), settings, out, progress=progress, resume=True,
                   reference_frames=shared.reference)
 

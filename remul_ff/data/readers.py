@@ -149,6 +149,7 @@ def _read_npz(path: Path, layout: dict[str, str], index: str | int) -> list[Stru
     except Exception as exc:
         raise DataError(f"could not read {path} ({type(exc).__name__}: {exc}); the file may be truncated.") from exc
     _check_npz_shapes(path, arrays, layout)
+    _check_atomic_numbers(path, arrays["numbers"], layout["numbers"])
     positions = arrays["positions"].reshape(-1, len(arrays["numbers"]), 3)
     energies = arrays["energy"].reshape(-1) * KCAL_PER_MOL
     forces = arrays["forces"].reshape(positions.shape) * KCAL_PER_MOL
@@ -171,6 +172,15 @@ def _check_npz_shapes(path: Path, arrays: dict[str, np.ndarray], layout: dict[st
     if bad is not None:
         raise DataError(f"{path}: array {layout[bad]!r} has shape {arrays[bad].shape}, but {n} atoms ({layout['numbers']!r}) and "
                         f"{len(positions)} frames ({layout['positions']!r}) need {expected[bad]}; the arrays do not belong together.")
+
+
+def _check_atomic_numbers(path: Path, numbers: np.ndarray, key: str) -> None:
+    """Atomic numbers must be whole numbers of real elements (1, H, to 118, Og)."""
+    valid = np.isfinite(numbers) & (numbers == np.round(numbers)) & (numbers >= 1) & (numbers <= 118)
+    if not valid.all():
+        bad = numbers[~valid][0].item()
+        raise DataError(f"{path}: array {key!r} holds {bad!r}, which is not an atomic number (1 for H to 118); "
+                        "check that it is the array of atomic numbers.")
 
 
 INDEX_PATTERN = re.compile(r"\s*-?\d*\s*(:\s*-?\d*\s*(:\s*-?\d*\s*)?)?")

@@ -156,6 +156,9 @@ class MDSettings:
                 raise RemulError(f"the {what} must be {must}, but is {value}.")
         if self.on_deviation not in DEVIATION_ACTIONS:
             raise RemulError(f"unknown action {self.on_deviation!r} for a large committee deviation; use 'flag' or 'stop'.")
+        if self.n_steps < 1:
+            raise RemulError(f"the total time ({self.total_time_fs:g} fs) is shorter than one time step "
+                             f"({self.timestep_fs:g} fs); give a longer time or a shorter time step.")
         if self.traj_format not in ("traj", "extxyz"):
             raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
 
@@ -282,10 +285,10 @@ RESUME_FIXED_SETTINGS = ("temperature", "timestep_fs", "thermostat", "friction",
                          "max_force_deviation", "on_deviation")
 
 
-def run_signature(starts: Sequence[Atoms], settings: MDSettings) -> dict:
-    """The replicas' compositions and the protocol settings that a resumed run may not change."""
+def run_signature(starts: Sequence[Atoms], settings: MDSettings, dtype: torch.dtype) -> dict:
+    """The replicas' compositions, the model's precision and the protocol settings that a resumed run may not change."""
     return {"replicas": [a.get_chemical_formula() + ":" + "".join(a.get_chemical_symbols()) for a in starts],
-            **{name: getattr(settings, name) for name in RESUME_FIXED_SETTINGS}}
+            "dtype": str(dtype).removeprefix("torch."), **{name: getattr(settings, name) for name in RESUME_FIXED_SETTINGS}}
 
 
 def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
@@ -297,6 +300,9 @@ def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
                   else f"replica {first} was {saved['replicas'][first].split(':')[0]}, now {now['replicas'][first].split(':')[0]}")
         raise RemulError(f"cannot resume from {path}: it was written for other starting structures ({detail}); "
                          "resume with the same structure and --replicas, or use a new output folder.")
+    if saved.get("dtype", now["dtype"]) != now["dtype"]:  # a continuation in another precision is not the same trajectory
+        raise RemulError(f"cannot resume from {path}: it ran in {saved['dtype']}, but --dtype is {now['dtype']} now; "
+                         f"resume with --dtype {saved['dtype']}, or use a new output folder.")
     # A setting added after the file was written is compared with its default, which that run used.
     defaults = {f.name: f.default for f in dataclasses.fields(MDSettings)}
     changed = [name for name in RESUME_FIXED_SETTINGS if saved.get(name, defaults[name]) != now[name]]
@@ -323,6 +329,10 @@ def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, genera
 
     payload = load_file(path, RESTART_KIND)
     _check_same_run(payload.get("run"), signature, path)
+    if payload["step"] > result.n_steps:
+        done_ps = payload["step"] * result.timestep_fs / 1e3
+        raise RemulError(f"cannot resume from {path}: it has already simulated {done_ps:g} ps per replica, more than the "
+                         f"{result.n_steps * result.timestep_fs / 1e3:g} ps asked for; give a longer --time to continue it.")
     fields = payload["state"]
     state = MDState(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in fields.items() if k != "thermostat"},
                     thermostat={k: v.to(device) for k, v in fields["thermostat"].items()})
@@ -382,7 +392,7 @@ def run_md(
     generator = torch.Generator().manual_seed(settings.seed + 1)
     restart = None if output_dir is None else Path(output_dir) / RESTART_FILE
     first, finished = 0, False
-    signature = run_signature(starts, settings)
+    signature = run_signature(starts, settings, parameter.dtype)
     if resume and restart is not None and restart.exists():
         state, first, finished = _load_restart(restart, result, monitor, generator, parameter.device, signature)
     last = settings.n_steps if finished else first  # a finished run (all steps, or every replica collapsed) is not re-run

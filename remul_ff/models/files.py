@@ -37,6 +37,9 @@ def save_file(payload: dict[str, Any], path: str | os.PathLike) -> None:
 def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     """Load a file written by :func:`save_file` with ``weights_only=True`` and check its kind and version."""
     path = Path(path)
+    if path.is_dir():
+        inside = f" (such as {path / 'model.pt'})" if (path / "model.pt").is_file() else ""
+        raise CheckpointError(f"{path} is a folder; give the path of a file inside it{inside}.")
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; give the path of a file written by 'remul-ff train'.")
     try:

@@ -45,6 +45,8 @@ from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_b
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
+POSTFIX_EVERY = 10  # training steps between updates of the progress bar's loss
+
 LOG_COLUMNS = [
     "epoch", "train_loss", "train_task", "train_equi", "val_loss", "val_energy_mae_meV", "val_forces_mae_meV_A",
     "val_equi_forces_rel", "val_shen_percent", "alpha", "beta", "lr", "epoch_time_s", "wall_time_s", "structures_per_s",
@@ -310,8 +312,8 @@ class Trainer:
         for structures in bar:
             loss, task, equi = self._step(structures)
             stats.add(loss, task, equi)
-            if self.progress:
-                bar.set_postfix(loss=f"{float(loss):.4g}")
+            if self.progress and bar.n % POSTFIX_EVERY == 0:  # float() waits for the device: not every step
+                bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)  # a redraw per step would flood log files
         return stats
 
     def _step(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

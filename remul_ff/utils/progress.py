@@ -2,7 +2,8 @@
 
 On a terminal this is a plain tqdm bar. When stderr is not a terminal (a batch job, ``nohup``,
 ``| tee``), tqdm would write a carriage-return redraw many times a second into one endless log
-line; there the bar is redrawn at most every ``LOG_INTERVAL_S`` seconds, each time as its own line.
+line; there the bar is redrawn at most every ``LOG_INTERVAL_S`` seconds, each time as its own line, and
+a bar that finishes within ``LOG_INTERVAL_S`` writes nothing.
 """
 
 from __future__ import annotations
@@ -33,5 +34,6 @@ class _LineWriter:
 def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, **kwargs)``, as plain periodic lines when stderr is not a terminal."""
     if not sys.stderr.isatty():
-        kwargs = {"file": _LineWriter(sys.stderr), "mininterval": LOG_INTERVAL_S, "ascii": True, **kwargs}
+        # delay: a bar that finishes within the interval (a short epoch) writes no line at all
+        kwargs = {"file": _LineWriter(sys.stderr), "mininterval": LOG_INTERVAL_S, "delay": LOG_INTERVAL_S, "ascii": True, **kwargs}
     return tqdm(iterable, **kwargs)
