@@ -34,7 +34,7 @@ from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config
 from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (distance_histogram, energy_drift_mev_per_atom_ps, failure_rate, first_bond_break, h_r_mae,
                                   stability_time_ps)
-from remul_ff.md.monitor import Collapse, bond_lengths, bond_name, bond_reason, mean_bond_lengths, molecular_bonds
+from remul_ff.md.monitor import Collapse, bond_reason, group_name, watched_bonds
 from remul_ff.models.forces import predict
 from remul_ff.models import load_model
 from remul_ff.training.data import prepare_data
@@ -245,18 +245,14 @@ def _saved_frame_collapse(replica_frames: list, replica: int, md: MDProtocol, re
     covalent radii, 2 to 4 of ethanol's 8 bonds in a 500 K frame).
     """
     first = replica_frames[0]
-    bonds = molecular_bonds(first)
-    reference = mean_bond_lengths(reference_frames, bonds, first.numbers)
-    found = first_bond_break([a.positions for a in replica_frames], bonds, md.bond_tolerance, reference)
+    bonds, groups, reference = watched_bonds(first, reference_frames)
+    found = first_bond_break([a.positions for a in replica_frames], bonds, md.bond_tolerance, reference, groups)
     if found is None:
         return None
-    frame, bond, deviation = found
-    symbols = first.get_chemical_symbols()
-    i, j = bonds[bond]
-    name = bond_name(symbols[i], i, symbols[j], j)
+    frame, group, deviation = found
+    name = group_name(first.get_chemical_symbols(), bonds[groups == group])
     step = frame * md.frame_interval
-    length = bond_lengths(first.positions, bonds)[bond] if reference is None else reference[bond]
-    reason = f"{bond_reason(name, deviation, length)} (saved frame {frame})"
+    reason = f"{bond_reason(name, deviation, reference[group])} (saved frame {frame})"
     return asdict(Collapse(replica, step, step * md.timestep_fs / 1e3, reason, name, deviation))
 
 

@@ -84,3 +84,39 @@ def test_config_section_is_checked():
         config_from_dict({"data": {"off_equilibrium": {"wieght": 0.2}}})
     with pytest.raises(DataError, match="max_stretch must be a finite number >= 0"):
         make_off_equilibrium([], OffEquilibriumSettings(max_stretch=-1.0), progress=False)
+
+
+def _rotated_md_run(frames, folder, lengths=(3, 2)):
+    """Two trajectories of rotated, shifted, jittered copies of ``frames``; the second stops early."""
+    import ase.io
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(5)
+    for r, n in enumerate(lengths):
+        traj = []
+        for k in range(n):
+            atoms = frames[k].to_atoms()
+            atoms.positions = (atoms.positions + rng.normal(scale=0.05, size=atoms.positions.shape)) @ Rotation.random(random_state=k).as_matrix().T + 7.0
+            traj.append(atoms)
+        ase.io.write(folder / f"replica_{r:03d}.traj", traj)
+    return str(folder / "replica_*.traj")
+
+
+def test_own_md_frames_get_delta_xtb_labels_in_their_nearest_training_frames_orientation(xtb_frames, tmp_path):
+    pattern = _rotated_md_run(xtb_frames, tmp_path)
+    settings = OffEquilibriumSettings(fraction=0.0, md_frames=pattern, md_count=4, md_weight=0.2)
+    frames = make_off_equilibrium(xtb_frames, settings, progress=False)
+    assert len(frames) == 4 and all(f.weight == 0.2 for f in frames)
+    relabelled = xtb_labelled([f.to_atoms() for f in frames])  # source labels are xTB, so Δ-xTB labels are plain xTB
+    for made, exact in zip(frames, relabelled):
+        assert made.energy == pytest.approx(exact.energy, abs=1e-6)
+        np.testing.assert_allclose(made.forces, exact.forces, atol=1e-6)
+        nearest = min(np.sqrt(((made.positions - s.positions) ** 2).sum(-1).mean()) for s in xtb_frames)
+        assert nearest < 0.1  # aligned onto a training frame, not left rotated and shifted
+    for made, source in zip(frames[:2], xtb_frames[:2]):  # replica 1 stopped after 2 of 3 frames: they come first
+        assert np.sqrt(((made.positions - source.positions) ** 2).sum(-1).mean()) < 0.1
+
+
+def test_own_md_frames_that_match_no_file_are_refused(xtb_frames, tmp_path):
+    with pytest.raises(DataError, match="matches no file"):
+        make_off_equilibrium(xtb_frames, OffEquilibriumSettings(fraction=0.0, md_frames=str(tmp_path / "none_*.traj")), progress=False)

@@ -18,6 +18,13 @@ and ``x`` (Δ-learning in reverse)::
 xTB gets the shape of a stretched bond right to a few tenths of an eV, which is all the model
 needs to learn that bonds pull back, while in-distribution the labels stay DFT. These frames get a
 small loss weight (``weight``, 0.01) because their labels are approximate and their forces large.
+
+Optionally (``md_frames``), frames of the model's *own* earlier MD are added the same way (one
+round of active learning): where its MD went just before a collapse, an unconstrained model can
+have a spurious low-energy region that no single-bond distortion visits (acetylacetone: the enol
+proton centred between oxygens that open apart, which the transformer put 0.1-1.3 eV *below* the
+start and GFN2-xTB 0.4-4.9 eV above). Each such frame is aligned (Kabsch) onto its nearest training
+frame, which supplies the DFT part of its Δ-labels.
 """
 
 from __future__ import annotations
@@ -59,6 +66,12 @@ class OffEquilibriumSettings:
             the protection (benchmarks/stability/README.md, the ablation).
         method: tblite method for the label differences.
         seed: Seed of the choice of frames and distortions.
+        md_frames: Glob of trajectory files of the model's own MD (e.g. a compare run's
+            ``md/replica_*.traj``), or ``None``. Up to ``md_count`` of their frames are added, the
+            last three saved frames of every replica that stopped early (a collapse) first, then
+            random ones.
+        md_count: How many own-MD frames to add.
+        md_weight: Loss weight of an own-MD frame.
     """
 
     fraction: float = 0.2
@@ -71,12 +84,15 @@ class OffEquilibriumSettings:
     weight: float = 0.01
     method: str = "GFN2-xTB"
     seed: int = 0
+    md_frames: str | None = None
+    md_count: int = 100
+    md_weight: float = 0.1
 
     def validate(self) -> None:
         """Raise :class:`DataError` for settings that cannot work."""
         numbers = {"fraction": self.fraction, "max_stretch": self.max_stretch, "max_compression": self.max_compression,
                    "max_push": self.max_push, "rattle": self.rattle, "min_distance": self.min_distance, "max_energy": self.max_energy,
-                   "weight": self.weight}
+                   "weight": self.weight, "md_count": self.md_count, "md_weight": self.md_weight}
         for name, value in numbers.items():
             if not np.isfinite(value) or value < 0:
                 raise DataError(f"data.off_equilibrium.{name} must be a finite number >= 0, but is {value}.")
@@ -147,7 +163,64 @@ def make_off_equilibrium(train: list[Structure], settings: OffEquilibriumSetting
         if source.energy is None or source.forces is None:
             raise DataError("off-equilibrium frames need energy and force labels on every training frame.")
         frames.append(delta_labelled(source, settings, rng))
+    if settings.md_frames:
+        frames += own_md_frames(train, settings, rng, progress)
     return frames
+
+
+def own_md_frames(train: list[Structure], settings: OffEquilibriumSettings, rng: np.random.Generator,
+                  progress: bool = True) -> list[Structure]:
+    """Frames of the model's own MD (``settings.md_frames``), Δ-xTB labelled against their nearest training frame."""
+    chosen = _choose_md_frames(settings, rng)
+    frames = []
+    for positions, numbers in progress_bar(chosen, desc="own-MD frames (xTB)", disable=not progress):
+        source, aligned = _nearest_training_frame(train, positions, numbers)
+        e_source, f_source = xtb_labels(source.positions, numbers, settings.method)
+        e_new, f_new = xtb_labels(aligned, numbers, settings.method)
+        frames.append(Structure(aligned, numbers, source.energy + e_new - e_source, source.forces + f_new - f_source,
+                                weight=settings.md_weight))
+    return frames
+
+
+def _choose_md_frames(settings: OffEquilibriumSettings, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The last three frames of every trajectory that stopped early, then random frames, ``md_count`` in all."""
+    import glob
+
+    import ase.io
+
+    paths = sorted(glob.glob(settings.md_frames))
+    if not paths:
+        raise DataError(f"data.off_equilibrium.md_frames {settings.md_frames!r} matches no file; give a glob of MD trajectories.")
+    trajectories = [ase.io.read(p, ":") for p in paths]
+    full = max(len(t) for t in trajectories)
+    last = [a for t in trajectories if len(t) < full for a in t[-3:]]  # the last 100 fs before each collapse
+    pool = [a for t in trajectories for a in t[1:]]
+    extra = [pool[k] for k in rng.permutation(len(pool))[: max(settings.md_count - len(last), 0)]]
+    return [(a.positions.copy(), a.numbers.copy()) for a in (last + extra)[: settings.md_count]]
+
+
+def _nearest_training_frame(train: list[Structure], positions: np.ndarray, numbers: np.ndarray) -> tuple[Structure, np.ndarray]:
+    """The training frame of the same molecule closest after optimal superposition, and ``positions`` aligned onto it."""
+    best, best_rmsd, best_aligned = None, np.inf, None
+    for frame in train:
+        if len(frame.numbers) != len(numbers) or not np.array_equal(frame.numbers, numbers):
+            continue
+        aligned = kabsch_aligned(positions, frame.positions)
+        rmsd = float(np.sqrt(((aligned - frame.positions) ** 2).sum(-1).mean()))
+        if rmsd < best_rmsd:
+            best, best_rmsd, best_aligned = frame, rmsd, aligned
+    if best is None:
+        raise DataError("an own-MD frame is of a molecule that no training frame has (same atoms, same order).")
+    return best, best_aligned
+
+
+def kabsch_aligned(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``moving`` [n, 3] rotated and translated onto ``target`` [n, 3] (least squares, proper rotation)."""
+    a, b = moving - moving.mean(0), target - target.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(u @ vt))
+    rotation = u @ np.diag([1.0, 1.0, d]) @ vt
+    return a @ rotation + target.mean(0)
 
 
 def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path: Path, progress: bool = True) -> list[Structure]:
@@ -165,7 +238,8 @@ def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path:
     if path.exists():
         cached = ase.io.read(path, ":")
         if cached and cached[0].info.get(CACHE_KEY) == key:
-            return [_with_weight(a, settings.weight) for a in cached]
+            weights = [settings.weight] * (len(cached) - _md_count(cached, train, settings)) + [settings.md_weight] * len(cached)
+            return [_with_weight(a, w) for a, w in zip(cached, weights)]
     frames = make_off_equilibrium(train, settings, progress)
     write_extxyz(frames, path, info={CACHE_KEY: key})
     return frames
@@ -176,10 +250,15 @@ CACHE_KEY = "off_equilibrium_key"
 
 def _cache_key(train: list[Structure], settings: OffEquilibriumSettings) -> str:
     """A digest of everything the distorted frames depend on, except the loss weight."""
-    shape = {k: v for k, v in vars(settings).items() if k != "weight"}
+    shape = {k: v for k, v in vars(settings).items() if k not in ("weight", "md_weight")}
     fingerprint = float(sum(np.abs(s.positions).sum() for s in train))
     text = json.dumps({**shape, "train_frames": len(train), "train_fingerprint": round(fingerprint, 3)}, sort_keys=True)
     return "k" + hashlib.sha256(text.encode()).hexdigest()[:16]  # a token extxyz reads back as a string, not JSON or a number
+
+
+def _md_count(cached: list, train: list[Structure], settings: OffEquilibriumSettings) -> int:
+    """How many of the cached frames (at the end) are own-MD frames."""
+    return len(cached) - int(round(settings.fraction * len(train))) if settings.md_frames else 0
 
 
 def _with_weight(atoms, weight: float) -> Structure:

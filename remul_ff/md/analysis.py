@@ -16,23 +16,28 @@ def stability_time_ps(collapse_times_ps: Sequence[float | None], total_time_ps: 
 
 
 def first_bond_break(frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance: float,
-                     reference: np.ndarray | None = None) -> tuple[int, int, float] | None:
+                     reference: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[int, int, float] | None:
     """The first frame in which a bond deviates more than ``tolerance`` Å from its reference length.
 
     Args:
         frames: Positions ``[n, 3]`` Å of one replica, in time order.
         bonds: ``[B, 2]`` atom indices of the bonds to watch.
         tolerance: Largest allowed deviation, Å.
-        reference: ``[B]`` reference lengths, Å (Fu et al.: the mean over the data set); ``None``
+        reference: ``[G]`` reference lengths, Å (Fu et al.: the mean over the data set); ``None``
             takes the lengths in frame 0.
+        groups: ``[B]`` group of each bond (0 .. G-1), whose shortest member is compared with the
+            reference (:func:`~remul_ff.data.bonds.watched_bonds`); ``None``: one group per bond.
 
     Returns:
-        ``(frame index, bond index, deviation Å)``, or ``None`` when every bond stays within tolerance.
+        ``(frame index, group index, deviation Å)``, or ``None`` when every group stays within tolerance.
     """
     if len(frames) == 0 or len(bonds) == 0:
         return None
     positions = np.asarray(frames, dtype=np.float64)
-    lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
+    pair_lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
+    groups = np.arange(len(bonds)) if groups is None else np.asarray(groups)
+    lengths = np.full((len(positions), groups.max() + 1), np.inf)
+    np.minimum.at(lengths, (slice(None), groups), pair_lengths)
     deviation = np.abs(lengths - (lengths[0] if reference is None else np.asarray(reference)))
     broken = np.nonzero((deviation > tolerance).any(axis=1))[0]
     if len(broken) == 0:

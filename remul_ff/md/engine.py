@@ -318,7 +318,7 @@ def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monit
 
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
     save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
-               "collapses": [asdict(c) for c in result.collapses], "flags": [asdict(c) for c in result.flags], "bonds": monitor.bonds, "reference": monitor.reference,
+               "collapses": [asdict(c) for c in result.collapses], "flags": [asdict(c) for c in result.flags], "bonds": monitor.bonds, "bond_groups": monitor.groups, "reference": monitor.reference,
                "rng": generator.get_state(), "run": signature, "finished": finished, "replica_steps_per_s": replica_steps_per_s}, path)
 
 
@@ -339,6 +339,8 @@ def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, genera
     result.collapses = [Collapse(**c) for c in payload["collapses"]]
     result.flags = [Collapse(**c) for c in payload.get("flags", [])]
     monitor.bonds, monitor.reference = payload["bonds"].to(device), payload["reference"].to(device)
+    # files from before fluxional groups: one group per bond
+    monitor.groups = payload.get("bond_groups", torch.arange(len(monitor.bonds))).to(device)
     generator.set_state(payload["rng"])
     finished = bool(payload.get("finished")) and (payload["step"] >= result.n_steps or state.n_replicas == 0)
     result.replica_steps_per_s = float(payload.get("replica_steps_per_s", 0.0)) if finished else 0.0

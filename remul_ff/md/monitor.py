@@ -2,7 +2,8 @@
 
 A replica has collapsed when its energy, forces or positions are not finite, when its temperature
 leaves ``[0, max_temperature]``, or when a bond of its first frame deviates by more than
-``bond_tolerance`` Å from its reference length. Bonds are found as in Fu et al.'s code (ASE's
+``bond_tolerance`` Å from its reference length (a proton that the reference data shows on either
+of two atoms counts by its distance to the nearer one, see :func:`~remul_ff.data.bonds.watched_bonds`). Bonds are found as in Fu et al.'s code (ASE's
 covalent radii plus ASE's default neighbour-list skin of 0.3 Å on each atom, see
 :mod:`remul_ff.data.bonds`). The reference length is, as in their code, the mean length of the
 bond over a reference data set (``reference_frames``: frames with the same atoms in the same
@@ -19,7 +20,8 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from remul_ff.data.bonds import BOND_SKIN, bond_lengths, mean_bond_lengths, molecular_bonds  # noqa: F401 (re-exported)
+from remul_ff.data.bonds import (BOND_SKIN, bond_lengths, group_name, mean_bond_lengths, molecular_bonds,  # noqa: F401
+                                  watched_bonds)
 from remul_ff.md.state import MDState
 from remul_ff.models.common import scatter_sum
 
@@ -52,25 +54,25 @@ class CollapseMonitor:
                  reference_frames: Sequence[Atoms] = ()) -> None:
         self.max_temperature = max_temperature
         self.bond_tolerance = bond_tolerance
-        self.bonds, self.reference = self._bonds(state, reference_frames)
+        self.bonds, self.groups, self.reference = self._bonds(state, reference_frames)
 
     @staticmethod
-    def _bonds(state: MDState, reference_frames: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, 2]`` global atom indices of bonded pairs (i < j) and ``[B]`` their reference lengths."""
+    def _bonds(state: MDState, reference_frames: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[P, 2]`` global atom indices of watched pairs (i < j), ``[P]`` their group, ``[G]`` reference lengths."""
         offsets = np.concatenate([[0], np.cumsum(state.atoms_per_replica.tolist())])
-        pairs, lengths, means = [], [], {}
+        pairs, groups, lengths, watched, n_groups = [], [], [], {}, 0
         for start, (_, atoms) in zip(offsets, state.replica_atoms()):
-            bonds = molecular_bonds(atoms)
-            key = (atoms.numbers.tobytes(), bonds.tobytes())  # replicas of one molecule share the mean: compute it once
-            if key not in means:
-                means[key] = mean_bond_lengths(reference_frames, bonds, atoms.numbers)
-            mean = means[key]
+            key = (atoms.numbers.tobytes(), molecular_bonds(atoms).tobytes())  # replicas of one molecule share it
+            if key not in watched or not len(reference_frames):  # without data, each replica has its own lengths
+                watched[key] = watched_bonds(atoms, reference_frames)
+            bonds, group, reference = watched[key]
             pairs.append(bonds + start)
-            lengths.append(bond_lengths(atoms.positions, bonds) if mean is None else mean)
+            groups.append(group + n_groups)
+            lengths.append(reference)
+            n_groups += len(reference)
         device = state.positions.device
-        bonds = torch.as_tensor(np.concatenate(pairs) if pairs else np.zeros((0, 2)), dtype=torch.long, device=device)
-        reference = torch.as_tensor(np.concatenate(lengths) if lengths else np.zeros(0), dtype=torch.float64, device=device)
-        return bonds, reference
+        as_tensor = lambda parts, dtype, shape: torch.as_tensor(np.concatenate(parts) if parts else np.zeros(shape), dtype=dtype, device=device)
+        return as_tensor(pairs, torch.long, (0, 2)), as_tensor(groups, torch.long, 0), as_tensor(lengths, torch.float64, 0)
 
     def check(self, state: MDState, step: int, time_ps: float) -> tuple[torch.Tensor, list[Collapse]]:
         """``[m]`` bool of collapsed replicas, and a description of each collapse.
@@ -81,7 +83,7 @@ class CollapseMonitor:
         non_finite = self._non_finite(state)
         temperature = state.temperature()
         too_hot = (temperature > self.max_temperature) | (temperature < 0)
-        deviation = (_lengths(state.positions, self.bonds) - self.reference).abs()
+        deviation = (self._group_lengths(state.positions) - self.reference).abs()
         broken = deviation > self.bond_tolerance
         if not bool(non_finite.any() | too_hot.any() | broken.any()):
             return torch.zeros_like(non_finite), []
@@ -99,7 +101,15 @@ class CollapseMonitor:
         """Forget the bonds of removed replicas and renumber the rest (see :meth:`MDState.select`)."""
         new_index = torch.cumsum(atom_keep.long(), 0) - 1
         keep = atom_keep[self.bonds[:, 0]]
-        self.bonds, self.reference = new_index[self.bonds[keep]], self.reference[keep]
+        group_keep = torch.zeros_like(self.reference, dtype=torch.bool)
+        group_keep[self.groups[keep]] = True
+        new_group = torch.cumsum(group_keep.long(), 0) - 1
+        self.bonds, self.groups, self.reference = new_index[self.bonds[keep]], new_group[self.groups[keep]], self.reference[group_keep]
+
+    def _group_lengths(self, positions: torch.Tensor) -> torch.Tensor:
+        """``[G]`` length of each watched group: its bond's, or the shortest of a fluxional atom's pairs."""
+        shortest = torch.full_like(self.reference, torch.inf)
+        return shortest.scatter_reduce(0, self.groups, _lengths(positions, self.bonds), "amin")
 
     @staticmethod
     def _non_finite(state: MDState) -> torch.Tensor:
@@ -112,14 +122,14 @@ class CollapseMonitor:
         """Fill in the reason of each replica with a broken bond; returns ``{replica: (bond, deviation)}``."""
         found: dict[int, tuple[str, float]] = {}
         numbers = state.atomic_numbers.tolist()
-        for b in broken.nonzero().flatten().tolist():
-            i, j = self.bonds[b].tolist()
-            k = int(state.molecule_index[i])
+        for g in broken.nonzero().flatten().tolist():
+            pairs = self.bonds[self.groups == g]
+            k = int(state.molecule_index[pairs[0, 0]])
             if not reasons[k]:
                 start = int((state.molecule_index < k).sum())
-                name = bond_name(chemical_symbols[numbers[i]], i - start, chemical_symbols[numbers[j]], j - start)
-                reasons[k] = bond_reason(name, float(deviation[b]), float(self.reference[b]))
-                found[k] = (name, float(deviation[b]))
+                name = group_name([chemical_symbols[z] for z in numbers[start:]], pairs.cpu().numpy() - start)
+                reasons[k] = bond_reason(name, float(deviation[g]), float(self.reference[g]))
+                found[k] = (name, float(deviation[g]))
         return found
 
 
