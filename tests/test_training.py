@@ -187,6 +187,18 @@ def test_resume_refuses_a_changed_model_or_data_section(xtb_ethanol_file, tmp_pa
     assert (tmp_path / "run" / "log.csv").read_text() == log
 
 
+def test_resume_accepts_a_run_saved_before_a_key_was_added(xtb_ethanol_file, tmp_path, capsys):
+    import yaml
+
+    config = _small_run_config(tmp_path, xtb_ethanol_file)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    saved = tmp_path / "run" / "config.yaml"
+    values = yaml.safe_load(saved.read_text())
+    del values["data"]["max_frames"], values["model"]["radial_basis"]  # as written by an older remul-ff
+    saved.write_text(yaml.safe_dump(values))
+    assert main(["train", str(config), "--resume", "--no-progress", "--set", "train.epochs=3"]) == 0, capsys.readouterr().err
+
+
 def test_resume_after_the_time_budget_trains_for_another_budget(xtb_ethanol_file, tmp_path, capsys):
     config = _small_run_config(tmp_path, xtb_ethanol_file, ", epochs: 100, max_minutes: 0.0001")
     assert main(["train", str(config), "--no-progress"]) == 0

@@ -31,9 +31,9 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from remul_ff.config import Config
+from remul_ff.config import Config, config_from_dict
 from remul_ff.data.batch import AtomicBatch, Structure, collate
-from remul_ff.errors import CheckpointError, ConfigError
+from remul_ff.errors import CheckpointError, ConfigError, RemulError
 from remul_ff.models import build_model, predict
 from remul_ff.training import distributed
 from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
@@ -132,6 +132,10 @@ def _check_same_run(config: Config, saved_path: Path) -> None:
     if not saved_path.exists():
         return  # the checkpoint check in Trainer._resume gives the sentence
     saved, now = yaml.safe_load(saved_path.read_text()) or {}, config.to_dict()
+    try:  # a run saved before a key was added used that key's default
+        saved = config_from_dict(saved).to_dict()
+    except RemulError:
+        pass  # a key since removed or renamed: compare what was written
     for section in RESUME_FIXED_SECTIONS:
         changed = sorted(k for k in set(saved.get(section, {})) | set(now[section]) if saved.get(section, {}).get(k) != now[section].get(k))
         if changed:
