@@ -275,6 +275,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model.pt written by remul-ff train")
     p.add_argument("-o", "--output", required=True, help="the .pt2 file to write")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--aotinductor", action="store_true",
+                   help="compile ahead of time with AOTInductor (needs g++; a minute or more); load the package "
+                        "with torch._inductor.aoti_load_package")
     p.set_defaults(func=_run_export)
 
 
@@ -286,9 +289,9 @@ def _run_export(args: argparse.Namespace) -> None:
     if not args.output.endswith(".pt2"):
         raise RemulError(f"-o {args.output} should end in .pt2, the extension of torch.export programs.")
     check_output_path(args.output, "-o")
-    path = export_model(args.model, args.output, getattr(torch, args.dtype))
-    print(f"wrote {path}: energy, forces = torch.export.load('{path}').module()(positions, atomic_numbers), "
-          "one molecule in Å, eV and eV/Å")
+    path = export_model(args.model, args.output, getattr(torch, args.dtype), aotinductor=args.aotinductor)
+    loader = f"torch._inductor.aoti_load_package('{path}')" if args.aotinductor else f"torch.export.load('{path}').module()"
+    print(f"wrote {path}: energy, forces = {loader}(positions, atomic_numbers), one molecule in Å, eV and eV/Å")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:

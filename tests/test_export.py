@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from tests.conftest import jittered_molecules
 
 FRESH_PROCESS = """
 import json, sys, torch
-program = torch.export.load(sys.argv[1]).module()
+program = torch._inductor.aoti_load_package(sys.argv[1]) if sys.argv[2:] == ["aoti"] else torch.export.load(sys.argv[1]).module()
 out = []
 for positions, numbers in json.loads(sys.stdin.read()):
     energy, forces = program(torch.tensor(positions, dtype=torch.float64), torch.tensor(numbers))
@@ -26,14 +27,17 @@ print(json.dumps(out))
 """
 
 
-def test_exported_program_matches_the_calculator_in_a_fresh_process(trained_model_file, tmp_path, capsys):
+@pytest.mark.parametrize("compiled", [False, True], ids=["torch.export", "aotinductor (about a minute)"])
+def test_exported_program_matches_the_calculator_in_a_fresh_process(compiled, trained_model_file, tmp_path, capsys):
+    if compiled and shutil.which("g++") is None:
+        pytest.skip("AOTInductor needs a C++ compiler (g++)")
     path = tmp_path / "model.pt2"
-    assert main(["export", str(trained_model_file), "-o", str(path)]) == 0
-    assert "wrote" in capsys.readouterr().out
+    assert main(["export", str(trained_model_file), "-o", str(path), *(["--aotinductor"] if compiled else [])]) == 0
+    assert ("aoti_load_package" if compiled else "torch.export.load") in capsys.readouterr().out
     frames = jittered_molecules("CH3CH2OH", 2) + [molecule("CH4"), molecule("H2O"), molecule("CH3CH2OCH3")]
     frames[0].translate([30.0, 0.0, -5.0])
     inputs = json.dumps([[a.positions.tolist(), a.numbers.tolist()] for a in frames])
-    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path)], input=inputs, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path), *(["aoti"] if compiled else [])], input=inputs, capture_output=True, text=True,
                          check=True, cwd=tmp_path)
     calculator = REMULCalculator(trained_model_file, device="cpu", default_dtype="float64")
     for atoms, (energy, forces) in zip(frames, json.loads(run.stdout)):

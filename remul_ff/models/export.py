@@ -5,6 +5,10 @@ The exported program needs only PyTorch to run, no remul-ff import::
     program = torch.export.load("model.pt2").module()
     energy, forces = program(positions, atomic_numbers)    # [n, 3] Å, [n] int64 -> eV (0-d), eV/Å [n, 3]
 
+With ``aotinductor=True`` the program is compiled ahead of time into an AOTInductor package::
+
+    program = torch._inductor.aoti_load_package("model_aoti.pt2")
+
 Forces are ``-dE/dx`` inside the program. ``torch.export`` cannot trace ``torch.autograd.grad``
 itself, so the energy-and-forces function is first traced by ``make_fx`` (which records the
 backward pass as ordinary operations, as AOTAutograd does) and that graph is exported with a
@@ -55,7 +59,7 @@ class EnergyAndForces(nn.Module):
 
 
 def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype: torch.dtype = torch.float64,
-                 example: tuple[torch.Tensor, torch.Tensor] | None = None) -> Path:
+                 example: tuple[torch.Tensor, torch.Tensor] | None = None, aotinductor: bool = False) -> Path:
     """Export ``model_path`` to ``output`` (``.pt2``) and check it against the model on ``example``.
 
     Args:
@@ -64,6 +68,10 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype
         dtype: Floating type of the program's inputs and weights.
         example: ``(positions, atomic_numbers)`` to trace with and to check; default: a chain
             of the model's elements.
+        aotinductor: Compile the program ahead of time with AOTInductor (C++ kernels for this
+            machine's CPU or GPU, a minute or more) into a package that
+            ``torch._inductor.aoti_load_package`` (or libtorch's ``AOTIModelPackageLoader`` from C++)
+            runs, as ``nequip-compile --mode aotinductor`` does.
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -76,8 +84,21 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype
     program = torch.export.export(graph, (positions, numbers), dynamic_shapes=({0: atoms}, {0: atoms}), strict=False)
     _check_program(program.module(), model, positions, numbers)
     with atomic_path(Path(output)) as tmp:
-        torch.export.save(program, tmp)
+        if aotinductor:
+            _compile_package(program, tmp, model, positions, numbers)
+        else:
+            torch.export.save(program, tmp)
     return Path(output)
+
+
+def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor) -> None:
+    """AOTInductor-compile ``program`` into the package ``path`` and check the compiled code too."""
+    try:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    except Exception as exc:  # a missing C++ compiler is the usual cause
+        raise RemulError(f"AOTInductor could not compile the model ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "it needs a C++ compiler (g++); export without --aotinductor instead.") from exc
+    _check_program(torch._inductor.aoti_load_package(str(path)), model, positions, numbers)
 
 
 def _check_program(program, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor) -> None:
