@@ -52,3 +52,24 @@ def test_export_refuses_a_bad_output_path(trained_model_file, tmp_path, capsys, 
     assert main(["export", str(trained_model_file), "-o", str(tmp_path / output)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and not [p for p in tmp_path.rglob("*.pt2") if p.is_file()]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="AOTInductor needs a C++ compiler (g++)")
+def test_the_compiled_calculator_equals_the_model_and_compiles_once(trained_model_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    plain = REMULCalculator(trained_model_file, default_dtype="float64")
+    fast = REMULCalculator(trained_model_file, default_dtype="float64", compile=True)
+    (package,) = (tmp_path / "remul-ff").glob("*.pt2")
+    compiled_at = package.stat().st_mtime_ns
+    for atoms in jittered_molecules("CH3CH2OH", 2) + [molecule("CH3CH2OCH3"), molecule("H2O")]:
+        reference = plain.get_potential_energy(atoms)
+        assert abs(fast.get_potential_energy(atoms) - reference) <= 1e-10 * abs(reference)
+        np.testing.assert_allclose(fast.get_forces(atoms), plain.get_forces(atoms), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(fast.results["energies"], plain.results["energies"], rtol=0, atol=1e-10)
+    REMULCalculator(trained_model_file, default_dtype="float64", compile=True)  # a second calculator: from the cache
+    assert package.stat().st_mtime_ns == compiled_at and len(list((tmp_path / "remul-ff").iterdir())) == 1
+
+
+def test_compile_refuses_a_committee(trained_model_file):
+    with pytest.raises(ValueError, match="one model on the CPU"):
+        REMULCalculator([trained_model_file, trained_model_file], compile=True)

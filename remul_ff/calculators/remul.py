@@ -41,6 +41,10 @@ class REMULCalculator(Calculator):
         energy_units_to_eV: Factor from the model's energy unit to eV.
         length_units_to_A: Factor from the model's length unit to Å.
         model: An already built energy-only model (or a list), used instead of ``model_path``.
+        compile: Run one model on the CPU through an AOTInductor-compiled all-pairs program (C++
+            kernels; ethanol 1.8 ms a call against 9.0 ms, one thread). The first use of a model
+            file compiles it (about a minute, needs g++) and caches the package in
+            ``~/.cache/remul-ff``; results equal the uncompiled model's to rounding.
         **kwargs: Passed on to :class:`ase.calculators.calculator.Calculator`.
     """
 
@@ -54,6 +58,7 @@ class REMULCalculator(Calculator):
         energy_units_to_eV: float = 1.0,
         length_units_to_A: float = 1.0,
         model: nn.Module | Sequence[nn.Module] | None = None,
+        compile: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,6 +79,14 @@ class REMULCalculator(Calculator):
         self.length_units_to_A = length_units_to_A
         self.warned: set[str] = set()
         self._domain_cache: tuple | None = None  # per-composition pair indices and distance limits
+        self.compiled = self._compile() if compile else None
+
+    def _compile(self):
+        if len(self.models) > 1 or self.device.type != "cpu":
+            raise ValueError("compile=True runs one model on the CPU; drop it for committees or GPUs.")
+        from remul_ff.models.export import compiled_model
+
+        return compiled_model(self.model)
 
     def check_atoms(self, atoms: Atoms, where: str = "the structure") -> None:
         """Raise :class:`DataError` for periodic cells, non-finite positions, coincident atoms and unknown elements.
@@ -120,13 +133,19 @@ class REMULCalculator(Calculator):
         self.check_atoms(self.atoms)
         # Centred in float64 first: float32 far from the origin rounds the interatomic vectors.
         positions = (self.atoms.positions - self.atoms.positions.mean(0)) / self.length_units_to_A
-        batch = collate([Structure(positions, self.atoms.numbers)], dtype=self.dtype).to(self.device)
-        predictions = [predict(member, batch) for member in self.models]
-        energies = torch.stack([p.energy[0] for p in predictions]).double() * self.energy_units_to_eV
-        forces = torch.stack([p.forces for p in predictions]).double().cpu() * (self.energy_units_to_eV / self.length_units_to_A)
-        atomic = torch.stack([p.atomic_energies for p in predictions]).double().cpu() * self.energy_units_to_eV
+        predictions = self._predict(positions, self.atoms.numbers)
+        energies = torch.stack([p[0] for p in predictions]).double() * self.energy_units_to_eV
+        forces = torch.stack([p[1] for p in predictions]).double().cpu() * (self.energy_units_to_eV / self.length_units_to_A)
+        atomic = torch.stack([p[2] for p in predictions]).double().cpu() * self.energy_units_to_eV
         energy = float(energies.mean())
         self.results = {"energy": energy, "free_energy": energy, "forces": forces.mean(0).numpy(), "energies": atomic.mean(0).numpy()}
         if len(self.models) > 1:
             self.results["energy_std"] = float(energies.std(unbiased=False))
             self.results["forces_std"] = forces.std(0, unbiased=False).numpy()
+
+    def _predict(self, positions: np.ndarray, numbers: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(energy, forces [n, 3], atomic energies [n])`` of each committee member, in model units."""
+        if self.compiled is not None and len(numbers) >= 2:  # the compiled program needs at least two atoms
+            return [self.compiled(torch.tensor(positions, dtype=self.dtype), torch.as_tensor(numbers, dtype=torch.long))]
+        batch = collate([Structure(positions, numbers)], dtype=self.dtype).to(self.device)
+        return [(p.energy[0], p.forces, p.atomic_energies) for p in (predict(member, batch) for member in self.models)]

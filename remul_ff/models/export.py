@@ -43,19 +43,24 @@ def distinct_pairs(n: int, device: torch.device) -> torch.Tensor:
 
 
 class EnergyAndForces(nn.Module):
-    """``(positions [n, 3], atomic_numbers [n]) -> (energy, forces [n, 3])`` of one molecule."""
+    """``(positions [n, 3], atomic_numbers [n]) -> (energy, forces [n, 3])`` of one molecule.
 
-    def __init__(self, model: nn.Module) -> None:
+    With ``atomic``, the per-atom energies ``[n]`` come third (the calculator's compiled path).
+    """
+
+    def __init__(self, model: nn.Module, atomic: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.atomic = atomic
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
             positions = positions.detach().requires_grad_(True)
             pairs = distinct_pairs(positions.shape[0], positions.device)
-            energy = self.model.energies_on_pairs(positions, atomic_numbers, pairs).sum()
+            atomic = self.model.energies_on_pairs(positions, atomic_numbers, pairs)
+            energy = atomic.sum()
             (gradient,) = torch.autograd.grad(energy, positions)
-        return energy.detach(), -gradient
+        return (energy.detach(), -gradient, atomic.detach()) if self.atomic else (energy.detach(), -gradient)
 
 
 def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype: torch.dtype = torch.float64,
@@ -73,22 +78,53 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype
             ``torch._inductor.aoti_load_package`` (or libtorch's ``AOTIModelPackageLoader`` from C++)
             runs, as ``nequip-compile --mode aotinductor`` does.
     """
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     model = load_model(model_path, "cpu", dtype)
     positions, numbers = example if example is not None else _example(model.elements.elements.tolist(), dtype)
-    model.elements.check(numbers)
-    wrapper = EnergyAndForces(model).eval()
-    graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(positions, numbers)
-    atoms = torch.export.Dim("atoms", min=2, max=MAX_ATOMS)
-    program = torch.export.export(graph, (positions, numbers), dynamic_shapes=({0: atoms}, {0: atoms}), strict=False)
-    _check_program(program.module(), model, positions, numbers)
+    program = export_program(model, positions, numbers)
     with atomic_path(Path(output)) as tmp:
         if aotinductor:
             _compile_package(program, tmp, model, positions, numbers)
         else:
             torch.export.save(program, tmp)
     return Path(output)
+
+
+def export_program(model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, atomic: bool = False):
+    """The ``torch.export`` program of ``model`` (CPU, its dtype), traced on and checked against one example."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    model.elements.check(numbers)
+    wrapper = EnergyAndForces(model, atomic).eval()
+    graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(positions, numbers)
+    atoms = torch.export.Dim("atoms", min=2, max=MAX_ATOMS)
+    program = torch.export.export(graph, (positions, numbers), dynamic_shapes=({0: atoms}, {0: atoms}), strict=False)
+    _check_program(program.module(), model, positions, numbers)
+    return program
+
+
+def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None):
+    """``model`` (on the CPU) compiled by AOTInductor: ``(positions, numbers) -> (energy, forces, atomic energies)``.
+
+    The package is cached under ``cache_dir`` (default ``$XDG_CACHE_HOME/remul-ff`` or
+    ``~/.cache/remul-ff``) by a digest of the weights, dtype and torch version, so only the first
+    use of a model file pays the compile (about a minute).
+    """
+    import hashlib
+    import io
+
+    dtype = next(model.parameters()).dtype
+    buffer = io.BytesIO()
+    torch.save({"state": model.state_dict(), "hyper": repr(getattr(model, "hyperparameters", None)), "dtype": str(dtype),
+                "torch": torch.__version__, "kind": type(model).__name__}, buffer)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:20]
+    cache = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "remul-ff"
+    path = cache / f"{digest}.pt2"
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        positions, numbers = _example(model.elements.elements.tolist(), dtype)
+        with atomic_path(path) as tmp:
+            _compile_package(export_program(model, positions, numbers, atomic=True), tmp, model, positions, numbers)
+    return torch._inductor.aoti_load_package(str(path))
 
 
 def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor) -> None:
@@ -103,7 +139,7 @@ def _compile_package(program, path: Path, model: nn.Module, positions: torch.Ten
 
 def _check_program(program, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor) -> None:
     """Refuse to write a program whose energy or forces differ from the model's beyond rounding."""
-    energy, forces = program(positions, numbers)
+    energy, forces = program(positions, numbers)[:2]
     reference = predict(model, AtomicBatch(positions, numbers, torch.zeros_like(numbers), 1))
     tolerance = 1e-10 if positions.dtype == torch.float64 else 1e-4
     energy_error = abs(float(energy) - float(reference.energy[0])) / max(abs(float(reference.energy[0])), 1.0)
@@ -121,4 +157,4 @@ def _example(elements: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, tor
     return positions.to(dtype), torch.tensor(numbers, dtype=torch.long)
 
 
-__all__ = ["EnergyAndForces", "distinct_pairs", "export_model"]
+__all__ = ["EnergyAndForces", "compiled_model", "distinct_pairs", "export_model", "export_program"]
