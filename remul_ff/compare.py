@@ -256,13 +256,17 @@ def _saved_frame_collapse(replica_frames: list, replica: int, md: MDProtocol, re
     return asdict(Collapse(replica, step, step * md.timestep_fs / 1e3, reason, name, deviation))
 
 
-def _drift(spec: CompareSpec, path: Path, atoms, out: Path) -> dict:
-    """NVE energy drift of one molecule in ``md.nve_dtype``; a finished or interrupted run is continued."""
+def _drift(spec: CompareSpec, path: Path, atoms, out: Path, reference: list = ()) -> dict:
+    """NVE energy drift of one molecule in ``md.nve_dtype``; a finished or interrupted run is continued.
+
+    ``reference``: the training frames, so that the run stops on the protocol's criterion (a proton
+    moving between two oxygens, as the data show, does not stop it).
+    """
     model = load_model(path, resolve_device(spec.train.device), getattr(torch, spec.md.nve_dtype))
     settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs,
                           total_time_fs=parse_duration_fs(spec.md.nve_time), thermostat="nve", seed=spec.md.seed,
                           write_interval=0, thermo_interval=10, compile=spec.md.compile, restart_every=spec.md.restart_every)
-    run_md(model, [atoms], settings, out, progress=False, resume=True)
+    run_md(model, [atoms], settings, out, progress=False, resume=True, reference_frames=reference)
     import csv
 
     rows = list(csv.DictReader(open(out / "thermo.csv")))
@@ -291,7 +295,7 @@ def compare_one(spec: CompareSpec, name: str, shared: SharedInputs, progress: bo
     report["ms_per_step_md_batch"] = _ms_per_step(md_model, _replica_starts(spec, frames), spec, spec.md.thermostat,
                                                   spec.md.compile, repeat=400)
     report.update(_stability(md_model, spec, shared, out / "md", progress))
-    report.update(_drift(spec, path, frames[0].copy(), out / "nve"))
+    report.update(_drift(spec, path, frames[0].copy(), out / "nve", shared.reference))
     report["md_protocol"] = asdict(spec.md)
     return report
 
@@ -340,7 +344,7 @@ def run_long_stages(spec: CompareSpec, names: list[str], progress: bool = True) 
         path, _ = _prepare_model(spec, name, progress)
         own = model_spec(spec, name)
         _run_stability_md(_md_model(own, path), own, shared, Path(spec.output_dir) / name / "md", progress)
-        _drift(own, path, shared.frames[0].copy(), Path(spec.output_dir) / name / "nve")
+        _drift(own, path, shared.frames[0].copy(), Path(spec.output_dir) / name / "nve", shared.reference)
 
 
 def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
