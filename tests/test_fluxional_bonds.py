@@ -85,3 +85,15 @@ def test_saved_frames_are_judged_by_the_same_groups():
     assert frame == 3 and group_name(list("COHOC"), pairs[groups == group]) == "H2-O1/O3"
     assert deviation == pytest.approx(np.hypot(O_O / 2, 1.6) - reference[group])
     assert first_bond_break(frames[:3], pairs, 0.5, reference, groups) is None
+
+
+def test_replicas_of_a_molecule_without_reference_frames_keep_their_own_start_lengths():
+    from ase.build import molecule
+
+    short, long = molecule("CH4"), molecule("CH4")
+    long.set_distance(0, 1, 1.3, fix=0)
+    state = state_from_atoms([short, long], "cpu", torch.float64)
+    monitor = CollapseMonitor(state, 1e9, 0.5, reference_frames())  # the reference data hold no methane
+    first_bonds = {tuple(b): r for b, r in zip(monitor.bonds.tolist(), monitor.reference.tolist())}
+    assert first_bonds[(0, 1)] == pytest.approx(short.get_distance(0, 1))
+    assert first_bonds[(5, 6)] == pytest.approx(1.3)

@@ -21,7 +21,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from remul_ff.data.bonds import (BOND_SKIN, bond_lengths, group_name, mean_bond_lengths, molecular_bonds,  # noqa: F401
-                                  watched_bonds)
+                                  same_atom_positions, watched_bonds)
 from remul_ff.md.state import MDState
 from remul_ff.models.common import scatter_sum
 
@@ -60,12 +60,9 @@ class CollapseMonitor:
     def _bonds(state: MDState, reference_frames: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[P, 2]`` global atom indices of watched pairs (i < j), ``[P]`` their group, ``[G]`` reference lengths."""
         offsets = np.concatenate([[0], np.cumsum(state.atoms_per_replica.tolist())])
-        pairs, groups, lengths, watched, n_groups = [], [], [], {}, 0
+        pairs, groups, lengths, cache, n_groups = [], [], [], {}, 0
         for start, (_, atoms) in zip(offsets, state.replica_atoms()):
-            key = (atoms.numbers.tobytes(), molecular_bonds(atoms).tobytes())  # replicas of one molecule share it
-            if key not in watched or not len(reference_frames):  # without data, each replica has its own lengths
-                watched[key] = watched_bonds(atoms, reference_frames)
-            bonds, group, reference = watched[key]
+            bonds, group, reference = _watched(atoms, reference_frames, cache)
             pairs.append(bonds + start)
             groups.append(group + n_groups)
             lengths.append(reference)
@@ -131,6 +128,18 @@ class CollapseMonitor:
                 reasons[k] = bond_reason(name, float(deviation[g]), float(self.reference[g]))
                 found[k] = (name, float(deviation[g]))
         return found
+
+
+def _watched(atoms: Atoms, reference_frames: Sequence[Atoms], cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`watched_bonds`, computed once per molecule that the reference data hold (then the
+    replicas share it); a molecule without reference frames is judged against its own start."""
+    key = (atoms.numbers.tobytes(), molecular_bonds(atoms).tobytes())
+    if key in cache:
+        return cache[key]
+    result = watched_bonds(atoms, reference_frames)
+    if same_atom_positions(reference_frames, atoms.numbers) is not None:
+        cache[key] = result
+    return result
 
 
 def bond_name(symbol_i: str, i: int, symbol_j: str, j: int) -> str:
