@@ -34,7 +34,8 @@ from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config
 from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (distance_histogram, energy_drift_mev_per_atom_ps, failure_rate, first_bond_break, h_r_mae,
                                   stability_time_ps)
-from remul_ff.md.monitor import Collapse, bond_reason, group_name, watched_bonds
+from remul_ff.data.bonds import group_name, watched_bonds
+from remul_ff.md.monitor import Collapse, bond_reason
 from remul_ff.models.forces import predict
 from remul_ff.models import load_model
 from remul_ff.training.data import prepare_data
@@ -119,9 +120,10 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
         if entry is not None and not isinstance(entry, dict):
             raise ConfigError(f"models.{name} must be a mapping of config sections (or model_path), but is {entry!r}.")
         model_config(spec, name)  # fail early on a bad model section
-        path = (entry or {}).get("model_path")
-        if path and not Path(path).is_file():
-            raise ConfigError(f"models.{name}.model_path {path} does not exist; give the path of a file written by 'remul-ff train'.")
+        model_path = (entry or {}).get("model_path")
+        if model_path and not Path(model_path).is_file():
+            raise ConfigError(f"models.{name}.model_path {model_path} does not exist; "
+                              "give the path of a file written by 'remul-ff train'.")
         _check_protocol(model_spec(spec, name).md, name)
     return spec
 

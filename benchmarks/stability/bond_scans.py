@@ -28,7 +28,7 @@ from ase.io import read
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diagnose import energy_and_forces, stretched  # noqa: E402
 
-from remul_ff.data.bonds import watched_bonds  # noqa: E402
+from remul_ff.data.bonds import shared_atom, watched_bonds  # noqa: E402
 from remul_ff.data.off_equilibrium import xtb_labels  # noqa: E402
 from remul_ff.models import load_model  # noqa: E402
 
@@ -57,7 +57,7 @@ def transfer_scans(frames, every: int) -> list[dict]:
     pairs, groups, _ = watched_bonds(frames[0], frames)
     out = []
     for g in [g for g in set(groups.tolist()) if np.sum(groups == g) == 2]:
-        hub = int(np.bincount(pairs[groups == g].ravel()).argmax())
+        hub = shared_atom(pairs[groups == g])
         partners = [int(k) for pair in pairs[groups == g] for k in pair if k != hub]
         for frame in frames[::every]:
             donor, acceptor = sorted(partners, key=lambda k: frame.get_distance(hub, k))

@@ -24,7 +24,7 @@ from ase.io import read
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diagnose import energy_and_forces  # noqa: E402
 
-from remul_ff.data.bonds import group_name, watched_bonds  # noqa: E402
+from remul_ff.data.bonds import group_lengths, group_name, watched_bonds  # noqa: E402
 from remul_ff.data.off_equilibrium import xtb_labels  # noqa: E402
 from remul_ff.md.analysis import first_bond_break  # noqa: E402
 from remul_ff.models import load_model  # noqa: E402
@@ -45,17 +45,11 @@ def collapsed_replicas(md_dir: Path, reference, tolerance: float = 0.5) -> list[
         last = found[0] - 1 if found else len(frames) - 1
         if (found is None and len(frames) == full) or last < 1:
             continue
-        deviation = np.abs(_group_lengths(frames[last].positions, pairs, groups) - lengths)
+        deviation = np.abs(group_lengths(frames[last].positions, pairs, groups) - lengths)
         out.append({"replica": name, "frame": last, "bond": group_name(frames[0].get_chemical_symbols(), pairs[groups == deviation.argmax()]),
                     "deviation_A": float(deviation.max()), "numbers": frames[0].numbers,
                     "geometries": np.stack([frames[0].positions, frames[last].positions])})
     return out
-
-
-def _group_lengths(positions: np.ndarray, pairs: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    lengths = np.full(groups.max() + 1, np.inf)
-    np.minimum.at(lengths, groups, np.linalg.norm(positions[pairs[:, 1]] - positions[pairs[:, 0]], axis=-1))
-    return lengths
 
 
 def relative_energies(energy_of, events: list[dict]) -> list[float]:

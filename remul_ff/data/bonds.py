@@ -47,8 +47,8 @@ def mean_bond_lengths(frames: Sequence[Atoms], bonds: np.ndarray, numbers: np.nd
 
     Returns ``None`` when no frame has these atoms, so callers can fall back to the starting frame.
     """
-    same = [f.positions for f in frames if len(f) == len(numbers) and np.array_equal(f.numbers, numbers)]
-    return bond_lengths(np.stack(same), bonds).mean(axis=0) if same else None
+    same = same_atom_positions(frames, numbers)
+    return None if same is None else bond_lengths(same, bonds).mean(axis=0)
 
 
 def same_atom_positions(frames: Sequence[Atoms], numbers: np.ndarray) -> np.ndarray | None:
@@ -78,8 +78,15 @@ def watched_bonds(atoms: Atoms, reference_frames: Sequence[Atoms] = ()) -> tuple
     groups += [_partner_pairs(hub, atoms, same) for hub in hubs]
     pairs = np.concatenate(groups) if groups else np.zeros((0, 2), dtype=int)
     group = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
-    reference = np.array([bond_lengths(same, g).min(axis=1).mean() for g in groups])
-    return pairs, group, reference
+    return pairs, group, group_lengths(same, pairs, group).mean(axis=0)
+
+
+def group_lengths(positions: np.ndarray, pairs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Length (Å) of each watched group, the shortest of its pairs, in one frame ``[n, 3]`` or many ``[T, n, 3]``."""
+    lengths = bond_lengths(positions, pairs)
+    shortest = np.full((*lengths.shape[:-1], int(groups.max()) + 1), np.inf)
+    np.minimum.at(shortest, (..., groups), lengths)
+    return shortest
 
 
 def _partner_pairs(hub: int, atoms: Atoms, same: np.ndarray) -> np.ndarray:
@@ -97,6 +104,11 @@ def group_name(symbols: Sequence[str], pairs: np.ndarray) -> str:
     if len(pairs) == 1:
         i, j = pairs[0]
         return f"{symbols[i]}{i}-{symbols[j]}{j}"
-    hub = int(np.bincount(np.ravel(pairs)).argmax())
+    hub = shared_atom(pairs)
     partners = [int(k) for pair in pairs for k in pair if k != hub]
     return f"{symbols[hub]}{hub}-" + "/".join(f"{symbols[k]}{k}" for k in partners)
+
+
+def shared_atom(pairs: np.ndarray) -> int:
+    """The atom common to a fluxional group's pairs (the proton of ``H11-O3/O5``)."""
+    return int(np.bincount(np.ravel(pairs)).argmax())

@@ -155,7 +155,7 @@ def make_off_equilibrium(train: list[Structure], settings: OffEquilibriumSetting
     """``round(fraction * len(train))`` distorted frames, each from a different training frame where possible."""
     settings.validate()
     rng = np.random.default_rng(settings.seed)
-    count = int(round(settings.fraction * len(train)))
+    count = _distorted_count(train, settings)
     sources = rng.permutation(np.resize(np.arange(len(train)), count)) if count else []
     frames = []
     for k in progress_bar(sources, desc="off-equilibrium frames (xTB)", disable=not progress):
@@ -238,8 +238,8 @@ def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path:
     if path.exists():
         cached = ase.io.read(path, ":")
         if cached and cached[0].info.get(CACHE_KEY) == key:
-            weights = [settings.weight] * (len(cached) - _md_count(cached, train, settings)) + [settings.md_weight] * len(cached)
-            return [_with_weight(a, w) for a, w in zip(cached, weights)]
+            distorted = _distorted_count(train, settings)  # then the own-MD frames, if any
+            return [_with_weight(a, settings.weight if k < distorted else settings.md_weight) for k, a in enumerate(cached)]
     frames = make_off_equilibrium(train, settings, progress)
     write_extxyz(frames, path, info={CACHE_KEY: key})
     return frames
@@ -256,9 +256,9 @@ def _cache_key(train: list[Structure], settings: OffEquilibriumSettings) -> str:
     return "k" + hashlib.sha256(text.encode()).hexdigest()[:16]  # a token extxyz reads back as a string, not JSON or a number
 
 
-def _md_count(cached: list, train: list[Structure], settings: OffEquilibriumSettings) -> int:
-    """How many of the cached frames (at the end) are own-MD frames."""
-    return len(cached) - int(round(settings.fraction * len(train))) if settings.md_frames else 0
+def _distorted_count(train: list[Structure], settings: OffEquilibriumSettings) -> int:
+    """How many distorted frames come first (before any own-MD frames)."""
+    return int(round(settings.fraction * len(train)))
 
 
 def _with_weight(atoms, weight: float) -> Structure:

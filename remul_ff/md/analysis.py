@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from remul_ff.data.bonds import group_lengths
+
 H_R_BINS = 500
 H_R_RANGE = (0.0, 10.0)
 
@@ -33,11 +35,8 @@ def first_bond_break(frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance:
     """
     if len(frames) == 0 or len(bonds) == 0:
         return None
-    positions = np.asarray(frames, dtype=np.float64)
-    pair_lengths = np.linalg.norm(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], axis=-1)
     groups = np.arange(len(bonds)) if groups is None else np.asarray(groups)
-    lengths = np.full((len(positions), groups.max() + 1), np.inf)
-    np.minimum.at(lengths, (slice(None), groups), pair_lengths)
+    lengths = group_lengths(np.asarray(frames, dtype=np.float64), bonds, groups)
     deviation = np.abs(lengths - (lengths[0] if reference is None else np.asarray(reference)))
     broken = np.nonzero((deviation > tolerance).any(axis=1))[0]
     if len(broken) == 0:

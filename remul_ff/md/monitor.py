@@ -20,8 +20,7 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from remul_ff.data.bonds import (BOND_SKIN, bond_lengths, group_name, mean_bond_lengths, molecular_bonds,  # noqa: F401
-                                  same_atom_positions, watched_bonds)
+from remul_ff.data.bonds import group_name, molecular_bonds, same_atom_positions, watched_bonds
 from remul_ff.md.state import MDState
 from remul_ff.models.common import scatter_sum
 
@@ -140,11 +139,6 @@ def _watched(atoms: Atoms, reference_frames: Sequence[Atoms], cache: dict) -> tu
     if same_atom_positions(reference_frames, atoms.numbers) is not None:
         cache[key] = result
     return result
-
-
-def bond_name(symbol_i: str, i: int, symbol_j: str, j: int) -> str:
-    """``"C1-H5"``: a bond named by its atoms' symbols and indices within the molecule."""
-    return f"{symbol_i}{i}-{symbol_j}{j}"
 
 
 def bond_reason(name: str, deviation: float, reference: float) -> str:
