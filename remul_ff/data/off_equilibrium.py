@@ -22,8 +22,9 @@ small loss weight (``weight``, 0.01) because their labels are approximate and th
 Optionally (``md_frames``), frames of the model's *own* earlier MD are added the same way (one
 round of active learning): where its MD went just before a collapse, an unconstrained model can
 have a spurious low-energy region that no single-bond distortion visits (acetylacetone: the enol
-proton centred between oxygens that open apart, which the transformer put 0.1-1.3 eV *below* the
-start and GFN2-xTB 0.4-4.9 eV above). Each such frame is aligned (Kabsch) onto its nearest training
+proton centred between oxygens that open apart: the transformer put the last frames before its
+collapses up to 2.0 eV *below* the start, GFN2-xTB 0.25-4.9 eV above;
+benchmarks/stability/acac_300K/precollapse_remul_offeq.json). Each such frame is aligned (Kabsch) onto its nearest training
 frame, which supplies the DFT part of its Δ-labels.
 """
 
