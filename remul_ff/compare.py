@@ -12,7 +12,12 @@ A spec::
     models:                                                     # name -> overrides (or model_path)
       remul: {model: {kind: transformer}, loss: {mode: remul}, md: {time: 50ps}}   # md: this model's own MD
       egnn:  {model: {kind: egnn}, loss: {mode: none}}
+      other: {model_path: runs/other/model.pt, committee: [a/model.pt, b/model.pt]}   # see below
     md: {temperature: 500, timestep_fs: 0.5, time: 300ps, replicas: 5}   # Fu et al. 2023 defaults
+
+A model's ``committee`` (two or more model files) is evaluated on that model's saved MD frames:
+the report says how many of its collapses the committee's force deviation warned of, and how early
+(:func:`~remul_ff.md.analysis.committee_warnings`).
 
 Writes ``report.md`` (one table, models as columns), ``report.json`` (every number in the table
 and the curves behind the plots) and PNG plots into ``output_dir``.
@@ -32,12 +37,13 @@ from ase.io import read
 
 from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section
 from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
-from remul_ff.md.analysis import (distance_histogram, energy_drift_mev_per_atom_ps, failure_rate, first_bond_break, h_r_mae,
-                                  stability_time_ps)
+from remul_ff.md.analysis import (committee_warnings, distance_histogram, energy_drift_mev_per_atom_ps, failure_rate,
+                                  first_bond_break, h_r_mae, stability_time_ps)
 from remul_ff.data.bonds import group_name, watched_bonds
 from remul_ff.md.monitor import Collapse, bond_reason
 from remul_ff.models.forces import predict
 from remul_ff.models import load_model
+from remul_ff.models.committee import Committee, frame_deviations
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, keeping_thread_count, resolve_device
@@ -124,8 +130,21 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
         if model_path and not Path(model_path).is_file():
             raise ConfigError(f"models.{name}.model_path {model_path} does not exist; "
                               "give the path of a file written by 'remul-ff train'.")
+        _check_committee((entry or {}).get("committee"), name)
         _check_protocol(model_spec(spec, name).md, name)
     return spec
+
+
+def _check_committee(paths, name: str) -> None:
+    """A committee is a list of two or more existing model files (or absent)."""
+    if paths is None:
+        return
+    if not isinstance(paths, list) or len(paths) < 2:
+        raise ConfigError(f"models.{name}.committee must be a list of two or more model files, but is {paths!r}.")
+    missing = [p for p in paths if not Path(str(p)).is_file()]
+    if missing:
+        raise ConfigError(f"models.{name}.committee names {', '.join(map(str, missing))}, which does not exist; "
+                          "give files written by 'remul-ff train'.")
 
 
 def _check_protocol(md: MDProtocol, name: str) -> None:
@@ -152,8 +171,8 @@ def model_spec(spec: CompareSpec, name: str) -> CompareSpec:
 def model_config(spec: CompareSpec, name: str) -> Config:
     """The training config of one model: shared data and budget, plus the model's own overrides."""
     entry = dict(spec.models[name] or {})
-    entry.pop("model_path", None)
-    entry.pop("md", None)
+    for key in ("model_path", "md", "committee"):
+        entry.pop(key, None)
     values = {"output_dir": str(Path(spec.output_dir) / name), "data": asdict(spec.data), "train": asdict(spec.train)}
     for section, extra in entry.items():
         values[section] = {**values.get(section, {}), **extra} if isinstance(extra, dict) else extra
@@ -214,8 +233,20 @@ def stability_settings(md: MDProtocol) -> MDSettings:
 def _run_stability_md(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> MDResult:
     """The protocol's replicas, continued from ``out``'s restart file when there is one."""
     settings = stability_settings(spec.md)
-    return run_md(model, _replica_starts(spec, shared.frames), settings, out, progress=progress, resume=True,
-                  reference_frames=shared.reference)
+    starts = _replica_starts(spec, shared.frames)
+    for replica, atoms in enumerate(starts):
+        _check_start_frame(atoms, replica, spec.md, shared.reference)
+    return run_md(model, starts, settings, out, progress=progress, resume=True, reference_frames=shared.reference)
+
+
+def _check_start_frame(atoms, replica: int, md: MDProtocol, reference_frames: list) -> None:
+    """Refuse a protocol whose criterion counts a starting frame (a data frame) as broken before any MD."""
+    found = _saved_frame_collapse([atoms], replica, md, reference_frames)
+    if found:
+        raise ConfigError(f"replica {replica} starts from a held-out data frame whose bond {found['bond']} is already "
+                          f"{found['deviation']:.2f} Å from its mean length in the training frames, more than md.bond_tolerance "
+                          f"({md.bond_tolerance} Å), so it would count as a collapse before any MD; raise md.bond_tolerance "
+                          "(Fu et al. 2023: 0.5 Å) or check the data.")
 
 
 def _stability(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> dict:
@@ -300,7 +331,20 @@ def compare_one(spec: CompareSpec, name: str, shared: SharedInputs, progress: bo
     report.update(_stability(md_model, spec, shared, out / "md", progress))
     report.update(_drift(spec, path, frames[0].copy(), out / "nve", shared.reference))
     report["md_protocol"] = asdict(spec.md)
+    committee = (spec.models[name] or {}).get("committee")
+    if committee:
+        report["committee_warning"] = _committee_warning(spec, committee, out / "md", report["collapse_events"])
     return report
+
+
+def _committee_warning(spec: CompareSpec, paths: list, md_dir: Path, collapses: list[dict]) -> dict:
+    """How many of a model's collapses a committee's force deviation warned of, on its saved frames."""
+    committee = Committee([load_model(p, resolve_device(spec.train.device), torch.float64) for p in paths])
+    deviations = {r: frame_deviations(committee, read(md_dir / f"replica_{r:03d}.traj", index=":")) for r in range(spec.md.replicas)}
+    frame_ps = spec.md.frame_interval * spec.md.timestep_fs / 1e3
+    result = committee_warnings(deviations, collapses, frame_ps)
+    return {**result, "committee": [str(p) for p in paths], "frame_ps": frame_ps,
+            "deviations_eV_A": {str(r): d.tolist() for r, d in deviations.items()}}
 
 
 def _md_model(spec: CompareSpec, path: Path) -> torch.nn.Module:

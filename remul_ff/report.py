@@ -32,23 +32,55 @@ ROWS: list[tuple[str, str, str]] = [
     ("Mean stability time (ps)", "mean_stability_ps", "{:.2f}"),
     ("h(r) MAE", "h_r_mae", "{:.4f}"),
     ("NVE energy drift (meV/atom/ps)", "drift_meV_atom_ps", "{:.3g}"),
+    ("Collapses a committee warned of (median lead)", "committee_warned", "{}"),
 ]
 PLOTS = ("h_r.png", "survival.png", "parity.png", "learning_curves.png", "energy_drift.png")
+COMMITTEE_PLOT = "committee_warning.png"  # only when a model has a committee
 
 
 def table(payload: dict) -> dict[str, dict[str, str]]:
     """``{row label: {model: formatted value}}``, the content of the Markdown table."""
     out = {}
     for label, key, fmt in ROWS:
+        if key == "committee_warned" and not _has_committee(payload):
+            continue
         out[label] = {}
         for name, r in payload["models"].items():
             value = {
                 "stable_fraction": f"{r['stable_replicas']}/{len(r['stability_ps'])}",
                 "mean_stability_ps": float(np.mean(r["stability_ps"])),
                 "failure_rate": _rate_cell(r),
+                "committee_warned": _warned_cell(r.get("committee_warning")),
             }.get(key, r.get(key))
             out[label][name] = fmt.format(value) if value is not None else "n/a"
     return out
+
+
+def _has_committee(payload: dict) -> bool:
+    return any("committee_warning" in r for r in payload["models"].values())
+
+
+def _warned_cell(warning: dict | None) -> str | None:
+    if warning is None:
+        return None
+    lead = warning["median_lead_time_ps"]
+    return f"{warning['warned']}/{warning['collapses']}" + (f" ({lead:.2f} ps)" if lead is not None else "")
+
+
+def committee_lines(payload: dict) -> list[str]:
+    """How each model's committee was judged: its members and the alarm threshold."""
+    lines = []
+    for name, r in payload["models"].items():
+        w = r.get("committee_warning")
+        if w is None:
+            continue
+        threshold = (f"{w['threshold_eV_A']:.3f} eV/Å (passed by {w['false_alarm_percent']}% of the {w['healthy_frames']} saved "
+                     "frames of replicas that never collapsed)") if w["threshold_eV_A"] is not None else "none (every replica collapsed)"
+        lines.append(f"- {name}: committee {', '.join(w['committee'])}; alarm threshold {threshold}; "
+                     f"{w['warned']} of {w['collapses']} collapses had a frame above it before the collapse.")
+    if not lines:
+        return []
+    return ["## Committee warnings", "", *lines, "", f"![{COMMITTEE_PLOT}]({COMMITTEE_PLOT})", ""]
 
 
 def _rate_cell(r: dict) -> str | None:
@@ -99,7 +131,7 @@ def markdown(payload: dict) -> str:
     if own:
         lines[-2:-2] = [f"Models with their own amount of MD: {'; '.join(own)}.", ""]
     lines += [f"| {label} | " + " | ".join(row[n] for n in names) + " |" for label, row in cells.items()]
-    lines += ["", *pooled_lines(payload), *collapse_lines(payload), *[f"![{p}]({p})" for p in PLOTS], ""]
+    lines += ["", *pooled_lines(payload), *collapse_lines(payload), *committee_lines(payload), *[f"![{p}]({p})" for p in PLOTS], ""]
     return "\n".join(lines)
 
 
@@ -110,7 +142,7 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_all(payload: dict, out: Path) -> None:
-    """Write the five PNG plots."""
+    """Write the five PNG plots (and the committee plot when a model has a committee)."""
     models = payload["models"]
     edges = np.linspace(*H_R_RANGE, H_R_BINS + 1)
     r = 0.5 * (edges[1:] + edges[:-1])
@@ -156,6 +188,26 @@ def plot_all(payload: dict, out: Path) -> None:
     ax.set(xlabel="time (ps)", ylabel="E_tot − E_tot(0) (meV)", title="NVE energy drift")
     ax.legend()
     _save(fig, out / "energy_drift.png")
+    if _has_committee(payload):
+        plot_committee_warnings({n: m["committee_warning"] for n, m in models.items() if "committee_warning" in m}, out / COMMITTEE_PLOT)
+
+
+def plot_committee_warnings(warnings: dict[str, dict], path: Path) -> None:
+    """Committee force deviation along every replica (collapsed ones in red), one panel per model."""
+    fig, axes = plt.subplots(1, len(warnings), figsize=(6 * len(warnings), 3.5), squeeze=False)
+    for ax, (name, w) in zip(axes[0], warnings.items()):
+        collapsed = {e["replica"]: e["collapse_ps"] for e in w["events"]}
+        for replica, deviations in w["deviations_eV_A"].items():
+            times = np.arange(len(deviations)) * w["frame_ps"]
+            hit = int(replica) in collapsed
+            ax.plot(times, deviations, color="C3" if hit else "0.7", lw=1.2 if hit else 0.5)
+        for t in collapsed.values():
+            ax.axvline(t, color="C3", ls=":", lw=0.8)
+        if w["threshold_eV_A"] is not None:
+            ax.axhline(w["threshold_eV_A"], color="k", ls="--", lw=0.8, label=f"alarm ({100 - w['false_alarm_percent']}% of healthy frames)")
+            ax.legend(fontsize=8)
+        ax.set(xlabel="time (ps)", ylabel="committee max force deviation (eV/Å)", yscale="log", title=f"{name} (collapsed: red)")
+    _save(fig, path)
 
 
 def write_report(payload: dict, out: Path) -> None:

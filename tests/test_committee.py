@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from ase.build import molecule
@@ -14,7 +15,8 @@ from remul_ff.cli import main
 from remul_ff.data.batch import Structure, collate
 from remul_ff.md import MDSettings, run_md
 from remul_ff.models import predict
-from remul_ff.models.committee import Committee, max_force_deviation
+from remul_ff.md.analysis import committee_warnings
+from remul_ff.models.committee import Committee, frame_deviations, max_force_deviation
 from tests.conftest import jittered_molecules, tiny_model
 
 
@@ -116,3 +118,31 @@ def test_a_restart_file_from_before_the_committee_settings_resumes(tmp_path):
 
     with pytest.raises(RemulError, match="on_deviation was 'flag' but is 'stop'"):
         run_md(model, starts, dataclasses.replace(longer, total_time_fs=30, on_deviation="stop"), tmp_path, progress=False, resume=True)
+
+
+def test_committee_warnings_count_collapses_preceded_by_a_frame_above_the_healthy_threshold():
+    healthy = {r: np.full(50, 0.1) + 0.001 * r for r in range(4)}  # 200 healthy frames, largest 0.103
+    rising = np.r_[np.full(10, 0.1), np.linspace(0.2, 1.0, 5)]      # passes the threshold from frame 10
+    quiet = np.full(15, 0.1)                                        # never does
+    collapses = [{"replica": 4, "time_ps": 0.7, "reason": "C-H"}, {"replica": 5, "time_ps": 0.7, "reason": "C-C"}]
+    result = committee_warnings({**healthy, 4: rising, 5: quiet}, collapses, frame_ps=0.05)
+    assert result["threshold_eV_A"] == pytest.approx(np.percentile(np.concatenate(list(healthy.values())), 99.9))
+    assert result["healthy_frames"] == 200 and (result["warned"], result["collapses"]) == (1, 2)
+    warned, missed = result["events"]
+    assert warned["warned"] and warned["lead_time_ps"] == pytest.approx(0.7 - 10 * 0.05)
+    assert not missed["warned"] and missed["lead_time_ps"] is None
+    assert result["median_lead_time_ps"] == pytest.approx(0.2)
+    # frames at or after the collapse do not count as a warning
+    late = committee_warnings({**healthy, 4: rising}, [{"replica": 4, "time_ps": 0.5, "reason": "C-H"}], frame_ps=0.05)
+    assert late["warned"] == 0
+
+
+def test_committee_warnings_without_a_healthy_replica_have_no_threshold():
+    result = committee_warnings({0: np.ones(3)}, [{"replica": 0, "time_ps": 0.1, "reason": "C-H"}], frame_ps=0.05)
+    assert result["threshold_eV_A"] is None and result["warned"] == 0 and result["median_lead_time_ps"] is None
+
+
+def test_frame_deviations_match_max_force_deviation_in_chunks():
+    committee, frames = Committee(two_members()), jittered_molecules("CH3CH2OH", 5)
+    expected = max_force_deviation(committee, batch_of(frames)).numpy()
+    assert np.allclose(frame_deviations(committee, frames, chunk=2), expected, rtol=1e-12, atol=0)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from ase.build import molecule
+from ase.io import read
 
 from remul_ff.cli import main
 from remul_ff.compare import MDProtocol, _saved_frame_collapse
+from remul_ff.models.files import MODEL_FILE_KIND, load_file, save_file
 from remul_ff.report import PLOTS
 
 
@@ -148,3 +151,65 @@ def test_update_report_without_a_report_is_one_sentence(xtb_ethanol_file, tmp_pa
     assert main(["compare", str(spec), "--model", "egnn", "--update-report", "--no-progress"]) == 2
     assert "needs an earlier report" in capsys.readouterr().err
     assert not out.exists()  # refused before any training or MD
+
+
+def test_a_models_committee_is_judged_on_its_saved_md_frames(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
+    other = tmp_path / "other.pt"  # a second member: the same model with perturbed weights
+    payload = load_file(trained_model_file, MODEL_FILE_KIND)
+    generator = torch.Generator().manual_seed(0)
+    payload["state_dict"] = {k: v + 0.05 * torch.randn(v.shape, generator=generator, dtype=v.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()}
+    save_file(payload, other)
+    spec, out = tmp_path / "spec.yaml", tmp_path / "report"
+    spec.write_text(f"""
+output_dir: {out}
+data: {{path: {xtb_ethanol_file}, valid: 6, test: 6}}
+train: {{device: cpu}}
+models:
+  remul: {{model_path: {trained_model_file}, committee: [{trained_model_file}, {other}]}}
+md: {{temperature: 300, time: 30fs, replicas: 3, nve_time: 10fs, frame_interval: 5, restart_every: 10, bond_tolerance: 0.3}}
+evaluation_rotations: 2
+""")
+    assert main(["compare", str(spec), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    remul = report["models"]["remul"]
+    warning = remul["committee_warning"]
+    for replica in range(3):
+        saved = read(out / "remul" / "md" / f"replica_{replica:03d}.traj", index=":")
+        assert len(warning["deviations_eV_A"][str(replica)]) == len(saved)
+        assert min(warning["deviations_eV_A"][str(replica)]) > 0  # the members differ
+    assert warning["collapses"] == remul["collapses"] and len(warning["events"]) == remul["collapses"]
+    assert [e["replica"] for e in warning["events"]] == [c["replica"] for c in remul["collapse_events"]]
+    cell = report["table"]["Collapses a committee warned of (median lead)"]["remul"]
+    assert cell.startswith(f"{warning['warned']}/{warning['collapses']}")
+    markdown = (out / "report.md").read_text()
+    assert "## Committee warnings" in markdown and (out / "committee_warning.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("committee, message", [
+    ("[{model}]", "must be a list of two or more model files"),
+    ("{model}", "must be a list of two or more model files"),
+    ("[{model}, none.pt]", "names none.pt, which does not exist"),
+])
+def test_compare_refuses_a_bad_committee(trained_model_file, tmp_path, capsys, committee, message):
+    spec = tmp_path / "spec.yaml"
+    entry = committee.format(model=trained_model_file)
+    spec.write_text(f"models:\n  remul: {{model_path: {trained_model_file}, committee: {entry}}}\n")
+    assert main(["compare", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_refuses_a_criterion_that_breaks_the_starting_frames(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""
+output_dir: {tmp_path / 'report'}
+data: {{path: {xtb_ethanol_file}, valid: 6, test: 6}}
+models:
+  remul: {{model_path: {trained_model_file}}}
+md: {{time: 5fs, replicas: 2, bond_tolerance: 0.001}}
+""")
+    assert main(["compare", str(spec), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "replica 0 starts from a held-out data frame whose bond" in err and "raise md.bond_tolerance" in err
+    assert not (tmp_path / "report" / "remul" / "md" / "replica_000.traj").exists()

@@ -1,4 +1,4 @@
-"""Analysis of MD runs: stability time, bond breaks in saved frames, h(r) and its MAE, NVE energy drift, temperature statistics."""
+"""Analysis of MD runs: stability time, bond breaks in saved frames, h(r) and its MAE, NVE energy drift, temperature statistics, committee warnings."""
 
 from __future__ import annotations
 
@@ -120,3 +120,45 @@ def temperature_stats(temperatures: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of a temperature series, K."""
     temperatures = np.asarray(temperatures, dtype=float)
     return float(temperatures.mean()), float(temperatures.std())
+
+
+def committee_warnings(deviations: dict[int, np.ndarray], collapses: Sequence[dict], frame_ps: float,
+                       false_alarm_percent: float = 0.1) -> dict:
+    """Does a committee's force deviation rise above its alarm threshold before each collapse?
+
+    The threshold is the ``100 - false_alarm_percent`` percentile of the deviation over the saved
+    frames of the replicas that never collapsed (so ``false_alarm_percent`` of healthy frames pass
+    it); a collapse is warned when an earlier frame of its replica passes it, and the lead time is
+    how long before the collapse the first such frame came.
+
+    Args:
+        deviations: Replica index -> ``[frames]`` committee force deviation of each saved frame, eV/Å
+            (frame ``k`` at ``k * frame_ps``).
+        collapses: ``{"replica", "time_ps", "reason"}`` of every collapse.
+        frame_ps: Simulated time between saved frames, ps.
+        false_alarm_percent: Share of healthy frames allowed above the threshold, %.
+
+    Returns:
+        ``threshold_eV_A`` (``None`` when every replica collapsed: no healthy frame sets it),
+        ``healthy_frames``, ``warned`` (count), ``collapses`` (count), ``median_lead_time_ps`` and one
+        event per collapse.
+    """
+    collapsed = {c["replica"] for c in collapses}
+    healthy = [np.asarray(d) for r, d in deviations.items() if r not in collapsed]
+    frames = int(sum(d.size for d in healthy))
+    threshold = float(np.percentile(np.concatenate(healthy), 100 - false_alarm_percent)) if frames else None
+    events = [_warning_event(c, np.asarray(deviations[c["replica"]]), threshold, frame_ps) for c in collapses]
+    leads = [e["lead_time_ps"] for e in events if e["warned"]]
+    return {"threshold_eV_A": threshold, "false_alarm_percent": false_alarm_percent, "healthy_frames": frames,
+            "warned": len(leads), "collapses": len(events), "median_lead_time_ps": float(np.median(leads)) if leads else None,
+            "events": events}
+
+
+def _warning_event(collapse: dict, deviations: np.ndarray, threshold: float | None, frame_ps: float) -> dict:
+    """One collapse: was a frame before it above ``threshold``, and how long before?"""
+    times = np.arange(len(deviations)) * frame_ps
+    before = times < collapse["time_ps"]
+    over = np.nonzero((deviations > threshold) & before)[0] if threshold is not None else np.zeros(0, dtype=int)
+    return {"replica": collapse["replica"], "collapse_ps": collapse["time_ps"], "reason": collapse["reason"],
+            "warned": bool(over.size), "lead_time_ps": float(collapse["time_ps"] - times[over[0]]) if over.size else None,
+            "deviation_last_frames_eV_A": deviations[before][-5:].tolist()}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from ase import Atoms
 from torch import nn
 
-from remul_ff.data.batch import AtomicBatch
+from remul_ff.data.batch import AtomicBatch, Structure, collate
 from remul_ff.models.common import scatter_max
 from remul_ff.models.forces import predict
 
@@ -48,3 +50,14 @@ def max_force_deviation(committee: Committee, batch: AtomicBatch) -> torch.Tenso
     forces = torch.stack([predict(member, batch).forces for member in committee.members]).double()
     per_atom = ((forces - forces.mean(0)) ** 2).sum(-1).mean(0).sqrt()
     return scatter_max(per_atom, batch.molecule_index, batch.n_molecules)
+
+
+def frame_deviations(committee: Committee, frames: Sequence[Atoms], chunk: int = 256) -> np.ndarray:
+    """``[frames]`` :func:`max_force_deviation` of each of ``frames`` (e.g. one replica's saved
+    trajectory), evaluated ``chunk`` molecules at a time on the committee's device and dtype."""
+    reference = next(committee.parameters())
+    out = []
+    for start in range(0, len(frames), chunk):
+        batch = collate([Structure(a.positions, a.numbers) for a in frames[start:start + chunk]], dtype=reference.dtype)
+        out.append(max_force_deviation(committee, batch.to(reference.device)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
