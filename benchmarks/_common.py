@@ -41,6 +41,8 @@ def machine() -> dict[str, object]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        # other processes compete for the cores when this is above 0 (timings are then upper bounds)
+        "load_average_1min_at_write": os.getloadavg()[0],
     }
 
 

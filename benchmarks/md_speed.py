@@ -3,13 +3,16 @@
 Measured:
 
 * ms per MD step through the ASE calculator (VelocityVerlet) on ethanol (9 atoms) and 3BPA
-  (27 atoms), float32 and float64, for remul-ff and for MACE (128x0e+128x1o, r_max 5 Å);
-* batched MD throughput in replica-steps/s for 1, 8, 64 and 256 ethanol replicas;
+  (27 atoms), float32 and float64, for remul-ff and for MACE (128x0e+128x1o, r_max 5 Å), and for
+  remul-ff's AOTInductor-compiled calculator (``REMULCalculator(..., compile=True)``, float32);
+* batched MD throughput in replica-steps/s for 1, 8, 64, 256 and 1024 ethanol replicas;
 * the speed-up of 64 batched replicas over the single-replica ASE loop.
 
 Run from the repository root (the MACE part needs a venv with mace-torch, see mace_speed_helper.py)::
 
     python benchmarks/md_speed.py --model runs/accuracy/remul-fixed/model.pt --mace-python ../mace-venv/bin/python
+
+(``--replicas`` sets the batched sizes; the compiled calculator needs g++ and compiles once per model, ~1 min.)
 
 Writes ``benchmarks/results/md_speed.{json,md,png}``.
 """
@@ -42,21 +45,21 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 STRUCTURES = {"ethanol (9 atoms)": DATA / "rmd17_ethanol" / "train.xyz", "3BPA (27 atoms)": DATA / "3bpa" / "train_300K.xyz"}
 
 
-def calculator_for(model_path: str, numbers, dtype: str) -> REMULCalculator:
+def calculator_for(model_path: str, numbers, dtype: str, compile: bool = False) -> REMULCalculator:
     """The trained model, or, for elements it was not trained on (N in 3BPA), an untrained model
     with the same hyperparameters: weights do not change the speed."""
-    calculator = REMULCalculator(model_path, default_dtype=dtype)
+    calculator = REMULCalculator(model_path, default_dtype=dtype, compile=compile)
     if set(numbers) <= set(calculator.model.elements.elements.tolist()):
         return calculator
     payload = load_file(model_path, MODEL_FILE_KIND)
     model = build_model(payload["model_kind"], payload["hyperparameters"], sorted(set(numbers)), {})
-    return REMULCalculator(model=model, default_dtype=dtype)
+    return REMULCalculator(model=model, default_dtype=dtype, compile=compile)
 
 
-def calculator_ms_per_step(model_path: str, path: Path, dtype: str, steps: int) -> float:
+def calculator_ms_per_step(model_path: str, path: Path, dtype: str, steps: int, compile: bool = False) -> float:
     atoms = read(path, index=0)
     atoms.pbc = False
-    atoms.calc = calculator_for(model_path, atoms.numbers.tolist(), dtype)
+    atoms.calc = calculator_for(model_path, atoms.numbers.tolist(), dtype, compile)
     dyn = VelocityVerlet(atoms, 0.5 * units.fs)
     dyn.run(5)
     start = time.perf_counter()
@@ -83,17 +86,27 @@ def mace_ms_per_step(python: str, steps: int) -> dict:
 
 def markdown(results: dict) -> str:
     mace = results.get("mace", {}).get("ms_per_step", {})
+    compiled = results.get("calculator_compiled_ms_per_step", {})
     rows = [f"remul-ff model: {results['model_hyperparameters']}; torch threads: {torch.get_num_threads()}\n",
-            "| structure | dtype | remul-ff (ms/step) | MACE (ms/step) | MACE / remul-ff |", "|---|---|---|---|---|"]
+            "| structure | dtype | remul-ff (ms/step) | remul-ff compiled (ms/step) | MACE (ms/step) | MACE / remul-ff | MACE / compiled |",
+            "|---|---|---|---|---|---|---|"]
     for key, ms in results["calculator_ms_per_step"].items():
-        other = mace.get(key)
-        ratio = f"{other / ms:.1f}x" if other else "n/a"
-        rows.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {ms:.2f} | {other if other is None else f'{other:.2f}'} | {ratio} |")
+        other, fast = mace.get(key), compiled.get(key)
+        cells = [_ms(ms), _ms(fast), _ms(other), _ratio(other, ms), _ratio(other, fast)]
+        rows.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | " + " | ".join(cells) + " |")
     rows += ["", f"Batched NVE MD, ethanol, {results['batched_dtype']}:", "", "| replicas | replica-steps/s |", "|---|---|"]
     rows += [f"| {r} | {v:.0f} |" for r, v in results["batched_replica_steps_per_s"].items()]
     rows += ["", f"64 batched replicas vs the single-replica ASE loop ({results['batched_dtype']}): "
              f"**{results['speedup_64_vs_ase_loop']:.1f}x** more replica-steps/s."]
     return "\n".join(rows) + "\n"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _ratio(slow: float | None, fast: float | None) -> str:
+    return f"{slow / fast:.1f}x" if slow and fast else "n/a"
 
 
 def plot(results: dict) -> None:
@@ -121,6 +134,7 @@ def main() -> None:
     parser.add_argument("--mace-python", help="python of a venv with mace-torch (omit to skip MACE)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batched-steps", type=int, default=100)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64, 256, 1024])
     parser.add_argument("--batched-dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args()
     results = {"model": args.model, "model_hyperparameters": hyperparameters(REMULCalculator(args.model).model),
@@ -128,8 +142,11 @@ def main() -> None:
     for name, path in STRUCTURES.items():
         for dtype in ("float32", "float64"):
             results["calculator_ms_per_step"][f"{name}/{dtype}"] = calculator_ms_per_step(args.model, path, dtype, args.steps)
+    results["calculator_compiled_ms_per_step"] = {
+        f"{name}/float32": calculator_ms_per_step(args.model, path, "float32", args.steps, compile=True) for name, path in STRUCTURES.items()
+    }
     results["batched_replica_steps_per_s"] = {
-        str(r): batched_throughput(args.model, r, args.batched_steps, args.batched_dtype) for r in (1, 8, 64, 256)
+        str(r): batched_throughput(args.model, r, args.batched_steps, args.batched_dtype) for r in args.replicas
     }
     ase_loop = 1e3 / results["calculator_ms_per_step"][f"ethanol (9 atoms)/{args.batched_dtype}"]
     results["speedup_64_vs_ase_loop"] = results["batched_replica_steps_per_s"]["64"] / ase_loop
