@@ -47,7 +47,8 @@ def main() -> None:
     collapses = sorted(json.loads((md / "collapses.json").read_text()), key=lambda c: c["replica"])
     series = {int(p.stem.split("_")[1]): frame_deviations(committee, ase.io.read(p, ":")) for p in sorted(md.glob("replica_*.traj"))}
     warning = committee_warnings(series, collapses, args.frame_ps)
-    healthy = np.concatenate([s for r, s in series.items() if r not in {c["replica"] for c in collapses}])
+    collapsed = {c["replica"] for c in collapses}
+    healthy = np.concatenate([s for r, s in series.items() if r not in collapsed])
     result = {"command": " ".join(["python", *sys.argv]), "committee": args.committee, "healthy_frames": warning["healthy_frames"],
               "healthy_percentiles_eV_A": {q: float(np.percentile(healthy, q)) for q in (50, 99, 99.9)},
               "threshold_eV_A": warning["threshold_eV_A"], "collapses": warning["events"]}
