@@ -117,6 +117,36 @@ def test_own_md_frames_get_delta_xtb_labels_in_their_nearest_training_frames_ori
         assert np.sqrt(((made.positions - source.positions) ** 2).sum(-1).mean()) < 0.1
 
 
+def _marked_run(folder, lengths, first_mark):
+    """Trajectories whose frames are H2 molecules shifted along x by a running mark, so a chosen frame tells where it came from."""
+    import ase
+    import ase.io
+
+    folder.mkdir()
+    mark = first_mark
+    for r, n in enumerate(lengths):
+        traj = []
+        for _ in range(n):
+            traj.append(ase.Atoms("H2", positions=[[mark, 0, 0], [mark + 0.74, 0, 0]]))
+            mark += 1
+        ase.io.write(folder / f"replica_{r:03d}.traj", traj)
+    return str(folder / "replica_*.traj")
+
+
+def test_a_list_of_md_globs_takes_md_count_frames_from_each_round_judging_collapses_per_round(tmp_path):
+    from remul_ff.data.off_equilibrium import _choose_md_frames
+
+    first = _marked_run(tmp_path / "round1", (5, 5), first_mark=0)  # marks 0-9, no collapse
+    second = _marked_run(tmp_path / "round2", (4, 1), first_mark=100)  # marks 100-103; replica 1 (mark 104) stopped early
+    settings = OffEquilibriumSettings(md_frames=[first, second], md_count=1)
+    chosen = _choose_md_frames(settings, np.random.default_rng(0))
+    assert len(chosen) == 2 and chosen[0][0][0, 0] < 10
+    # Judged against round 2's own longest trajectory (4 frames, not round 1's 5), only replica 1 collapsed.
+    assert chosen[1][0][0, 0] == 104
+    with pytest.raises(DataError, match="a glob or a list of globs"):
+        OffEquilibriumSettings(md_frames=[first, 3]).validate()
+
+
 def test_own_md_frames_that_match_no_file_are_refused(xtb_frames, tmp_path):
     with pytest.raises(DataError, match="matches no file"):
         make_off_equilibrium(xtb_frames, OffEquilibriumSettings(fraction=0.0, md_frames=str(tmp_path / "none_*.traj")), progress=False)

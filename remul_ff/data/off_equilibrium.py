@@ -68,10 +68,11 @@ class OffEquilibriumSettings:
         method: tblite method for the label differences.
         seed: Seed of the choice of frames and distortions.
         md_frames: Glob of trajectory files of the model's own MD (e.g. a compare run's
-            ``md/replica_*.traj``), or ``None``. Up to ``md_count`` of their frames are added, the
-            last three saved frames of every replica that stopped early (a collapse) first, then
-            random ones.
-        md_count: How many own-MD frames to add.
+            ``md/replica_*.traj``), a list of such globs (one per round of active learning), or
+            ``None``. From each glob, up to ``md_count`` frames are added: the last three saved
+            frames of every replica that stopped early (a collapse; shorter than the glob's
+            longest trajectory) first, then random ones.
+        md_count: How many own-MD frames to add per glob.
         md_weight: Loss weight of an own-MD frame.
     """
 
@@ -85,7 +86,7 @@ class OffEquilibriumSettings:
     weight: float = 0.01
     method: str = "GFN2-xTB"
     seed: int = 0
-    md_frames: str | None = None
+    md_frames: str | list | None = None
     md_count: int = 100
     md_weight: float = 0.1
 
@@ -97,6 +98,8 @@ class OffEquilibriumSettings:
         for name, value in numbers.items():
             if not np.isfinite(value) or value < 0:
                 raise DataError(f"data.off_equilibrium.{name} must be a finite number >= 0, but is {value}.")
+        if isinstance(self.md_frames, list) and not all(isinstance(p, str) and p for p in self.md_frames):
+            raise DataError(f"data.off_equilibrium.md_frames must be a glob or a list of globs (strings), but is {self.md_frames!r}.")
         if self.method not in XTB_METHODS:
             raise DataError(f"data.off_equilibrium.method must be one of {', '.join(XTB_METHODS)} (tblite), but is {self.method!r}.")
 
@@ -184,20 +187,26 @@ def own_md_frames(train: list[Structure], settings: OffEquilibriumSettings, rng:
 
 
 def _choose_md_frames(settings: OffEquilibriumSettings, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The last three frames of every trajectory that stopped early, then random frames, ``md_count`` in all."""
+    """``md_count`` frames from each glob of ``settings.md_frames``, in the order of the globs."""
+    patterns = settings.md_frames if isinstance(settings.md_frames, list) else [settings.md_frames]
+    return [frame for pattern in patterns for frame in _choose_run_frames(pattern, settings.md_count, rng)]
+
+
+def _choose_run_frames(pattern: str, count: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The last three frames of every trajectory that stopped early, then random frames, ``count`` in all."""
     import glob
 
     import ase.io
 
-    paths = sorted(glob.glob(settings.md_frames))
+    paths = sorted(glob.glob(pattern))
     if not paths:
-        raise DataError(f"data.off_equilibrium.md_frames {settings.md_frames!r} matches no file; give a glob of MD trajectories.")
+        raise DataError(f"data.off_equilibrium.md_frames {pattern!r} matches no file; give a glob of MD trajectories.")
     trajectories = [ase.io.read(p, ":") for p in paths]
     full = max(len(t) for t in trajectories)
     last = [a for t in trajectories if len(t) < full for a in t[-3:]]  # the last 100 fs before each collapse
     pool = [a for t in trajectories for a in t[1:]]
-    extra = [pool[k] for k in rng.permutation(len(pool))[: max(settings.md_count - len(last), 0)]]
-    return [(a.positions.copy(), a.numbers.copy()) for a in (last + extra)[: settings.md_count]]
+    extra = [pool[k] for k in rng.permutation(len(pool))[: max(count - len(last), 0)]]
+    return [(a.positions.copy(), a.numbers.copy()) for a in (last + extra)[:count]]
 
 
 def _nearest_training_frame(train: list[Structure], positions: np.ndarray, numbers: np.ndarray) -> tuple[Structure, np.ndarray]:
