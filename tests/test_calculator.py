@@ -94,6 +94,39 @@ def test_unknown_element_periodic_cell_and_nan_are_clear_errors(trained_model_fi
         water.get_potential_energy()
 
 
+def _changed(atoms, edit):
+    other = atoms.copy()
+    edit(other)
+    return other
+
+
+@pytest.mark.parametrize("edit", [
+    lambda a: None,
+    lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-9),
+    lambda a: a.numbers.__setitem__(1, 8),
+    lambda a: a.set_cell([6.0, 6.0, 6.0]),
+    lambda a: a.set_pbc([True, False, False]),
+    lambda a: a.set_initial_charges([0.1] * len(a)),
+    lambda a: a.set_initial_magnetic_moments([1.0] * len(a)),
+], ids=["nothing", "positions", "numbers", "cell", "pbc", "charges", "magmoms"])
+def test_check_state_reports_the_same_changes_as_ase(trained_model_file, ethanol, edit):
+    from ase.calculators.calculator import compare_atoms
+
+    calc = REMULCalculator(trained_model_file)
+    ethanol.calc = calc
+    ethanol.get_potential_energy()
+    other = _changed(ethanol, edit)
+    assert sorted(calc.check_state(other)) == sorted(compare_atoms(calc.atoms, other))
+
+
+def test_a_new_unknown_element_is_refused_after_a_known_composition(trained_model_file, ethanol):
+    ethanol.calc = REMULCalculator(trained_model_file)
+    ethanol.get_potential_energy()
+    ethanol.numbers[0] = 7  # the composition check is cached per composition: this one is new
+    with pytest.raises(DataError, match="not trained on N"):
+        ethanol.get_potential_energy()
+
+
 def test_unit_factors_scale_energy_and_forces(trained_model_file, ethanol):
     plain = REMULCalculator(trained_model_file)
     scaled = REMULCalculator(trained_model_file, energy_units_to_eV=2.0)

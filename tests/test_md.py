@@ -65,6 +65,24 @@ def test_batched_integrators_match_ase_over_100_steps(trained_model_file, thermo
         np.testing.assert_allclose(ours, atoms.positions, atol=1e-9)
 
 
+def test_large_cpu_batches_are_split_into_calls_of_whole_replicas_with_the_same_forces(trained_model_file, monkeypatch):
+    import remul_ff.md.state as md_state
+
+    model = load_model(trained_model_file)
+    mixed = starts(3) + [molecule("H2O"), molecule("CH4")] + starts(2, seed=1)  # 9, 3 and 5 atoms
+    whole = md_state.compute_forces(state_from_atoms(mixed, "cpu", torch.float64), model)
+    monkeypatch.setattr(md_state, "CPU_PAIRS_PER_CALL", 100)  # ethanol has 72 ordered pairs
+    split = state_from_atoms(mixed, "cpu", torch.float64)
+    calls = md_state.replica_calls(split.molecule_index, split.n_replicas)
+    # pairs 72, 72, 72, 6, 20, 72, 72: a new call starts where the running total before a replica
+    # passes a multiple of 100 (0, 72 | 144 | 216, 222, 242 | 314)
+    assert [n for *_, n in calls] == [2, 1, 3, 1]
+    assert calls[2][:2] == (27, 44) and calls[2][2].tolist() == [0] * 3 + [1] * 5 + [2] * 9
+    md_state.compute_forces(split, model)
+    np.testing.assert_allclose(split.forces.numpy(), whole.forces.numpy(), atol=1e-12)
+    np.testing.assert_allclose(split.energy.numpy(), whole.energy.numpy(), atol=1e-10)
+
+
 def test_nve_conserves_energy_over_1000_steps(trained_model_file, tmp_path):
     model = load_model(trained_model_file)
     # The test model is trained for seconds, so its surface is rough; collapse limits are lifted

@@ -15,6 +15,8 @@ neighbour ``j``, and ``edge_vec = positions[j] - positions[i]``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 from remul_ff.errors import DataError
@@ -84,26 +86,35 @@ def _resolve_backend(backend: str) -> str:
 
 
 class _PerIndexCache:
-    """Values derived from the last ``molecule_index`` seen, reused while the same tensor comes back.
+    """Values derived from recent ``molecule_index`` tensors, reused while the same tensor comes back.
 
-    MD passes the same ``molecule_index`` tensor at every step until a replica is removed; the
-    candidate pairs and checks that depend only on it would otherwise cost several host syncs
-    (``max``, ``bincount``, ``repeat_interleave``) per force call. The cache holds a reference to
-    the tensor, so its identity cannot be reused by another, and its version counter catches
-    in-place changes.
+    MD passes the same ``molecule_index`` tensors at every step until a replica is removed (one per
+    force call: the CPU splits large batches, ``remul_ff.md.state.replica_calls``); the candidate
+    pairs and checks that depend only on it would otherwise cost several host syncs (``max``,
+    ``bincount``, ``repeat_interleave``) per force call. An entry holds a reference to its tensor,
+    so the tensor's identity cannot be reused by another, and its version counter catches in-place
+    changes. The ``capacity`` most recently used tensors are kept.
     """
 
-    def __init__(self) -> None:
-        self.index: torch.Tensor | None = None
-        self.version = -1
-        self.values: dict[str, object] = {}
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[int, tuple[torch.Tensor, int, dict[str, object]]] = OrderedDict()
 
     def get(self, molecule_index: torch.Tensor, name: str, make):
-        if self.index is not molecule_index or self.version != molecule_index._version:
-            self.index, self.version, self.values = molecule_index, molecule_index._version, {}
-        if name not in self.values:
-            self.values[name] = make(molecule_index)
-        return self.values[name]
+        values = self._values(molecule_index)
+        if name not in values:
+            values[name] = make(molecule_index)
+        return values[name]
+
+    def _values(self, molecule_index: torch.Tensor) -> dict[str, object]:
+        entry = self.entries.get(id(molecule_index))
+        if entry is None or entry[0] is not molecule_index or entry[1] != molecule_index._version:
+            entry = (molecule_index, molecule_index._version, {})
+            self.entries[id(molecule_index)] = entry
+            while len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(id(molecule_index))
+        return entry[2]
 
 
 _cache = _PerIndexCache()

@@ -316,7 +316,7 @@ def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monit
                   signature: dict, finished: bool = False, replica_steps_per_s: float = 0.0) -> None:
     from remul_ff.models.files import FORMAT_VERSION, save_file
 
-    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState)}
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState) if not f.name.startswith("_")}  # no caches
     save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
                "collapses": [asdict(c) for c in result.collapses], "flags": [asdict(c) for c in result.flags], "bonds": monitor.bonds, "bond_groups": monitor.groups, "reference": monitor.reference,
                "rng": generator.get_state(), "run": signature, "finished": finished, "replica_steps_per_s": replica_steps_per_s}, path)

@@ -46,6 +46,7 @@ class MDState:
     energy: torch.Tensor | None = None
     thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
     force_deviation: torch.Tensor | None = None
+    _calls: list | None = field(default=None, repr=False)  # force-call slices, made once per molecule_index
 
     @property
     def n_replicas(self) -> int:
@@ -60,6 +61,12 @@ class MDState:
     def batch(self) -> AtomicBatch:
         """The positions as a model input batch."""
         return AtomicBatch(self.positions, self.atomic_numbers, self.molecule_index, self.n_replicas)
+
+    def force_batches(self) -> list[AtomicBatch]:
+        """The positions as model input batches of whole replicas: one, unless the CPU needs it split."""
+        if self._calls is None:
+            self._calls = replica_calls(self.molecule_index, self.n_replicas)
+        return [AtomicBatch(self.positions[a:b], self.atomic_numbers[a:b], index, n) for a, b, index, n in self._calls]
 
     def kinetic_energy(self) -> torch.Tensor:
         """``[m]`` kinetic energy per replica, eV (float64)."""
@@ -112,10 +119,41 @@ def state_from_atoms(structures: Sequence[Atoms], device: torch.device | str, dt
                    torch.arange(len(structures), device=device))
 
 
+# On the CPU, a force call over more same-molecule atom pairs than this falls out of the caches:
+# 1024 ethanol replicas (74k pairs) in one call gave 1.8x fewer replica-steps/s than four calls of
+# 256, and throughput fell from 1154 replica-steps/s at 256 replicas to 635 at 1024
+# (benchmarks/results/md_speed.json). GPUs are launch-bound instead and get one call.
+CPU_PAIRS_PER_CALL = 20_000
+
+
+def replica_calls(molecule_index: torch.Tensor, n_replicas: int) -> list[tuple[int, int, torch.Tensor, int]]:
+    """``(first atom, end atom, the call's molecule_index, its replicas)`` per force call.
+
+    On the CPU, consecutive replicas are grouped into calls of about ``CPU_PAIRS_PER_CALL`` atom
+    pairs (a larger replica gets a call of its own); elsewhere all replicas form one call.
+    """
+    if molecule_index.device.type != "cpu" or n_replicas == 0:
+        return [(0, molecule_index.shape[0], molecule_index, n_replicas)]
+    counts = torch.bincount(molecule_index, minlength=n_replicas)
+    pairs = counts * (counts - 1)
+    call_of_replica = (torch.cumsum(pairs, 0) - pairs) // CPU_PAIRS_PER_CALL
+    replica_ends = torch.cumsum(torch.unique_consecutive(call_of_replica, return_counts=True)[1], 0)
+    atom_ends = torch.cumsum(counts, 0)[replica_ends - 1]
+    calls, atom_start, replica_start = [], 0, 0
+    for atom_end, replica_end in zip(atom_ends.tolist(), replica_ends.tolist()):
+        calls.append((atom_start, atom_end, molecule_index[atom_start:atom_end] - replica_start, replica_end - replica_start))
+        atom_start, replica_start = atom_end, replica_end
+    return calls
+
+
 def compute_forces(state: MDState, model: nn.Module) -> MDState:
-    """Evaluate the model once for all replicas and cache energies and forces on the state."""
-    prediction = predict(model, state.batch())
-    state.forces, state.energy = prediction.forces, prediction.energy
+    """Evaluate the model on all replicas and cache energies and forces on the state."""
+    predictions = [predict(model, batch) for batch in state.force_batches()]
+    if len(predictions) == 1:
+        state.forces, state.energy = predictions[0].forces, predictions[0].energy
+    else:
+        state.forces = torch.cat([p.forces for p in predictions])
+        state.energy = torch.cat([p.energy for p in predictions])
     return state
 
 
