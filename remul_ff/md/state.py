@@ -46,7 +46,7 @@ class MDState:
     energy: torch.Tensor | None = None
     thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
     force_deviation: torch.Tensor | None = None
-    _calls: list | None = field(default=None, repr=False)  # force-call slices, made once per molecule_index
+    _calls: tuple | None = field(default=None, repr=False)  # (molecule_index, its force-call slices)
 
     @property
     def n_replicas(self) -> int:
@@ -64,9 +64,9 @@ class MDState:
 
     def force_batches(self) -> list[AtomicBatch]:
         """The positions as model input batches of whole replicas: one, unless the CPU needs it split."""
-        if self._calls is None:
-            self._calls = replica_calls(self.molecule_index, self.n_replicas)
-        return [AtomicBatch(self.positions[a:b], self.atomic_numbers[a:b], index, n) for a, b, index, n in self._calls]
+        if self._calls is None or self._calls[0] is not self.molecule_index:
+            self._calls = (self.molecule_index, replica_calls(self.molecule_index, self.n_replicas))
+        return [AtomicBatch(self.positions[a:b], self.atomic_numbers[a:b], index, n) for a, b, index, n in self._calls[1]]
 
     def kinetic_energy(self) -> torch.Tensor:
         """``[m]`` kinetic energy per replica, eV (float64)."""
@@ -130,7 +130,8 @@ def replica_calls(molecule_index: torch.Tensor, n_replicas: int) -> list[tuple[i
     """``(first atom, end atom, the call's molecule_index, its replicas)`` per force call.
 
     On the CPU, consecutive replicas are grouped into calls of about ``CPU_PAIRS_PER_CALL`` atom
-    pairs (a larger replica gets a call of its own); elsewhere all replicas form one call.
+    pairs: a call ends after the replica whose running pair count crosses a multiple of it, so it
+    holds at most that many pairs plus its last replica's. Elsewhere all replicas form one call.
     """
     if molecule_index.device.type != "cpu" or n_replicas == 0:
         return [(0, molecule_index.shape[0], molecule_index, n_replicas)]
