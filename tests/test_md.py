@@ -73,7 +73,7 @@ def test_large_cpu_batches_are_split_into_calls_of_whole_replicas_with_the_same_
     whole = md_state.compute_forces(state_from_atoms(mixed, "cpu", torch.float64), model)
     monkeypatch.setattr(md_state, "CPU_PAIRS_PER_CALL", 100)  # ethanol has 72 ordered pairs
     split = state_from_atoms(mixed, "cpu", torch.float64)
-    calls = md_state.replica_calls(split.molecule_index, split.n_replicas)
+    calls = md_state.replica_calls(split.molecule_index, split.atoms_per_replica)
     # pairs 72, 72, 72, 6, 20, 72, 72: a new call starts where the running total before a replica
     # passes a multiple of 100 (0, 72 | 144 | 216, 222, 242 | 314)
     assert [n for *_, n in calls] == [2, 1, 3, 1]

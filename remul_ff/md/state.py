@@ -65,7 +65,7 @@ class MDState:
     def force_batches(self) -> list[AtomicBatch]:
         """The positions as model input batches of whole replicas: one, unless the CPU needs it split."""
         if self._calls is None or self._calls[0] is not self.molecule_index:
-            self._calls = (self.molecule_index, replica_calls(self.molecule_index, self.n_replicas))
+            self._calls = (self.molecule_index, replica_calls(self.molecule_index, self.atoms_per_replica))
         return [AtomicBatch(self.positions[a:b], self.atomic_numbers[a:b], index, n) for a, b, index, n in self._calls[1]]
 
     def kinetic_energy(self) -> torch.Tensor:
@@ -126,16 +126,17 @@ def state_from_atoms(structures: Sequence[Atoms], device: torch.device | str, dt
 CPU_PAIRS_PER_CALL = 20_000
 
 
-def replica_calls(molecule_index: torch.Tensor, n_replicas: int) -> list[tuple[int, int, torch.Tensor, int]]:
+def replica_calls(molecule_index: torch.Tensor, counts: torch.Tensor) -> list[tuple[int, int, torch.Tensor, int]]:
     """``(first atom, end atom, the call's molecule_index, its replicas)`` per force call.
+
+    ``counts`` (``[m]``) is the atom count of each replica (:attr:`MDState.atoms_per_replica`).
 
     On the CPU, consecutive replicas are grouped into calls of about ``CPU_PAIRS_PER_CALL`` atom
     pairs: a call ends after the replica whose running pair count crosses a multiple of it, so it
     holds at most that many pairs plus its last replica's. Elsewhere all replicas form one call.
     """
-    if molecule_index.device.type != "cpu" or n_replicas == 0:
-        return [(0, molecule_index.shape[0], molecule_index, n_replicas)]
-    counts = torch.bincount(molecule_index, minlength=n_replicas)
+    if molecule_index.device.type != "cpu" or counts.numel() == 0:
+        return [(0, molecule_index.shape[0], molecule_index, counts.numel())]
     pairs = counts * (counts - 1)
     call_of_replica = (torch.cumsum(pairs, 0) - pairs) // CPU_PAIRS_PER_CALL
     replica_ends = torch.cumsum(torch.unique_consecutive(call_of_replica, return_counts=True)[1], 0)
