@@ -6,15 +6,21 @@ Measured:
   (27 atoms), float32 and float64, for remul-ff and for MACE (128x0e+128x1o, r_max 5 Å), and for
   remul-ff's AOTInductor-compiled calculator (``REMULCalculator(..., compile=True)``, float32);
 * batched MD throughput in replica-steps/s for 1, 8, 64, 256 and 1024 ethanol replicas;
-* the speed-up of 64 batched replicas over the single-replica ASE loop.
+* the speed-up of 64 batched replicas over the single-replica ASE loop;
+* with ``--egnn-model``, the project's EGNN baseline through the same calculator and engine;
+* with ``--mae-report``, force MAE against ms per ASE step (the accuracy/speed Pareto front): remul-ff's and
+  EGNN's validation force MAE from a stability ``report.json`` (same data, same training budget), MACE's
+  from ``--mace-force-mae`` (see that option; MACE is not trained here, so its MAE is quoted, not measured).
 
 Run from the repository root (the MACE part needs a venv with mace-torch, see mace_speed_helper.py)::
 
-    python benchmarks/md_speed.py --model runs/accuracy/remul-fixed/model.pt --mace-python ../mace-venv/bin/python
+    python benchmarks/md_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \
+        --egnn-model benchmarks/stability/rmd17_ethanol/egnn/model.pt \
+        --mae-report benchmarks/stability/rmd17_ethanol_500K/report.json --mace-python ../mace-venv/bin/python
 
 (``--replicas`` sets the batched sizes; the compiled calculator needs g++ and compiles once per model, ~1 min.)
 
-Writes ``benchmarks/results/md_speed.{json,md,png}``.
+Writes ``benchmarks/results/md_speed.{json,md,png}`` (and ``md_speed_pareto.png`` with ``--mae-report``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ from remul_ff.models import build_model, hyperparameters
 from remul_ff.models.files import MODEL_FILE_KIND, load_file
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+# MACE is not trained here: its rMD17 ethanol force MAE is quoted. "published": full training on 950 frames
+# (Batatia et al. 2022, ../shared/data/README.md); "60 CPU-min": the project's anchor, MACE trained for
+# 60 minutes on this 2-core machine (benchmarks/README.md), twice remul-ff's and EGNN's 30 minutes.
+MACE_FORCE_MAE = {"published, full training": 2.1, "60 CPU-min here": 11.8}
 STRUCTURES = {"ethanol (9 atoms)": DATA / "rmd17_ethanol" / "train.xyz", "3BPA (27 atoms)": DATA / "3bpa" / "train_300K.xyz"}
 
 
@@ -98,7 +108,49 @@ def markdown(results: dict) -> str:
     rows += [f"| {r} | {v:.0f} |" for r, v in results["batched_replica_steps_per_s"].items()]
     rows += ["", f"64 batched replicas vs the single-replica ASE loop ({results['batched_dtype']}): "
              f"**{results['speedup_64_vs_ase_loop']:.1f}x** more replica-steps/s."]
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows + _egnn_rows(results) + _pareto_rows(results)) + "\n"
+
+
+def _egnn_rows(results: dict) -> list[str]:
+    if "egnn" not in results:
+        return []
+    egnn = results["egnn"]
+    rows = ["", f"EGNN baseline ({egnn['model_hyperparameters']}), same calculator and engine:", "",
+            "| structure | dtype | EGNN (ms/step) | EGNN / remul-ff | EGNN / remul-ff compiled |", "|---|---|---|---|---|"]
+    for key, ms in egnn["calculator_ms_per_step"].items():
+        compiled = results["calculator_compiled_ms_per_step"].get(key)
+        rows.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {_ms(ms)} | {_ratio(ms, results['calculator_ms_per_step'][key])} "
+                    f"| {_ratio(ms, compiled)} |")
+    batched = egnn["batched_replica_steps_per_s"]["64"]
+    return rows + ["", f"EGNN batched, 64 replicas: {batched:.0f} replica-steps/s "
+                   f"(remul-ff: {results['batched_replica_steps_per_s'].get('64', float('nan')):.0f})."]
+
+
+def _pareto_rows(results: dict) -> list[str]:
+    if "pareto_ethanol_float32" not in results:
+        return []
+    rows = ["", "Accuracy vs speed, ethanol, float32 ASE step (`md_speed_pareto.png`):", "",
+            "| model | ms/step | force MAE (meV/Å) | MAE from |", "|---|---|---|---|"]
+    return rows + [f"| {p['model']} | {_ms(p['ms_per_step'])} | {p['force_mae_meV_A']:.1f} | {p['mae_source']} |"
+                   for p in results["pareto_ethanol_float32"]]
+
+
+def plot_pareto(points: list[dict]) -> None:
+    """Force MAE against ms per step: the lower left corner is better on both counts."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for k, point in enumerate(points):
+        measured = not point["model"].startswith("MACE")
+        ax.plot(point["ms_per_step"], point["force_mae_meV_A"], "o" if measured else "s", mfc=None if measured else "none")
+        ax.annotate(point["model"], (point["ms_per_step"], point["force_mae_meV_A"]), fontsize=7,
+                    xytext=(4, 4 if k % 2 else -10), textcoords="offset points")  # alternate: close points do not overlap
+    ax.set_xscale("log")
+    times = [point["ms_per_step"] for point in points]
+    ax.set_xlim(min(times) / 1.5, max(times) * 8)  # room for the labels on the right
+    ax.set_xlabel("ms per ASE MD step (ethanol, float32, this CPU)")
+    ax.set_ylabel("validation force MAE (meV/Å)")
+    ax.set_title("Accuracy vs speed (open squares: MAE quoted)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "md_speed_pareto.png", dpi=120)
 
 
 def _ms(value: float | None) -> str:
@@ -128,30 +180,79 @@ def plot(results: dict) -> None:
     fig.savefig(RESULTS / "md_speed.png", dpi=120)
 
 
+def calculator_timings(model_path: str, steps: int, compile: bool) -> dict[str, float]:
+    """ms per ASE step for every structure and dtype (float32 only when compiled)."""
+    dtypes = ("float32",) if compile else ("float32", "float64")
+    return {f"{name}/{dtype}": calculator_ms_per_step(model_path, path, dtype, steps, compile)
+            for name, path in STRUCTURES.items() for dtype in dtypes}
+
+
+def egnn_results(path: str, args: argparse.Namespace) -> dict:
+    """The EGNN baseline timed the same way as remul-ff (plain calculator, and batched at 64 replicas)."""
+    return {"model": path, "model_hyperparameters": hyperparameters(REMULCalculator(path).model),
+            "calculator_ms_per_step": calculator_timings(path, args.steps, compile=False),
+            "batched_replica_steps_per_s": {"64": batched_throughput(path, 64, args.batched_steps, args.batched_dtype)}}
+
+
+def validation_force_mae(report_path: str, model_path: str) -> float:
+    """The validation force MAE (meV/Å) that a stability report.json records for ``model_path``."""
+    models = json.loads(Path(report_path).read_text())["models"]
+    wanted = Path(model_path).resolve()
+    for entry in models.values():
+        if entry.get("model_path") and Path(entry["model_path"]).resolve() == wanted:
+            return entry["forces_mae_meV_A"]
+    raise SystemExit(f"{report_path} has no model with model_path {model_path}; give the report that evaluated it.")
+
+
+def pareto_points(results: dict, maes: dict[str, float], args: argparse.Namespace) -> list[dict]:
+    """(ms per ASE step, force MAE) for each model on ethanol in float32, with where the MAE comes from."""
+    key = "ethanol (9 atoms)/float32"
+    remul_mae = maes["remul-ff"]
+    points = [{"model": "remul-ff", "ms_per_step": results["calculator_ms_per_step"][key], "force_mae_meV_A": remul_mae},
+              {"model": "remul-ff compiled", "ms_per_step": results["calculator_compiled_ms_per_step"][key],
+               "force_mae_meV_A": remul_mae}]
+    if "egnn" in results:
+        points.append({"model": "EGNN", "ms_per_step": results["egnn"]["calculator_ms_per_step"][key],
+                       "force_mae_meV_A": maes["EGNN"]})
+    mace_ms = results.get("mace", {}).get("ms_per_step", {}).get(key)
+    if mace_ms:
+        points += [{"model": f"MACE ({label})", "ms_per_step": mace_ms, "force_mae_meV_A": mae} for label, mae in MACE_FORCE_MAE.items()]
+    for point in points:
+        point["mae_source"] = "quoted" if point["model"].startswith("MACE") else args.mae_report
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="remul-ff model.pt (the accuracy benchmark's best model)")
+    parser.add_argument("--egnn-model", help="the EGNN baseline's model.pt, trained on the same data (omit to skip EGNN)")
+    parser.add_argument("--mae-report", help="a stability report.json that evaluated --model (and --egnn-model): "
+                        "their validation force MAE for the Pareto plot (omit to skip the plot)")
     parser.add_argument("--mace-python", help="python of a venv with mace-torch (omit to skip MACE)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batched-steps", type=int, default=100)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64, 256, 1024])
     parser.add_argument("--batched-dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args()
+    # looked up before any timing, so that a report without these models fails at once
+    maes = {} if not args.mae_report else {name: validation_force_mae(args.mae_report, path)
+                                            for name, path in (("remul-ff", args.model), ("EGNN", args.egnn_model)) if path}
     results = {"model": args.model, "model_hyperparameters": hyperparameters(REMULCalculator(args.model).model),
-               "batched_dtype": args.batched_dtype, "calculator_ms_per_step": {}}
-    for name, path in STRUCTURES.items():
-        for dtype in ("float32", "float64"):
-            results["calculator_ms_per_step"][f"{name}/{dtype}"] = calculator_ms_per_step(args.model, path, dtype, args.steps)
-    results["calculator_compiled_ms_per_step"] = {
-        f"{name}/float32": calculator_ms_per_step(args.model, path, "float32", args.steps, compile=True) for name, path in STRUCTURES.items()
-    }
+               "batched_dtype": args.batched_dtype,
+               "calculator_ms_per_step": calculator_timings(args.model, args.steps, compile=False),
+               "calculator_compiled_ms_per_step": calculator_timings(args.model, args.steps, compile=True)}
     results["batched_replica_steps_per_s"] = {
         str(r): batched_throughput(args.model, r, args.batched_steps, args.batched_dtype) for r in args.replicas
     }
     ase_loop = 1e3 / results["calculator_ms_per_step"][f"ethanol (9 atoms)/{args.batched_dtype}"]
     results["speedup_64_vs_ase_loop"] = results["batched_replica_steps_per_s"]["64"] / ase_loop
+    if args.egnn_model:
+        results["egnn"] = egnn_results(args.egnn_model, args)
     if args.mace_python:
         results["mace"] = mace_ms_per_step(args.mace_python, max(args.steps // 4, 20))
+    if args.mae_report:
+        results["pareto_ethanol_float32"] = pareto_points(results, maes, args)
+        plot_pareto(results["pareto_ethanol_float32"])
     write_results("md_speed", results, markdown(results))
     plot(results)
     print(markdown(results))
