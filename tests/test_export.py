@@ -61,7 +61,11 @@ def test_the_compiled_calculator_equals_the_model_and_compiles_once(trained_mode
     fast = REMULCalculator(trained_model_file, default_dtype="float64", compile=True)
     (package,) = (tmp_path / "remul-ff").glob("*.pt2")
     compiled_at = package.stat().st_mtime_ns
-    for atoms in jittered_molecules("CH3CH2OH", 2) + [molecule("CH3CH2OCH3"), molecule("H2O")]:
+    two_apart = molecule("CH3CH2OH") + molecule("H2O")
+    two_apart.positions[9:] += [7.0, 0.0, 0.0]  # pairs beyond r_max (4 Å): the program skips them
+    lone_pair = molecule("H2")
+    lone_pair.positions[1] = [0.0, 0.0, 6.0]  # no pair within r_max: the all-pairs fallback
+    for atoms in jittered_molecules("CH3CH2OH", 2) + [molecule("CH3CH2OCH3"), molecule("H2O"), two_apart, lone_pair]:
         reference = plain.get_potential_energy(atoms)
         assert abs(fast.get_potential_energy(atoms) - reference) <= 1e-10 * abs(reference)
         np.testing.assert_allclose(fast.get_forces(atoms), plain.get_forces(atoms), rtol=0, atol=1e-10)

@@ -42,21 +42,36 @@ def distinct_pairs(n: int, device: torch.device) -> torch.Tensor:
     return torch.stack([i, j + (j >= i).long()])
 
 
+def pairs_within(positions: torch.Tensor, r_max: float) -> torch.Tensor:
+    """``[2, E]`` the ordered pairs ``i != j`` closer than ``r_max`` (with a 1e-6 relative margin), sorted.
+
+    Pairs beyond ``r_max`` have a zero envelope and add nothing to energy or forces; the margin
+    keeps a pair that the model would place a rounding error inside the cutoff.
+    """
+    close = torch.cdist(positions, positions) < r_max * (1 + 1e-6)
+    close.fill_diagonal_(False)
+    return close.nonzero().T
+
+
 class EnergyAndForces(nn.Module):
     """``(positions [n, 3], atomic_numbers [n]) -> (energy, forces [n, 3])`` of one molecule.
 
     With ``atomic``, the per-atom energies ``[n]`` come third (the calculator's compiled path).
+    With ``given_pairs``, a third input ``[2, E]`` lists the interacting pairs (any superset of the
+    pairs within ``r_max``); otherwise every pair of atoms interacts.
     """
 
-    def __init__(self, model: nn.Module, atomic: bool = False) -> None:
+    def __init__(self, model: nn.Module, atomic: bool = False, given_pairs: bool = False) -> None:
         super().__init__()
         self.model = model
         self.atomic = atomic
+        self.given_pairs = given_pairs
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, pairs: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
             positions = positions.detach().requires_grad_(True)
-            pairs = distinct_pairs(positions.shape[0], positions.device)
+            if not self.given_pairs:
+                pairs = distinct_pairs(positions.shape[0], positions.device)
             atomic = self.model.energies_on_pairs(positions, atomic_numbers, pairs)
             energy = atomic.sum()
             (gradient,) = torch.autograd.grad(energy, positions)
@@ -89,20 +104,44 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype
     return Path(output)
 
 
-def export_program(model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, atomic: bool = False):
-    """The ``torch.export`` program of ``model`` (CPU, its dtype), traced on and checked against one example."""
+def export_program(model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, atomic: bool = False,
+                   given_pairs: bool = False):
+    """The ``torch.export`` program of ``model`` (CPU, its dtype), traced on and checked against one example.
+
+    With ``given_pairs`` the program takes the pair list as a third input (symbolic pair count).
+    """
     from torch.fx.experimental.proxy_tensor import make_fx
 
     model.elements.check(numbers)
-    wrapper = EnergyAndForces(model, atomic).eval()
-    graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(positions, numbers)
+    wrapper = EnergyAndForces(model, atomic, given_pairs).eval()
+    inputs = (positions, numbers, pairs_within(positions, model.r_max)) if given_pairs else (positions, numbers)
+    graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     atoms = torch.export.Dim("atoms", min=2, max=MAX_ATOMS)
-    program = torch.export.export(graph, (positions, numbers), dynamic_shapes=({0: atoms}, {0: atoms}), strict=False)
-    _check_program(program.module(), model, positions, numbers)
+    shapes = ({0: atoms}, {0: atoms}, {1: torch.export.Dim("pairs", min=2, max=MAX_ATOMS**2)})[: len(inputs)]
+    program = torch.export.export(graph, inputs, dynamic_shapes=shapes, strict=False)
+    _check_program(program.module(), model, *inputs)
     return program
 
 
-def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None):
+class CompiledModel:
+    """An AOTInductor package that takes the pair list, called with ``(positions, numbers)`` alone.
+
+    Only pairs within ``r_max`` are computed (for 3BPA, 446 of 702), so the cost grows with the
+    neighbours, not with the square of the atom count. Fewer than two such pairs (the program's
+    lower bound) fall back to every pair: exact too, since far pairs contribute zero.
+    """
+
+    def __init__(self, package, r_max: float) -> None:
+        self.package, self.r_max = package, r_max
+
+    def __call__(self, positions: torch.Tensor, numbers: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pairs = pairs_within(positions, self.r_max)
+        if pairs.shape[1] < 2:
+            pairs = distinct_pairs(positions.shape[0], positions.device)
+        return self.package(positions, numbers, pairs)
+
+
+def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None) -> CompiledModel:
     """``model`` (on the CPU) compiled by AOTInductor: ``(positions, numbers) -> (energy, forces, atomic energies)``.
 
     The package is cached under ``cache_dir`` (default ``$XDG_CACHE_HOME/remul-ff`` or
@@ -115,31 +154,33 @@ def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None)
     dtype = next(model.parameters()).dtype
     buffer = io.BytesIO()
     torch.save({"state": model.state_dict(), "hyper": repr(getattr(model, "hyperparameters", None)), "dtype": str(dtype),
-                "torch": torch.__version__, "kind": type(model).__name__}, buffer)
+                "torch": torch.__version__, "kind": type(model).__name__, "program": "given pairs"}, buffer)
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:20]
     cache = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "remul-ff"
     path = cache / f"{digest}.pt2"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         positions, numbers = _example(model.elements.elements.tolist(), dtype)
+        program = export_program(model, positions, numbers, atomic=True, given_pairs=True)
         with atomic_path(path) as tmp:
-            _compile_package(export_program(model, positions, numbers, atomic=True), tmp, model, positions, numbers)
-    return torch._inductor.aoti_load_package(str(path))
+            _compile_package(program, tmp, model, positions, numbers, pairs_within(positions, model.r_max))
+    return CompiledModel(torch._inductor.aoti_load_package(str(path)), model.r_max)
 
 
-def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor) -> None:
+def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor,
+                     *pairs: torch.Tensor) -> None:
     """AOTInductor-compile ``program`` into the package ``path`` and check the compiled code too."""
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as exc:  # a missing C++ compiler is the usual cause
         raise RemulError(f"AOTInductor could not compile the model ({type(exc).__name__}: {str(exc)[:200]}); "
                          "it needs a C++ compiler (g++); export without --aotinductor instead.") from exc
-    _check_program(torch._inductor.aoti_load_package(str(path)), model, positions, numbers)
+    _check_program(torch._inductor.aoti_load_package(str(path)), model, positions, numbers, *pairs)
 
 
-def _check_program(program, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor) -> None:
+def _check_program(program, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, *pairs: torch.Tensor) -> None:
     """Refuse to write a program whose energy or forces differ from the model's beyond rounding."""
-    energy, forces = program(positions, numbers)[:2]
+    energy, forces = (t.detach() for t in program(positions, numbers, *pairs)[:2])
     reference = predict(model, AtomicBatch(positions, numbers, torch.zeros_like(numbers), 1))
     tolerance = 1e-10 if positions.dtype == torch.float64 else 1e-4
     energy_error = abs(float(energy) - float(reference.energy[0])) / max(abs(float(reference.energy[0])), 1.0)
@@ -157,4 +198,4 @@ def _example(elements: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, tor
     return positions.to(dtype), torch.tensor(numbers, dtype=torch.long)
 
 
-__all__ = ["EnergyAndForces", "compiled_model", "distinct_pairs", "export_model", "export_program"]
+__all__ = ["CompiledModel", "EnergyAndForces", "compiled_model", "distinct_pairs", "export_model", "export_program", "pairs_within"]
