@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,33 @@ def test_a_zero_weight_molecule_adds_nothing_to_the_loss(ethanol_structures):
     assert loss_both.forces_sse.item() == pytest.approx(loss_alone.forces_sse.item())
     assert both.weight.tolist() == [1.0, 0.0] and alone.weight is None
     assert [s.weight for s in both.to(dtype=torch.float32).split()] == [1.0, 0.0]
+
+
+def test_a_zero_energy_weight_molecule_adds_its_forces_but_not_its_energy(ethanol_structures):
+    model = tiny_model()
+    first, second = ethanol_structures[0], ethanol_structures[1]
+    second.energy_weight = 0.0
+    both = collate([first, second])
+    loss_both = task_loss(predict(model, both, training=True), both)
+    alone = [task_loss(predict(model, b, training=True), b) for b in (collate([first]), collate([second]))]
+    assert loss_both.energy_sse.item() == pytest.approx(alone[0].energy_sse.item())
+    assert loss_both.forces_sse.item() == pytest.approx(alone[0].forces_sse.item() + alone[1].forces_sse.item())
+    assert alone[1].energy_sse.item() == 0.0
+    full = collate([dataclasses.replace(second, energy_weight=1.0)])
+    assert task_loss(predict(model, full, training=True), full).energy_sse.item() > 0  # so the first check can fail
+    assert [s.energy_weight for s in both.to(dtype=torch.float32).split()] == [1.0, 0.0]
+    assert second.to_atoms().info["energy_weight"] == 0.0
+
+
+def test_own_md_frames_take_their_energy_weight_from_the_settings_also_from_the_cache(xtb_frames, tmp_path):
+    pattern, path = _rotated_md_run(xtb_frames, tmp_path), tmp_path / "off.xyz"
+    made = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=0.5, md_frames=pattern, md_count=2, md_energy_weight=0.0),
+                        path, progress=False)
+    cached = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=0.5, md_frames=pattern, md_count=2), path, progress=False)
+    assert [f.energy_weight for f in made] == [1.0, 1.0, 0.0, 0.0]  # two distorted frames, then two own-MD frames
+    assert [f.energy_weight for f in cached] == [1.0] * 4 and cached[2].energy == pytest.approx(made[2].energy)
+    with pytest.raises(DataError, match="md_energy_weight must be a finite number >= 0"):
+        OffEquilibriumSettings(md_energy_weight=-1.0).validate()
 
 
 def test_config_section_is_checked():

@@ -19,6 +19,8 @@ forces         ``[n, 3]``       float     forces on atoms, eV/Å (optional)
 cell           ``[m, 3, 3]``    float     lattice vectors as rows, Å (optional)
 pbc            ``[m, 3]``       bool      periodicity per lattice direction (optional)
 weight         ``[m]``          float64   loss weight per molecule (optional; ``None`` means 1 for all)
+energy_weight  ``[m]``          float64   extra factor on each molecule's energy error (optional;
+                                          ``None`` means 1; 0: the molecule's forces only)
 ============== ================ ========= ===========================================================
 
 "float" is the batch's dtype (float64 from the readers; ``batch.to(dtype=torch.float32)`` converts).
@@ -58,6 +60,8 @@ class Structure:
         weight: Weight of this structure in the training loss (1 for data; less for frames whose
             labels are approximate, such as the off-equilibrium frames of
             :mod:`remul_ff.data.off_equilibrium`).
+        energy_weight: Extra factor on this structure's energy error (1 for data; 0 trains on its
+            forces alone, for frames whose energy label is less trustworthy than its forces).
     """
 
     positions: np.ndarray
@@ -67,6 +71,7 @@ class Structure:
     cell: np.ndarray | None = None
     pbc: np.ndarray | None = None
     weight: float = 1.0
+    energy_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
@@ -95,6 +100,8 @@ class Structure:
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
         if self.weight != 1.0:
             atoms.info["weight"] = self.weight
+        if self.energy_weight != 1.0:
+            atoms.info["energy_weight"] = self.energy_weight
         results = {}
         if self.energy is not None:
             results["energy"] = self.energy
@@ -169,6 +176,7 @@ class AtomicBatch:
     cell: torch.Tensor | None = None
     pbc: torch.Tensor | None = None
     weight: torch.Tensor | None = None
+    energy_weight: torch.Tensor | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -197,7 +205,7 @@ class AtomicBatch:
             t = getattr(self, name)
             if t is None:
                 return None
-            keep_dtype = not t.is_floating_point() or name in ("energy", "weight")
+            keep_dtype = not t.is_floating_point() or name in ("energy", "weight", "energy_weight")
             return t.to(device=device, dtype=None if keep_dtype else dtype)
 
         return dataclasses.replace(self, **{f.name: move(f.name) for f in dataclasses.fields(self) if f.name != "n_molecules"})
@@ -222,6 +230,7 @@ class AtomicBatch:
                     None if batch.cell is None else batch.cell[m].numpy(),
                     None if batch.pbc is None else batch.pbc[m].numpy(),
                     1.0 if batch.weight is None else float(batch.weight[m]),
+                    1.0 if batch.energy_weight is None else float(batch.energy_weight[m]),
                 )
             )
         return structures
@@ -243,6 +252,7 @@ def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
         molecule_index=torch.cat([first.molecule_index, second.molecule_index + first.n_molecules]),
         n_molecules=first.n_molecules + second.n_molecules,
         energy=join("energy"), forces=join("forces"), cell=join("cell"), pbc=join("pbc"), weight=join("weight"),
+        energy_weight=join("energy_weight"),
     )
 
 
@@ -266,6 +276,7 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
     has_forces = all(s.forces is not None for s in structures)
     has_cell = all(s.cell is not None for s in structures)
     weighted = any(s.weight != 1.0 for s in structures)
+    energy_weighted = any(s.energy_weight != 1.0 for s in structures)
     return AtomicBatch(
         positions=torch.as_tensor(np.concatenate([s.positions for s in structures]), dtype=dtype),
         atomic_numbers=torch.as_tensor(np.concatenate([s.numbers for s in structures]), dtype=torch.long),
@@ -278,4 +289,5 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
             np.array([np.zeros(3, bool) if s.pbc is None else np.asarray(s.pbc, bool) for s in structures])
         ),
         weight=_optional_tensor([s.weight for s in structures] if weighted else None, torch.float64),
+        energy_weight=_optional_tensor([s.energy_weight for s in structures] if energy_weighted else None, torch.float64),
     )

@@ -74,6 +74,11 @@ class OffEquilibriumSettings:
             longest trajectory) first, then random ones.
         md_count: How many own-MD frames to add per glob.
         md_weight: Loss weight of an own-MD frame.
+        md_energy_weight: Extra factor on an own-MD frame's energy error (its forces keep
+            ``md_weight``). Own-MD frames include the last frames before a collapse, up to ~15 eV
+            above the training data (acac at 500 K), where the Δ-xTB energy drifts from DFT: at 1
+            they pulled every validation energy up by a constant ~84 meV; 0 trains on their forces
+            alone, which carry the repulsion MD needs.
     """
 
     fraction: float = 0.2
@@ -89,12 +94,14 @@ class OffEquilibriumSettings:
     md_frames: str | list | None = None
     md_count: int = 100
     md_weight: float = 0.1
+    md_energy_weight: float = 1.0
 
     def validate(self) -> None:
         """Raise :class:`DataError` for settings that cannot work."""
         numbers = {"fraction": self.fraction, "max_stretch": self.max_stretch, "max_compression": self.max_compression,
                    "max_push": self.max_push, "rattle": self.rattle, "min_distance": self.min_distance, "max_energy": self.max_energy,
-                   "weight": self.weight, "md_count": self.md_count, "md_weight": self.md_weight}
+                   "weight": self.weight, "md_count": self.md_count, "md_weight": self.md_weight,
+                   "md_energy_weight": self.md_energy_weight}
         for name, value in numbers.items():
             if not np.isfinite(value) or value < 0:
                 raise DataError(f"data.off_equilibrium.{name} must be a finite number >= 0, but is {value}.")
@@ -182,7 +189,7 @@ def own_md_frames(train: list[Structure], settings: OffEquilibriumSettings, rng:
         e_source, f_source = xtb_labels(source.positions, numbers, settings.method)
         e_new, f_new = xtb_labels(aligned, numbers, settings.method)
         frames.append(Structure(aligned, numbers, source.energy + e_new - e_source, source.forces + f_new - f_source,
-                                weight=settings.md_weight))
+                                weight=settings.md_weight, energy_weight=settings.md_energy_weight))
     return frames
 
 
@@ -249,7 +256,8 @@ def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path:
         cached = ase.io.read(path, ":")
         if cached and cached[0].info.get(CACHE_KEY) == key:
             distorted = _distorted_count(train, settings)  # then the own-MD frames, if any
-            return [_with_weight(a, settings.weight if k < distorted else settings.md_weight) for k, a in enumerate(cached)]
+            return [_with_weight(a, settings.weight) if k < distorted else _with_weight(a, settings.md_weight, settings.md_energy_weight)
+                    for k, a in enumerate(cached)]
     frames = make_off_equilibrium(train, settings, progress)
     write_extxyz(frames, path, info={CACHE_KEY: key})
     return frames
@@ -260,7 +268,7 @@ CACHE_KEY = "off_equilibrium_key"
 
 def _cache_key(train: list[Structure], settings: OffEquilibriumSettings) -> str:
     """A digest of everything the distorted frames depend on, except the loss weight."""
-    shape = {k: v for k, v in vars(settings).items() if k not in ("weight", "md_weight")}
+    shape = {k: v for k, v in vars(settings).items() if k not in ("weight", "md_weight", "md_energy_weight")}
     fingerprint = float(sum(np.abs(s.positions).sum() for s in train))
     text = json.dumps({**shape, "train_frames": len(train), "train_fingerprint": round(fingerprint, 3)}, sort_keys=True)
     return "k" + hashlib.sha256(text.encode()).hexdigest()[:16]  # a token extxyz reads back as a string, not JSON or a number
@@ -271,7 +279,7 @@ def _distorted_count(train: list[Structure], settings: OffEquilibriumSettings) -
     return int(round(settings.fraction * len(train)))
 
 
-def _with_weight(atoms, weight: float) -> Structure:
+def _with_weight(atoms, weight: float, energy_weight: float = 1.0) -> Structure:
     structure = Structure.from_atoms(atoms, atoms.get_potential_energy(), atoms.get_forces())
-    structure.weight = weight
+    structure.weight, structure.energy_weight = weight, energy_weight
     return structure

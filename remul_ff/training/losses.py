@@ -84,14 +84,17 @@ class LossTerms:
 
 
 def squared_errors(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor, n_atoms: torch.Tensor,
-                   weight: torch.Tensor | None = None) -> LossTerms:
+                   weight: torch.Tensor | None = None, energy_weight: torch.Tensor | None = None) -> LossTerms:
     """Per-atom energy and per-component force squared errors, in the forces' float dtype.
 
     ``weight`` (``[m]``, optional) scales each molecule's errors; the counts stay unweighted, so a
-    weight below 1 makes a molecule count less than a full one.
+    weight below 1 makes a molecule count less than a full one. ``energy_weight`` (``[m]``,
+    optional) scales the energy errors alone (0: a molecule's forces only).
     """
     per_atom = ((pred_energy - energy) / n_atoms).to(pred_forces.dtype)
     energy_se, forces_se = per_atom.square(), (pred_forces - forces).square().sum(-1)
+    if energy_weight is not None:
+        energy_se = energy_weight.to(pred_forces.dtype) * energy_se
     if weight is not None:
         weight = weight.to(pred_forces.dtype)
         energy_se, forces_se = weight * energy_se, torch.repeat_interleave(weight, n_atoms, output_size=len(forces)) * forces_se
@@ -99,8 +102,9 @@ def squared_errors(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy:
 
 
 def task_loss(prediction: Prediction, batch: AtomicBatch) -> LossTerms:
-    """``L_task``: prediction against the labels of ``batch``, weighted by ``batch.weight`` if set."""
-    return squared_errors(prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule, batch.weight)
+    """``L_task``: prediction against the labels of ``batch``, weighted by ``batch.weight`` and ``batch.energy_weight`` if set."""
+    return squared_errors(prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule, batch.weight,
+                          batch.energy_weight)
 
 
 def _split(prediction: Prediction, n_molecules: int, n_atoms: int) -> tuple[Prediction, Prediction]:
