@@ -65,17 +65,20 @@ def test_the_cache_is_reused_for_a_new_weight_and_remade_for_new_settings(xtb_fr
     assert len(other_frames) == 2
 
 
+def _task_loss(model, *structures):
+    batch = collate(list(structures))
+    return task_loss(predict(model, batch, training=True), batch)
+
+
 def test_a_zero_weight_molecule_adds_nothing_to_the_loss(ethanol_structures):
     model = tiny_model()
     first, second = ethanol_structures[0], ethanol_structures[1]
     second.weight = 0.0
-    both = collate([first, second])
-    loss_both = task_loss(predict(model, both, training=True), both)
-    alone = collate([first])
-    loss_alone = task_loss(predict(model, alone, training=True), alone)
+    loss_both, loss_alone = _task_loss(model, first, second), _task_loss(model, first)
     assert loss_both.energy_sse.item() == pytest.approx(loss_alone.energy_sse.item())
     assert loss_both.forces_sse.item() == pytest.approx(loss_alone.forces_sse.item())
-    assert both.weight.tolist() == [1.0, 0.0] and alone.weight is None
+    both = collate([first, second])
+    assert both.weight.tolist() == [1.0, 0.0] and collate([first]).weight is None
     assert [s.weight for s in both.to(dtype=torch.float32).split()] == [1.0, 0.0]
 
 
@@ -83,15 +86,12 @@ def test_a_zero_energy_weight_molecule_adds_its_forces_but_not_its_energy(ethano
     model = tiny_model()
     first, second = ethanol_structures[0], ethanol_structures[1]
     second.energy_weight = 0.0
-    both = collate([first, second])
-    loss_both = task_loss(predict(model, both, training=True), both)
-    alone = [task_loss(predict(model, b, training=True), b) for b in (collate([first]), collate([second]))]
-    assert loss_both.energy_sse.item() == pytest.approx(alone[0].energy_sse.item())
-    assert loss_both.forces_sse.item() == pytest.approx(alone[0].forces_sse.item() + alone[1].forces_sse.item())
-    assert alone[1].energy_sse.item() == 0.0
-    full = collate([dataclasses.replace(second, energy_weight=1.0)])
-    assert task_loss(predict(model, full, training=True), full).energy_sse.item() > 0  # so the first check can fail
-    assert [s.energy_weight for s in both.to(dtype=torch.float32).split()] == [1.0, 0.0]
+    loss_both, first_alone, second_alone = _task_loss(model, first, second), _task_loss(model, first), _task_loss(model, second)
+    assert loss_both.energy_sse.item() == pytest.approx(first_alone.energy_sse.item())
+    assert loss_both.forces_sse.item() == pytest.approx(first_alone.forces_sse.item() + second_alone.forces_sse.item())
+    assert second_alone.energy_sse.item() == 0.0
+    assert _task_loss(model, dataclasses.replace(second, energy_weight=1.0)).energy_sse.item() > 0  # so the first check can fail
+    assert [s.energy_weight for s in collate([first, second]).to(dtype=torch.float32).split()] == [1.0, 0.0]
     assert second.to_atoms().info["energy_weight"] == 0.0
 
 
