@@ -46,6 +46,19 @@ def test_max_force_deviation_is_the_largest_per_atom_spread_of_each_molecule():
     assert float(max_force_deviation(same, batch).abs().max()) == 0.0
 
 
+def test_md_takes_the_deviation_in_its_own_split_cpu_calls_with_the_same_values(monkeypatch):
+    import remul_ff.md.state as md_state
+    from remul_ff.md.engine import _committee_deviation
+
+    committee = Committee(two_members())
+    frames = jittered_molecules("CH3CH2OH", 3) + [molecule("CH4"), molecule("H2O")]
+    whole = max_force_deviation(committee, batch_of(frames))
+    monkeypatch.setattr(md_state, "CPU_PAIRS_PER_CALL", 100)  # ethanol has 72 ordered pairs: several calls
+    state = md_state.state_from_atoms(frames, "cpu", torch.float64)
+    assert len(state.force_batches()) > 1
+    assert torch.allclose(_committee_deviation(committee, state), whole, rtol=1e-12, atol=0)
+
+
 def settings(**extra) -> MDSettings:
     return MDSettings(temperature=300, total_time_fs=10, thermostat="langevin", write_interval=0, thermo_interval=5,
                       check_interval=5, **extra)

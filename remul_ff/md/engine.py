@@ -285,6 +285,11 @@ RESUME_FIXED_SETTINGS = ("temperature", "timestep_fs", "thermostat", "friction",
                          "max_force_deviation", "on_deviation")
 
 
+def _committee_deviation(committee: Committee, state: MDState) -> torch.Tensor:
+    """``[m]`` the committee's largest force deviation per replica, in the force calls MD itself makes."""
+    return torch.cat([max_force_deviation(committee, batch) for batch in state.force_batches()])
+
+
 def run_signature(starts: Sequence[Atoms], settings: MDSettings, dtype: torch.dtype) -> dict:
     """The replicas' compositions, the model's precision and the protocol settings that a resumed run may not change."""
     return {"replicas": [a.get_chemical_formula() + ":" + "".join(a.get_chemical_symbols()) for a in starts],
@@ -400,7 +405,7 @@ def run_md(
     last = settings.n_steps if finished else first  # a finished run (all steps, or every replica collapsed) is not re-run
     committee = model if isinstance(model, Committee) else None
     if committee is not None and state.force_deviation is None:
-        state.force_deviation = max_force_deviation(committee, state.batch())
+        state.force_deviation = _committee_deviation(committee, state)
     writers = (_Writers(Path(output_dir), settings, len(starts), first if first else None, committee is not None)
                if output_dir is not None else None)
     step_fn = _make_step(settings, kT, generator)
@@ -471,7 +476,7 @@ def _drop_collapsed(state: MDState, monitor: CollapseMonitor, committee: Committ
 def _check_deviation(state: MDState, committee: Committee, collapsed: torch.Tensor, events: list[Collapse], step: int,
                      settings: MDSettings, result: MDResult) -> tuple[torch.Tensor, list[Collapse]]:
     """Measure the committee's force deviation; flag, or add to the collapses, replicas above the threshold."""
-    state.force_deviation = max_force_deviation(committee, state.batch())
+    state.force_deviation = _committee_deviation(committee, state)
     threshold = settings.max_force_deviation
     over = torch.zeros_like(collapsed) if threshold is None else (state.force_deviation > threshold) & ~collapsed
     if not bool(over.any()):  # one host sync per check, not per step
