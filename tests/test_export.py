@@ -61,7 +61,7 @@ def test_the_compiled_calculator_equals_the_model_and_compiles_once(trained_mode
     fast = REMULCalculator(trained_model_file, default_dtype="float64", compile=True)
     (package,) = (tmp_path / "remul-ff").glob("*.pt2")
     compiled_at = package.stat().st_mtime_ns
-    two_apart = molecule("CH3CH2OH") + molecule("H2O")
+    two_apart = molecule("CH3CH2OH") + molecule("CH4")  # element pairs the model was trained on
     two_apart.positions[9:] += [7.0, 0.0, 0.0]  # pairs beyond r_max (4 Å): the program skips them
     lone_pair = molecule("H2")
     lone_pair.positions[1] = [0.0, 0.0, 6.0]  # no pair within r_max: the all-pairs fallback
