@@ -164,6 +164,10 @@ def test_calculator_warns_once_outside_the_training_domain(trained_model_file):
     del calc.model.training_domain["H-O"]
     with pytest.warns(OutOfDomainWarning, match="element pair H-O never occurs in the model's training data"):
         calc.calculate(ethanol)
+    oxygen = molecule("O2")
+    oxygen.calc = calc
+    with pytest.warns(OutOfDomainWarning, match="element pair O-O never occurs"):
+        oxygen.get_potential_energy()  # a new composition: its pairs are checked afresh
 
 
 def test_a_committee_averages_its_members_and_reports_their_spread(trained_model_file):

@@ -79,8 +79,10 @@ class REMULCalculator(Calculator):
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A
         self.warned: set[str] = set()
-        self._domain_cache: tuple | None = None  # per-composition pair indices and distance limits
-        self._known_composition: bytes | None = None  # atomic numbers whose elements every member knows
+        # MD keeps the composition: the element check and the domain test's pair limits are made once
+        # per list of atomic numbers (the key), and remade only when it changes
+        self._composition: bytes | None = None
+        self._domain_limits: tuple | None = None  # pair indices i, j and their shortest allowed distances
         self.compiled = self._compile() if compile else None
 
     def _compile(self):
@@ -102,10 +104,10 @@ class REMULCalculator(Calculator):
         if not np.all(np.isfinite(atoms.positions)):
             raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
         Structure(atoms.positions, atoms.numbers).check_min_distance(where)
-        if atoms.numbers.tobytes() != self._known_composition:  # MD keeps the composition: check it once
+        if atoms.numbers.tobytes() != self._composition:
             for member in self.models:
                 member.elements.check(torch.as_tensor(atoms.numbers))
-            self._known_composition = atoms.numbers.tobytes()
+            self._composition, self._domain_limits = atoms.numbers.tobytes(), None
         self._warn_outside_training_domain(atoms)
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
@@ -130,13 +132,13 @@ class REMULCalculator(Calculator):
         domain = getattr(self.model, "training_domain", None)
         if not domain or len(atoms) < 2 or len(atoms) > 256:  # all-pairs test; large structures are not checked yet
             return
-        if self._domain_cache is None or self._domain_cache[0] != atoms.numbers.tobytes():
+        if self._domain_limits is None:  # a new composition (check_atoms reset it)
             i, j = np.triu_indices(len(atoms), 1)
             names = [pair_name(a, b) for a, b in zip(atoms.numbers[i], atoms.numbers[j])]
             limits = np.array([SHORT_DISTANCE_FRACTION * domain.get(n, np.inf) for n in names])
-            self._domain_cache = (atoms.numbers.tobytes(), i, j, limits)
+            self._domain_limits = (i, j, limits)
             self._warn(outside_domain(atoms.positions / self.length_units_to_A, atoms.numbers, domain))
-        _, i, j, limits = self._domain_cache
+        i, j, limits = self._domain_limits
         positions = atoms.positions / self.length_units_to_A
         if (np.linalg.norm(positions[i] - positions[j], axis=1) < limits).any():  # the cheap test, every call
             self._warn(outside_domain(positions, atoms.numbers, domain))
