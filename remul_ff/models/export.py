@@ -57,20 +57,19 @@ class EnergyAndForces(nn.Module):
     """``(positions [n, 3], atomic_numbers [n]) -> (energy, forces [n, 3])`` of one molecule.
 
     With ``atomic``, the per-atom energies ``[n]`` come third (the calculator's compiled path).
-    With ``given_pairs``, a third input ``[2, E]`` lists the interacting pairs (any superset of the
-    pairs within ``r_max``); otherwise every pair of atoms interacts.
+    An optional third input ``pairs`` ``[2, E]`` lists the interacting pairs (any superset of the
+    pairs within ``r_max``); without it every pair of atoms interacts.
     """
 
-    def __init__(self, model: nn.Module, atomic: bool = False, given_pairs: bool = False) -> None:
+    def __init__(self, model: nn.Module, atomic: bool = False) -> None:
         super().__init__()
         self.model = model
         self.atomic = atomic
-        self.given_pairs = given_pairs
 
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, pairs: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
             positions = positions.detach().requires_grad_(True)
-            if not self.given_pairs:
+            if pairs is None:
                 pairs = distinct_pairs(positions.shape[0], positions.device)
             atomic = self.model.energies_on_pairs(positions, atomic_numbers, pairs)
             energy = atomic.sum()
@@ -105,16 +104,16 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype
 
 
 def export_program(model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, atomic: bool = False,
-                   given_pairs: bool = False):
+                   pairs: torch.Tensor | None = None):
     """The ``torch.export`` program of ``model`` (CPU, its dtype), traced on and checked against one example.
 
-    With ``given_pairs`` the program takes the pair list as a third input (symbolic pair count).
+    With the example's ``pairs`` the program takes the pair list as a third input (symbolic pair count).
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 
     model.elements.check(numbers)
-    wrapper = EnergyAndForces(model, atomic, given_pairs).eval()
-    inputs = (positions, numbers, pairs_within(positions, model.r_max)) if given_pairs else (positions, numbers)
+    wrapper = EnergyAndForces(model, atomic).eval()
+    inputs = (positions, numbers) if pairs is None else (positions, numbers, pairs)
     graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     atoms = torch.export.Dim("atoms", min=2, max=MAX_ATOMS)
     shapes = ({0: atoms}, {0: atoms}, {1: torch.export.Dim("pairs", min=2, max=MAX_ATOMS**2)})[: len(inputs)]
@@ -161,9 +160,10 @@ def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None)
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         positions, numbers = _example(model.elements.elements.tolist(), dtype)
-        program = export_program(model, positions, numbers, atomic=True, given_pairs=True)
+        pairs = pairs_within(positions, model.r_max)
+        program = export_program(model, positions, numbers, atomic=True, pairs=pairs)
         with atomic_path(path) as tmp:
-            _compile_package(program, tmp, model, positions, numbers, pairs_within(positions, model.r_max))
+            _compile_package(program, tmp, model, positions, numbers, pairs)
     return CompiledModel(torch._inductor.aoti_load_package(str(path)), model.r_max)
 
 
