@@ -83,6 +83,24 @@ def test_large_cpu_batches_are_split_into_calls_of_whole_replicas_with_the_same_
     np.testing.assert_allclose(split.energy.numpy(), whole.energy.numpy(), atol=1e-10)
 
 
+def test_accelerator_calls_are_sized_by_free_memory_and_cover_every_replica_once(monkeypatch):
+    import remul_ff.md.state as md_state
+
+    monkeypatch.setattr(md_state, "free_memory_bytes", lambda device: 10 * md_state.BYTES_PER_CANDIDATE_PAIR * 720)
+    budget = md_state.pairs_per_call(torch.device("cuda"))
+    assert budget == 3600  # half of the free memory: 50 ethanol replicas of 72 ordered pairs
+    assert md_state.pairs_per_call(torch.device("cpu")) == md_state.CPU_PAIRS_PER_CALL
+    monkeypatch.setattr(md_state, "free_memory_bytes", lambda device: None)
+    assert md_state.pairs_per_call(torch.device("cuda")) is None  # unknown free memory: one call, as before
+    counts = torch.full((1000,), 9)
+    index = torch.repeat_interleave(torch.arange(1000), counts)
+    calls = md_state.replica_calls(index, counts, pair_budget=budget)
+    assert [n for *_, n in calls] == [50] * 20
+    assert torch.equal(torch.cat([index_of_call + 50 * k for k, (_, _, index_of_call, _) in enumerate(calls)]), index)
+    assert len(md_state.replica_calls(index, counts)) == 4  # on the CPU: 72,000 pairs in calls of 20,000
+    assert calls[-1][1] == 9000
+
+
 def test_nve_conserves_energy_over_1000_steps(trained_model_file, tmp_path):
     model = load_model(trained_model_file)
     # The test model is trained for seconds, so its surface is rough; collapse limits are lifted

@@ -14,6 +14,7 @@ from ase import Atoms, units
 from torch import nn
 
 from remul_ff.data.batch import AtomicBatch, Structure, collate
+from remul_ff.data.neighbors import BYTES_PER_CANDIDATE_PAIR, free_memory_bytes
 from remul_ff.models.common import scatter_sum
 from remul_ff.models.forces import predict
 
@@ -63,7 +64,7 @@ class MDState:
         return AtomicBatch(self.positions, self.atomic_numbers, self.molecule_index, self.n_replicas)
 
     def force_batches(self) -> list[AtomicBatch]:
-        """The positions as model input batches of whole replicas: one, unless the CPU needs it split."""
+        """The positions as model input batches of whole replicas, sized by :func:`pairs_per_call`."""
         if self._calls is None or self._calls[0] is not self.molecule_index:
             self._calls = (self.molecule_index, replica_calls(self.molecule_index, self.atoms_per_replica))
         return [AtomicBatch(self.positions[a:b], self.atomic_numbers[a:b], index, n) for a, b, index, n in self._calls[1]]
@@ -122,23 +123,42 @@ def state_from_atoms(structures: Sequence[Atoms], device: torch.device | str, dt
 # On the CPU, a force call over more same-molecule atom pairs than this falls out of the caches:
 # 1024 ethanol replicas (74k pairs) in one call gave 1.8x fewer replica-steps/s than four calls of
 # 256, and throughput fell from 1154 replica-steps/s at 256 replicas to 635 at 1024
-# (benchmarks/results/md_speed.json). GPUs are launch-bound instead and get one call.
+# (benchmarks/results/md_speed.json).
 CPU_PAIRS_PER_CALL = 20_000
+# GPUs are launch-bound, so they get as few calls as fit: a call may use this share of the memory
+# free when the batch is laid out (the rest is headroom for the allocator and compiled kernels).
+ACCELERATOR_MEMORY_SHARE = 0.5
 
 
-def replica_calls(molecule_index: torch.Tensor, counts: torch.Tensor) -> list[tuple[int, int, torch.Tensor, int]]:
+def pairs_per_call(device: torch.device) -> int | None:
+    """Most same-molecule atom pairs one force call holds on ``device``; ``None``: no limit.
+
+    This is the MD engine's automatic batch size: the CPU's is set by its caches, an
+    accelerator's by its free memory (``BYTES_PER_CANDIDATE_PAIR`` per pair), so an ensemble too
+    large for one call runs as several instead of being refused.
+    """
+    if device.type == "cpu":
+        return CPU_PAIRS_PER_CALL
+    free = free_memory_bytes(device)
+    return None if free is None else max(1, int(ACCELERATOR_MEMORY_SHARE * free / BYTES_PER_CANDIDATE_PAIR))
+
+
+def replica_calls(molecule_index: torch.Tensor, counts: torch.Tensor,
+                  pair_budget: int | None = None) -> list[tuple[int, int, torch.Tensor, int]]:
     """``(first atom, end atom, the call's molecule_index, its replicas)`` per force call.
 
-    ``counts`` (``[m]``) is the atom count of each replica (:attr:`MDState.atoms_per_replica`).
+    ``counts`` (``[m]``) is the atom count of each replica (:attr:`MDState.atoms_per_replica`);
+    ``pair_budget`` defaults to :func:`pairs_per_call` for the tensors' device.
 
-    On the CPU, consecutive replicas are grouped into calls of about ``CPU_PAIRS_PER_CALL`` atom
-    pairs: a call ends after the replica whose running pair count crosses a multiple of it, so it
-    holds at most that many pairs plus its last replica's. Elsewhere all replicas form one call.
+    Consecutive replicas are grouped into calls of about ``pair_budget`` ordered atom pairs: a call ends after the replica whose running
+    pair count crosses a multiple of it, so it holds at most that many pairs plus its last
+    replica's. With no budget all replicas form one call.
     """
-    if molecule_index.device.type != "cpu" or counts.numel() == 0:
+    budget = pairs_per_call(molecule_index.device) if pair_budget is None else pair_budget
+    if budget is None or counts.numel() == 0:
         return [(0, molecule_index.shape[0], molecule_index, counts.numel())]
     pairs = counts * (counts - 1)
-    call_of_replica = (torch.cumsum(pairs, 0) - pairs) // CPU_PAIRS_PER_CALL
+    call_of_replica = (torch.cumsum(pairs, 0) - pairs) // budget
     replica_ends = torch.cumsum(torch.unique_consecutive(call_of_replica, return_counts=True)[1], 0)
     atom_ends = torch.cumsum(counts, 0)[replica_ends - 1]
     calls, atom_start, replica_start = [], 0, 0
