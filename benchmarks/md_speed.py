@@ -5,8 +5,9 @@ Measured:
 * ms per MD step through the ASE calculator (VelocityVerlet) on ethanol (9 atoms) and 3BPA
   (27 atoms), float32 and float64, for remul-ff and for MACE (128x0e+128x1o, r_max 5 Å), and for
   remul-ff's AOTInductor-compiled calculator (``REMULCalculator(..., compile=True)``, float32);
-* batched MD throughput in replica-steps/s for 1, 8, 64, 256 and 1024 ethanol replicas;
-* the speed-up of 64 batched replicas over the single-replica ASE loop;
+* batched MD throughput in replica-steps/s for 1, 8, 64, 256, 1024 and 4096 ethanol replicas (eager), and
+  for 64 with ``torch.compile`` (the stability protocol's setting);
+* the speed-up of 64 batched replicas (eager and compiled) over the single-replica ASE loop (plain calculator);
 * with ``--egnn-model``, the project's EGNN baseline through the same calculator and engine;
 * with ``--mae-report``, force MAE against ms per ASE step (the accuracy/speed Pareto front): remul-ff's and
   EGNN's validation force MAE from a stability ``report.json`` (same data, same training budget), MACE's
@@ -77,12 +78,13 @@ def calculator_ms_per_step(model_path: str, path: Path, dtype: str, steps: int, 
     return 1e3 * (time.perf_counter() - start) / steps
 
 
-def batched_throughput(model_path: str, replicas: int, steps: int, dtype: str) -> float:
+def batched_throughput(model_path: str, replicas: int, steps: int, dtype: str, compile: bool = False) -> float:
     calculator = REMULCalculator(model_path, default_dtype=dtype)
     starts = read(STRUCTURES["ethanol (9 atoms)"], index=f":{replicas}")
     starts = [starts[k % len(starts)] for k in range(replicas)]
-    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="nve", write_interval=0)
-    run_md(calculator.model, starts, settings, None, progress=False)  # warm-up, same shapes
+    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="nve", write_interval=0,
+                          compile=compile)
+    run_md(calculator.model, starts, settings, None, progress=False)  # warm-up (and compilation), same shapes
     result = run_md(calculator.model, starts, settings, None, progress=False)
     return result.replica_steps_per_s
 
@@ -107,7 +109,9 @@ def markdown(results: dict) -> str:
     rows += ["", f"Batched NVE MD, ethanol, {results['batched_dtype']}:", "", "| replicas | replica-steps/s |", "|---|---|"]
     rows += [f"| {r} | {v:.0f} |" for r, v in results["batched_replica_steps_per_s"].items()]
     rows += ["", f"64 batched replicas vs the single-replica ASE loop ({results['batched_dtype']}): "
-             f"**{results['speedup_64_vs_ase_loop']:.1f}x** more replica-steps/s."]
+             f"**{results['speedup_64_vs_ase_loop']:.1f}x** more replica-steps/s; with `compile` "
+             f"({results['batched_compiled_replica_steps_per_s']['64']:.0f} replica-steps/s) "
+             f"**{results['speedup_64_compiled_vs_ase_loop']:.1f}x**."]
     return "\n".join(rows + _egnn_rows(results) + _pareto_rows(results)) + "\n"
 
 
@@ -165,6 +169,8 @@ def plot(results: dict) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     replicas = [int(r) for r in results["batched_replica_steps_per_s"]]
     ax.plot(replicas, list(results["batched_replica_steps_per_s"].values()), "o-", label="remul-ff batched MD")
+    compiled = results.get("batched_compiled_replica_steps_per_s", {})
+    ax.plot([int(r) for r in compiled], list(compiled.values()), "s", label="remul-ff batched MD, compiled")
     ase_rate = 1e3 / results["calculator_ms_per_step"][f"ethanol (9 atoms)/{results['batched_dtype']}"]
     ax.axhline(ase_rate, color="gray", ls="--", label="remul-ff ASE loop (1 replica)")
     mace = results.get("mace", {}).get("ms_per_step", {}).get(f"ethanol (9 atoms)/{results['batched_dtype']}")
@@ -231,7 +237,7 @@ def main() -> None:
     parser.add_argument("--mace-python", help="python of a venv with mace-torch (omit to skip MACE)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batched-steps", type=int, default=100)
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64, 256, 1024])
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64, 256, 1024, 4096])
     parser.add_argument("--batched-dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args()
     # looked up before any timing, so that a report without these models fails at once
@@ -246,6 +252,10 @@ def main() -> None:
     }
     ase_loop = 1e3 / results["calculator_ms_per_step"][f"ethanol (9 atoms)/{args.batched_dtype}"]
     results["speedup_64_vs_ase_loop"] = results["batched_replica_steps_per_s"]["64"] / ase_loop
+    # the stability protocol's setting (torch.compile), against the same plain ASE loop
+    results["batched_compiled_replica_steps_per_s"] = {"64": batched_throughput(args.model, 64, args.batched_steps,
+                                                                                args.batched_dtype, compile=True)}
+    results["speedup_64_compiled_vs_ase_loop"] = results["batched_compiled_replica_steps_per_s"]["64"] / ase_loop
     if args.egnn_model:
         results["egnn"] = egnn_results(args.egnn_model, args)
     if args.mace_python:
