@@ -128,3 +128,15 @@ def test_a_batch_too_large_for_free_memory_is_refused_in_one_sentence(monkeypatc
         radius_graph(positions, 3.0, index, backend="torch")
     monkeypatch.setattr(neighbors, "free_memory_bytes", lambda device: 10**10)
     assert radius_graph(positions, 3.0, index, backend="torch")[0].shape[1] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_memory_cached_by_the_allocator_counts_as_free_on_cuda():
+    from remul_ff.data.neighbors import free_memory_bytes
+
+    device = torch.device("cuda")
+    before = free_memory_bytes(device)
+    block = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    assert free_memory_bytes(device) <= before - 200 * 2**20  # held: not free
+    del block  # back in the caching allocator: reusable by the next force call
+    assert free_memory_bytes(device) >= before - 16 * 2**20

@@ -201,9 +201,14 @@ def check_pair_memory(pairs: int, largest: int, device: torch.device) -> None:
 
 
 def free_memory_bytes(device: torch.device) -> int | None:
-    """Free memory of ``device`` in bytes (CUDA: the driver's count; CPU: Linux's MemAvailable), or ``None`` if unknown."""
+    """Memory this process can still allocate on ``device``, in bytes, or ``None`` if unknown.
+
+    CUDA: the driver's free count plus what PyTorch's caching allocator holds unused (a previous
+    force call's blocks are reused, so they count as free); CPU: Linux's MemAvailable.
+    """
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + int(cached_unused)
     try:
         with open("/proc/meminfo") as meminfo:
             fields = dict(line.split(":", 1) for line in meminfo)

@@ -150,9 +150,9 @@ def replica_calls(molecule_index: torch.Tensor, counts: torch.Tensor,
     ``counts`` (``[m]``) is the atom count of each replica (:attr:`MDState.atoms_per_replica`);
     ``pair_budget`` defaults to :func:`pairs_per_call` for the tensors' device.
 
-    Consecutive replicas are grouped into calls of about ``pair_budget`` ordered atom pairs: a call ends after the replica whose running
-    pair count crosses a multiple of it, so it holds at most that many pairs plus its last
-    replica's. With no budget all replicas form one call.
+    Consecutive replicas are grouped into calls of about ``pair_budget`` ordered atom pairs: a call
+    ends after the replica whose running pair count crosses a multiple of it, so it holds at most
+    that many pairs plus its last replica's. With no budget all replicas form one call.
     """
     budget = pairs_per_call(molecule_index.device) if pair_budget is None else pair_budget
     if budget is None or counts.numel() == 0:
