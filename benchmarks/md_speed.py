@@ -4,7 +4,8 @@ Measured:
 
 * ms per MD step through the ASE calculator (VelocityVerlet) on ethanol (9 atoms) and 3BPA
   (27 atoms), float32 and float64, for remul-ff and for MACE (128x0e+128x1o, r_max 5 Å), and for
-  remul-ff's AOTInductor-compiled calculator (``REMULCalculator(..., compile=True)``, float32);
+  remul-ff's AOTInductor-compiled calculator (``REMULCalculator(..., compile=True)``, float32); every
+  calculator is timed ``--rounds`` times in turn (default 3) and the medians are reported;
 * batched MD throughput in replica-steps/s for 1, 8, 64, 256, 1024 and 4096 ethanol replicas (eager), and
   for 64 with ``torch.compile`` (the stability protocol's setting);
 * the speed-up of 64 batched replicas (eager and compiled) over the single-replica ASE loop (plain calculator);
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -89,6 +91,11 @@ def batched_throughput(model_path: str, replicas: int, steps: int, dtype: str, c
     return result.replica_steps_per_s
 
 
+def mace_version(python: str) -> str:
+    out = subprocess.run([python, "-c", "import mace; print(mace.__version__)"], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def mace_ms_per_step(python: str, steps: int) -> dict:
     structures = json.dumps({name: str(path) for name, path in STRUCTURES.items()})
     helper = Path(__file__).with_name("mace_speed_helper.py")
@@ -106,6 +113,7 @@ def markdown(results: dict) -> str:
         other, fast = mace.get(key), compiled.get(key)
         cells = [_ms(ms), _ms(fast), _ms(other), _ratio(other, ms), _ratio(other, fast)]
         rows.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | " + " | ".join(cells) + " |")
+    rows += _round_rows(results)
     rows += ["", f"Batched NVE MD, ethanol, {results['batched_dtype']}:", "", "| replicas | replica-steps/s |", "|---|---|"]
     rows += [f"| {r} | {v:.0f} |" for r, v in results["batched_replica_steps_per_s"].items()]
     rows += ["", f"64 batched replicas vs the single-replica ASE loop ({results['batched_dtype']}): "
@@ -113,6 +121,18 @@ def markdown(results: dict) -> str:
              f"({results['batched_compiled_replica_steps_per_s']['64']:.0f} replica-steps/s) "
              f"**{results['speedup_64_compiled_vs_ase_loop']:.1f}x**."]
     return "\n".join(rows + _egnn_rows(results) + _pareto_rows(results)) + "\n"
+
+
+def _round_rows(results: dict) -> list[str]:
+    """MACE / compiled remul-ff in each round, float32: how much the ratio moves on this machine."""
+    rounds = results.get("calculator_rounds", [])
+    if not rounds or "MACE" not in rounds[0]:
+        return []
+    rows = ["", f"Medians of {len(rounds)} rounds (every calculator timed once per round, in turn); MACE / compiled per round:"]
+    for key in rounds[0]["remul-ff compiled"]:
+        ratios = ", ".join(f"{one['MACE'][key] / one['remul-ff compiled'][key]:.1f}x" for one in rounds)
+        rows.append(f"{key.split('/')[0]}: {ratios}.")
+    return rows
 
 
 def _egnn_rows(results: dict) -> list[str]:
@@ -193,10 +213,33 @@ def calculator_timings(model_path: str, steps: int, compile: bool) -> dict[str, 
             for name, path in STRUCTURES.items() for dtype in dtypes}
 
 
-def egnn_results(path: str, args: argparse.Namespace) -> dict:
+def calculator_rounds(args: argparse.Namespace) -> list[dict]:
+    """ms per ASE step of every calculator, ``args.rounds`` times in turn.
+
+    This shared machine has slow spells (one calculator's timing moved 1.9x between runs); timing
+    all calculators once per round and taking medians over rounds spreads a spell over all of them.
+    """
+    rounds = []
+    for _ in range(args.rounds):
+        one = {"remul-ff": calculator_timings(args.model, args.steps, compile=False),
+               "remul-ff compiled": calculator_timings(args.model, args.steps, compile=True)}
+        if args.egnn_model:
+            one["EGNN"] = calculator_timings(args.egnn_model, args.steps, compile=False)
+        if args.mace_python:
+            one["MACE"] = mace_ms_per_step(args.mace_python, max(args.steps // 4, 20))["ms_per_step"]
+        rounds.append(one)
+    return rounds
+
+
+def median_timings(rounds: list[dict], name: str) -> dict[str, float]:
+    """Per structure and dtype, the median over rounds of ``name``'s ms per step."""
+    return {key: float(np.median([one[name][key] for one in rounds])) for key in rounds[0][name]}
+
+
+def egnn_results(path: str, rounds: list[dict], args: argparse.Namespace) -> dict:
     """The EGNN baseline timed the same way as remul-ff (plain calculator, and batched at 64 replicas)."""
     return {"model": path, "model_hyperparameters": hyperparameters(REMULCalculator(path).model),
-            "calculator_ms_per_step": calculator_timings(path, args.steps, compile=False),
+            "calculator_ms_per_step": median_timings(rounds, "EGNN"),
             "batched_replica_steps_per_s": {"64": batched_throughput(path, 64, args.batched_steps, args.batched_dtype)}}
 
 
@@ -236,6 +279,7 @@ def main() -> None:
                         "their validation force MAE for the Pareto plot (omit to skip the plot)")
     parser.add_argument("--mace-python", help="python of a venv with mace-torch (omit to skip MACE)")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="times every calculator is timed, in turn (medians are reported)")
     parser.add_argument("--batched-steps", type=int, default=100)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64, 256, 1024, 4096])
     parser.add_argument("--batched-dtype", default="float32", choices=["float32", "float64"])
@@ -243,10 +287,11 @@ def main() -> None:
     # looked up before any timing, so that a report without these models fails at once
     maes = {} if not args.mae_report else {name: validation_force_mae(args.mae_report, path)
                                             for name, path in (("remul-ff", args.model), ("EGNN", args.egnn_model)) if path}
+    rounds = calculator_rounds(args)
     results = {"model": args.model, "model_hyperparameters": hyperparameters(REMULCalculator(args.model).model),
-               "batched_dtype": args.batched_dtype,
-               "calculator_ms_per_step": calculator_timings(args.model, args.steps, compile=False),
-               "calculator_compiled_ms_per_step": calculator_timings(args.model, args.steps, compile=True)}
+               "batched_dtype": args.batched_dtype, "calculator_rounds": rounds,
+               "calculator_ms_per_step": median_timings(rounds, "remul-ff"),
+               "calculator_compiled_ms_per_step": median_timings(rounds, "remul-ff compiled")}
     results["batched_replica_steps_per_s"] = {
         str(r): batched_throughput(args.model, r, args.batched_steps, args.batched_dtype) for r in args.replicas
     }
@@ -257,9 +302,9 @@ def main() -> None:
                                                                                 args.batched_dtype, compile=True)}
     results["speedup_64_compiled_vs_ase_loop"] = results["batched_compiled_replica_steps_per_s"]["64"] / ase_loop
     if args.egnn_model:
-        results["egnn"] = egnn_results(args.egnn_model, args)
+        results["egnn"] = egnn_results(args.egnn_model, rounds, args)
     if args.mace_python:
-        results["mace"] = mace_ms_per_step(args.mace_python, max(args.steps // 4, 20))
+        results["mace"] = {"mace_version": mace_version(args.mace_python), "ms_per_step": median_timings(rounds, "MACE")}
     if args.mae_report:
         results["pareto_ethanol_float32"] = pareto_points(results, maes, args)
         plot_pareto(results["pareto_ethanol_float32"])
