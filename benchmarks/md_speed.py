@@ -10,6 +10,8 @@ Measured:
   for 64 with ``torch.compile`` (the stability protocol's setting);
 * the speed-up of 64 batched replicas (eager and compiled) over the single-replica ASE loop (plain calculator);
 * with ``--egnn-model``, the project's EGNN baseline through the same calculator and engine;
+* with ``--pet-python``, PET (metatrain's default size, untrained) through metatomic's ASE calculator
+  (pet_speed_helper.py); it has no MAE here, so it is not on the Pareto plot;
 * with ``--mae-report``, force MAE against ms per ASE step (the accuracy/speed Pareto front): remul-ff's and
   EGNN's validation force MAE from a stability ``report.json`` (same data, same training budget), MACE's
   from ``--mace-force-mae`` (see that option; MACE is not trained here, so its MAE is quoted, not measured).
@@ -18,7 +20,8 @@ Run from the repository root (the MACE part needs a venv with mace-torch, see ma
 
     python benchmarks/md_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \
         --egnn-model benchmarks/stability/rmd17_ethanol/egnn/model.pt \
-        --mae-report benchmarks/stability/rmd17_ethanol_500K/report.json --mace-python ../mace-venv/bin/python
+        --mae-report benchmarks/stability/rmd17_ethanol_500K/report.json --mace-python ../mace-venv/bin/python \
+        --pet-python ../pet-venv/bin/python
 
 (``--replicas`` sets the batched sizes; the compiled calculator needs g++ and compiles once per model, ~1 min.)
 
@@ -91,16 +94,18 @@ def batched_throughput(model_path: str, replicas: int, steps: int, dtype: str, c
     return result.replica_steps_per_s
 
 
-def mace_version(python: str) -> str:
-    out = subprocess.run([python, "-c", "import mace; print(mace.__version__)"], check=True, capture_output=True, text=True)
+def package_version(python: str, package: str) -> str:
+    out = subprocess.run([python, "-c", f"import {package}; print({package}.__version__)"], check=True,
+                         capture_output=True, text=True)
     return out.stdout.strip()
 
 
-def mace_ms_per_step(python: str, steps: int) -> dict:
+def peer_ms_per_step(helper_name: str, python: str, steps: int) -> dict[str, float]:
+    """ms per ASE step of a peer model, timed by ``helper_name`` in the venv of ``python``."""
     structures = json.dumps({name: str(path) for name, path in STRUCTURES.items()})
-    helper = Path(__file__).with_name("mace_speed_helper.py")
+    helper = Path(__file__).with_name(helper_name)
     out = subprocess.run([python, str(helper), structures, str(steps)], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
 
 
 def markdown(results: dict) -> str:
@@ -120,7 +125,7 @@ def markdown(results: dict) -> str:
              f"**{results['speedup_64_vs_ase_loop']:.1f}x** more replica-steps/s; with `compile` "
              f"({results['batched_compiled_replica_steps_per_s']['64']:.0f} replica-steps/s) "
              f"**{results['speedup_64_compiled_vs_ase_loop']:.1f}x**."]
-    return "\n".join(rows + _egnn_rows(results) + _pareto_rows(results)) + "\n"
+    return "\n".join(rows + _egnn_rows(results) + _pet_rows(results) + _pareto_rows(results)) + "\n"
 
 
 def _round_rows(results: dict) -> list[str]:
@@ -148,6 +153,19 @@ def _egnn_rows(results: dict) -> list[str]:
     batched = egnn["batched_replica_steps_per_s"]["64"]
     return rows + ["", f"EGNN batched, 64 replicas: {batched:.0f} replica-steps/s "
                    f"(remul-ff: {results['batched_replica_steps_per_s'].get('64', float('nan')):.0f})."]
+
+
+def _pet_rows(results: dict) -> list[str]:
+    if "pet" not in results:
+        return []
+    rows = ["", f"PET (metatrain {results['pet']['metatrain_version']}, untrained, default hyperparameters), "
+            "through metatomic's ASE calculator:", "",
+            "| structure | dtype | PET (ms/step) | PET / remul-ff | PET / remul-ff compiled |", "|---|---|---|---|---|"]
+    for key, ms in results["pet"]["ms_per_step"].items():
+        compiled = results["calculator_compiled_ms_per_step"].get(key)
+        rows.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {_ms(ms)} | {_ratio(ms, results['calculator_ms_per_step'][key])} "
+                    f"| {_ratio(ms, compiled)} |")
+    return rows
 
 
 def _pareto_rows(results: dict) -> list[str]:
@@ -226,7 +244,9 @@ def calculator_rounds(args: argparse.Namespace) -> list[dict]:
         if args.egnn_model:
             one["EGNN"] = calculator_timings(args.egnn_model, args.steps, compile=False)
         if args.mace_python:
-            one["MACE"] = mace_ms_per_step(args.mace_python, max(args.steps // 4, 20))["ms_per_step"]
+            one["MACE"] = peer_ms_per_step("mace_speed_helper.py", args.mace_python, max(args.steps // 4, 20))
+        if args.pet_python:
+            one["PET"] = peer_ms_per_step("pet_speed_helper.py", args.pet_python, max(args.steps // 10, 10))
         rounds.append(one)
     return rounds
 
@@ -278,6 +298,7 @@ def main() -> None:
     parser.add_argument("--mae-report", help="a stability report.json that evaluated --model (and --egnn-model): "
                         "their validation force MAE for the Pareto plot (omit to skip the plot)")
     parser.add_argument("--mace-python", help="python of a venv with mace-torch (omit to skip MACE)")
+    parser.add_argument("--pet-python", help="python of a venv with metatrain, for PET (omit to skip PET)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="times every calculator is timed, in turn (medians are reported)")
     parser.add_argument("--batched-steps", type=int, default=100)
@@ -304,7 +325,10 @@ def main() -> None:
     if args.egnn_model:
         results["egnn"] = egnn_results(args.egnn_model, rounds, args)
     if args.mace_python:
-        results["mace"] = {"mace_version": mace_version(args.mace_python), "ms_per_step": median_timings(rounds, "MACE")}
+        results["mace"] = {"mace_version": package_version(args.mace_python, "mace"), "ms_per_step": median_timings(rounds, "MACE")}
+    if args.pet_python:
+        results["pet"] = {"metatrain_version": package_version(args.pet_python, "metatrain"),
+                          "ms_per_step": median_timings(rounds, "PET")}
     if args.mae_report:
         results["pareto_ethanol_float32"] = pareto_points(results, maes, args)
         plot_pareto(results["pareto_ethanol_float32"])
