@@ -14,7 +14,6 @@ import copy
 import json
 import os
 import sys
-import time
 
 # mace-torch pins e3nn 0.4.4, which torch.load()s its own constants without weights_only=False;
 # torch >= 2.6 then refuses them. This opt-out applies to this MACE-only helper process alone.
@@ -22,9 +21,7 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 import numpy as np
 import torch
-from ase import units
-from ase.io import read
-from ase.md.verlet import VelocityVerlet
+from _ase_timing import ms_per_step
 from e3nn import o3
 from mace import modules
 from mace.calculators import MACECalculator
@@ -39,17 +36,6 @@ def build_model(elements: list[int]) -> torch.nn.Module:
         atomic_energies=np.zeros(len(elements)), avg_num_neighbors=8.0, atomic_numbers=elements, correlation=3,
         gate=torch.nn.functional.silu, atomic_inter_scale=1.0, atomic_inter_shift=0.0,
     )
-
-
-def ms_per_step(calculator, path: str, steps: int) -> float:
-    atoms = read(path, index=0)
-    atoms.pbc = False
-    atoms.calc = calculator
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    dyn.run(5)
-    start = time.perf_counter()
-    dyn.run(steps)
-    return 1e3 * (time.perf_counter() - start) / steps
 
 
 def main() -> None:

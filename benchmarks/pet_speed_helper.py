@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import torch
-from ase import units
-from ase.io import read
-from ase.md.verlet import VelocityVerlet
+from _ase_timing import ms_per_step
 from metatomic_ase import MetatomicCalculator
 from metatrain.pet import PET
 from metatrain.utils.architectures import get_default_hypers
@@ -30,17 +27,6 @@ def build_calculator(elements: list[int], dtype: torch.dtype) -> MetatomicCalcul
                        targets={"energy": get_energy_target_info("energy", {"unit": "eV"})})
     model = PET(get_default_hypers("pet")["model"], info).to(dtype)
     return MetatomicCalculator(model.export(), device="cpu")
-
-
-def ms_per_step(calculator, path: str, steps: int) -> float:
-    atoms = read(path, index=0)
-    atoms.pbc = False
-    atoms.calc = calculator
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    dyn.run(5)
-    start = time.perf_counter()
-    dyn.run(steps)
-    return 1e3 * (time.perf_counter() - start) / steps
 
 
 def main() -> None:
