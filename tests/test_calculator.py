@@ -29,6 +29,7 @@ def ethanol():
 
 def test_matches_the_model_called_directly(trained_model_file, ethanol):
     ethanol.calc = REMULCalculator(trained_model_file)
+    assert ethanol.calc.model.merged_edge_proj is not None  # it runs the merged inference copy, which must agree with the model file
     model = load_model(trained_model_file)
     prediction = predict(model, collate([Structure.from_atoms(ethanol)]))
     assert ethanol.get_potential_energy() == pytest.approx(float(prediction.energy[0]), abs=1e-9)

@@ -159,3 +159,12 @@ def test_frame_deviations_match_max_force_deviation_in_chunks():
     committee, frames = Committee(two_members()), jittered_molecules("CH3CH2OH", 5)
     expected = max_force_deviation(committee, batch_of(frames)).numpy()
     assert np.allclose(frame_deviations(committee, frames, chunk=2), expected, rtol=1e-12, atol=0)
+
+
+def test_committee_inference_copy_merges_each_member():
+    from remul_ff.models.common import inference_model
+
+    committee = Committee([tiny_model(), tiny_model(width=8)])
+    merged = inference_model(committee)
+    assert all(getattr(member, "merged_edge_proj", None) is not None for member in merged.members)
+    assert not any(getattr(member, "merged_edge_proj", None) is not None for member in committee.members)

@@ -79,3 +79,22 @@ def test_unknown_element_names_the_known_ones():
     model = tiny_model()
     with pytest.raises(DataError, match="not trained on Fe; it knows only H, C, N, O"):
         model.elements.check(torch.tensor([1, 26]))
+
+
+def test_inference_copy_gives_the_same_energies_and_forces_and_leaves_the_model_alone():
+    model, batch = tiny_model(), ethanol_batch(3)
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    folded = model.for_inference()
+    reference, merged = predict(model, batch), predict(folded, batch)
+    assert torch.allclose(merged.energy, reference.energy, rtol=0, atol=1e-12)
+    assert torch.allclose(merged.forces, reference.forces, rtol=0, atol=1e-12)
+    assert isinstance(folded.edge_encoder.mlp[2], torch.nn.Identity) and folded.for_inference() is folded
+    assert folded.merged_edge_proj is not None and model.merged_edge_proj is None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the trainable model is untouched
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    # the check can fail: dropping the layer without folding it into the projections changes the energies
+    broken = model.for_inference()
+    with torch.no_grad():
+        broken.merged_edge_proj.weight.copy_(torch.cat([block.edge_proj.weight for block in model.blocks]))
+        broken.merged_edge_proj.bias.copy_(torch.cat([block.edge_proj.bias for block in model.blocks]))
+    assert not torch.allclose(predict(broken, batch).energy, reference.energy, rtol=0, atol=1e-6)

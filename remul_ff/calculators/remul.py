@@ -15,6 +15,7 @@ from torch import nn
 from remul_ff.data.batch import Structure, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
+from remul_ff.models.common import inference_model
 from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
 
@@ -74,7 +75,8 @@ class REMULCalculator(Calculator):
         members = [model] if isinstance(model, nn.Module) else list(model)
         if not members:
             raise ValueError("a committee needs at least one model.")
-        self.models = [m.to(self.device, self.dtype).eval().requires_grad_(False) for m in members]
+        # inference copies: the transformer's merges its edge layers (same energies, fewer operations)
+        self.models = [inference_model(m.to(self.device, self.dtype).eval().requires_grad_(False)) for m in members]
         self.model = self.models[0]  # elements and training domain come from the first member
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A

@@ -27,6 +27,7 @@ from remul_ff.data.batch import AtomicBatch
 from remul_ff.errors import DataError, RemulError
 from remul_ff.models.common import scatter_sum
 from remul_ff.models.committee import Committee
+from remul_ff.models.common import inference_model
 from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
 
@@ -53,7 +54,7 @@ class REMULTorchSimModel(ModelInterface):
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._dtype = dtype
         self._compute_forces, self._compute_stress = True, False  # molecules: no cell, no stress
-        self.model = _as_module(model, self._device, dtype).to(self._device, dtype).eval().requires_grad_(False)
+        self.model = inference_model(_as_module(model, self._device, dtype).to(self._device, dtype).eval().requires_grad_(False))
         self._checked: tuple = (None, -1)  # the atomic numbers last checked and their version (a check syncs the GPU)
 
     def forward(self, state: torch_sim.SimState | dict, **kwargs) -> dict[str, torch.Tensor]:

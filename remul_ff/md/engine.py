@@ -36,6 +36,7 @@ from remul_ff.md.analysis import stability_time_ps
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 from remul_ff.models.committee import Committee, max_force_deviation
+from remul_ff.models.common import inference_model
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
@@ -390,6 +391,7 @@ def run_md(
     settings.validate()
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
+    model = inference_model(model)  # the transformer's merged copy: same energies, fewer operations
     parameter = next(model.parameters())
     kT = integrators.kT_of(settings.temperature)
     state = prepare_state(model, starts, settings, parameter.device, parameter.dtype)

@@ -16,7 +16,7 @@ from ase import Atoms
 from torch import nn
 
 from remul_ff.data.batch import AtomicBatch, Structure, collate
-from remul_ff.models.common import scatter_max
+from remul_ff.models.common import inference_model, scatter_max
 from remul_ff.models.forces import predict
 
 
@@ -39,6 +39,10 @@ class Committee(nn.Module):
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` mean per-atom energy of the members."""
         return torch.stack([member(positions, atomic_numbers, molecule_index) for member in self.members]).mean(0)
+
+    def for_inference(self) -> Committee:
+        """The committee of its members' inference copies (:func:`~remul_ff.models.common.inference_model`)."""
+        return Committee([inference_model(member) for member in self.members])
 
 
 def max_force_deviation(committee: Committee, batch: AtomicBatch) -> torch.Tensor:

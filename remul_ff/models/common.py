@@ -181,6 +181,19 @@ class AtomwiseEnergyModel(nn.Module):
         """The last layer that every loss shares; GradNorm balances gradient norms here."""
         return self.readout_hidden.weight
 
+    def for_inference(self) -> nn.Module:
+        """A frozen model that computes the same energies with fewer operations (here: itself).
+
+        Subclasses whose layers can be merged once the weights stop changing return a merged copy;
+        the calculator, the MD engine and the exporters run that copy. Never train it.
+        """
+        return self
+
+
+def inference_model(model: nn.Module) -> nn.Module:
+    """``model.for_inference()`` where the model has it (any module may be given), else ``model``."""
+    return model.for_inference() if hasattr(model, "for_inference") else model
+
 
 def e0_list(elements: Sequence[int], e0s: Mapping[int, float]) -> list[float]:
     """E0s ordered like the element table (sorted atomic numbers); missing elements get 0."""

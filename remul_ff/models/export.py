@@ -27,6 +27,7 @@ from torch import nn
 
 from remul_ff.data.batch import AtomicBatch
 from remul_ff.errors import RemulError
+from remul_ff.models.common import inference_model
 from remul_ff.models.files import load_model
 from remul_ff.models.forces import predict
 from remul_ff.utils.io import atomic_path
@@ -92,7 +93,7 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype
             ``torch._inductor.aoti_load_package`` (or libtorch's ``AOTIModelPackageLoader`` from C++)
             runs, as ``nequip-compile --mode aotinductor`` does.
     """
-    model = load_model(model_path, "cpu", dtype)
+    model = inference_model(load_model(model_path, "cpu", dtype))
     positions, numbers = example if example is not None else _example(model.elements.elements.tolist(), dtype)
     program = export_program(model, positions, numbers)
     with atomic_path(Path(output)) as tmp:

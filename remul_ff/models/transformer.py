@@ -16,10 +16,16 @@ Design, in the order the data flows:
   ``y_i``; :class:`~remul_ff.models.common.AtomicEnergyHead` turns it into eV with per-element
   scale, shift and E0. The model predicts energies only; forces come from
   :func:`remul_ff.models.forces.predict`.
+* For inference (:meth:`REMULTransformer.for_inference`, used by the calculator, the MD engine and
+  the exporters) the edge MLP's last linear layer is folded into every block's edge projection (two
+  linear maps in a row are one) and the blocks' projections are made in one matrix product. Work
+  per atom pair is most of the cost; this removes about an eighth of its arithmetic, with the same
+  energies to rounding (``benchmarks/results/inference_merge.md``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -97,11 +103,11 @@ class AttentionBlock(nn.Module):
         hidden = config.ffn_multiplier * config.width
         self.ffn = nn.Sequential(nn.Linear(config.width, hidden), nn.SiLU(), nn.Linear(hidden, config.width))
 
-    def forward(self, h: torch.Tensor, edges: torch.Tensor, envelope: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """Update atom features ``h`` ``[n, width]`` from edge features ``edges`` ``[E, width]``."""
+    def forward(self, h: torch.Tensor, edge_terms: torch.Tensor, envelope: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Update atom features ``h`` ``[n, width]`` from ``edge_terms = self.edge_proj(edge features)``."""
         n, (centre, neighbour) = h.shape[0], edge_index
         q, k, v = self.qkv(self.norm_attn(h)).view(n, 3, self.heads, self.head_dim).unbind(1)
-        edge_k, edge_v, bias = self.edge_proj(edges).split([h.shape[1], h.shape[1], self.heads], dim=-1)
+        edge_k, edge_v, bias = edge_terms.split([h.shape[1], h.shape[1], self.heads], dim=-1)
         # index_select, not k[neighbour]: its backward is a fast index_add instead of index_put.
         keys = k.index_select(0, neighbour) * edge_k.view(-1, self.heads, self.head_dim)
         values = v.index_select(0, neighbour) * edge_v.view(-1, self.heads, self.head_dim)
@@ -141,6 +147,7 @@ class REMULTransformer(AtomwiseEnergyModel):
         self.edge_encoder = EdgeEncoder(config)
         self.blocks = nn.ModuleList(AttentionBlock(config) for _ in range(config.depth))
         self.readout_norm = nn.LayerNorm(config.width)
+        self.merged_edge_proj: nn.Linear | None = None  # set in the inference copy only
 
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV (interaction part plus E0)."""
@@ -152,6 +159,36 @@ class REMULTransformer(AtomwiseEnergyModel):
         edge_vec = edge_vectors(positions, edge_index)
         edges, envelope = self.edge_encoder(edge_vec)
         h = self.embedding(species)
-        for block in self.blocks:
-            h = block(h, edges, envelope, edge_index)
+        for block, edge_terms in zip(self.blocks, self.edge_terms(edges)):
+            h = block(h, edge_terms, envelope, edge_index)
         return self.atomic_energies(self.readout_norm(h), species)
+
+    def edge_terms(self, edges: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's edge projection of ``edges``; the inference copy makes them in one product."""
+        if self.merged_edge_proj is None:
+            return [block.edge_proj(edges) for block in self.blocks]
+        return list(self.merged_edge_proj(edges).chunk(len(self.blocks), dim=-1))
+
+    def for_inference(self) -> REMULTransformer:
+        """A frozen copy in eval mode whose edge projections absorb the edge MLP's last layer.
+
+        Each block computes ``P (W e + b) + c`` from the edge MLP's hidden features ``e``; the copy
+        computes ``(P W) e + (P b + c)``, merged once in float64, for all blocks in one product
+        (``merged_edge_proj``). Its ``state_dict`` has a different layout, so it is not a model file;
+        the original model is left untouched.
+        """
+        if self.merged_edge_proj is not None:
+            return self
+        folded = copy.deepcopy(self).eval().requires_grad_(False)
+        last = folded.edge_encoder.mlp[2]
+        folded.edge_encoder.mlp[2] = nn.Identity()
+        weights = [block.edge_proj.weight.double() @ last.weight.double() for block in folded.blocks]
+        biases = [block.edge_proj.weight.double() @ last.bias.double() + block.edge_proj.bias.double() for block in folded.blocks]
+        merged = nn.Linear(last.in_features, sum(w.shape[0] for w in weights), dtype=torch.float64, device=last.weight.device)
+        with torch.no_grad():
+            merged.weight.copy_(torch.cat(weights))
+            merged.bias.copy_(torch.cat(biases))
+        for block in folded.blocks:
+            del block.edge_proj  # now inside merged_edge_proj
+        folded.merged_edge_proj = merged.to(last.weight.device, last.weight.dtype).requires_grad_(False)
+        return folded
