@@ -25,9 +25,8 @@ from torch import nn
 
 from remul_ff.data.batch import AtomicBatch
 from remul_ff.errors import DataError, RemulError
-from remul_ff.models.common import scatter_sum
+from remul_ff.models.common import inference_model, scatter_sum
 from remul_ff.models.committee import Committee
-from remul_ff.models.common import inference_model
 from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
 

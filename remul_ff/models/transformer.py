@@ -183,13 +183,13 @@ class REMULTransformer(AtomwiseEnergyModel):
         folded = copy.deepcopy(self).eval().requires_grad_(False)
         last = folded.edge_encoder.mlp[2]
         folded.edge_encoder.mlp[2] = nn.Identity()
-        weights = [block.edge_proj.weight.double() @ last.weight.double() for block in folded.blocks]
-        biases = [block.edge_proj.weight.double() @ last.bias.double() + block.edge_proj.bias.double() for block in folded.blocks]
-        merged = nn.Linear(last.in_features, sum(w.shape[0] for w in weights), dtype=torch.float64, device=last.weight.device)
+        projection = torch.cat([block.edge_proj.weight.double() for block in folded.blocks])  # all blocks' P, stacked
+        offset = torch.cat([block.edge_proj.bias.double() for block in folded.blocks])
+        merged = nn.Linear(last.in_features, projection.shape[0], dtype=torch.float64, device=last.weight.device)
         with torch.no_grad():
-            merged.weight.copy_(torch.cat(weights))
-            merged.bias.copy_(torch.cat(biases))
+            merged.weight.copy_(projection @ last.weight.double())
+            merged.bias.copy_(projection @ last.bias.double() + offset)
         for block in folded.blocks:
             del block.edge_proj  # now inside merged_edge_proj
-        folded.merged_edge_proj = merged.to(last.weight.device, last.weight.dtype).requires_grad_(False)
+        folded.merged_edge_proj = merged.to(dtype=last.weight.dtype).requires_grad_(False)
         return folded
