@@ -324,7 +324,8 @@ def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monit
 
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState) if not f.name.startswith("_")}  # no caches
     save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
-               "collapses": [asdict(c) for c in result.collapses], "flags": [asdict(c) for c in result.flags], "bonds": monitor.bonds, "bond_groups": monitor.groups, "reference": monitor.reference,
+               "collapses": [asdict(c) for c in result.collapses], "flags": [asdict(c) for c in result.flags],
+               "bonds": monitor.bonds, "bond_groups": monitor.groups, "reference": monitor.reference,
                "rng": generator.get_state(), "run": signature, "finished": finished, "replica_steps_per_s": replica_steps_per_s}, path)
 
 
@@ -392,58 +393,94 @@ def run_md(
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
     model = inference_model(model)  # the transformer's merged copy: same energies, fewer operations
+    run = _start_run(model, starts, settings, None if output_dir is None else Path(output_dir), resume, reference_frames)
+    if settings.compile and run.last < settings.n_steps:
+        # dynamic: the edge count changes between steps; recompiling for each count would cost more than it saves
+        model = torch.compile(model, dynamic=True)
+    if not run.last:
+        _record(run.writers, run.state, 0, settings, run.kT)
+    _integrate(run, model, settings, progress)
+    return run.result
+
+
+@dataclass
+class _Run:
+    """What one MD run carries from step to step (state, collapse monitor, files, random stream)."""
+
+    state: MDState
+    monitor: CollapseMonitor
+    result: MDResult
+    generator: torch.Generator
+    kT: float
+    signature: dict
+    restart: Path | None
+    writers: _Writers | None
+    committee: Committee | None
+    last: int  # the last step done (a finished run: n_steps)
+
+
+def _start_run(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, output_dir: Path | None, resume: bool,
+               reference_frames: Sequence[Atoms]) -> _Run:
+    """The run at step 0, or where ``output_dir``'s restart file left it when resuming."""
     parameter = next(model.parameters())
-    kT = integrators.kT_of(settings.temperature)
     state = prepare_state(model, starts, settings, parameter.device, parameter.dtype)
     max_t = settings.max_temperature or default_max_temperature(settings.temperature)
     monitor = CollapseMonitor(state, max_t, settings.bond_tolerance, reference_frames)
     result = MDResult(len(starts), settings.n_steps, settings.timestep_fs, output_dir=None if output_dir is None else str(output_dir))
     generator = torch.Generator().manual_seed(settings.seed + 1)
-    restart = None if output_dir is None else Path(output_dir) / RESTART_FILE
+    restart = None if output_dir is None else output_dir / RESTART_FILE
     first, finished = 0, False
     signature = run_signature(starts, settings, parameter.dtype)
     if resume and restart is not None and restart.exists():
         state, first, finished = _load_restart(restart, result, monitor, generator, parameter.device, signature)
-    last = settings.n_steps if finished else first  # a finished run (all steps, or every replica collapsed) is not re-run
     committee = model if isinstance(model, Committee) else None
     if committee is not None and state.force_deviation is None:
         state.force_deviation = _committee_deviation(committee, state)
-    writers = (_Writers(Path(output_dir), settings, len(starts), first if first else None, committee is not None)
-               if output_dir is not None else None)
-    step_fn = _make_step(settings, kT, generator)
-    if settings.compile and last < settings.n_steps:
-        # dynamic: the edge count changes between steps; recompiling for each count would cost more than it saves
-        model = torch.compile(model, dynamic=True)
-    if not first:
-        _record(writers, state, 0, settings, kT)
+    writers = None if output_dir is None else _Writers(output_dir, settings, len(starts), first or None, committee is not None)
+    # a finished run (all steps, or every replica collapsed) is not re-run
+    return _Run(state, monitor, result, generator, integrators.kT_of(settings.temperature), signature, restart, writers,
+                committee, settings.n_steps if finished else first)
+
+
+def _integrate(run: _Run, model: nn.Module, settings: MDSettings, progress: bool) -> None:
+    """Step from ``run.last`` to the end (or until every replica has collapsed), writing as asked."""
+    step_fn = _make_step(settings, run.kT, run.generator)
     start, replica_steps = time.perf_counter(), 0
     bar = progress_bar(total=round(settings.n_steps * settings.timestep_fs / 1e3, 6), unit="ps", disable=not progress, desc="MD")
     try:
-        for step in range(last + 1, settings.n_steps + 1):
-            step_fn(state, model)
-            replica_steps += state.n_replicas
+        for step in range(run.last + 1, settings.n_steps + 1):
+            step_fn(run.state, model)
+            replica_steps += run.state.n_replicas
             if step % settings.check_interval == 0 or step == settings.n_steps:
-                state = _drop_collapsed(state, monitor, committee, step, settings, result)
-                if state.n_replicas == 0:
+                run.state = _drop_collapsed(run.state, run.monitor, run.committee, step, settings, run.result)
+                if run.state.n_replicas == 0:
                     break
-            _record(writers, state, step, settings, kT)
-            if restart is not None and settings.restart_every and step % settings.restart_every == 0:
-                writers.flush()
-                _save_restart(restart, state, step, result, monitor, generator, signature)
+            _record(run.writers, run.state, step, settings, run.kT)
+            if run.restart is not None and settings.restart_every and step % settings.restart_every == 0:
+                _checkpoint(run, step)
             _update_bar(bar, step, settings, start)
-            last = step
-        if restart is not None and settings.restart_every and replica_steps:  # mark it finished, for re-runs
-            writers.flush()
-            _save_restart(restart, state, last, result, monitor, generator, signature, finished=True,
-                          replica_steps_per_s=replica_steps / max(time.perf_counter() - start, 1e-12))
+            run.last = step
+        if run.restart is not None and settings.restart_every and replica_steps:  # mark it finished, for re-runs
+            rate = replica_steps / max(time.perf_counter() - start, 1e-12)
+            _checkpoint(run, run.last, finished=True, replica_steps_per_s=rate)
     finally:
         bar.close()
-        result.wall_time_s = time.perf_counter() - start
-        if replica_steps:  # else keep the finished run's own rate (from its restart file)
-            result.replica_steps_per_s = replica_steps / max(result.wall_time_s, 1e-12)
-        if writers is not None:
-            writers.close(result)
-    return result
+        _close(run, time.perf_counter() - start, replica_steps)
+
+
+def _checkpoint(run: _Run, step: int, **extra) -> None:
+    """Flush the trajectories, then write the restart file that matches them."""
+    run.writers.flush()
+    _save_restart(run.restart, run.state, step, run.result, run.monitor, run.generator, run.signature, **extra)
+
+
+def _close(run: _Run, wall_time_s: float, replica_steps: int) -> None:
+    """Record the wall time and rate, and close the files (also when the run was interrupted)."""
+    run.result.wall_time_s = wall_time_s
+    if replica_steps:  # else keep the finished run's own rate (from its restart file)
+        run.result.replica_steps_per_s = replica_steps / max(wall_time_s, 1e-12)
+    if run.writers is not None:
+        run.writers.close(run.result)
 
 
 def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
