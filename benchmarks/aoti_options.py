@@ -26,10 +26,9 @@ import hashlib
 from pathlib import Path
 
 import torch
-from ase.io import read
 
 from _common import write_results
-from inference_merge import DATA, interleaved_ms
+from inference_merge import DATA, first_frame, interleaved_ms
 from remul_ff.models.export import _example, export_program, pairs_within
 from remul_ff.models.files import load_model
 
@@ -58,15 +57,13 @@ def packages(model: torch.nn.Module, cache: Path, tag: str) -> dict:
 
 def time_molecule(model_path: str, xyz: Path, cache: Path, tag: str, blocks: int) -> dict:
     """Interleaved ms per call of each package with 1 and 2 threads, and the largest force difference to the default."""
-    atoms = read(xyz, index=0)
-    positions = torch.tensor(atoms.positions - atoms.positions.mean(0), dtype=torch.float32)
-    numbers = torch.as_tensor(atoms.numbers)
+    positions, numbers = first_frame(xyz)
     model = load_model(model_path, "cpu", torch.float32).for_inference()
     pairs = pairs_within(positions, model.r_max)
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:12]  # a package per model file and torch
     programs = packages(model, cache, f"{tag}_{digest}_{torch.__version__}")
     forces = {name: p(positions, numbers, pairs)[1] for name, p in programs.items()}
-    entry = {"atoms": len(atoms), "max_force_difference_eV_A": {n: float((f - forces["default"]).abs().max()) for n, f in forces.items()}}
+    entry = {"atoms": len(numbers), "max_force_difference_eV_A": {n: float((f - forces["default"]).abs().max()) for n, f in forces.items()}}
     for threads in (1, 2):
         torch.set_num_threads(threads)
         calls = {name: (lambda p=p: p(positions, numbers, pairs)) for name, p in programs.items()}
