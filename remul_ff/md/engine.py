@@ -446,6 +446,7 @@ def _integrate(run: _Run, model: nn.Module, settings: MDSettings, progress: bool
     """Step from ``run.last`` to the end (or until every replica has collapsed), writing as asked."""
     step_fn = _make_step(settings, run.kT, run.generator)
     start, replica_steps = time.perf_counter(), 0
+    checkpoints = run.restart is not None and bool(settings.restart_every)  # restart files are written
     bar = progress_bar(total=round(settings.n_steps * settings.timestep_fs / 1e3, 6), unit="ps", disable=not progress, desc="MD")
     try:
         for step in range(run.last + 1, settings.n_steps + 1):
@@ -456,11 +457,11 @@ def _integrate(run: _Run, model: nn.Module, settings: MDSettings, progress: bool
                 if run.state.n_replicas == 0:
                     break
             _record(run.writers, run.state, step, settings, run.kT)
-            if run.restart is not None and settings.restart_every and step % settings.restart_every == 0:
+            if checkpoints and step % settings.restart_every == 0:
                 _checkpoint(run, step)
             _update_bar(bar, step, settings, start)
             run.last = step
-        if run.restart is not None and settings.restart_every and replica_steps:  # mark it finished, for re-runs
+        if checkpoints and replica_steps:  # mark it finished, for re-runs
             rate = replica_steps / max(time.perf_counter() - start, 1e-12)
             _checkpoint(run, run.last, finished=True, replica_steps_per_s=rate)
     finally:
