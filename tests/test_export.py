@@ -77,3 +77,21 @@ def test_the_compiled_calculator_equals_the_model_and_compiles_once(trained_mode
 def test_compile_refuses_a_committee(trained_model_file):
     with pytest.raises(ValueError, match="one model on the CPU"):
         REMULCalculator([trained_model_file, trained_model_file], compile=True)
+
+
+def test_the_calculators_pair_list_is_the_programs_own():
+    """The calculator builds the compiled program's pair list from its checks' distances: the same
+    pairs in the same order as ``pairs_within`` finds from the positions (so the same sums)."""
+    import torch
+
+    from remul_ff.calculators.remul import _Composition
+    from remul_ff.models.export import pairs_within
+
+    spread_out = molecule("CH3CH2OCH3")
+    spread_out.positions *= 2.5  # some pairs beyond the cutoff
+    for atoms in [*jittered_molecules("CH3CH2OH", 3), spread_out, molecule("H2")]:
+        composition = _Composition.of(atoms.numbers, None, 1.0)
+        distances = np.linalg.norm(atoms.positions[composition.i] - atoms.positions[composition.j], axis=1)
+        expected = pairs_within(torch.as_tensor(atoms.positions), 4.0)
+        assert torch.equal(composition.pairs_within(distances, 4.0), expected)
+    assert 0 < expected.shape[1] and pairs_within(torch.as_tensor(spread_out.positions), 4.0).shape[1] < 9 * 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
-from remul_ff.data.batch import Structure, collate
+from remul_ff.data.batch import MIN_INTERATOMIC_DISTANCE, Structure, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
 from remul_ff.models.common import inference_model
@@ -20,6 +21,7 @@ from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ALL_PAIRS_MAX_ATOMS = 256  # up to this size the checks (and the compiled path's pair list) use every pair
 
 
 class OutOfDomainWarning(UserWarning):
@@ -81,10 +83,7 @@ class REMULCalculator(Calculator):
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A
         self.warned: set[str] = set()
-        # MD keeps the composition: the element check and the domain test's pair limits are made once
-        # per list of atomic numbers (the key), and remade only when it changes
-        self._composition: bytes | None = None
-        self._domain_limits: tuple | None = None  # pair indices i, j and their shortest allowed distances
+        self._composition: _Composition | None = None  # made again only when the atomic numbers change
         self.compiled = self._compile() if compile else None
 
     def _compile(self):
@@ -100,17 +99,36 @@ class REMULCalculator(Calculator):
         Also warns (:class:`OutOfDomainWarning`, once per kind) when the structure pairs elements,
         or brings atoms closer, than the training data did.
         """
+        self._checked_distances(atoms, where)
+
+    def _checked_distances(self, atoms: Atoms, where: str) -> np.ndarray | None:
+        """:meth:`check_atoms`, returning the distances of the composition's pairs (``None`` above 256 atoms).
+
+        One set of distances serves every check of a step and the compiled path's pair list.
+        """
         if atoms.pbc.any():
             raise DataError(f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
                             "for a molecule in a dummy box set atoms.pbc = False (pbc=\"F F F\" in extxyz).")
-        if not np.all(np.isfinite(atoms.positions)):
+        positions = atoms.positions
+        if not np.all(np.isfinite(positions)):
             raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
-        Structure(atoms.positions, atoms.numbers).check_min_distance(where)
-        if atoms.numbers.tobytes() != self._composition:
+        previous, composition = self._composition, self._composition_of(atoms.numbers)
+        if composition.i is None:  # a large structure: a cell list finds the close pairs
+            Structure(positions, atoms.numbers).check_min_distance(where)
+            return None
+        distances = np.linalg.norm(positions[composition.i] - positions[composition.j], axis=1)
+        if len(distances) and distances.min() < MIN_INTERATOMIC_DISTANCE:
+            Structure(positions, atoms.numbers).check_min_distance(where)  # raises, naming the pair
+        self._warn_outside_training_domain(atoms, distances, composition, first=composition is not previous)
+        return distances
+
+    def _composition_of(self, numbers: np.ndarray) -> _Composition:
+        """The cached :class:`_Composition` of ``numbers``; a new one checks the elements first."""
+        if self._composition is None or numbers.tobytes() != self._composition.key:  # MD keeps it: once per run
             for member in self.models:
-                member.elements.check(torch.as_tensor(atoms.numbers))
-            self._composition, self._domain_limits = atoms.numbers.tobytes(), None
-        self._warn_outside_training_domain(atoms)
+                member.elements.check(torch.as_tensor(numbers))
+            self._composition = _Composition.of(numbers, getattr(self.model, "training_domain", None), self.length_units_to_A)
+        return self._composition
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """What changed since the last calculation (ASE's contract), by exact comparison.
@@ -129,21 +147,17 @@ class REMULCalculator(Calculator):
         return changed + [p for p in sorted(watched & set(old.arrays) & set(atoms.arrays))
                           if not np.array_equal(old.arrays[p], atoms.arrays[p])]
 
-    def _warn_outside_training_domain(self, atoms: Atoms) -> None:
-        """Warn, once per kind of problem, when the structure leaves what the model saw in training."""
-        domain = getattr(self.model, "training_domain", None)
-        if not domain or len(atoms) < 2 or len(atoms) > 256:  # all-pairs test; large structures are not checked yet
+    def _warn_outside_training_domain(self, atoms: Atoms, distances: np.ndarray, composition: _Composition, first: bool) -> None:
+        """Warn, once per kind of problem, when the structure leaves what the model saw in training.
+
+        The full test (element pairs never seen, short distances) runs on a composition's first
+        structure; after that a comparison of the distances with per-pair limits, every call.
+        """
+        if composition.limits is None:  # no training domain recorded
             return
-        if self._domain_limits is None:  # a new composition (check_atoms reset it)
-            i, j = np.triu_indices(len(atoms), 1)
-            names = [pair_name(a, b) for a, b in zip(atoms.numbers[i], atoms.numbers[j])]
-            limits = np.array([SHORT_DISTANCE_FRACTION * domain.get(n, np.inf) for n in names])
-            self._domain_limits = (i, j, limits)
+        if first or (distances < composition.limits).any():
+            domain = self.model.training_domain
             self._warn(outside_domain(atoms.positions / self.length_units_to_A, atoms.numbers, domain))
-        i, j, limits = self._domain_limits
-        positions = atoms.positions / self.length_units_to_A
-        if (np.linalg.norm(positions[i] - positions[j], axis=1) < limits).any():  # the cheap test, every call
-            self._warn(outside_domain(positions, atoms.numbers, domain))
 
     def _warn(self, messages: list[str]) -> None:
         for message in messages:
@@ -155,22 +169,67 @@ class REMULCalculator(Calculator):
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None, system_changes=all_changes) -> None:
         """Compute every implemented property with a single model call."""
         super().calculate(atoms, properties, system_changes)
-        self.check_atoms(self.atoms)
+        distances = self._checked_distances(self.atoms, "the structure")
         # Centred in float64 first: float32 far from the origin rounds the interatomic vectors.
         positions = (self.atoms.positions - self.atoms.positions.mean(0)) / self.length_units_to_A
-        predictions = self._predict(positions, self.atoms.numbers)
-        energies = torch.stack([p[0] for p in predictions]).double() * self.energy_units_to_eV
-        forces = torch.stack([p[1] for p in predictions]).double().cpu() * (self.energy_units_to_eV / self.length_units_to_A)
-        atomic = torch.stack([p[2] for p in predictions]).double().cpu() * self.energy_units_to_eV
-        energy = float(energies.mean())
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces.mean(0).numpy(), "energies": atomic.mean(0).numpy()}
-        if len(self.models) > 1:
-            self.results["energy_std"] = float(energies.std(unbiased=False))
-            self.results["forces_std"] = forces.std(0, unbiased=False).numpy()
+        self.results = self._results(self._predict(positions, distances))
 
-    def _predict(self, positions: np.ndarray, numbers: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _predict(self, positions: np.ndarray, distances: np.ndarray | None) -> list[tuple[torch.Tensor, ...]]:
         """``(energy, forces [n, 3], atomic energies [n])`` of each committee member, in model units."""
+        numbers = self._composition.numbers
         if self.compiled is not None and len(numbers) >= 2:  # the compiled program needs at least two atoms
-            return [self.compiled(torch.tensor(positions, dtype=self.dtype), torch.as_tensor(numbers, dtype=torch.long))]
-        batch = collate([Structure(positions, numbers)], dtype=self.dtype).to(self.device)
+            pairs = None if distances is None else self._composition.pairs_within(distances, self.model.r_max * self.length_units_to_A)
+            return [self.compiled(torch.from_numpy(positions).to(self.dtype), numbers, pairs)]
+        batch = collate([Structure(positions, numbers.numpy())], dtype=self.dtype).to(self.device)
         return [(p.energy[0], p.forces, p.atomic_energies) for p in (predict(member, batch) for member in self.models)]
+
+    def _results(self, predictions: list[tuple[torch.Tensor, ...]]) -> dict:
+        """ASE's results (eV, eV/Å): the committee's mean, and its spread when there are several members."""
+        eV, eV_per_A = self.energy_units_to_eV, self.energy_units_to_eV / self.length_units_to_A
+        energies = np.array([float(p[0]) for p in predictions]) * eV
+        forces = np.stack([p[1].detach().cpu().double().numpy() for p in predictions]) * eV_per_A
+        atomic = np.stack([p[2].detach().cpu().double().numpy() for p in predictions]) * eV
+        energy = float(energies.mean())
+        results = {"energy": energy, "free_energy": energy, "forces": forces.mean(0), "energies": atomic.mean(0)}
+        if len(predictions) > 1:
+            results["energy_std"] = float(energies.std())
+            results["forces_std"] = forces.std(0)
+        return results
+
+
+@dataclass
+class _Composition:
+    """What stays fixed while the atoms move (MD keeps the composition), made once per list of atomic numbers.
+
+    Up to :data:`ALL_PAIRS_MAX_ATOMS` atoms the checks look at every pair ``i < j`` (``i``, ``j``);
+    ``limits`` holds each pair's distance (in the structure's length unit) below which the model is
+    outside its training domain (0 for element pairs never seen in training: they are reported once).
+    """
+
+    key: bytes
+    numbers: torch.Tensor  # [n] int64, the model's input
+    i: np.ndarray | None = None
+    j: np.ndarray | None = None
+    limits: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, numbers: np.ndarray, domain: dict | None, length_units_to_A: float) -> _Composition:
+        composition = cls(numbers.tobytes(), torch.as_tensor(numbers, dtype=torch.long).clone())
+        if len(numbers) > ALL_PAIRS_MAX_ATOMS:  # all pairs would need n^2 memory; these structures are not domain-checked yet
+            return composition
+        composition.i, composition.j = np.triu_indices(len(numbers), 1)
+        if domain:
+            names = [pair_name(a, b) for a, b in zip(numbers[composition.i], numbers[composition.j])]
+            composition.limits = np.array([SHORT_DISTANCE_FRACTION * domain.get(n, 0.0) for n in names]) * length_units_to_A
+        return composition
+
+    def pairs_within(self, distances: np.ndarray, cutoff: float) -> torch.Tensor:
+        """``[2, E]`` the ordered pairs ``i != j`` closer than ``cutoff`` (1e-6 relative margin), sorted by ``i``, then ``j``.
+
+        The same pairs, in the same order, as :func:`~remul_ff.models.export.pairs_within` finds
+        from the positions; here from the distances the checks already computed.
+        """
+        close = distances < cutoff * (1 + 1e-6)
+        n, i, j = len(self.numbers), self.i[close], self.j[close]
+        codes = np.sort(np.concatenate([i * n + j, j * n + i]))
+        return torch.from_numpy(np.stack([codes // n, codes % n]))
