@@ -13,7 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
-from remul_ff.data.batch import MIN_INTERATOMIC_DISTANCE, Structure, collate
+from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
 from remul_ff.models.common import inference_model
@@ -21,7 +21,6 @@ from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-ALL_PAIRS_MAX_ATOMS = 256  # up to this size the checks (and the compiled path's pair list) use every pair
 
 
 class OutOfDomainWarning(UserWarning):
@@ -102,7 +101,7 @@ class REMULCalculator(Calculator):
         self._checked_distances(atoms, where)
 
     def _checked_distances(self, atoms: Atoms, where: str) -> np.ndarray | None:
-        """:meth:`check_atoms`, returning the distances of the composition's pairs (``None`` above 256 atoms).
+        """:meth:`check_atoms`, returning the distances of the composition's pairs (``None`` above ``ALL_PAIRS_MAX_ATOMS``).
 
         One set of distances serves every check of a step and the compiled path's pair list.
         """

@@ -43,6 +43,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from remul_ff.errors import DataError
 
 MIN_INTERATOMIC_DISTANCE = 0.1
+ALL_PAIRS_MAX_ATOMS = 256  # up to this size pair checks use every pair; beyond it a cell list (n^2 memory)
 """Two atoms closer than this (Å) mean a broken structure, not chemistry."""
 
 
@@ -138,11 +139,11 @@ class Structure:
 
 
 def pair_distances(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``i < j`` and their distances: every pair up to 256 atoms, only those within ``cutoff`` beyond.
+    """Pairs ``i < j`` and their distances: every pair up to ``ALL_PAIRS_MAX_ATOMS``, only those within ``cutoff`` beyond.
 
-    Beyond 256 atoms all pairs would need n^2 memory, so a cell list finds the close ones.
+    Beyond that all pairs would need n^2 memory, so a cell list finds the close ones.
     """
-    if len(positions) > 256:
+    if len(positions) > ALL_PAIRS_MAX_ATOMS:
         i, j, d = neighbor_list("ijd", Atoms(positions=positions), cutoff)
         keep = i < j
         return i[keep], j[keep], d[keep]
