@@ -19,6 +19,7 @@ from remul_ff.errors import DataError
 from remul_ff.models.common import inference_model
 from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
+from remul_ff.utils.memory import keep_freed_memory
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -49,6 +50,9 @@ class REMULCalculator(Calculator):
             (about a minute, needs g++) and caches the package in ``~/.cache/remul-ff``; results
             equal the uncompiled model's to rounding.
         **kwargs: Passed on to :class:`ase.calculators.calculator.Calculator`.
+
+    Making a calculator sets glibc's malloc to keep freed memory for the next step
+    (:func:`remul_ff.utils.memory.keep_freed_memory`; ``REMUL_FF_KEEP_FREED_MEMORY=0`` opts out).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies"]
@@ -65,6 +69,7 @@ class REMULCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        keep_freed_memory()  # every step frees and allocates the same buffers: no page faults for them
         if default_dtype not in DTYPES:
             raise ValueError(f"default_dtype must be 'float32' or 'float64', not {default_dtype!r}.")
         if (model_path is None) == (model is None):

@@ -38,6 +38,7 @@ from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_
 from remul_ff.models.committee import Committee, max_force_deviation
 from remul_ff.models.common import inference_model
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
+from remul_ff.utils.memory import keep_freed_memory
 from remul_ff.utils.progress import progress_bar
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
@@ -392,6 +393,7 @@ def run_md(
     settings.validate()
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
+    keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
     model = inference_model(model)  # the transformer's merged copy: same energies, fewer operations
     run = _start_run(model, starts, settings, None if output_dir is None else Path(output_dir), resume, reference_frames)
     if settings.compile and run.last < settings.n_steps:
