@@ -45,7 +45,7 @@ class REMULCalculator(Calculator):
         length_units_to_A: Factor from the model's length unit to Å.
         model: An already built energy-only model (or a list), used instead of ``model_path``.
         compile: Run one model on the CPU through an AOTInductor-compiled program (C++ kernels)
-            over the atom pairs within ``r_max`` (ethanol: 1.55 ms per ASE MD step against 8.26,
+            over the atom pairs within ``r_max`` (ethanol: 1.16 ms per ASE MD step against 5.81,
             ``benchmarks/results/md_speed.md``). The first use of a model file compiles it
             (about a minute, needs g++) and caches the package in ``~/.cache/remul-ff``; results
             equal the uncompiled model's to rounding.

@@ -4,10 +4,10 @@ PyTorch's CPU allocator takes every tensor from ``malloc`` and gives it back on 
 defaults, a buffer above the mmap threshold (128 KiB, raised adaptively) gets fresh pages from the
 kernel, and a free that leaves more than twice that at the top of the heap returns it to the kernel.
 An MD step allocates and frees the same tens of buffers every step, so each step can fault the same
-memory in again: 200 to 1000 page faults per 3BPA step here, which took 5.1-8.2 ms per compiled ASE step on
-one thread instead of 5.1-5.8 ms (``benchmarks/results/allocator.md``). PyTorch's CPU tuning guide
-suggests swapping in jemalloc or tcmalloc for the same reason; this module needs no extra library and
-changes only two of glibc's settings.
+memory in again: 260 page faults per compiled 3BPA ASE step and 1608 per step of 64 batched ethanol
+replicas on the project's CPU, 1 and 0 with this setting (``benchmarks/results/allocator_2threads.md``).
+PyTorch's CPU tuning guide suggests swapping in jemalloc or tcmalloc for the same reason; this
+module needs no extra library and changes only two of glibc's settings.
 
 The setting is global to the process and is never undone. Its cost is memory: up to
 :data:`KEEP_FREED_BYTES` of freed heap stays with the process instead of going back to the system.
