@@ -19,63 +19,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
 from _common import write_results
+from md_speed import STRUCTURES, ase_step_cost, batched_cost
 
 MODES = {"glibc default": "0", "keep freed memory": "1"}
-
-
-def _faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def ase_step(model: str, structure: str, steps: int) -> dict:
-    """ms and page faults per compiled ASE step (after 20 warm-up steps)."""
-    from ase import units
-    from ase.io import read
-    from ase.md.verlet import VelocityVerlet
-    from md_speed import STRUCTURES, calculator_for
-
-    atoms = read(STRUCTURES[structure], index=0)
-    atoms.pbc = False
-    atoms.calc = calculator_for(model, atoms.numbers.tolist(), "float32", compile=True)
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    dyn.run(20)
-    faults, start = _faults(), time.perf_counter()
-    dyn.run(steps)
-    return {"ms_per_step": 1e3 * (time.perf_counter() - start) / steps, "faults_per_step": (_faults() - faults) / steps}
-
-
-def batched(model: str, replicas: int, steps: int) -> dict:
-    """Replica-steps/s and page faults per step of ``replicas`` batched ethanol replicas (second of two runs)."""
-    from ase.io import read
-    from md_speed import STRUCTURES
-    from remul_ff.calculators import REMULCalculator
-    from remul_ff.md.engine import MDSettings, run_md
-
-    network = REMULCalculator(model, default_dtype="float32").model
-    starts = [read(STRUCTURES["ethanol (9 atoms)"], index=k) for k in range(replicas)]
-    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="nve", write_interval=0)
-    run_md(network, starts, settings, None, progress=False)
-    faults = _faults()
-    result = run_md(network, starts, settings, None, progress=False)
-    return {"replica_steps_per_s": result.replica_steps_per_s, "faults_per_step": (_faults() - faults) / steps}
 
 
 def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if args.case == "batched":
-        print(json.dumps(batched(args.ethanol_model, 64, args.batched_steps)))
+        print(json.dumps(batched_cost(args.ethanol_model, 64, args.batched_steps, "float32")))
     else:
         model = args.ethanol_model if args.case.startswith("ethanol") else args.bpa_model
-        print(json.dumps(ase_step(model, args.case, args.steps)))
+        print(json.dumps(ase_step_cost(model, STRUCTURES[args.case], "float32", args.steps, compile=True, warmup=20)))
 
 
 def measure(case: str, mode: str, argv: list[str]) -> dict:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -72,26 +73,44 @@ def calculator_for(model_path: str, numbers, dtype: str, compile: bool = False) 
     return REMULCalculator(model=model, default_dtype=dtype, compile=compile)
 
 
-def calculator_ms_per_step(model_path: str, path: Path, dtype: str, steps: int, compile: bool = False) -> float:
+def minor_faults() -> int:
+    """Minor page faults of this process so far: pages the kernel had to map in (freed memory reused)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def ase_step_cost(model_path: str, path: Path, dtype: str, steps: int, compile: bool = False,
+                  warmup: int = 5) -> dict[str, float]:
+    """ms and minor page faults per ASE VelocityVerlet step (0.5 fs) from the first frame of ``path``."""
     atoms = read(path, index=0)
     atoms.pbc = False
     atoms.calc = calculator_for(model_path, atoms.numbers.tolist(), dtype, compile)
     dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    dyn.run(5)
-    start = time.perf_counter()
+    dyn.run(warmup)
+    faults, start = minor_faults(), time.perf_counter()
     dyn.run(steps)
-    return 1e3 * (time.perf_counter() - start) / steps
+    return {"ms_per_step": 1e3 * (time.perf_counter() - start) / steps, "faults_per_step": (minor_faults() - faults) / steps}
 
 
-def batched_throughput(model_path: str, replicas: int, steps: int, dtype: str, compile: bool = False) -> float:
+def calculator_ms_per_step(model_path: str, path: Path, dtype: str, steps: int, compile: bool = False) -> float:
+    return ase_step_cost(model_path, path, dtype, steps, compile)["ms_per_step"]
+
+
+def batched_cost(model_path: str, replicas: int, steps: int, dtype: str, compile: bool = False) -> dict[str, float]:
+    """Replica-steps/s and minor page faults per step of ``replicas`` batched ethanol replicas (NVE),
+    from the second of two identical runs (the first warms up and compiles)."""
     calculator = REMULCalculator(model_path, default_dtype=dtype)
     starts = read(STRUCTURES["ethanol (9 atoms)"], index=f":{replicas}")
     starts = [starts[k % len(starts)] for k in range(replicas)]
     settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="nve", write_interval=0,
                           compile=compile)
-    run_md(calculator.model, starts, settings, None, progress=False)  # warm-up (and compilation), same shapes
+    run_md(calculator.model, starts, settings, None, progress=False)
+    faults = minor_faults()
     result = run_md(calculator.model, starts, settings, None, progress=False)
-    return result.replica_steps_per_s
+    return {"replica_steps_per_s": result.replica_steps_per_s, "faults_per_step": (minor_faults() - faults) / steps}
+
+
+def batched_throughput(model_path: str, replicas: int, steps: int, dtype: str, compile: bool = False) -> float:
+    return batched_cost(model_path, replicas, steps, dtype, compile)["replica_steps_per_s"]
 
 
 def package_version(python: str, package: str) -> str:
