@@ -19,7 +19,7 @@ Commands (repository root; S = 1, 2; one training at a time beside one MD job)::
         --set train.seed=S --set output_dir=benchmarks/stability/training_seeds/egnn_seedS
     python benchmarks/training_seeds.py
 
-Writes ``benchmarks/results/training_seeds.{json,md}``.
+Writes ``benchmarks/results/training_seeds.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from _common import write_results
+from _common import RESULTS, write_results
 
 from remul_ff.config import load_config
 from remul_ff.models import load_model
@@ -118,6 +122,22 @@ def markdown(results: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def plot(results: dict) -> None:
+    """Force MAE per seed (dots) and the mean with its 95% interval (bar) per recipe."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for k, (recipe, entry) in enumerate(results["recipes"].items()):
+        values, summary = [s["forces_mae_meV_A"] for s in entry["seeds"]], entry["forces_mae_meV_A"]
+        ax.plot([k] * len(values), values, "o", color=f"C{k}", alpha=0.6)
+        low, high = summary["ci95"]
+        ax.errorbar([k + 0.15], [summary["mean"]], yerr=[[summary["mean"] - low], [high - summary["mean"]]],
+                    fmt="s", color=f"C{k}", capsize=4)
+    ax.set_xticks(range(len(results["recipes"])), list(results["recipes"]), fontsize=8)
+    ax.set_ylabel("validation force MAE (meV/Å)")
+    ax.set_title("rMD17 ethanol, 30 CPU-min per training: seeds and 95% interval", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "training_seeds.png", dpi=120)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     recipes = {}
@@ -127,6 +147,7 @@ def main() -> None:
     forces = [[s["forces_mae_meV_A"] for s in entry["seeds"]] for entry in recipes.values()]
     results = {"recipes": recipes, "transformer_minus_egnn_forces_mae_meV_A": welch_interval(*forces)}
     write_results("training_seeds", results, markdown(results))
+    plot(results)
     print(markdown(results))
 
 
