@@ -73,9 +73,9 @@ def student_t_quantile(p: float, dof: float) -> float:
 
 def mean_interval(values: list[float]) -> dict:
     """Mean of ``values`` with its 95% Student-t interval (sample standard deviation, n - 1 dof)."""
-    n, mean = len(values), float(np.mean(values))
-    half = student_t_quantile(0.975, n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
-    return {"mean": mean, "ci95": [mean - half, mean + half], "std": float(np.std(values, ddof=1)), "n": n}
+    n, mean, std = len(values), float(np.mean(values)), float(np.std(values, ddof=1))
+    half = student_t_quantile(0.975, n - 1) * std / math.sqrt(n)
+    return {"mean": mean, "ci95": [mean - half, mean + half], "std": std, "n": n}
 
 
 def welch_interval(a: list[float], b: list[float]) -> dict:
