@@ -51,10 +51,15 @@ def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
 
 
-def write_results(name: str, payload: dict, markdown: str) -> None:
-    """Write ``results/<name>.json`` and ``results/<name>.md``, both stating the command."""
+def write_results(name: str, payload: dict, markdown: str, command: str | None = None,
+                  machine_info: dict | None = None) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md``, both stating the command.
+
+    ``command`` and ``machine_info`` default to this run's; a script that only re-derives part of earlier
+    results passes the earlier run's, so that the file keeps saying what measured it.
+    """
     RESULTS.mkdir(exist_ok=True)
-    payload = {"command": command_line(), "machine": machine(), **payload}
+    payload = {"command": command or command_line(), "machine": machine_info or machine(), **payload}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     header = f"Command: `{payload['command']}`\n\nMachine: {payload['machine']}\n\n"
     (RESULTS / f"{name}.md").write_text(header + markdown)

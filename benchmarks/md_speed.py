@@ -13,8 +13,9 @@ Measured:
 * with ``--pet-python``, PET (metatrain's default size, untrained) through metatomic's ASE calculator
   (pet_speed_helper.py); it has no MAE here, so it is not on the Pareto plot;
 * with ``--mae-report``, force MAE against ms per ASE step (the accuracy/speed Pareto front): remul-ff's and
-  EGNN's validation force MAE from a stability ``report.json`` (same data, same training budget), MACE's
-  from ``--mace-force-mae`` (see that option; MACE is not trained here, so its MAE is quoted, not measured).
+  EGNN's validation force MAE from a stability ``report.json`` or, over training seeds, from
+  ``results/training_seeds.json`` (same data, same training budget), MACE's
+  from ``MACE_FORCE_MAE`` below (MACE is not trained here, so its MAE is quoted, not measured).
 
 Run from the repository root (the MACE part needs a venv with mace-torch, see mace_speed_helper.py)::
 
@@ -24,6 +25,9 @@ Run from the repository root (the MACE part needs a venv with mace-torch, see ma
         --pet-python ../pet-venv/bin/python
 
 (``--replicas`` sets the batched sizes; the compiled calculator needs g++ and compiles once per model, ~1 min.)
+``--mae-report benchmarks/results/training_seeds.json`` plots each recipe's mean MAE over training seeds with its
+95% interval instead of one run's, and ``--pareto-only`` redoes just the Pareto plot and table on the committed
+timings (the MAEs change with more seeds; the timings do not).
 
 Writes ``benchmarks/results/md_speed.{json,md,png}`` (and ``md_speed_pareto.png`` with ``--mae-report``).
 """
@@ -44,7 +48,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from _common import RESULTS, write_results
+from _common import RESULTS, command_line, write_results
 from ase import units
 from ase.io import read
 from ase.md.verlet import VelocityVerlet
@@ -54,7 +58,8 @@ from remul_ff.md import MDSettings, run_md
 from remul_ff.models import build_model, hyperparameters
 from remul_ff.models.files import MODEL_FILE_KIND, load_file
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+BENCHMARKS = Path(__file__).resolve().parent
+DATA = BENCHMARKS.parent.parent / "shared" / "data"
 # MACE is not trained here: its rMD17 ethanol force MAE is quoted. "published": full training on 950 frames
 # (Batatia et al. 2022, ../shared/data/README.md); "60 CPU-min": the project's anchor, MACE trained for
 # 60 minutes on this 2-core machine (benchmarks/README.md), twice remul-ff's and EGNN's 30 minutes.
@@ -130,7 +135,8 @@ def peer_ms_per_step(helper_name: str, python: str, steps: int) -> dict[str, flo
 def markdown(results: dict) -> str:
     mace = results.get("mace", {}).get("ms_per_step", {})
     compiled = results.get("calculator_compiled_ms_per_step", {})
-    rows = [f"remul-ff model: {results['model_hyperparameters']}; torch threads: {torch.get_num_threads()}\n",
+    threads = results.get("machine", {}).get("torch_threads", torch.get_num_threads())  # the timing run's
+    rows = [f"remul-ff model: {results['model_hyperparameters']}; torch threads: {threads}\n",
             "| structure | dtype | remul-ff (ms/step) | remul-ff compiled (ms/step) | MACE (ms/step) | MACE / remul-ff | MACE / compiled |",
             "|---|---|---|---|---|---|---|"]
     for key, ms in results["calculator_ms_per_step"].items():
@@ -190,10 +196,16 @@ def _pet_rows(results: dict) -> list[str]:
 def _pareto_rows(results: dict) -> list[str]:
     if "pareto_ethanol_float32" not in results:
         return []
-    rows = ["", "Accuracy vs speed, ethanol, float32 ASE step (`md_speed_pareto.png`):", "",
+    redone = f" (redone on these timings by `{results['pareto_command']}`)" if "pareto_command" in results else ""
+    rows = ["", f"Accuracy vs speed, ethanol, float32 ASE step (`md_speed_pareto.png`){redone}:", "",
             "| model | ms/step | force MAE (meV/Å) | MAE from |", "|---|---|---|---|"]
-    return rows + [f"| {p['model']} | {_ms(p['ms_per_step'])} | {p['force_mae_meV_A']:.1f} | {p['mae_source']} |"
+    return rows + [f"| {p['model']} | {_ms(p['ms_per_step'])} | {_mae(p)} | {p['mae_source']} |"
                    for p in results["pareto_ethanol_float32"]]
+
+
+def _mae(point: dict) -> str:
+    interval = point.get("force_mae_ci95")
+    return f"{point['force_mae_meV_A']:.1f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
 
 
 def plot_pareto(points: list[dict]) -> None:
@@ -201,15 +213,21 @@ def plot_pareto(points: list[dict]) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for k, point in enumerate(points):
         measured = not point["model"].startswith("MACE")
-        ax.plot(point["ms_per_step"], point["force_mae_meV_A"], "o" if measured else "s", mfc=None if measured else "none")
+        interval = point.get("force_mae_ci95")
+        error = None if not interval else [[point["force_mae_meV_A"] - interval[0]], [interval[1] - point["force_mae_meV_A"]]]
+        ax.errorbar(point["ms_per_step"], point["force_mae_meV_A"], yerr=error, fmt="o" if measured else "s",
+                    mfc=None if measured else "none", capsize=3)
+        # a label goes left of its point when another point sits close on its right, so that labels do not cross
+        crowded = any(1 < other["ms_per_step"] / point["ms_per_step"] < 2 for other in points)
         ax.annotate(point["model"], (point["ms_per_step"], point["force_mae_meV_A"]), fontsize=7,
-                    xytext=(4, 4 if k % 2 else -10), textcoords="offset points")  # alternate: close points do not overlap
+                    xytext=(-6 if crowded else 6, 4 if k % 2 else -10), textcoords="offset points",
+                    ha="right" if crowded else "left")
     ax.set_xscale("log")
     times = [point["ms_per_step"] for point in points]
     ax.set_xlim(min(times) / 1.5, max(times) * 8)  # room for the labels on the right
     ax.set_xlabel("ms per ASE MD step (ethanol, float32, this CPU)")
     ax.set_ylabel("validation force MAE (meV/Å)")
-    ax.set_title("Accuracy vs speed (open squares: MAE quoted)", fontsize=9)
+    ax.set_title("Accuracy vs speed (open squares: MAE quoted; bars: 95% over training seeds)", fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "md_speed_pareto.png", dpi=120)
 
@@ -282,40 +300,66 @@ def egnn_results(path: str, rounds: list[dict], args: argparse.Namespace) -> dic
             "batched_replica_steps_per_s": {"64": batched_throughput(path, 64, args.batched_steps, args.batched_dtype)}}
 
 
-def validation_force_mae(report_path: str, model_path: str) -> float:
-    """The validation force MAE (meV/Å) that a stability report.json records for ``model_path``."""
-    models = json.loads(Path(report_path).read_text())["models"]
+def validation_force_mae(source: str, model_path: str) -> dict:
+    """The validation force MAE (meV/Å) of ``model_path``: ``{"mean": ..., "ci95": [low, high] or None}``.
+
+    ``source`` is a stability ``report.json`` (one training run: no interval) or ``results/training_seeds.json``
+    (the mean over training seeds of the recipe whose seed-0 run is ``model_path``, with its 95% interval).
+    """
+    payload = json.loads(Path(source).read_text())
     wanted = Path(model_path).resolve()
-    for entry in models.values():
+    if "recipes" in payload:
+        for recipe in payload["recipes"].values():
+            if (BENCHMARKS / recipe["seeds"][0]["run"] / "model.pt").resolve() == wanted:
+                return {"mean": recipe["forces_mae_meV_A"]["mean"], "ci95": recipe["forces_mae_meV_A"]["ci95"]}
+    for entry in payload.get("models", {}).values():
         if entry.get("model_path") and Path(entry["model_path"]).resolve() == wanted:
-            return entry["forces_mae_meV_A"]
-    raise SystemExit(f"{report_path} has no model with model_path {model_path}; give the report that evaluated it.")
+            return {"mean": entry["forces_mae_meV_A"], "ci95": None}
+    raise SystemExit(f"{source} has no model {model_path}; give the report (or training_seeds.json) that evaluated it.")
 
 
-def pareto_points(results: dict, maes: dict[str, float], args: argparse.Namespace) -> list[dict]:
+def pareto_points(results: dict, maes: dict[str, dict], mae_source: str) -> list[dict]:
     """(ms per ASE step, force MAE) for each model on ethanol in float32, with where the MAE comes from."""
     key = "ethanol (9 atoms)/float32"
-    remul_mae = maes["remul-ff"]
-    points = [{"model": "remul-ff", "ms_per_step": results["calculator_ms_per_step"][key], "force_mae_meV_A": remul_mae},
-              {"model": "remul-ff compiled", "ms_per_step": results["calculator_compiled_ms_per_step"][key],
-               "force_mae_meV_A": remul_mae}]
+    measured = [("remul-ff", results["calculator_ms_per_step"][key], maes["remul-ff"]),
+                ("remul-ff compiled", results["calculator_compiled_ms_per_step"][key], maes["remul-ff"])]
     if "egnn" in results:
-        points.append({"model": "EGNN", "ms_per_step": results["egnn"]["calculator_ms_per_step"][key],
-                       "force_mae_meV_A": maes["EGNN"]})
+        measured.append(("EGNN", results["egnn"]["calculator_ms_per_step"][key], maes["EGNN"]))
+    points = [{"model": name, "ms_per_step": ms, "force_mae_meV_A": mae["mean"], "force_mae_ci95": mae["ci95"],
+               "mae_source": mae_source} for name, ms, mae in measured]
     mace_ms = results.get("mace", {}).get("ms_per_step", {}).get(key)
     if mace_ms:
-        points += [{"model": f"MACE ({label})", "ms_per_step": mace_ms, "force_mae_meV_A": mae} for label, mae in MACE_FORCE_MAE.items()]
-    for point in points:
-        point["mae_source"] = "quoted" if point["model"].startswith("MACE") else args.mae_report
+        points += [{"model": f"MACE ({label})", "ms_per_step": mace_ms, "force_mae_meV_A": mae, "force_mae_ci95": None,
+                    "mae_source": "quoted"} for label, mae in MACE_FORCE_MAE.items()]
     return points
+
+
+def redo_pareto(args: argparse.Namespace, maes: dict[str, dict]) -> None:
+    """Only the Pareto part, on the committed timings of ``results/md_speed.json`` (nothing is timed).
+
+    For when the MAEs change (more training seeds) and the timings do not: the timing run's command and
+    machine stay in the file, and this command is added as ``pareto_command``.
+    """
+    results = json.loads((RESULTS / "md_speed.json").read_text())
+    if Path(results["model"]).resolve() != Path(args.model).resolve():
+        raise SystemExit(f"md_speed.json timed {results['model']}, not {args.model}; run the full benchmark instead.")
+    results["pareto_command"] = command_line()
+    results["pareto_ethanol_float32"] = pareto_points(results, maes, args.mae_report)
+    plot_pareto(results["pareto_ethanol_float32"])
+    table = markdown(results)
+    timing_command, timing_machine = results.pop("command"), results.pop("machine")
+    write_results("md_speed", results, table, command=timing_command, machine_info=timing_machine)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="remul-ff model.pt (the accuracy benchmark's best model)")
     parser.add_argument("--egnn-model", help="the EGNN baseline's model.pt, trained on the same data (omit to skip EGNN)")
-    parser.add_argument("--mae-report", help="a stability report.json that evaluated --model (and --egnn-model): "
-                        "their validation force MAE for the Pareto plot (omit to skip the plot)")
+    parser.add_argument("--mae-report", help="a stability report.json that evaluated --model (and --egnn-model), or "
+                        "results/training_seeds.json (mean and 95%% interval over training seeds): their validation "
+                        "force MAE for the Pareto plot (omit to skip the plot)")
+    parser.add_argument("--pareto-only", action="store_true", help="redo only the Pareto plot and table from the "
+                        "committed results/md_speed.json timings (needs --mae-report; times nothing)")
     parser.add_argument("--mace-python", help="python of a venv with mace-torch (omit to skip MACE)")
     parser.add_argument("--pet-python", help="python of a venv with metatrain, for PET (omit to skip PET)")
     parser.add_argument("--steps", type=int, default=200)
@@ -327,6 +371,8 @@ def main() -> None:
     # looked up before any timing, so that a report without these models fails at once
     maes = {} if not args.mae_report else {name: validation_force_mae(args.mae_report, path)
                                             for name, path in (("remul-ff", args.model), ("EGNN", args.egnn_model)) if path}
+    if args.pareto_only:
+        return redo_pareto(args, maes) if args.mae_report else parser.error("--pareto-only needs --mae-report")
     rounds = calculator_rounds(args)
     results = {"model": args.model, "model_hyperparameters": hyperparameters(REMULCalculator(args.model).model),
                "batched_dtype": args.batched_dtype, "calculator_rounds": rounds,
@@ -349,7 +395,7 @@ def main() -> None:
         results["pet"] = {"metatrain_version": package_version(args.pet_python, "metatrain"),
                           "ms_per_step": median_timings(rounds, "PET")}
     if args.mae_report:
-        results["pareto_ethanol_float32"] = pareto_points(results, maes, args)
+        results["pareto_ethanol_float32"] = pareto_points(results, maes, args.mae_report)
         plot_pareto(results["pareto_ethanol_float32"])
     write_results("md_speed", results, markdown(results))
     plot(results)
