@@ -43,6 +43,7 @@ from remul_ff.data.bonds import group_name, watched_bonds
 from remul_ff.md.monitor import Collapse, bond_reason
 from remul_ff.models.forces import predict
 from remul_ff.models import load_model
+from remul_ff.models.symmetrize import GROUP_ORDERS, with_test_time_rotations
 from remul_ff.models.committee import Committee, frame_deviations
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
@@ -82,6 +83,8 @@ class MDProtocol:
         dtype: ``float32`` or ``float64`` for the stability and NVE runs (accuracy is always
             evaluated in float64).
         compile: ``torch.compile`` the models for the stability and NVE runs (see ``MDSettings``).
+        test_time_rotations: Use the model averaged over a group of 4, 12 or 24 rotations
+            (:mod:`remul_ff.models.symmetrize`) in every measurement: accuracy, timings, MD (0: off).
     """
 
     temperature: float = 500.0
@@ -99,6 +102,7 @@ class MDProtocol:
     seed: int = 0
     dtype: str = "float64"
     compile: bool = False
+    test_time_rotations: int = 0
 
 
 @dataclass
@@ -153,6 +157,9 @@ def _check_protocol(md: MDProtocol, name: str) -> None:
         raise ConfigError(f"md.replicas must be at least 1 (for model {name!r}), but is {md.replicas}.")
     stability_settings(md).validate()
     parse_duration_fs(md.nve_time)
+    if md.test_time_rotations not in (0, *GROUP_ORDERS):
+        raise ConfigError(f"md.test_time_rotations (for model {name!r}) must be 0 (off) or a rotation group's size, "
+                          f"{', '.join(map(str, GROUP_ORDERS))}, but is {md.test_time_rotations!r}.")
 
 
 def model_spec(spec: CompareSpec, name: str) -> CompareSpec:
@@ -296,7 +303,7 @@ def _drift(spec: CompareSpec, path: Path, atoms, out: Path, reference: list = ()
     ``reference``: the training frames, so that the run stops on the protocol's criterion (a proton
     moving between two oxygens, as the data show, does not stop it).
     """
-    model = load_model(path, resolve_device(spec.train.device), getattr(torch, spec.md.nve_dtype))
+    model = _protocol_model(spec, path, resolve_device(spec.train.device), getattr(torch, spec.md.nve_dtype))
     settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs,
                           total_time_fs=parse_duration_fs(spec.md.nve_time), thermostat="nve", seed=spec.md.seed,
                           write_interval=0, thermo_interval=10, compile=spec.md.compile, restart_every=spec.md.restart_every)
@@ -316,13 +323,13 @@ def compare_one(spec: CompareSpec, name: str, shared: SharedInputs, progress: bo
     data, frames = shared.data, shared.frames
     device = resolve_device(spec.train.device)
     path, curve = _prepare_model(spec, name, progress)
-    model = load_model(path, device, torch.float64)
+    model = _protocol_model(spec, path, device, torch.float64)
     held_out = data.test or data.valid
     report = evaluate(model, held_out, data.e0s, spec.evaluation_rotations, 32, device, torch.float64, seed=spec.md.seed)
     out = Path(spec.output_dir) / name
     report.update(
         model_path=str(path), learning_curve=curve, ms_per_step_float64=_ms_per_step(model, frames[:1], spec),
-        ms_per_step_float32=_ms_per_step(load_model(path, device, torch.float32), frames[:1], spec),
+        ms_per_step_float32=_ms_per_step(_protocol_model(spec, path, device, torch.float32), frames[:1], spec),
     )
     report["parity_ref"], report["parity_pred"] = _parity(model, held_out[:20], device, torch.float64)
     md_model = _md_model(spec, path)
@@ -348,7 +355,12 @@ def _committee_warning(spec: CompareSpec, paths: list, md_dir: Path, collapses: 
 
 
 def _md_model(spec: CompareSpec, path: Path) -> torch.nn.Module:
-    return load_model(path, resolve_device(spec.train.device), getattr(torch, spec.md.dtype))
+    return _protocol_model(spec, path, resolve_device(spec.train.device), getattr(torch, spec.md.dtype))
+
+
+def _protocol_model(spec: CompareSpec, path: Path, device, dtype: torch.dtype) -> torch.nn.Module:
+    """The model file as the protocol uses it: averaged over ``md.test_time_rotations`` rotations when set."""
+    return with_test_time_rotations(load_model(path, device, dtype), spec.md.test_time_rotations)
 
 
 @dataclass

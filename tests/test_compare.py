@@ -153,6 +153,20 @@ def test_update_report_without_a_report_is_one_sentence(xtb_ethanol_file, tmp_pa
     assert not out.exists()  # refused before any training or MD
 
 
+def _trained_model_spec(tmp_path, data_file, models: str, md: str, rotations: int) -> tuple:
+    """A spec of already trained models (``models``: YAML lines under ``models:``) with a short 300 K MD."""
+    spec, out = tmp_path / "spec.yaml", tmp_path / "report"
+    spec.write_text(f"""
+output_dir: {out}
+data: {{path: {data_file}, valid: 6, test: 6}}
+train: {{device: cpu}}
+models:{models}
+md: {{temperature: 300, frame_interval: 5, restart_every: 10, {md}}}
+evaluation_rotations: {rotations}
+""")
+    return spec, out
+
+
 def test_a_models_committee_is_judged_on_its_saved_md_frames(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
     other = tmp_path / "other.pt"  # a second member: the same model with perturbed weights
     payload = load_file(trained_model_file, MODEL_FILE_KIND)
@@ -160,16 +174,9 @@ def test_a_models_committee_is_judged_on_its_saved_md_frames(trained_model_file,
     payload["state_dict"] = {k: v + 0.05 * torch.randn(v.shape, generator=generator, dtype=v.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
                              for k, v in payload["state_dict"].items()}
     save_file(payload, other)
-    spec, out = tmp_path / "spec.yaml", tmp_path / "report"
-    spec.write_text(f"""
-output_dir: {out}
-data: {{path: {xtb_ethanol_file}, valid: 6, test: 6}}
-train: {{device: cpu}}
-models:
-  remul: {{model_path: {trained_model_file}, committee: [{trained_model_file}, {other}]}}
-md: {{temperature: 300, time: 30fs, replicas: 3, nve_time: 10fs, frame_interval: 5, restart_every: 10, bond_tolerance: 0.3}}
-evaluation_rotations: 2
-""")
+    spec, out = _trained_model_spec(tmp_path, xtb_ethanol_file, f"""
+  remul: {{model_path: {trained_model_file}, committee: [{trained_model_file}, {other}]}}""",
+                                    "time: 30fs, replicas: 3, nve_time: 10fs, bond_tolerance: 0.3", rotations=2)
     assert main(["compare", str(spec), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     remul = report["models"]["remul"]
@@ -213,3 +220,24 @@ md: {{time: 5fs, replicas: 2, bond_tolerance: 0.001}}
     err = capsys.readouterr().err
     assert "replica 0 starts from a held-out data frame whose bond" in err and "raise md.bond_tolerance" in err
     assert not (tmp_path / "report" / "remul" / "md" / "replica_000.traj").exists()
+
+
+def test_a_model_used_with_test_time_rotations_is_measured_averaged(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
+    spec, out = _trained_model_spec(tmp_path, xtb_ethanol_file, f"""
+  plain: {{model_path: {trained_model_file}}}
+  averaged: {{model_path: {trained_model_file}, md: {{test_time_rotations: 24}}}}""",
+                                    "time: 10fs, replicas: 2, nve_time: 5fs", rotations=4)
+    assert main(["compare", str(spec), "--no-progress"]) == 0
+    models = json.loads((out / "report.json").read_text())["models"]
+    plain, averaged = models["plain"], models["averaged"]
+    assert averaged["md_protocol"]["test_time_rotations"] == 24 and plain["md_protocol"]["test_time_rotations"] == 0
+    assert averaged["equi_forces_rel"] < 0.5 * plain["equi_forces_rel"]
+    assert averaged["forces_mae_meV_A"] != plain["forces_mae_meV_A"]
+
+
+def test_compare_refuses_a_rotation_count_that_is_no_group(trained_model_file, tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"models:\n  remul: {{model_path: {trained_model_file}, md: {{test_time_rotations: 8}}}}\n")
+    assert main(["compare", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "md.test_time_rotations (for model 'remul') must be 0 (off) or a rotation group's size, 4, 12, 24, but is 8" in err
