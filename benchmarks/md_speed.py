@@ -371,8 +371,10 @@ def main() -> None:
     # looked up before any timing, so that a report without these models fails at once
     maes = {} if not args.mae_report else {name: validation_force_mae(args.mae_report, path)
                                             for name, path in (("remul-ff", args.model), ("EGNN", args.egnn_model)) if path}
+    if args.pareto_only and not args.mae_report:
+        parser.error("--pareto-only needs --mae-report")
     if args.pareto_only:
-        return redo_pareto(args, maes) if args.mae_report else parser.error("--pareto-only needs --mae-report")
+        return redo_pareto(args, maes)
     rounds = calculator_rounds(args)
     results = {"model": args.model, "model_hyperparameters": hyperparameters(REMULCalculator(args.model).model),
                "batched_dtype": args.batched_dtype, "calculator_rounds": rounds,

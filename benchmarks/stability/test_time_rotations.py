@@ -4,7 +4,7 @@ For one transformer of a stability spec, used plainly and averaged over the rota
 4, 12 and 24 rotations (``RotationAveraged``, ``md.test_time_rotations`` in a compare spec):
 
 * on the spec's held-out frames (the report's split): force and energy MAE, and the rotational
-  errors under 8 random rotations per frame (``evaluate``);
+  errors under 4 random rotations per frame (``evaluate``);
 * off the data: the rotational force error ``|F(Rx) - R F(x)| / |F(x)|`` on 900 K frames of the
   plain model's own Langevin MD;
 * where MD breaks bonds: the barrier to the collapse criterion (rigid stretch or compression to
@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,19 +64,25 @@ def ms_per_ase_step(model_path: str, atoms, order: int, steps: int = 40) -> floa
     return 1e3 * (time.perf_counter() - start) / steps
 
 
-def bond_barriers(model, frames, every: int, heavy_scans: list[dict]) -> dict[str, np.ndarray]:
-    """Barriers to collapse (eV): heavy-atom bonds and proton transfers, and X-H stretches."""
-    bonds = molecular_bonds(frames[0])
-    mean = mean_bond_lengths(frames, bonds, frames[0].numbers)
-    return {"heavy": barriers(lambda g, z: energy_and_forces(model, g, z)[0], heavy_scans),
-            "x_h": np.array(barriers_to_collapse(model, frames[::every], bonds, mean))}
+@dataclass
+class Geometries:
+    """What every group size is measured on (made once)."""
+
+    data: object  # the spec's split
+    hot: np.ndarray  # frames of the plain model's 900 K MD
+    x_h_frames: list  # training frames for the X-H stretches
+    bonds: np.ndarray
+    mean_lengths: np.ndarray
+    heavy_scans: list[dict]
 
 
-def measure(model, data, hot: np.ndarray, numbers: np.ndarray, frames, every: int, heavy_scans: list[dict]) -> dict:
-    """Accuracy and rotational errors on the held-out frames, off-data rotational error, barriers."""
-    report = evaluate(model, data.valid, data.e0s, n_rotations=4, batch_size=16, seed=0)
-    return {**{key: report[key] for key in ACCURACY_KEYS}, "equi_forces_rel_hot_md": rotational_error(model, hot, numbers),
-            "barriers": bond_barriers(model, frames, every, heavy_scans)}
+def measure(model, on: Geometries) -> dict:
+    """Accuracy and rotational errors on the held-out frames, off-data rotational error, barriers (eV)."""
+    report = evaluate(model, on.data.valid, on.data.e0s, n_rotations=4, batch_size=16, seed=0)
+    numbers = on.x_h_frames[0].numbers
+    return {**{key: report[key] for key in ACCURACY_KEYS}, "equi_forces_rel_hot_md": rotational_error(model, on.hot, numbers),
+            "barriers": {"heavy": barriers(lambda g, z: energy_and_forces(model, g, z)[0], on.heavy_scans),
+                         "x_h": np.array(barriers_to_collapse(model, on.x_h_frames, on.bonds, on.mean_lengths))}}
 
 
 def summarise(result: dict, plain: dict, xtb: np.ndarray) -> dict:
@@ -121,9 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     plain = load_model(args.model, "cpu", torch.float64)
     with tempfile.TemporaryDirectory() as hot_dir:
         hot = hot_frames(plain, starts[:args.hot_replicas], 900.0, Path(hot_dir))
+    bonds = molecular_bonds(frames[0])
+    on = Geometries(data, hot, frames[::args.every], bonds, mean_bond_lengths(frames, bonds, frames[0].numbers), heavy_scans)
     measured = {}
     for order in ORDERS:
-        measured[order] = measure(with_test_time_rotations(plain, order), data, hot, starts[0].numbers, frames, args.every, heavy_scans)
+        measured[order] = measure(with_test_time_rotations(plain, order), on)
         print(f"{order} rotations: force MAE {measured[order]['forces_mae_meV_A']:.2f} meV/Å", flush=True)
     reference = dict(measured[0]["barriers"])
     payload = {"command": " ".join(["python", *sys.argv]), "model": args.model, "held_out": len(data.valid),
