@@ -35,10 +35,11 @@ from remul_ff.md.engine import default_max_temperature, prepare_state
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.md.monitor import CollapseMonitor, molecular_bonds
 from remul_ff.errors import RemulError
-from remul_ff.md.state import state_from_atoms
-from remul_ff.models.common import scatter_sum
+from remul_ff.md.state import MDState, state_from_atoms
+from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, inference_model, scatter_sum, with_fixed_pairs
 from remul_ff.models import load_model
-from tests.conftest import jittered_molecules
+from tests.conftest import jittered_molecules, tiny_model
+from tests.host_sync import HostSync, forbid_host_sync
 
 
 def starts(n: int, seed: int = 0) -> list[Atoms]:
@@ -281,6 +282,68 @@ def test_batched_md_on_cuda_matches_cpu(trained_model_file):
             velocity_verlet_step(state, model, 0.5 * units.fs)
         finals.append(state.positions.cpu())
     torch.testing.assert_close(finals[0], finals[1], atol=1e-9, rtol=0)
+
+
+NH_DT, NH_KT = 0.5 * units.fs, units.kB * 500
+
+
+def thermostatted(model: nn.Module, n: int = 3) -> MDState:
+    settings = MDSettings(temperature=500, timestep_fs=0.5, thermostat="nose-hoover", seed=4, tdamp_fs=25.0)
+    return prepare_state(model, starts(n, seed=4), settings, "cpu", torch.float64)
+
+
+def test_nose_hoover_chain_on_the_device_follows_the_host_chain(trained_model_file):
+    model = load_model(trained_model_file)
+    host, device = thermostatted(model), thermostatted(model)
+    for _ in range(50):
+        nose_hoover_chain_step(host, model, NH_DT, NH_KT, on_host=True)
+        nose_hoover_chain_step(device, model, NH_DT, NH_KT, on_host=False)
+    torch.testing.assert_close(device.momenta, host.momenta, atol=1e-9, rtol=0)
+    for name in ("eta", "p_eta"):
+        torch.testing.assert_close(device.thermostat[name], host.thermostat[name], atol=1e-9, rtol=0)
+    assert float(host.thermostat["p_eta"].abs().max()) > 0  # the chain did act
+
+
+@pytest.mark.parametrize("kind", ["transformer", "egnn"])
+def test_an_md_step_on_fixed_pairs_reads_nothing_back_from_the_device(kind):
+    model = with_fixed_pairs(inference_model(tiny_model(kind)), 9)
+    state = thermostatted(model)
+    nose_hoover_chain_step(state, model, NH_DT, NH_KT, on_host=False)  # the first call finds the pairs and force calls
+    with forbid_host_sync():
+        for _ in range(3):
+            nose_hoover_chain_step(state, model, NH_DT, NH_KT, on_host=False)
+            velocity_verlet_step(state, model, NH_DT)
+    # the guard can fail: the host thermostat copies to the CPU, the radius graph filters by a mask every step
+    with pytest.raises(HostSync), forbid_host_sync():
+        nose_hoover_chain_step(state, model, NH_DT, NH_KT, on_host=True)
+    radius_model = inference_model(tiny_model(kind))
+    velocity_verlet_step(state, radius_model, NH_DT)  # its caches filled, as after the first step of a run
+    with pytest.raises(HostSync), forbid_host_sync():  # torch-cluster sizes its search, torch masks: per step
+        velocity_verlet_step(state, radius_model, NH_DT)
+
+
+def test_fixed_pairs_give_the_same_forces_on_a_copy_and_only_for_small_molecules(trained_model_file):
+    model = inference_model(load_model(trained_model_file))
+    fixed = with_fixed_pairs(model, 9)
+    assert fixed.pair_mode == "all" and model.pair_mode == "radius"  # the caller's model is untouched
+    assert with_fixed_pairs(model, ACCELERATOR_ALL_PAIRS_MAX_ATOMS + 1) is model
+    states = [thermostatted(m) for m in (model, fixed)]
+    torch.testing.assert_close(states[1].forces, states[0].forces, atol=1e-10, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nose_hoover_md_on_cuda_does_not_synchronise_after_the_first_step(trained_model_file):
+    model = with_fixed_pairs(inference_model(load_model(trained_model_file, device="cuda")), 9)
+    settings = MDSettings(temperature=500, timestep_fs=0.5, thermostat="nose-hoover", seed=4, tdamp_fs=25.0)
+    state = prepare_state(model, starts(3, seed=4), settings, "cuda", torch.float64)
+    nose_hoover_chain_step(state, model, NH_DT, NH_KT)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            nose_hoover_chain_step(state, model, NH_DT, NH_KT)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(state.positions).all()
 
 
 class KillAtCall(nn.Module):

@@ -36,7 +36,7 @@ from remul_ff.md.analysis import stability_time_ps
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 from remul_ff.models.committee import Committee, max_force_deviation
-from remul_ff.models.common import inference_model
+from remul_ff.models.common import inference_model, with_fixed_pairs
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.memory import keep_freed_memory
 from remul_ff.utils.progress import progress_bar
@@ -395,6 +395,8 @@ def run_md(
         prepare_output_dir(Path(output_dir), resume, overwrite)
     keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
     model = inference_model(model)  # the transformer's merged copy: same energies, fewer operations
+    if next(model.parameters()).device.type != "cpu":  # no host-device sync per step
+        model = with_fixed_pairs(model, max(len(atoms) for atoms in starts))
     run = _start_run(model, starts, settings, None if output_dir is None else Path(output_dir), resume, reference_frames)
     if settings.compile and run.last < settings.n_steps:
         # dynamic: the edge count changes between steps; recompiling for each count would cost more than it saves

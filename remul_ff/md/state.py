@@ -48,6 +48,7 @@ class MDState:
     thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
     force_deviation: torch.Tensor | None = None
     _calls: tuple | None = field(default=None, repr=False)  # (molecule_index, its force-call slices)
+    _counts: tuple | None = field(default=None, repr=False)  # (molecule_index, atoms per replica)
 
     @property
     def n_replicas(self) -> int:
@@ -56,8 +57,14 @@ class MDState:
 
     @property
     def atoms_per_replica(self) -> torch.Tensor:
-        """``[m]`` atom count of each replica."""
-        return torch.bincount(self.molecule_index, minlength=self.n_replicas)
+        """``[m]`` atom count of each replica.
+
+        Kept while ``molecule_index`` stays the same tensor: ``bincount`` waits for the device to
+        size its output, and the thermostat asks every step.
+        """
+        if self._counts is None or self._counts[0] is not self.molecule_index:
+            self._counts = (self.molecule_index, torch.bincount(self.molecule_index, minlength=self.n_replicas))
+        return self._counts[1]
 
     def batch(self) -> AtomicBatch:
         """The positions as a model input batch."""
