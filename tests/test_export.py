@@ -74,6 +74,29 @@ def test_the_compiled_calculator_equals_the_model_and_compiles_once(trained_mode
     assert package.stat().st_mtime_ns == compiled_at and len(list((tmp_path / "remul-ff").iterdir())) == 1
 
 
+def test_serial_and_parallel_packages_are_cached_apart(trained_model_file):
+    """Inductor writes parallel kernels only when compiling with several threads: a package compiled
+    in a one-thread process must not serve a two-thread one (or it runs serial)."""
+    import torch
+
+    from remul_ff.models import load_model
+    from remul_ff.models.export import package_digest
+
+    model, threads = load_model(trained_model_file), torch.get_num_threads()
+    try:
+        digests = []
+        for n in (1, 2, 3, 1):
+            torch.set_num_threads(n)
+            digests.append(package_digest(model))
+    finally:
+        torch.set_num_threads(threads)
+    assert digests[0] == digests[3] != digests[1] == digests[2]
+    other = load_model(trained_model_file)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-6)
+    assert package_digest(other) != package_digest(model)  # and the weights are in the key
+
+
 def test_compile_refuses_a_committee(trained_model_file):
     with pytest.raises(ValueError, match="one model on the CPU"):
         REMULCalculator([trained_model_file, trained_model_file], compile=True)

@@ -150,17 +150,12 @@ def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None)
     """``model`` (on the CPU) compiled by AOTInductor: ``(positions, numbers) -> (energy, forces, atomic energies)``.
 
     The package is cached under ``cache_dir`` (default ``$XDG_CACHE_HOME/remul-ff`` or
-    ``~/.cache/remul-ff``) by a digest of the weights, dtype and torch version, so only the first
-    use of a model file pays the compile (about a minute).
+    ``~/.cache/remul-ff``) by :func:`package_digest`, so only the first use of a model file pays the
+    compile (about a minute). Compiled with more than one torch thread, its kernels run in parallel on
+    as many threads as the caller has; with one, they are serial.
     """
-    import hashlib
-    import io
-
     dtype = next(model.parameters()).dtype
-    buffer = io.BytesIO()
-    torch.save({"state": model.state_dict(), "hyper": repr(getattr(model, "hyperparameters", None)), "dtype": str(dtype),
-                "torch": torch.__version__, "kind": type(model).__name__, "program": "given pairs"}, buffer)
-    digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:20]
+    digest = package_digest(model)
     cache = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "remul-ff"
     path = cache / f"{digest}.pt2"
     if not path.is_file():
@@ -171,6 +166,22 @@ def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None)
         with atomic_path(path) as tmp:
             _compile_package(program, tmp, model, positions, numbers, pairs)
     return CompiledModel(torch._inductor.aoti_load_package(str(path)), model.r_max)
+
+
+def package_digest(model: nn.Module) -> str:
+    """The cache key of ``model``'s compiled package: weights, dtype, torch version, and whether it is parallel.
+
+    Inductor writes OpenMP-parallel kernels only when torch has more than one thread at compile time;
+    a package compiled in a one-thread process stays serial, so the two kinds are cached apart.
+    """
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"state": model.state_dict(), "hyper": repr(getattr(model, "hyperparameters", None)),
+                "dtype": str(next(model.parameters()).dtype), "torch": torch.__version__, "kind": type(model).__name__,
+                "program": "given pairs", "parallel": torch.get_num_threads() > 1}, buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()[:20]
 
 
 def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor,
@@ -204,4 +215,5 @@ def _example(elements: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, tor
     return positions.to(dtype), torch.tensor(numbers, dtype=torch.long)
 
 
-__all__ = ["CompiledModel", "EnergyAndForces", "compiled_model", "distinct_pairs", "export_model", "export_program", "pairs_within"]
+__all__ = ["CompiledModel", "EnergyAndForces", "compiled_model", "distinct_pairs", "export_model", "export_program", "package_digest",
+           "pairs_within"]
