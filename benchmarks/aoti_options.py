@@ -6,7 +6,9 @@ float32, the pair list as input) with
 
 * ``freezing``: weights folded in as constants (oneDNN weight prepacking on the CPU);
 * ``max_autotune``: Inductor's C++ GEMM templates benchmarked against ATen's ``mm`` per product;
-* both,
+* both;
+* ``serial``: Inductor's defaults compiled for one thread (``cpp.threads`` 1, what a package compiled
+  in a one-thread process gets: no OpenMP regions; the others are compiled for every core),
 
 and times them interleaved with the default package (alternating blocks, medians over blocks) on the
 first frame of 3BPA (27 atoms) and of rMD17 ethanol (9 atoms), with 1 and 2 torch threads.
@@ -16,13 +18,14 @@ run only times. Autotuning benchmarks on this machine, so compile on a quiet mac
 Usage::
 
     python benchmarks/aoti_options.py --ethanol-model stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \\
-        --3bpa-model stability/3bpa_300K/remul_offeq/model.pt
+        --3bpa-model stability/3bpa_300K/remul_offeq/model.pt [--options serial --out aoti_threads]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -37,15 +40,20 @@ OPTIONS = {
     "freezing": {"freezing": True},
     "max_autotune": {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"},
     "freezing + max_autotune": {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"},
+    "serial": {"cpp.threads": 1},
 }
+# Inductor writes parallel kernels for as many threads as torch has at compile time (one: none at all),
+# so every package but "serial" is compiled for all cores, whatever the compiling process was given.
+PARALLEL = {"cpp.threads": os.cpu_count() or 1}
 
 
-def packages(model: torch.nn.Module, cache: Path, tag: str) -> dict:
+def packages(model: torch.nn.Module, cache: Path, tag: str, names: list[str]) -> dict:
     """One loaded AOTInductor package of ``model`` per option set, compiled into ``cache`` unless already there."""
     program = None
     loaded = {}
-    for name, options in OPTIONS.items():
-        path = cache / f"{tag}_{name.replace(' + ', '_')}.pt2"
+    for name in names:
+        options = {**PARALLEL, **OPTIONS[name]}
+        path = cache / f"{tag}_{name.replace(' + ', '_')}_threads{options['cpp.threads']}.pt2"
         if not path.is_file():
             if program is None:  # traced once, on the exporter's example chain
                 positions, numbers = _example(model.elements.elements.tolist(), torch.float32)
@@ -55,13 +63,13 @@ def packages(model: torch.nn.Module, cache: Path, tag: str) -> dict:
     return loaded
 
 
-def time_molecule(model_path: str, xyz: Path, cache: Path, tag: str, blocks: int) -> dict:
+def time_molecule(model_path: str, xyz: Path, cache: Path, tag: str, blocks: int, names: list[str]) -> dict:
     """Interleaved ms per call of each package with 1 and 2 threads, and the largest force difference to the default."""
     positions, numbers = first_frame(xyz)
     model = load_model(model_path, "cpu", torch.float32).for_inference()
     pairs = pairs_within(positions, model.r_max)
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:12]  # a package per model file and torch
-    programs = packages(model, cache, f"{tag}_{digest}_{torch.__version__}")
+    programs = packages(model, cache, f"{tag}_{digest}_{torch.__version__}", names)
     forces = {name: p(positions, numbers, pairs)[1] for name, p in programs.items()}
     entry = {"atoms": len(numbers), "max_force_difference_eV_A": {n: float((f - forces["default"]).abs().max()) for n, f in forces.items()}}
     for threads in (1, 2):
@@ -72,11 +80,12 @@ def time_molecule(model_path: str, xyz: Path, cache: Path, tag: str, blocks: int
 
 
 def markdown(results: dict) -> str:
-    rows = ["| molecule | threads | " + " | ".join(OPTIONS) + " |", "|---|---|" + "---|" * len(OPTIONS)]
+    names = list(results["options"])
+    rows = ["| molecule | threads | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for molecule, entry in results["molecules"].items():
         for threads in (1, 2):
             t = entry[f"threads_{threads}"]
-            rows.append(f"| {molecule} | {threads} | " + " | ".join(f"{t[n]['median_ms']:.2f}" for n in OPTIONS) + " |")
+            rows.append(f"| {molecule} | {threads} | " + " | ".join(f"{t[n]['median_ms']:.2f}" for n in names) + " |")
     return "ms per call of the compiled program (medians over interleaved blocks of 100 calls):\n\n" + "\n".join(rows) + "\n"
 
 
@@ -86,14 +95,17 @@ def main() -> None:
     parser.add_argument("--3bpa-model", dest="bpa_model", required=True)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/remul_ff_aoti_options"))
     parser.add_argument("--blocks", type=int, default=12)
+    parser.add_argument("--options", nargs="+", choices=list(OPTIONS), default=list(OPTIONS), help="which packages (default: all)")
+    parser.add_argument("--out", default="aoti_options", help="results/<out>.{json,md} (default aoti_options)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(["default", *args.options]))  # the default is the reference of the force differences
     molecules = {
-        "3BPA (27 atoms)": time_molecule(args.bpa_model, DATA / "3bpa" / "train_300K.xyz", args.cache, "3bpa", args.blocks),
-        "ethanol (9 atoms)": time_molecule(args.ethanol_model, DATA / "rmd17_ethanol" / "train.xyz", args.cache, "ethanol", args.blocks),
+        "3BPA (27 atoms)": time_molecule(args.bpa_model, DATA / "3bpa" / "train_300K.xyz", args.cache, "3bpa", args.blocks, names),
+        "ethanol (9 atoms)": time_molecule(args.ethanol_model, DATA / "rmd17_ethanol" / "train.xyz", args.cache, "ethanol", args.blocks, names),
     }
-    results = {"options": OPTIONS, "molecules": molecules}
-    write_results("aoti_options", results, markdown(results))
+    results = {"options": {n: {**PARALLEL, **OPTIONS[n]} for n in names}, "molecules": molecules}
+    write_results(args.out, results, markdown(results))
     print(markdown(results))
 
 
