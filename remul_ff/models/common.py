@@ -17,7 +17,8 @@ PAIR_MODES = ("auto", "radius", "all")
 # "auto" takes every same-molecule pair up to this molecule size (see AtomwiseEnergyModel.pairs).
 ALL_PAIRS_MAX_ATOMS = 16
 # MD on an accelerator takes every pair up to this size (with_fixed_pairs): 3BPA's 27 atoms have 702
-# ordered pairs, 446 of them within 5 Å, and the extra work costs less than a host sync per step.
+# ordered pairs, 446 of them within 5 Å. A launch-bound GPU step should not notice the extra pairs,
+# but does wait for a host sync (an assumption: no GPU has timed this choice yet).
 ACCELERATOR_ALL_PAIRS_MAX_ATOMS = 64
 
 
