@@ -287,9 +287,9 @@ def test_batched_md_on_cuda_matches_cpu(trained_model_file):
 NH_DT, NH_KT = 0.5 * units.fs, units.kB * 500
 
 
-def thermostatted(model: nn.Module, n: int = 3) -> MDState:
+def thermostatted(model: nn.Module, n: int = 3, device: str = "cpu") -> MDState:
     settings = MDSettings(temperature=500, timestep_fs=0.5, thermostat="nose-hoover", seed=4, tdamp_fs=25.0)
-    return prepare_state(model, starts(n, seed=4), settings, "cpu", torch.float64)
+    return prepare_state(model, starts(n, seed=4), settings, device, torch.float64)
 
 
 def test_nose_hoover_chain_on_the_device_follows_the_host_chain(trained_model_file):
@@ -334,8 +334,7 @@ def test_fixed_pairs_give_the_same_forces_on_a_copy_and_only_for_small_molecules
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_nose_hoover_md_on_cuda_does_not_synchronise_after_the_first_step(trained_model_file):
     model = with_fixed_pairs(inference_model(load_model(trained_model_file, device="cuda")), 9)
-    settings = MDSettings(temperature=500, timestep_fs=0.5, thermostat="nose-hoover", seed=4, tdamp_fs=25.0)
-    state = prepare_state(model, starts(3, seed=4), settings, "cuda", torch.float64)
+    state = thermostatted(model, device="cuda")
     nose_hoover_chain_step(state, model, NH_DT, NH_KT)
     torch.cuda.set_sync_debug_mode("error")
     try:
