@@ -194,6 +194,8 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long runs; about a minute to compile)")
+    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                   help="on a CUDA device, run each step's kernels one by one instead of replaying a recorded CUDA graph")
     p.add_argument("--committee", action="append", default=[], metavar="MODEL",
                    help="another model.pt (repeatable): MD runs on the committee's mean and logs its force deviation")
     p.add_argument("--max-force-deviation", type=float, default=None, metavar="EV_PER_A",
@@ -249,7 +251,7 @@ def _run_md(args: argparse.Namespace) -> None:
         thermostat=args.thermostat, friction=args.friction, tdamp_fs=args.tdamp, seed=args.seed,
         write_interval=args.write_interval, thermo_interval=args.thermo_interval, traj_format=args.format,
         restart_every=args.restart_every, compile=args.compile, check_interval=args.check_interval,
-        max_force_deviation=args.max_force_deviation, on_deviation=args.on_deviation,
+        cuda_graph=args.cuda_graph, max_force_deviation=args.max_force_deviation, on_deviation=args.on_deviation,
     )
     settings.validate()
     _check_resume_flags(args)

@@ -1,0 +1,143 @@
+"""A whole batched MD step replayed from a CUDA graph: one launch per step instead of hundreds.
+
+On a GPU a batched MD step of small molecules is launch-bound: issue 13 counted ~420 kernel
+launches per 64-replica step, with the GPU busy ~1.4 ms of ~10 ms. Once a step reads nothing back
+from the device (every same-molecule pair fixed for the run, the Nosé–Hoover chain in device
+tensors: ``tests/test_md.py`` checks both) the whole step, forces included, can be recorded once
+and replayed.
+
+A replay reads and writes fixed memory, so :class:`StepGraph` makes the state's tensors that
+memory: the recorded step runs the integrator on a shallow copy of the state and copies its
+results back into the state's own tensors. The state object and its tensors stay the same from
+step to step, and the collapse monitor, writers and restart files read them as before. A new
+layout (replicas removed after a collapse, a resumed run, another model) is recorded again.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from remul_ff.md.state import MDState
+
+Step = Callable[[MDState, nn.Module], MDState]
+# Fields an integrator replaces every step (the thermostat's tensors are handled alongside).
+DYNAMIC_FIELDS = ("positions", "momenta", "forces", "energy")
+# Un-recorded runs before recording: lazy initialisation (cuBLAS handles, autograd's device
+# threads, compiled kernels) must happen outside the recording, as torch's CUDA-graph notes ask.
+WARMUP_STEPS = 3
+
+
+class CudaGraphRecorder:
+    """Records a function once in a ``torch.cuda.CUDAGraph`` and replays it."""
+
+    def __init__(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+
+    def warm_up(self, fn: Callable[[], None], steps: int) -> None:
+        """Run ``fn`` ``steps`` times on a side stream, as torch asks before a capture."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(steps):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+
+    def record(self, fn: Callable[[], None]) -> None:
+        """Record ``fn``'s kernels (nothing runs)."""
+        with torch.cuda.graph(self.graph):
+            fn()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+def _shadow(state: MDState, clone: bool = False) -> MDState:
+    """A shallow copy the integrator may rebind freely (``clone``: with its own dynamic tensors too)."""
+    twin = copy.copy(state)
+    twin.thermostat = dict(state.thermostat)
+    if clone:
+        for name in DYNAMIC_FIELDS:
+            setattr(twin, name, getattr(state, name).clone())
+        twin.thermostat = {k: v.clone() for k, v in state.thermostat.items()}
+    return twin
+
+
+def _own_tensors(state: MDState) -> None:
+    """Give the state contiguous tensors of its own, the fixed memory a replay writes to."""
+    for name in DYNAMIC_FIELDS:
+        setattr(state, name, getattr(state, name).detach().clone(memory_format=torch.contiguous_format))
+    state.thermostat = {k: v.clone(memory_format=torch.contiguous_format) for k, v in state.thermostat.items()}
+
+
+def layout(state: MDState, model: nn.Module) -> tuple:
+    """What a recorded step depends on: the model and the addresses and shapes of the state's tensors."""
+    tensors = [getattr(state, name) for name in DYNAMIC_FIELDS] + [state.molecule_index, state.masses]
+    tensors += [state.thermostat[k] for k in sorted(state.thermostat)]
+    return (id(model), tuple(sorted(state.thermostat)), *((t.data_ptr(), tuple(t.shape), t.dtype) for t in tensors))
+
+
+class StepGraph:
+    """``step(state, model)`` recorded once per :func:`layout` and replayed.
+
+    Args:
+        step: An integrator step that reads nothing back from the device (see the module docstring).
+        recorder: Makes the object that records and replays (default :class:`CudaGraphRecorder`;
+            tests pass one that runs the function eagerly).
+
+    If recording fails (an operation that cannot be recorded, such as a host-device copy), a
+    warning says why and every later step runs ``step`` directly: slower, same trajectory.
+    """
+
+    def __init__(self, step: Step, recorder: Callable[[], object] = CudaGraphRecorder) -> None:
+        self.step, self.new_recorder = step, recorder
+        self.key: tuple | None = None
+        self.recorded = None
+        self.failure: str | None = None
+        self.recordings = 0
+
+    def __call__(self, state: MDState, model: nn.Module) -> MDState:
+        if self.failure is not None:
+            return self.step(state, model)
+        if layout(state, model) != self.key:
+            try:
+                self._record(state, model)
+            except RuntimeError as error:
+                self.failure = str(error).splitlines()[0] if str(error) else type(error).__name__
+                warnings.warn(f"the MD step could not be recorded as a CUDA graph ({self.failure}); it runs without one.",
+                              stacklevel=2)
+                return self.step(state, model)
+        self.recorded.replay()
+        return state
+
+    def _record(self, state: MDState, model: nn.Module) -> None:
+        state.force_batches(), state.atoms_per_replica  # fill the state's caches: they size tensors on the host
+        _own_tensors(state)
+        recorder = self.new_recorder()
+        recorder.warm_up(lambda: self.step(_shadow(state, clone=True), model), WARMUP_STEPS)
+        recorder.record(lambda: self._step_in_place(state, model))
+        self.recorded, self.key = recorder, layout(state, model)
+        self.recordings += 1
+
+    def _step_in_place(self, state: MDState, model: nn.Module) -> None:
+        """One step whose results land in ``state``'s own tensors."""
+        moved = self.step(_shadow(state), model)
+        for name in DYNAMIC_FIELDS:
+            getattr(state, name).copy_(getattr(moved, name))
+        for key, value in state.thermostat.items():
+            value.copy_(moved.thermostat[key])
+
+
+def graphable(settings_thermostat: str, model: nn.Module, device: torch.device) -> bool:
+    """Whether a run's step can be recorded: CUDA, a thermostat without host-drawn noise, fixed pairs.
+
+    Langevin draws its noise on the CPU so that a seed gives the same run on every device; a copy
+    from the host cannot be recorded. Models that find pairs within ``r_max`` every step size their
+    output on the host (:func:`remul_ff.models.common.with_fixed_pairs` avoids it up to 64 atoms).
+    """
+    fixed_pairs = getattr(model, "pair_mode", None) == "all"  # a committee finds its members' own pairs
+    return device.type == "cuda" and settings_thermostat != "langevin" and fixed_pairs

@@ -1,0 +1,152 @@
+"""The recorded MD step (remul_ff.md.graphs): same trajectory as the plain step, fixed memory, re-recording.
+
+A CPU cannot record CUDA graphs, so most tests give :class:`StepGraph` a recorder that keeps the
+function and runs it on every replay, under the host-sync guard: what a real recording needs
+(nothing read back from the device, results written into the state's own tensors) is checked
+here; the CUDA test at the end records for real where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ase import units
+
+from remul_ff.md import MDSettings
+from remul_ff.md.engine import prepare_state
+from remul_ff.md.graphs import DYNAMIC_FIELDS, StepGraph, graphable
+from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
+from remul_ff.models.common import inference_model, with_fixed_pairs
+from tests.conftest import jittered_molecules, tiny_model
+from tests.host_sync import forbid_host_sync
+
+DT, KT = 0.5 * units.fs, units.kB * 500
+
+
+class ReplayingRecorder:
+    """Keeps the recorded function and runs it at each replay, where syncs are refused as in a capture."""
+
+    def __init__(self) -> None:
+        self.fn, self.warm_ups = None, 0
+
+    def warm_up(self, fn, steps: int) -> None:
+        for _ in range(steps):
+            fn()
+        self.warm_ups += steps
+
+    def record(self, fn) -> None:
+        self.fn = fn  # a real recording runs nothing either
+
+    def replay(self) -> None:
+        with forbid_host_sync():
+            self.fn()
+
+
+class FailingRecorder(ReplayingRecorder):
+    def record(self, fn) -> None:
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def nose_hoover(state, model):
+    return nose_hoover_chain_step(state, model, DT, KT, on_host=False)
+
+
+def verlet(state, model):
+    return velocity_verlet_step(state, model, DT)
+
+
+def fixed_pair_model(kind: str = "transformer"):
+    return with_fixed_pairs(inference_model(tiny_model(kind)), 9)
+
+
+def thermostatted(model, n: int = 3):
+    settings = MDSettings(temperature=500, timestep_fs=0.5, thermostat="nose-hoover", seed=4, tdamp_fs=25.0)
+    return prepare_state(model, jittered_molecules("CH3CH2OH", n, seed=4, scale=0.02), settings, "cpu", torch.float64)
+
+
+def assert_same_state(a, b) -> None:
+    for name in DYNAMIC_FIELDS:
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=0, rtol=0)
+    for key in a.thermostat:
+        torch.testing.assert_close(a.thermostat[key], b.thermostat[key], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "egnn"])
+@pytest.mark.parametrize("step", [nose_hoover, verlet])
+def test_a_replayed_step_gives_the_plain_steps_trajectory_in_fixed_memory(kind, step):
+    model = fixed_pair_model(kind)
+    plain, replayed = thermostatted(model), thermostatted(model)
+    graph = StepGraph(step, recorder=ReplayingRecorder)
+    graph(replayed, model)  # records (warm-up on copies: the state must not move), then replays once
+    step(plain, model)
+    assert_same_state(replayed, plain)
+    addresses = [getattr(replayed, name).data_ptr() for name in DYNAMIC_FIELDS]
+    for _ in range(10):
+        assert graph(replayed, model) is replayed
+        step(plain, model)
+    assert_same_state(replayed, plain)
+    assert [getattr(replayed, name).data_ptr() for name in DYNAMIC_FIELDS] == addresses  # a replay writes in place
+    assert graph.recordings == 1 and graph.recorded.warm_ups > 0
+    if step is nose_hoover:
+        assert float(plain.thermostat["p_eta"].abs().max()) > 0  # the chain did act
+
+
+def test_removing_a_replica_records_the_step_again():
+    model = fixed_pair_model()
+    plain, replayed = thermostatted(model, 4), thermostatted(model, 4)
+    graph = StepGraph(nose_hoover, recorder=ReplayingRecorder)
+    keep = torch.tensor([True, False, True, True])
+    for _ in range(3):
+        graph(replayed, model), nose_hoover(plain, model)
+    replayed, _ = replayed.select(keep)
+    plain, _ = plain.select(keep)
+    for _ in range(3):
+        graph(replayed, model), nose_hoover(plain, model)
+    assert graph.recordings == 2
+    assert_same_state(replayed, plain)
+
+
+def test_a_step_that_cannot_be_recorded_runs_plainly_with_a_warning():
+    model = fixed_pair_model()
+    plain, fallback = thermostatted(model), thermostatted(model)
+    graph = StepGraph(nose_hoover, recorder=FailingRecorder)
+    with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph"):
+        graph(fallback, model)
+    for _ in range(3):
+        graph(fallback, model)
+    for _ in range(4):
+        nose_hoover(plain, model)
+    assert "not permitted" in graph.failure
+    assert_same_state(fallback, plain)
+
+
+def test_the_guard_would_catch_a_step_that_reads_the_device():
+    model = fixed_pair_model()
+    state = thermostatted(model)
+    host_chain = StepGraph(lambda s, m: nose_hoover_chain_step(s, m, DT, KT, on_host=True), recorder=ReplayingRecorder)
+    with pytest.raises(AssertionError, match="reads device values"):
+        host_chain(state, model)
+
+
+def test_only_fixed_pair_cuda_runs_without_host_noise_are_recorded():
+    fixed, radius = fixed_pair_model(), inference_model(tiny_model())
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert graphable("nose-hoover", fixed, cuda) and graphable("nve", fixed, cuda)
+    assert not graphable("langevin", fixed, cuda)  # its noise is drawn on the host
+    assert not graphable("nve", radius, cuda)  # the radius graph sizes its output on the host
+    assert not graphable("nve", fixed, cpu)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("step", [nose_hoover, verlet])
+def test_a_cuda_graph_replays_the_plain_step_on_the_gpu(step):
+    model = fixed_pair_model().to("cuda")
+    settings = MDSettings(temperature=500, timestep_fs=0.5, thermostat="nose-hoover", seed=4, tdamp_fs=25.0)
+    molecules = jittered_molecules("CH3CH2OH", 8, seed=4, scale=0.02)
+    plain, replayed = (prepare_state(model, molecules, settings, "cuda", torch.float64) for _ in range(2))
+    graph = StepGraph(step)
+    for _ in range(20):
+        graph(replayed, model), step(plain, model)
+    assert graph.failure is None and graph.recordings == 1
+    for name in DYNAMIC_FIELDS:
+        torch.testing.assert_close(getattr(replayed, name), getattr(plain, name), atol=1e-10, rtol=0)
