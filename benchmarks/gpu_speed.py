@@ -1,0 +1,211 @@
+"""Issue 13's GPU measurements in one short run, on whatever device is given (``cuda`` when present).
+
+Measured, all in this one process:
+
+* batched NVE MD of ethanol replicas (float32, collapse check every 10 steps): µs per atom-step and
+  replica-steps/s at each ``--replicas`` size, with the whole step replayed from a CUDA graph
+  (``md.cuda_graph``, the default on CUDA) and without it (kernels launched one by one);
+* the neighbour pipeline's share of a step: a radius-graph rebuild of the whole batch on the device,
+  against one step (a run with fixed pairs builds its pairs once; this is what a rebuild per step
+  would cost);
+* ms per ASE ``VelocityVerlet`` step of one ethanol through ``REMULCalculator`` (float32);
+* the EGNN baseline's batched step (``--egnn-model``) at the same sizes, up to ``--egnn-max-replicas``;
+* MACE (``--mace``: mace-torch importable here) per ASE step on the same device;
+* training structures/s at batch 8 and 64 (REMUL loss, float32; labels are synthetic: values do not
+  change the time).
+
+Run from the repository root; on the GPU machine the whole thing takes a few minutes::
+
+    python benchmarks/gpu_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \\
+        --egnn-model benchmarks/stability/rmd17_ethanol/egnn/model.pt --out results
+
+``--out`` is a folder (the device machine's ``$OUT``) for ``gpu_speed.json`` and ``gpu_speed.md``;
+``--merge`` then puts them under ``cuda`` in ``benchmarks/results/md_speed.json`` with the device name.
+On a CPU, ``--device cpu --replicas 1 8 --steps 4`` checks that the script runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import RESULTS, command_line, machine
+from ase import units
+from ase.build import molecule
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from ase.md.verlet import VelocityVerlet
+
+from remul_ff.calculators import REMULCalculator
+from remul_ff.config import load_config
+from remul_ff.data.neighbors import radius_graph
+from remul_ff.md import MDSettings, run_md
+from remul_ff.md.state import compute_forces, state_from_atoms
+from remul_ff.models import load_model
+from remul_ff.models.common import inference_model, with_fixed_pairs
+from remul_ff.training.trainer import Trainer
+
+BENCHMARKS = Path(__file__).resolve().parent
+ETHANOL = molecule("CH3CH2OH")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def replicas_of(n: int, seed: int = 0) -> list:
+    """``n`` ethanol molecules, each rattled by 0.02 Å."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        atoms = ETHANOL.copy()
+        atoms.positions += rng.normal(0, 0.02, atoms.positions.shape)
+        out.append(atoms)
+    return out
+
+
+def batched_md(model: torch.nn.Module, replicas: int, steps: int, cuda_graph: bool) -> dict:
+    """µs per atom-step and replica-steps/s of batched NVE MD, from the second of two identical runs."""
+    starts = replicas_of(replicas)
+    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="nve",
+                          write_interval=0, thermo_interval=10, check_interval=10, cuda_graph=cuda_graph)
+    run_md(model, starts, settings, None, progress=False)
+    result = run_md(model, starts, settings, None, progress=False)
+    rate = result.replica_steps_per_s
+    return {"replica_steps_per_s": rate, "us_per_atom_step": 1e6 / (rate * len(ETHANOL))}
+
+
+def neighbour_share(model: torch.nn.Module, replicas: int, device: torch.device, repeat: int = 10) -> dict:
+    """ms of a radius-graph rebuild of the whole batch and of one force call, and their ratio."""
+    state = state_from_atoms(replicas_of(replicas), device, torch.float32)
+    fixed = with_fixed_pairs(inference_model(model), len(ETHANOL))
+    timings = {}
+    for name, fn in (("radius_graph_ms", lambda: radius_graph(state.positions, model.r_max, state.molecule_index)),
+                     ("force_call_ms", lambda: compute_forces(state, fixed))):
+        fn()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        sync(device)
+        timings[name] = 1e3 * (time.perf_counter() - start) / repeat
+    return {**timings, "rebuild_share_of_force_call": timings["radius_graph_ms"] / timings["force_call_ms"]}
+
+
+def ase_ms_per_step(atoms, calculator, steps: int) -> float:
+    """ms per ASE VelocityVerlet step (0.5 fs) of one molecule with ``calculator``."""
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
+    dyn.run(5)
+    start = time.perf_counter()
+    dyn.run(steps)
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
+def synthetic_data(folder: Path, frames: int = 200) -> Path:
+    """Rattled ethanol frames with random labels: a training step's time does not depend on the values."""
+    rng = np.random.default_rng(1)
+    atoms_list = replicas_of(frames, seed=2)
+    for atoms in atoms_list:
+        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal(-4200, 1)), forces=rng.normal(0, 1, (len(atoms), 3)))
+    path = folder / "ethanol.xyz"
+    write(path, atoms_list)
+    return path
+
+
+def training_structures_per_s(batch_size: int, device: str, folder: Path) -> float:
+    """Structures per second of REMUL training steps (float32, the default model) at ``batch_size``."""
+    config = load_config(BENCHMARKS.parent / "examples" / "rmd17_ethanol.yaml", [
+        f"data.path={synthetic_data(folder)}", "data.e0s=average", "data.train=180", "data.valid=20",
+        "data.off_equilibrium=null", f"train.batch_size={batch_size}", f"train.device={device}",
+        f"output_dir={folder / 'run'}"])
+    trainer = Trainer(config, progress=False)
+    trainer.setup(overwrite=True)
+    return batch_size / trainer.step_seconds(trainer.data.train[:batch_size], repeat=10)
+
+
+def mace_calculator(device: str):
+    """An untrained MACE of its published MD17 size (mace_speed_helper.py's model), float32."""
+    from mace.calculators import MACECalculator
+    from mace_speed_helper import build_model
+
+    torch.manual_seed(0)
+    return MACECalculator(models=[build_model([1, 6, 7, 8])], device=device, default_dtype="float32")
+
+
+def measure(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    model = load_model(args.model, device=device).float()
+    results = {"device": args.device, "device_name": machine()["cuda"] if device.type == "cuda" else "cpu", "batched": {}}
+    for n in args.replicas:
+        row = {"cuda_graph": batched_md(model, n, args.steps, True), "no_graph": batched_md(model, n, args.steps, False)}
+        row["neighbours"] = neighbour_share(model, n, device)
+        results["batched"][str(n)] = row
+        print(n, json.dumps(row), flush=True)
+    if args.egnn_model:
+        egnn = load_model(args.egnn_model, device=device).float()
+        results["egnn_batched"] = {str(n): batched_md(egnn, n, args.steps, True) for n in args.replicas if n <= args.egnn_max_replicas}
+    calculator = REMULCalculator(args.model, device=args.device, default_dtype="float32")
+    results["ase_ms_per_step_ethanol"] = ase_ms_per_step(ETHANOL, calculator, args.ase_steps)
+    if args.mace:
+        results["mace_ase_ms_per_step_ethanol"] = ase_ms_per_step(ETHANOL, mace_calculator(args.device), args.ase_steps)
+    with tempfile.TemporaryDirectory() as folder:
+        results["training_structures_per_s"] = {str(b): training_structures_per_s(b, args.device, Path(folder)) for b in args.train_batches}
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Device: {results['device_name']}", "",
+             "| replicas | µs/atom-step (CUDA graph) | µs/atom-step (no graph) | replica-steps/s (graph) | radius-graph rebuild / force call |",
+             "|---|---|---|---|---|"]
+    for n, row in results["batched"].items():
+        lines.append(f"| {n} | {row['cuda_graph']['us_per_atom_step']:.3f} | {row['no_graph']['us_per_atom_step']:.3f} | "
+                     f"{row['cuda_graph']['replica_steps_per_s']:.0f} | {100 * row['neighbours']['rebuild_share_of_force_call']:.1f}% |")
+    lines += ["", f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms"]
+    if "mace_ase_ms_per_step_ethanol" in results:
+        lines.append(f"MACE ASE step, same molecule and device: {results['mace_ase_ms_per_step_ethanol']:.2f} ms")
+    if "egnn_batched" in results:
+        lines.append(f"EGNN batched: {json.dumps(results['egnn_batched'])}")
+    lines.append(f"Training structures/s by batch size: {json.dumps(results['training_structures_per_s'])}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--egnn-model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 64, 512, 4096, 16384])
+    parser.add_argument("--egnn-max-replicas", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=100, help="MD steps per timed run")
+    parser.add_argument("--ase-steps", type=int, default=100)
+    parser.add_argument("--train-batches", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--mace", action="store_true", help="also time MACE (mace-torch must import here)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu_speed.json and gpu_speed.md")
+    parser.add_argument("--merge", type=Path, help="a gpu_speed.json to put under 'cuda' in results/md_speed.json (measures nothing)")
+    args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge)
+    results = {"command": command_line(), "machine": machine(), **measure(args)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "gpu_speed.md").write_text(f"Command: `{results['command']}`\n\n" + markdown(results))
+
+
+def merge(path: Path) -> None:
+    """Put a GPU run's results under ``cuda`` in ``results/md_speed.json``, keeping its command and device."""
+    target = RESULTS / "md_speed.json"
+    payload = json.loads(target.read_text())
+    payload["cuda"] = json.loads(path.read_text())
+    target.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
