@@ -40,6 +40,7 @@ from ase.data import chemical_symbols
 from ase.neighborlist import neighbor_list
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from remul_ff.data.neighbors import join_index, learn_index, molecule_sizes, share_index
 from remul_ff.errors import DataError
 
 MIN_INTERATOMIC_DISTANCE = 0.1
@@ -186,8 +187,8 @@ class AtomicBatch:
 
     @property
     def atoms_per_molecule(self) -> torch.Tensor:
-        """``[m]`` number of atoms in each molecule."""
-        return torch.bincount(self.molecule_index, minlength=self.n_molecules)
+        """``[m]`` number of atoms in each molecule (kept with ``molecule_index``: found once per tensor)."""
+        return molecule_sizes(self.molecule_index, self.n_molecules)
 
     @property
     def device(self) -> torch.device:
@@ -199,17 +200,26 @@ class AtomicBatch:
         """Floating-point dtype of the batch."""
         return self.positions.dtype
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AtomicBatch:
-        """Return a copy on ``device`` with floating tensors cast to ``dtype`` (integer tensors keep theirs)."""
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+           non_blocking: bool = False) -> AtomicBatch:
+        """Return a copy on ``device`` with floating tensors cast to ``dtype`` (integer tensors keep theirs).
+
+        ``non_blocking``: copy from pinned memory without waiting (see :meth:`pin_memory`).
+        """
 
         def move(name: str) -> torch.Tensor | None:
             t = getattr(self, name)
             if t is None:
                 return None
             keep_dtype = not t.is_floating_point() or name in ("energy", "weight", "energy_weight")
-            return t.to(device=device, dtype=None if keep_dtype else dtype)
+            return t.to(device=device, dtype=None if keep_dtype else dtype, non_blocking=non_blocking)
 
         return dataclasses.replace(self, **{f.name: move(f.name) for f in dataclasses.fields(self) if f.name != "n_molecules"})
+
+    def pin_memory(self) -> AtomicBatch:
+        """A copy in page-locked host memory, from which a CUDA copy need not wait (needs CUDA)."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "n_molecules"}
+        return dataclasses.replace(self, **{k: None if t is None else t.pin_memory() for k, t in tensors.items()})
 
     def replace(self, **changes: object) -> AtomicBatch:
         """Return a copy with some fields replaced (e.g. rotated positions)."""
@@ -240,17 +250,20 @@ class AtomicBatch:
 def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
     """One batch holding the molecules of ``first`` followed by those of ``second``.
 
-    Optional fields are kept only when both batches have them.
+    Optional fields are kept only when both batches have them. What the pair functions know about
+    the two ``molecule_index`` tensors carries over to the joined one.
     """
 
     def join(name: str) -> torch.Tensor | None:
         a, b = getattr(first, name), getattr(second, name)
         return None if a is None or b is None else torch.cat([a, b])
 
+    molecule_index = torch.cat([first.molecule_index, second.molecule_index + first.n_molecules])
+    join_index(first.molecule_index, second.molecule_index, molecule_index, first.n_molecules, second.n_molecules)
     return AtomicBatch(
         positions=torch.cat([first.positions, second.positions]),
         atomic_numbers=torch.cat([first.atomic_numbers, second.atomic_numbers]),
-        molecule_index=torch.cat([first.molecule_index, second.molecule_index + first.n_molecules]),
+        molecule_index=molecule_index,
         n_molecules=first.n_molecules + second.n_molecules,
         energy=join("energy"), forces=join("forces"), cell=join("cell"), pbc=join("pbc"), weight=join("weight"),
         energy_weight=join("energy_weight"),
@@ -292,3 +305,20 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
         weight=_optional_tensor([s.weight for s in structures] if weighted else None, torch.float64),
         energy_weight=_optional_tensor([s.energy_weight for s in structures] if energy_weighted else None, torch.float64),
     )
+
+
+def device_batch(structures: Sequence[Structure], device: torch.device | str, dtype: torch.dtype = torch.float64,
+                 every_pair: bool = False) -> AtomicBatch:
+    """:func:`collate` on the host, then move to ``device`` so that the device need not be read back.
+
+    What depends on the molecule sizes (sorted check, largest molecule, atoms per molecule and, with
+    ``every_pair``, every same-molecule pair) is found from the host copy of ``molecule_index`` and
+    handed to the device copy; on CUDA the tensors go from pinned memory without blocking. A
+    training step on a GPU would otherwise wait for the device several times (issue 13).
+    """
+    host = collate(structures, dtype)
+    learn_index(host.molecule_index, host.n_molecules, every_pair)
+    cuda = torch.device(device).type == "cuda"
+    moved = (host.pin_memory() if cuda else host).to(device, non_blocking=cuda)
+    share_index(host.molecule_index, moved.molecule_index, non_blocking=cuda)
+    return moved

@@ -117,7 +117,63 @@ class _PerIndexCache:
         return entry[2]
 
 
+    def cached(self, molecule_index: torch.Tensor) -> dict[str, object]:
+        """What is known about ``molecule_index`` so far (a copy)."""
+        return dict(self._values(molecule_index))
+
+    def add(self, molecule_index: torch.Tensor, values: dict[str, object]) -> None:
+        """Record values computed elsewhere (on the host) for ``molecule_index``."""
+        self._values(molecule_index).update(values)
+
+
 _cache = _PerIndexCache()
+
+
+def molecule_sizes(molecule_index: torch.Tensor, n_molecules: int) -> torch.Tensor:
+    """``[m]`` atoms per molecule (``bincount`` sizes its output on the host: cached per tensor)."""
+    return _cache.get(molecule_index, f"sizes/{n_molecules}", lambda index: torch.bincount(index, minlength=n_molecules))
+
+
+def learn_index(molecule_index: torch.Tensor, n_molecules: int, every_pair: bool) -> None:
+    """Work out, for a host (CPU) ``molecule_index``, what the pair functions need to know about it:
+    that it is sorted, its largest molecule, its molecule sizes and, with ``every_pair``, every
+    same-molecule pair. :func:`share_index` then gives it to a device copy, which will not need to
+    read anything back to find them."""
+    _check_sorted(molecule_index)
+    largest_molecule(molecule_index)
+    molecule_sizes(molecule_index, n_molecules)
+    if every_pair:
+        _cache.get(molecule_index, "all_pairs", _distinct_pairs)
+
+
+def share_index(host_index: torch.Tensor, device_index: torch.Tensor, non_blocking: bool = False) -> None:
+    """Give ``device_index`` (a copy of ``host_index``) everything cached for ``host_index``, moved to its device."""
+    if device_index is host_index:
+        return
+
+    def move(value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        return (value.pin_memory() if non_blocking else value).to(device_index.device, non_blocking=non_blocking)
+
+    _cache.add(device_index, {name: move(value) for name, value in _cache.cached(host_index).items()})
+
+
+def join_index(first: torch.Tensor, second: torch.Tensor, joined: torch.Tensor, first_molecules: int, second_molecules: int) -> None:
+    """Derive what is cached for ``joined = cat([first, second + first_molecules])`` from its parts,
+    with no device reads (the REMUL loss joins each batch with its rotated copy)."""
+    a, b = _cache.cached(first), _cache.cached(second)
+    known = {}
+    if a.get("sorted") and b.get("sorted"):
+        known["sorted"] = True
+    if "max_atoms" in a and "max_atoms" in b:
+        known["max_atoms"] = max(a["max_atoms"], b["max_atoms"])
+    if "all_pairs" in a and "all_pairs" in b:
+        known["all_pairs"] = torch.cat([a["all_pairs"], b["all_pairs"] + first.shape[0]], dim=1)
+    sizes_a, sizes_b = a.get(f"sizes/{first_molecules}"), b.get(f"sizes/{second_molecules}")
+    if sizes_a is not None and sizes_b is not None:
+        known[f"sizes/{first_molecules + second_molecules}"] = torch.cat([sizes_a, sizes_b])
+    _cache.add(joined, known)
 
 
 def _check_sorted(molecule_index: torch.Tensor) -> None:

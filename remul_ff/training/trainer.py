@@ -32,9 +32,10 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from remul_ff.config import Config, config_from_dict
-from remul_ff.data.batch import AtomicBatch, Structure, collate
+from remul_ff.data.batch import AtomicBatch, Structure, device_batch
 from remul_ff.errors import CheckpointError, ConfigError, RemulError
 from remul_ff.models import build_model, predict
+from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, with_fixed_pairs
 from remul_ff.training import distributed
 from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
 from remul_ff.training.data import prepare_data
@@ -80,6 +81,25 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     return device
+
+
+@dataclass
+class LocalBatch:
+    """This rank's molecules of a global batch, on the device.
+
+    Attributes:
+        batch: The molecules (the first one with weight 0 on a rank that got none).
+        rows: Their rows in per-molecule draws made for the global batch.
+        weight: 1, or 0 for the stand-in molecule.
+        n_global: Molecules in the global batch.
+        n_force_components: Force components in the global batch.
+    """
+
+    batch: AtomicBatch
+    rows: slice
+    weight: float
+    n_global: int
+    n_force_components: float
 
 
 @dataclass
@@ -176,7 +196,7 @@ class Trainer:
         finally:
             # Drop DDP's reducer now: it holds the process group, and a group that outlives
             # destroy_process_group() aborts the interpreter at exit ("terminate called ...").
-            self.forward_model = self.model
+            self.forward_model = self.training_model
         return row
 
     def setup(self, resume: bool = False, overwrite: bool = False, extend_budget: bool = True) -> None:
@@ -221,13 +241,17 @@ class Trainer:
         self.model = build_model(
             cfg.model_kind, cfg.model_hyperparameters, data.elements, data.e0s, data.force_rms, data.energy_shift
         ).to(self.device, self.dtype)
-        self.forward_model = self.model
+        self.fixed_pairs = self.device.type != "cpu" and max(len(s) for s in data.train) <= ACCELERATOR_ALL_PAIRS_MAX_ATOMS
+        # On an accelerator small molecules train over every same-molecule pair (a view sharing the
+        # parameters): the same energies as pairs within r_max, whose distance filter is a host sync.
+        self.training_model = with_fixed_pairs(self.model, ACCELERATOR_ALL_PAIRS_MAX_ATOMS) if self.fixed_pairs else self.model
+        self.forward_model = self.training_model
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Double backward (force training) leaves some gradients with transposed strides; DDP
             # copies them into its buckets correctly and only warns about speed.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.forward_model = DistributedDataParallel(self.forward_model, device_ids=ids)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.train.ema_decay > 0 else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.scheduler = self._make_scheduler()
@@ -321,7 +345,11 @@ class Trainer:
         return stats
 
     def _step(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss, task, equi = self._loss(structures)
+        return self._step_on(self._local_batch(structures))
+
+    def _step_on(self, local: LocalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The device's part of a step: with fixed pairs on an accelerator it reads nothing back."""
+        loss, task, equi = self._loss(local)
         self.optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; the losses are already global sums, so undo the mean.
         (loss * self.ctx.world_size).backward()
@@ -331,25 +359,25 @@ class Trainer:
         self._update_ema()
         return loss.detach(), task.detach(), equi.detach()
 
-    def _local_batch(self, structures: list[Structure]) -> tuple[AtomicBatch, slice, float]:
-        """This rank's share of the global batch, the matching rows of per-molecule draws, and its weight.
+    def _local_batch(self, structures: list[Structure]) -> LocalBatch:
+        """This rank's share of the global batch, on the device, with what the step needs to know about it.
 
         A last global batch smaller than the number of ranks leaves some ranks without molecules;
         they run the first molecule with weight 0, because DDP needs every rank to join the
         gradient all-reduce. The result stays that of one process (no padding bias).
         """
         rows = slice(self.ctx.rank, None, self.ctx.world_size)
-        if not structures[rows]:
-            return collate(structures[:1]).to(self.device, self.dtype), slice(0, 1), 0.0
-        return collate(structures[rows]).to(self.device, self.dtype), rows, 1.0
+        mine, rows, weight = (structures[rows], rows, 1.0) if structures[rows] else (structures[:1], slice(0, 1), 0.0)
+        batch = device_batch(mine, self.device, self.dtype, every_pair=self.fixed_pairs)
+        return LocalBatch(batch, rows, weight, len(structures), 3.0 * sum(len(s) for s in structures))
 
-    def _loss(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss(self, local: LocalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(total, L_task, L_equi)`` of this rank's share, each divided by the global counts."""
         loss_cfg = self.config.loss
-        batch, rows, weight = self._local_batch(structures)
-        counts = (float(len(structures)), 3.0 * sum(len(s) for s in structures))
+        batch, rows, weight = local.batch, local.rows, local.weight
+        counts = (float(local.n_global), local.n_force_components)
         if loss_cfg.mode != "none":  # one draw for the whole global batch, identical on every rank
-            rotations, translations = random_rigid_motion(len(structures), self.dtype, self.device)
+            rotations, translations = random_rigid_motion(local.n_global, self.dtype, self.device)
         if loss_cfg.mode == "augment":
             batch = rotate_batch(batch, rotations[rows], translations[rows])
         if loss_cfg.mode != "remul":
@@ -372,7 +400,7 @@ class Trainer:
         gradnorm = None if self.gradnorm is None else copy.deepcopy(self.gradnorm.state_dict())
         cuda_devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices), FlopCounter() as counter:
-            loss, _, _ = self._loss(structures)
+            loss, _, _ = self._loss(self._local_batch(structures))
             loss.backward()
         self.optimizer.zero_grad(set_to_none=True)
         if gradnorm is not None:
