@@ -35,14 +35,15 @@ def trainer_for(data, out, fixed_pairs: bool, **sections) -> Trainer:
 
 
 def host_tensors(trainer: Trainer) -> list[torch.Tensor]:
-    """The optimiser's step counts: torch keeps them on the host on every device."""
-    return [state["step"] for state in trainer.optimizer.state.values()]
+    """The optimisers' step counts: torch keeps them on the host on every device."""
+    optimizers = [trainer.optimizer] + ([trainer.gradnorm.optimizer] if trainer.gradnorm else [])
+    return [state["step"] for optimizer in optimizers for state in optimizer.state.values()]
 
 
-@pytest.mark.parametrize("mode", ["remul", "augment"])
+@pytest.mark.parametrize("loss", [{"mode": "remul"}, {"mode": "augment"}, {"mode": "remul", "weighting": "gradnorm"}])
 @pytest.mark.parametrize("model", ["transformer", "egnn"])
-def test_the_devices_part_of_a_training_step_reads_nothing_back(xtb_ethanol_file, tmp_path, mode, model):
-    sections = {"loss": {"mode": mode}} | ({"model": EGNN} if model == "egnn" else {})
+def test_the_devices_part_of_a_training_step_reads_nothing_back(xtb_ethanol_file, tmp_path, loss, model):
+    sections = {"loss": loss} | ({"model": EGNN} if model == "egnn" else {})
     trainer = trainer_for(xtb_ethanol_file, tmp_path, fixed_pairs=True, **sections)
     structures = trainer.data.train[:4]
     trainer._step(structures)  # the optimiser creates its state in the first step

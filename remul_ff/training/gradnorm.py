@@ -21,9 +21,11 @@ import torch
 class GradNorm:
     """Adaptive weights ``(alpha, beta)`` for ``alpha * L_task + beta * L_equi``."""
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, restoring: float = 1.5, lr: float = 0.025) -> None:
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, restoring: float = 1.5, lr: float = 0.025,
+                 device: torch.device | str = "cpu") -> None:
         total = alpha + beta
-        self.weights = torch.tensor([alpha, beta], dtype=torch.float64) * 2.0 / total
+        # On the losses' device: an update then reads nothing back to the host (one sync a step on a GPU).
+        self.weights = torch.tensor([alpha, beta], dtype=torch.float64, device=device) * 2.0 / total
         self.weights.requires_grad_(True)
         self.restoring = restoring
         self.optimizer = torch.optim.Adam([self.weights], lr=lr)
@@ -39,6 +41,11 @@ class GradNorm:
         """Current weight of the equivariance loss."""
         return float(self.weights.detach()[1])
 
+    def weighted(self, task: torch.Tensor, equi: torch.Tensor) -> torch.Tensor:
+        """``alpha * task + beta * equi`` with the weights as tensors (no read-back), in the losses' dtype."""
+        alpha, beta = self.weights.detach().to(task.dtype).unbind()
+        return alpha * task + beta * equi
+
     def update(self, losses: list[torch.Tensor], shared: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> None:
         """One GradNorm step from the two unweighted losses and the shared layer's weight.
 
@@ -50,14 +57,14 @@ class GradNorm:
         """
         grads = [reduce(torch.autograd.grad(loss, shared, retain_graph=True)[0].detach().clone()) for loss in losses]
         norms = torch.stack([g.norm() for g in grads]).double()
-        values = reduce(torch.stack([loss.detach() for loss in losses]).double()).cpu()
+        values = reduce(torch.stack([loss.detach() for loss in losses]).double())
         if self.initial_losses is None:
             self.initial_losses = values.clamp_min(1e-12)
         ratios = values / self.initial_losses
-        target = (self.weights.detach() * norms.cpu()).mean() * (ratios / ratios.mean()) ** self.restoring
-        weighted = self.weights.detach() * norms.cpu()
+        target = (self.weights.detach() * norms).mean() * (ratios / ratios.mean()) ** self.restoring
+        weighted = self.weights.detach() * norms
         self.optimizer.zero_grad()
-        self.weights.grad = torch.sign(weighted - target) * norms.cpu()
+        self.weights.grad = torch.sign(weighted - target) * norms
         self.optimizer.step()
         with torch.no_grad():
             self.weights.clamp_(min=1e-4)
@@ -76,4 +83,5 @@ class GradNorm:
         with torch.no_grad():
             self.weights.copy_(state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.initial_losses = state["initial_losses"]
+        initial = state["initial_losses"]
+        self.initial_losses = None if initial is None else initial.to(self.weights.device)

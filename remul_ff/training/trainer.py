@@ -256,7 +256,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.scheduler = self._make_scheduler()
         use_gradnorm = cfg.loss.mode == "remul" and cfg.loss.weighting == "gradnorm"
-        self.gradnorm = GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr) if use_gradnorm else None
+        self.gradnorm = GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr, self.device) if use_gradnorm else None
         self.shuffle = torch.Generator().manual_seed(cfg.train.seed)
 
     def _make_scheduler(self):
@@ -387,6 +387,7 @@ class Trainer:
         task, equi = weight * task_terms.total(loss_cfg, *counts), weight * equi_terms.total(loss_cfg, *counts)
         if self.gradnorm is not None:
             self.gradnorm.update([task, equi], self.model.shared_layer(), self.ctx.all_reduce)
+            return self.gradnorm.weighted(task, equi), task, equi
         alpha, beta = self.weights()
         return alpha * task + beta * equi, task, equi
 
