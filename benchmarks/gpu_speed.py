@@ -8,7 +8,8 @@ Measured, all in this one process:
 * the neighbour pipeline's share of a step: a radius-graph rebuild of the whole batch on the device,
   against one step (a run with fixed pairs builds its pairs once; this is what a rebuild per step
   would cost);
-* ms per ASE ``VelocityVerlet`` step of one ethanol through ``REMULCalculator`` (float32);
+* ms per ASE ``VelocityVerlet`` step of one ethanol through ``REMULCalculator`` (float32), with its
+  force call replayed from a CUDA graph (the default on CUDA) and without;
 * the EGNN baseline's batched step (``--egnn-model``) at the same sizes, up to ``--egnn-max-replicas``;
 * MACE (``--mace``: mace-torch importable here) per ASE step on the same device;
 * training structures/s at batch 8 and 64 (REMUL loss, float32; labels are synthetic: values do not
@@ -152,8 +153,9 @@ def measure(args: argparse.Namespace) -> dict:
     if args.egnn_model:
         egnn = load_model(args.egnn_model, device=device).float()
         results["egnn_batched"] = {str(n): batched_md(egnn, n, args.steps, True) for n in args.replicas if n <= args.egnn_max_replicas}
-    calculator = REMULCalculator(args.model, device=args.device, default_dtype="float32")
-    results["ase_ms_per_step_ethanol"] = ase_ms_per_step(ETHANOL, calculator, args.ase_steps)
+    for graph in (True, False):
+        calculator = REMULCalculator(args.model, device=args.device, default_dtype="float32", cuda_graph=graph)
+        results["ase_ms_per_step_ethanol" + ("" if graph else "_no_graph")] = ase_ms_per_step(ETHANOL, calculator, args.ase_steps)
     if args.mace:
         results["mace_ase_ms_per_step_ethanol"] = ase_ms_per_step(ETHANOL, mace_calculator(args.device), args.ase_steps)
     with tempfile.TemporaryDirectory() as folder:
@@ -168,7 +170,8 @@ def markdown(results: dict) -> str:
     for n, row in results["batched"].items():
         lines.append(f"| {n} | {row['cuda_graph']['us_per_atom_step']:.3f} | {row['no_graph']['us_per_atom_step']:.3f} | "
                      f"{row['cuda_graph']['replica_steps_per_s']:.0f} | {100 * row['neighbours']['rebuild_share_of_force_call']:.1f}% |")
-    lines += ["", f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms"]
+    lines += ["", f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms "
+              f"({results['ase_ms_per_step_ethanol_no_graph']:.2f} without the CUDA graph)"]
     if "mace_ase_ms_per_step_ethanol" in results:
         lines.append(f"MACE ASE step, same molecule and device: {results['mace_ase_ms_per_step_ethanol']:.2f} ms")
     if "egnn_batched" in results:

@@ -5,6 +5,9 @@ the CPU) or an operation whose output size depends on the values (``nonzero``, `
 boolean-mask indexing, ``repeat_interleave`` without ``output_size``) makes the host wait for the
 device. Inside :func:`forbid_host_sync` these calls raise :class:`HostSync` on any device, so a
 CPU test catches the Python-level ones that CUDA's debug mode would flag.
+
+:class:`ReplayingRecorder` stands in for :class:`remul_ff.utils.cuda_graphs.CudaGraphRecorder`: it
+keeps the recorded function and calls it, under the guard, at each replay.
 """
 
 from __future__ import annotations
@@ -68,3 +71,27 @@ def forbid_host_sync(host: Iterable[torch.Tensor] = ()):
         patch.setattr(torch.Tensor, "repeat_interleave", _checked_repeat_interleave(torch.Tensor.repeat_interleave))
         patch.setattr(torch.Tensor, "__getitem__", _checked_getitem(torch.Tensor.__getitem__))
         yield
+
+
+class ReplayingRecorder:
+    """Keeps the recorded function and runs it at each replay, where syncs are refused as in a capture."""
+
+    def __init__(self) -> None:
+        self.fn, self.warm_ups = None, 0
+
+    def warm_up(self, fn, calls: int = 3) -> None:
+        for _ in range(calls):
+            fn()
+        self.warm_ups += calls
+
+    def record(self, fn) -> None:
+        self.fn = fn  # a real recording runs nothing either
+
+    def replay(self) -> None:
+        with forbid_host_sync():
+            self.fn()
+
+
+class FailingRecorder(ReplayingRecorder):
+    def record(self, fn) -> None:
+        raise RuntimeError("operation not permitted when stream is capturing")

@@ -18,33 +18,9 @@ from remul_ff.md.graphs import DYNAMIC_FIELDS, StepGraph, graphable
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.models.common import inference_model, with_fixed_pairs
 from tests.conftest import jittered_molecules, tiny_model
-from tests.host_sync import forbid_host_sync
+from tests.host_sync import FailingRecorder, ReplayingRecorder
 
 DT, KT = 0.5 * units.fs, units.kB * 500
-
-
-class ReplayingRecorder:
-    """Keeps the recorded function and runs it at each replay, where syncs are refused as in a capture."""
-
-    def __init__(self) -> None:
-        self.fn, self.warm_ups = None, 0
-
-    def warm_up(self, fn, steps: int) -> None:
-        for _ in range(steps):
-            fn()
-        self.warm_ups += steps
-
-    def record(self, fn) -> None:
-        self.fn = fn  # a real recording runs nothing either
-
-    def replay(self) -> None:
-        with forbid_host_sync():
-            self.fn()
-
-
-class FailingRecorder(ReplayingRecorder):
-    def record(self, fn) -> None:
-        raise RuntimeError("operation not permitted when stream is capturing")
 
 
 def nose_hoover(state, model):

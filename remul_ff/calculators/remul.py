@@ -13,6 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
+from remul_ff.calculators.recorded import RecordedForces, recordable
 from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
@@ -20,6 +21,7 @@ from remul_ff.models.common import inference_model
 from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
 from remul_ff.models.symmetrize import RotationAveraged, with_test_time_rotations
+from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed
 from remul_ff.utils.memory import keep_freed_memory
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -53,6 +55,9 @@ class REMULCalculator(Calculator):
         test_time_rotations: Average every model's energy over a group of 4, 12 or 24 rotations of
             the input (:mod:`remul_ff.models.symmetrize`): exactly invariant under them, closer to
             invariant under all, and that many times the cost per step (0: off).
+        cuda_graph: On CUDA, record one model's force call per composition as a CUDA graph and
+            replay it (:mod:`remul_ff.calculators.recorded`; molecules of up to 64 atoms, every
+            atom pair fixed: the same results). Committees and rotation averages run plainly.
         **kwargs: Passed on to :class:`ase.calculators.calculator.Calculator`.
 
     Making a calculator sets glibc's malloc to keep freed memory for the next step
@@ -71,6 +76,7 @@ class REMULCalculator(Calculator):
         model: nn.Module | Sequence[nn.Module] | None = None,
         compile: bool = False,
         test_time_rotations: int = 0,
+        cuda_graph: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -95,6 +101,9 @@ class REMULCalculator(Calculator):
         self.warned: set[str] = set()
         self._composition: _Composition | None = None  # made again only when the atomic numbers change
         self.compiled = self._compile() if compile else None
+        self.record_calls = cuda_graph and self.device.type == "cuda" and len(self.models) == 1 and not compile
+        self.new_recorder = CudaGraphRecorder
+        self._recorded: tuple[_Composition, RecordedForces | None] | None = None
 
     def _compile(self):
         if len(self.models) > 1 or self.device.type != "cpu":
@@ -192,8 +201,27 @@ class REMULCalculator(Calculator):
         if self.compiled is not None and len(numbers) >= 2:  # the compiled program needs at least two atoms
             pairs = None if distances is None else self._composition.pairs_within(distances, self.model.r_max * self.length_units_to_A)
             return [self.compiled(torch.from_numpy(positions).to(self.dtype), numbers, pairs)]
+        recorded = self._recorded_call(positions) if self.record_calls else None
+        if recorded is not None:
+            return [recorded(positions)]
         batch = collate([Structure(positions, numbers.numpy())], dtype=self.dtype).to(self.device)
         return [(p.energy[0], p.forces, p.atomic_energies) for p in (predict(member, batch) for member in self.models)]
+
+    def _recorded_call(self, positions: np.ndarray) -> RecordedForces | None:
+        """The current composition's recorded force call (``None`` where it cannot be recorded)."""
+        composition = self._composition
+        if self._recorded is None or self._recorded[0] is not composition:
+            self._recorded = (composition, self._record(composition, positions))
+        return self._recorded[1]
+
+    def _record(self, composition: _Composition, positions: np.ndarray) -> RecordedForces | None:
+        if not recordable(self.model, len(composition.numbers)):
+            return None
+        try:
+            return RecordedForces(self.model, composition.numbers.numpy(), positions, self.dtype, self.device, self.new_recorder)
+        except RecordingFailed:
+            self.record_calls = False  # warned once; plain calls from now on
+            return None
 
     def _results(self, predictions: list[tuple[torch.Tensor, ...]]) -> dict:
         """ASE's results (eV, eV/Å): the committee's mean, and its spread when there are several members."""

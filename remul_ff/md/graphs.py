@@ -16,44 +16,17 @@ layout (replicas removed after a collapse, a resumed run, another model) is reco
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from remul_ff.md.state import MDState
+from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed, record
 
 Step = Callable[[MDState, nn.Module], MDState]
 # Fields an integrator replaces every step (the thermostat's tensors are handled alongside).
 DYNAMIC_FIELDS = ("positions", "momenta", "forces", "energy")
-# Un-recorded runs before recording: lazy initialisation (cuBLAS handles, autograd's device
-# threads, compiled kernels) must happen outside the recording, as torch's CUDA-graph notes ask.
-WARMUP_STEPS = 3
-
-
-class CudaGraphRecorder:
-    """Records a function once in a ``torch.cuda.CUDAGraph`` and replays it."""
-
-    def __init__(self) -> None:
-        self.graph = torch.cuda.CUDAGraph()
-
-    def warm_up(self, fn: Callable[[], None], steps: int) -> None:
-        """Run ``fn`` ``steps`` times on a side stream, as torch asks before a capture."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(steps):
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
-
-    def record(self, fn: Callable[[], None]) -> None:
-        """Record ``fn``'s kernels (nothing runs)."""
-        with torch.cuda.graph(self.graph):
-            fn()
-
-    def replay(self) -> None:
-        self.graph.replay()
 
 
 def _shadow(state: MDState, clone: bool = False) -> MDState:
@@ -106,10 +79,8 @@ class StepGraph:
         if layout(state, model) != self.key:
             try:
                 self._record(state, model)
-            except RuntimeError as error:
-                self.failure = str(error).splitlines()[0] if str(error) else type(error).__name__
-                warnings.warn(f"the MD step could not be recorded as a CUDA graph ({self.failure}); it runs without one.",
-                              stacklevel=2)
+            except RecordingFailed as failure:
+                self.failure = str(failure)
                 return self.step(state, model)
         self.recorded.replay()
         return state
@@ -117,10 +88,9 @@ class StepGraph:
     def _record(self, state: MDState, model: nn.Module) -> None:
         state.force_batches(), state.atoms_per_replica  # fill the state's caches: they size tensors on the host
         _own_tensors(state)
-        recorder = self.new_recorder()
-        recorder.warm_up(lambda: self.step(_shadow(state, clone=True), model), WARMUP_STEPS)
-        recorder.record(lambda: self._step_in_place(state, model))
-        self.recorded, self.key = recorder, layout(state, model)
+        self.recorded = record(self.new_recorder, lambda: self.step(_shadow(state, clone=True), model),
+                               lambda: self._step_in_place(state, model), "the MD step")
+        self.key = layout(state, model)
         self.recordings += 1
 
     def _step_in_place(self, state: MDState, model: nn.Module) -> None:
