@@ -13,9 +13,9 @@ import torch
 from ase import units
 
 from remul_ff.md import MDSettings
-from remul_ff.md.engine import prepare_state
+from remul_ff.md.engine import _make_step, prepare_state
 from remul_ff.md.graphs import DYNAMIC_FIELDS, StepGraph, graphable
-from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
+from remul_ff.md.integrators import langevin_baoab_step, nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.models.common import inference_model, with_fixed_pairs
 from tests.conftest import jittered_molecules, tiny_model
 from tests.host_sync import FailingRecorder, ReplayingRecorder
@@ -104,13 +104,43 @@ def test_the_guard_would_catch_a_step_that_reads_the_device():
         host_chain(state, model)
 
 
-def test_only_fixed_pair_cuda_runs_without_host_noise_are_recorded():
+def test_only_fixed_pair_cuda_runs_are_recorded():
     fixed, radius = fixed_pair_model(), inference_model(tiny_model())
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert graphable("nose-hoover", fixed, cuda) and graphable("nve", fixed, cuda)
-    assert not graphable("langevin", fixed, cuda)  # its noise is drawn on the host
-    assert not graphable("nve", radius, cuda)  # the radius graph sizes its output on the host
-    assert not graphable("nve", fixed, cpu)
+    assert graphable(fixed, torch.device("cuda"))
+    assert not graphable(radius, torch.device("cuda"))  # the radius graph sizes its output on the host
+    assert not graphable(fixed, torch.device("cpu"))
+
+
+def langevin_state(model, init: bool = True):
+    settings = MDSettings(temperature=500, timestep_fs=0.5, thermostat="langevin", seed=4)
+    state = prepare_state(model, jittered_molecules("CH3CH2OH", 3, seed=4, scale=0.02), settings, "cpu", torch.float64)
+    if not init:
+        del state.thermostat["heat"]
+    return settings, state
+
+
+def test_a_replayed_langevin_step_draws_the_plain_steps_noise_on_the_host():
+    model = fixed_pair_model()
+    settings, plain = langevin_state(model)
+    _, replayed = langevin_state(model)
+    old_generator, new_generator = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    graph = StepGraph(_make_step(settings, KT, new_generator), recorder=ReplayingRecorder)
+    friction = settings.friction / units.fs
+    for _ in range(8):  # the step as written before the noise moved to the host, generator and all
+        langevin_baoab_step(plain, model, DT, KT, friction, old_generator)
+        graph(replayed, model)
+    assert_same_state(replayed, plain)
+    assert graph.recordings == 1 and float(plain.thermostat["heat"].abs().max()) > 0
+    assert torch.equal(old_generator.get_state(), new_generator.get_state())  # one draw per step, none in the warm-up
+
+
+def test_a_step_that_adds_a_thermostat_entry_is_not_recorded():
+    model = fixed_pair_model()
+    settings, state = langevin_state(model, init=False)  # the heat account would appear in the first step
+    graph = StepGraph(_make_step(settings, KT, torch.Generator().manual_seed(9)), recorder=ReplayingRecorder)
+    with pytest.warns(UserWarning, match="changes the thermostat's entries"):
+        graph(state, model)
+    assert graph.failure is not None and "heat" in state.thermostat
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

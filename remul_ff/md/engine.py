@@ -33,7 +33,7 @@ from tqdm import tqdm
 from remul_ff.errors import RemulError
 from remul_ff.md import integrators
 from remul_ff.md.analysis import stability_time_ps
-from remul_ff.md.graphs import StepGraph, graphable
+from remul_ff.md.graphs import HostThenDevice, StepGraph, graphable
 from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 from remul_ff.models.committee import Committee, max_force_deviation
@@ -100,8 +100,8 @@ class MDSettings:
         compile: Run the model through ``torch.compile`` (needs a C++ compiler on CPU). On CPU it
             made a 5-replica ethanol step about 1.7x faster; compiling takes about a minute.
         cuda_graph: On a CUDA device, record the whole step (forces included) once as a CUDA graph
-            and replay it (:mod:`remul_ff.md.graphs`): NVE and Nosé–Hoover, molecules of up to 64
-            atoms. Langevin, whose noise is drawn on the CPU, and other devices ignore it.
+            and replay it (:mod:`remul_ff.md.graphs`), for molecules of up to 64 atoms; Langevin's
+            noise is still drawn on the CPU, each step, and copied in. Other devices ignore it.
         max_force_deviation: With a committee, the largest force deviation (eV/Å) a replica may
             reach at a check before ``on_deviation`` applies (``None``: only log it).
         on_deviation: ``flag`` records the replica in ``uncertain.json`` and goes on; ``stop``
@@ -281,8 +281,9 @@ def _make_step(settings: MDSettings, kT: float, generator: torch.Generator):
     if settings.thermostat == "nve":
         return lambda state, model: integrators.velocity_verlet_step(state, model, dt)
     if settings.thermostat == "langevin":
-        friction = settings.friction / units.fs
-        return lambda state, model: integrators.langevin_baoab_step(state, model, dt, kT, friction, generator)
+        friction, noise = settings.friction / units.fs, integrators.HostNoise(generator)
+        body = lambda state, model: integrators.langevin_baoab_step(state, model, dt, kT, friction, noise=noise.current(state))
+        return HostThenDevice(noise.draw, body)
     return lambda state, model: integrators.nose_hoover_chain_step(state, model, dt, kT)
 
 
@@ -368,6 +369,8 @@ def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSetting
     if settings.thermostat == "nose-hoover":
         tdamp = (settings.tdamp_fs or 100 * settings.timestep_fs) * units.fs
         integrators.init_nose_hoover_chain(state, integrators.kT_of(settings.temperature), tdamp, settings.tchain)
+    if settings.thermostat == "langevin":
+        integrators.init_langevin(state)
     return compute_forces(state, model)
 
 
@@ -454,7 +457,7 @@ def _start_run(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, 
 def _integrate(run: _Run, model: nn.Module, settings: MDSettings, progress: bool) -> None:
     """Step from ``run.last`` to the end (or until every replica has collapsed), writing as asked."""
     step_fn = _make_step(settings, run.kT, run.generator)
-    if settings.cuda_graph and graphable(settings.thermostat, model, run.state.positions.device):
+    if settings.cuda_graph and graphable(model, run.state.positions.device):
         step_fn = StepGraph(step_fn)  # one launch per step; the step reads nothing back from the device
     start, replica_steps = time.perf_counter(), 0
     checkpoints = run.restart is not None and bool(settings.restart_every)  # restart files are written

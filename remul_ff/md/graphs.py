@@ -11,12 +11,17 @@ memory: the recorded step runs the integrator on a shallow copy of the state and
 results back into the state's own tensors. The state object and its tensors stay the same from
 step to step, and the collapse monitor, writers and restart files read them as before. A new
 layout (replicas removed after a collapse, a resumed run, another model) is recorded again.
+
+Langevin's noise is drawn on the host from the run's generator, so that a seed gives the same run
+on every device. That part of the step (:class:`HostThenDevice`) runs every step outside the graph
+and copies the noise into a buffer the graph reads.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +30,19 @@ from remul_ff.md.state import MDState
 from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed, record
 
 Step = Callable[[MDState, nn.Module], MDState]
+
+
+@dataclass
+class HostThenDevice:
+    """A step in two parts: ``host(state)``, run every step and never recorded (Langevin draws its
+    noise on the host there), then ``device(state, model)``, which may be recorded."""
+
+    host: Callable[[MDState], None]
+    device: Step
+
+    def __call__(self, state: MDState, model: nn.Module) -> MDState:
+        self.host(state)
+        return self.device(state, model)
 # Fields an integrator replaces every step (the thermostat's tensors are handled alongside).
 DYNAMIC_FIELDS = ("positions", "momenta", "forces", "energy")
 
@@ -68,6 +86,8 @@ class StepGraph:
 
     def __init__(self, step: Step, recorder: Callable[[], object] = CudaGraphRecorder) -> None:
         self.step, self.new_recorder = step, recorder
+        self.host_part = step.host if isinstance(step, HostThenDevice) else None
+        self.body = step.device if isinstance(step, HostThenDevice) else step
         self.key: tuple | None = None
         self.recorded = None
         self.failure: str | None = None
@@ -76,38 +96,47 @@ class StepGraph:
     def __call__(self, state: MDState, model: nn.Module) -> MDState:
         if self.failure is not None:
             return self.step(state, model)
+        if self.host_part is not None:
+            self.host_part(state)
         if layout(state, model) != self.key:
             try:
                 self._record(state, model)
             except RecordingFailed as failure:
                 self.failure = str(failure)
-                return self.step(state, model)
+                return self.body(state, model)
         self.recorded.replay()
         return state
 
     def _record(self, state: MDState, model: nn.Module) -> None:
         state.force_batches(), state.atoms_per_replica  # fill the state's caches: they size tensors on the host
         _own_tensors(state)
-        self.recorded = record(self.new_recorder, lambda: self.step(_shadow(state, clone=True), model),
+        self.recorded = record(self.new_recorder, lambda: _same_entries(self.body(_shadow(state, clone=True), model), state),
                                lambda: self._step_in_place(state, model), "the MD step")
         self.key = layout(state, model)
         self.recordings += 1
 
     def _step_in_place(self, state: MDState, model: nn.Module) -> None:
         """One step whose results land in ``state``'s own tensors."""
-        moved = self.step(_shadow(state), model)
+        moved = _same_entries(self.body(_shadow(state), model), state)
         for name in DYNAMIC_FIELDS:
             getattr(state, name).copy_(getattr(moved, name))
         for key, value in state.thermostat.items():
             value.copy_(moved.thermostat[key])
 
 
-def graphable(settings_thermostat: str, model: nn.Module, device: torch.device) -> bool:
-    """Whether a run's step can be recorded: CUDA, a thermostat without host-drawn noise, fixed pairs.
+def _same_entries(moved: MDState, state: MDState) -> MDState:
+    """``moved``, after checking that the step kept the thermostat's entries (a new one would have no
+    memory of its own to be replayed into)."""
+    if set(moved.thermostat) != set(state.thermostat):
+        raise RuntimeError(f"the step changes the thermostat's entries ({sorted(state.thermostat)} -> {sorted(moved.thermostat)})")
+    return moved
 
-    Langevin draws its noise on the CPU so that a seed gives the same run on every device; a copy
-    from the host cannot be recorded. Models that find pairs within ``r_max`` every step size their
-    output on the host (:func:`remul_ff.models.common.with_fixed_pairs` avoids it up to 64 atoms).
+
+def graphable(model: nn.Module, device: torch.device) -> bool:
+    """Whether a run's step can be recorded: on CUDA, with fixed pairs.
+
+    Models that find pairs within ``r_max`` every step size their output on the host
+    (:func:`remul_ff.models.common.with_fixed_pairs` avoids it up to 64 atoms).
     """
     fixed_pairs = getattr(model, "pair_mode", None) == "all"  # a committee finds its members' own pairs
-    return device.type == "cuda" and settings_thermostat != "langevin" and fixed_pairs
+    return device.type == "cuda" and fixed_pairs

@@ -33,12 +33,15 @@ def velocity_verlet_step(state: MDState, model: nn.Module, dt: float) -> MDState
     return state
 
 
-def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, friction: float, generator: torch.Generator) -> MDState:
+def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, friction: float,
+                        generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> MDState:
     """Langevin NVT with the BAOAB splitting (Leimkuhler & Matthews 2013).
 
     Args:
         friction: Friction coefficient in 1/t (ASE time units).
         generator: CPU generator for the noise, so a seed reproduces runs on any device.
+        noise: This step's ``[n, 3]`` standard normal noise, already drawn (:class:`HostNoise`);
+            then ``generator`` is not used.
 
     The heat exchanged with the bath in the O step is accumulated in
     ``state.thermostat["heat"]`` so that ``E_tot - heat`` is a conserved quantity.
@@ -46,7 +49,8 @@ def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, 
     _kick(state, dt / 2)
     _drift(state, dt / 2)
     c1 = math.exp(-friction * dt)
-    noise = torch.randn(state.momenta.shape, generator=generator, dtype=torch.float64).to(state.momenta)
+    if noise is None:
+        noise = torch.randn(state.momenta.shape, generator=generator, dtype=torch.float64).to(state.momenta)
     before = state.kinetic_energy()
     state.momenta = c1 * state.momenta + math.sqrt((1 - c1**2) * kT) * torch.sqrt(state.masses)[:, None] * noise
     state.thermostat["heat"] = state.thermostat.get("heat", torch.zeros_like(before)) + state.kinetic_energy() - before
@@ -54,6 +58,37 @@ def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, 
     compute_forces(state, model)
     _kick(state, dt / 2)
     return state
+
+
+def init_langevin(state: MDState) -> MDState:
+    """Start the Langevin bath's heat account at zero (a recorded step needs it from the first step)."""
+    state.thermostat["heat"] = torch.zeros(state.n_replicas, dtype=torch.float64, device=state.positions.device)
+    return state
+
+
+class HostNoise:
+    """Langevin noise drawn on the host from the run's generator, then copied into one device buffer.
+
+    The numbers are those :func:`langevin_baoab_step` draws itself (the same run on every device),
+    and the buffer keeps its memory, so a recorded step (:mod:`remul_ff.md.graphs`) can read it: on
+    CUDA the copy goes from pinned memory without blocking.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+        self.buffer: torch.Tensor | None = None
+
+    def draw(self, state: MDState) -> None:
+        """Draw this step's noise into :meth:`current`."""
+        noise = torch.randn(state.momenta.shape, generator=self.generator, dtype=torch.float64)
+        if self.buffer is None or self.buffer.shape[0] < noise.shape[0] or self.buffer.dtype != state.momenta.dtype:
+            self.buffer = torch.empty_like(state.momenta)  # replicas only leave a run: the first size serves
+        cuda = self.buffer.device.type == "cuda"
+        self.current(state).copy_(noise.pin_memory() if cuda else noise, non_blocking=cuda)
+
+    def current(self, state: MDState) -> torch.Tensor:
+        """The drawn noise, ``[n, 3]`` for ``state``."""
+        return self.buffer[: state.momenta.shape[0]]
 
 
 # Suzuki–Yoshida fourth-order weights for the thermostat sub-steps.
@@ -150,7 +185,9 @@ def kT_of(temperature: float) -> float:
 
 
 __all__ = [
+    "HostNoise",
     "conserved_energy",
+    "init_langevin",
     "init_nose_hoover_chain",
     "kT_of",
     "langevin_baoab_step",
