@@ -16,9 +16,9 @@ python -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, t
 pip install -q --no-deps --no-index .gpu-wheels/*.whl 2>&1 | tail -3  # a wheel for another Python fails alone
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, no build step
 # CUDA tests first: the recorded MD step and force call, the sync-free MD and training steps.
-timeout 240 python -m pytest -q -p no:cacheprovider -o addopts="" tests/test_graphs.py tests/test_recorded_calculator.py \
+timeout 150 python -m pytest -q -p no:cacheprovider -o addopts="" tests/test_graphs.py tests/test_recorded_calculator.py \
     tests/test_training_sync.py "tests/test_calculator.py::test_calculator_on_cuda_matches_cpu" \
     "tests/test_md.py::test_nose_hoover_md_on_cuda_does_not_synchronise_after_the_first_step" 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
 MODEL=benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt
 EGNN=benchmarks/stability/rmd17_ethanol/egnn/model.pt
-timeout 280 python benchmarks/gpu_speed.py --model "$MODEL" --egnn-model "$EGNN" --out "$OUT" 2>&1 | tail -20
+timeout 360 python benchmarks/gpu_speed.py --model "$MODEL" --egnn-model "$EGNN" --out "$OUT" 2>&1 | tail -20

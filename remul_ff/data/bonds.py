@@ -57,18 +57,21 @@ def same_atom_positions(frames: Sequence[Atoms], numbers: np.ndarray) -> np.ndar
     return np.stack(same) if same else None
 
 
-def watched_bonds(atoms: Atoms, reference_frames: Sequence[Atoms] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def watched_bonds(atoms: Atoms, reference_frames: Sequence[Atoms] = (),
+                  bonds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the collapse criterion watches: atom pairs, grouped, and each group's reference length.
 
     A group is one bond (the usual case) or a fluxional atom's pairs with its partners, whose
     *shortest* length is compared with the reference (see the module docstring).
+
+    ``bonds``: :func:`molecular_bonds` of ``atoms`` when the caller has them already.
 
     Returns:
         ``pairs [P, 2]`` (i < j), ``group [P]`` (0 .. G-1, each group's pairs contiguous) and
         ``reference [G]`` in Å: mean over the reference frames with these atoms, or the lengths
         in ``atoms`` when there are none.
     """
-    bonds = molecular_bonds(atoms)
+    bonds = molecular_bonds(atoms) if bonds is None else bonds
     same = same_atom_positions(reference_frames, atoms.numbers)
     if same is None:
         return bonds, np.arange(len(bonds)), bond_lengths(atoms.positions, bonds)
