@@ -11,7 +11,8 @@ Measured, all in this one process:
 * ms per ASE ``VelocityVerlet`` step of one ethanol through ``REMULCalculator`` (float32), with its
   force call replayed from a CUDA graph (the default on CUDA) and without;
 * the EGNN baseline's batched step (``--egnn-model``) at the same sizes, up to ``--egnn-max-replicas``;
-* MACE (``--mace``: mace-torch importable here) per ASE step on the same device;
+* MACE per ASE step on the same device (``--mace-python``, with ``--mace-path`` where mace-torch and
+  its pinned e3nn were installed with ``pip install --target``), in its own process;
 * training structures/s at batch 8 and 64 (REMUL loss, float32; labels are synthetic: values do not
   change the time).
 
@@ -29,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -140,13 +143,19 @@ def training_structures_per_s(batch_size: int, device: str, folder: Path) -> flo
     return batch_size / trainer.step_seconds(trainer.data.train[:batch_size], repeat=10)
 
 
-def mace_calculator(device: str):
-    """An untrained MACE of its published MD17 size (mace_speed_helper.py's model), float32."""
-    from mace.calculators import MACECalculator
-    from mace_speed_helper import build_model
+def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, folder: Path) -> dict:
+    """ms per ASE step of an untrained MACE (mace_speed_helper.py's model) on one ethanol, in its own process.
 
-    torch.manual_seed(0)
-    return MACECalculator(models=[build_model([1, 6, 7, 8])], device=device, default_dtype="float32")
+    mace-torch pins e3nn 0.4.4, so it runs with ``python`` and ``path`` (a folder that mace-torch and
+    its e3nn were installed into with ``pip install --target``) in front of ``PYTHONPATH``.
+    """
+    structure = folder / "ethanol_for_mace.xyz"
+    write(structure, ETHANOL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH")) if p)}
+    helper = BENCHMARKS / "mace_speed_helper.py"
+    out = subprocess.run([python, str(helper), json.dumps({"ethanol (9 atoms)": str(structure)}), str(steps), device],
+                         check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -164,9 +173,15 @@ def measure(args: argparse.Namespace) -> dict:
     for graph in (True, False):
         calculator = REMULCalculator(args.model, device=args.device, default_dtype="float32", cuda_graph=graph)
         results["ase_ms_per_step_ethanol" + ("" if graph else "_no_graph")] = ase_ms_per_step(ETHANOL, calculator, args.ase_steps)
-    if args.mace:
-        results["mace_ase_ms_per_step_ethanol"] = ase_ms_per_step(ETHANOL, mace_calculator(args.device), args.ase_steps)
     with tempfile.TemporaryDirectory() as folder:
+        if args.mace_python:
+            try:
+                mace = mace_ms_per_step(args.mace_python, args.mace_path, args.device, args.ase_steps, Path(folder))
+            except subprocess.CalledProcessError as error:  # keep the rest of the run
+                results["mace_error"] = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)
+            else:
+                results["mace_version"] = mace["mace_version"]
+                results["mace_ase_ms_per_step_ethanol"] = mace["ms_per_step"]["ethanol (9 atoms)/float32"]
         results["training_structures_per_s"] = {str(b): training_structures_per_s(b, args.device, Path(folder)) for b in args.train_batches}
     return results
 
@@ -182,6 +197,8 @@ def markdown(results: dict) -> str:
               f"({results['ase_ms_per_step_ethanol_no_graph']:.2f} without the CUDA graph)"]
     if "mace_ase_ms_per_step_ethanol" in results:
         lines.append(f"MACE ASE step, same molecule and device: {results['mace_ase_ms_per_step_ethanol']:.2f} ms")
+    if "mace_error" in results:
+        lines.append(f"MACE did not run: {results['mace_error']}")
     if "egnn_batched" in results:
         lines.append(f"EGNN batched: {json.dumps(results['egnn_batched'])}")
     lines.append(f"Training structures/s by batch size: {json.dumps(results['training_structures_per_s'])}")
@@ -198,7 +215,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps of the shorter timed MD run (the longer has twice as many)")
     parser.add_argument("--ase-steps", type=int, default=100)
     parser.add_argument("--train-batches", type=int, nargs="+", default=[8, 64])
-    parser.add_argument("--mace", action="store_true", help="also time MACE (mace-torch must import here)")
+    parser.add_argument("--mace-python", help="a Python that imports mace-torch: also time MACE on the same device")
+    parser.add_argument("--mace-path", help="a folder put in front of PYTHONPATH for MACE (pip install --target)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu_speed.json and gpu_speed.md")
     parser.add_argument("--merge", type=Path, help="a gpu_speed.json to put under 'cuda' in results/md_speed.json (measures nothing)")
     args = parser.parse_args()

@@ -40,12 +40,13 @@ def build_model(elements: list[int]) -> torch.nn.Module:
 
 def main() -> None:
     structures, steps = json.loads(sys.argv[1]), int(sys.argv[2])
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"  # gpu_speed.py passes cuda
     torch.manual_seed(0)
     model = build_model([1, 6, 7, 8])
     results = {"mace_version": __import__("mace").__version__, "ms_per_step": {}}
     for dtype in ("float32", "float64"):
         # models= takes the module itself (model_paths would torch.load a pickled module).
-        calculator = MACECalculator(models=[copy.deepcopy(model)], device="cpu", default_dtype=dtype)
+        calculator = MACECalculator(models=[copy.deepcopy(model)], device=device, default_dtype=dtype)
         for name, path in structures.items():
             results["ms_per_step"][f"{name}/{dtype}"] = ms_per_step(calculator, path, steps)
     print(json.dumps(results))
