@@ -118,12 +118,16 @@ class _PerIndexCache:
 
 
     def cached(self, molecule_index: torch.Tensor) -> dict[str, object]:
-        """What is known about ``molecule_index`` so far (a copy)."""
-        return dict(self._values(molecule_index))
+        """What is known about ``molecule_index`` so far (a copy; asking adds no entry)."""
+        entry = self.entries.get(id(molecule_index))
+        if entry is None or entry[0] is not molecule_index or entry[1] != molecule_index._version:
+            return {}
+        return dict(entry[2])
 
     def add(self, molecule_index: torch.Tensor, values: dict[str, object]) -> None:
         """Record values computed elsewhere (on the host) for ``molecule_index``."""
-        self._values(molecule_index).update(values)
+        if values:
+            self._values(molecule_index).update(values)
 
 
 _cache = _PerIndexCache()

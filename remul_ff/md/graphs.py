@@ -43,6 +43,8 @@ class HostThenDevice:
     def __call__(self, state: MDState, model: nn.Module) -> MDState:
         self.host(state)
         return self.device(state, model)
+
+
 # Fields an integrator replaces every step (the thermostat's tensors are handled alongside).
 DYNAMIC_FIELDS = ("positions", "momenta", "forces", "energy")
 
