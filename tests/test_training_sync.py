@@ -13,7 +13,7 @@ import torch
 
 from remul_ff.config import config_from_dict
 from remul_ff.data.batch import collate, concat_batches, device_batch
-from remul_ff.data.neighbors import _distinct_pairs, all_pairs, largest_molecule
+from remul_ff.data.neighbors import _distinct_pairs, all_pairs, largest_molecule, radius_graph
 from remul_ff.models.common import with_fixed_pairs
 from remul_ff.training.trainer import Trainer
 from tests.host_sync import HostSync, forbid_host_sync
@@ -64,14 +64,18 @@ def test_the_guard_catches_the_radius_graph_in_a_training_step(xtb_ethanol_file,
         trainer._step_on(local)
 
 
-def test_training_over_every_pair_takes_the_radius_graphs_step(xtb_ethanol_file, tmp_path):
+@pytest.mark.parametrize("model", [TINY_MODEL, EGNN])
+def test_training_over_every_pair_takes_the_radius_graphs_step(xtb_ethanol_file, tmp_path, model):
     """Same initial weights, same batch: the pairs beyond r_max add exact zeros (float64)."""
+    model = model | {"r_max": 3.0}  # ethanol's farthest atoms are ~3.5-4 Å apart: some pairs lie beyond
     steps = {}
     for fixed in (False, True):
-        trainer = trainer_for(xtb_ethanol_file, tmp_path / str(fixed), fixed_pairs=fixed, train={"dtype": "float64"})
+        trainer = trainer_for(xtb_ethanol_file, tmp_path / str(fixed), fixed_pairs=fixed, model=model, train={"dtype": "float64"})
         for _ in range(3):
             trainer._step(trainer.data.train[:4])
         steps[fixed] = [p.detach().clone() for p in trainer.model.parameters()]
+    batch = collate(trainer.data.train[:4])
+    assert radius_graph(batch.positions, 3.0, batch.molecule_index)[0].shape[1] < 4 * 9 * 8  # pairs were left out
     for radius, every in zip(steps[False], steps[True]):
         torch.testing.assert_close(every, radius, atol=1e-10, rtol=1e-8)
 
