@@ -38,12 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _ase_timing import atoms_ms_per_step
 from _common import RESULTS, command_line, machine
-from ase import units
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-from ase.md.verlet import VelocityVerlet
 
 from remul_ff.calculators import REMULCalculator
 from remul_ff.config import load_config
@@ -110,17 +109,6 @@ def neighbour_share(model: torch.nn.Module, replicas: int, device: torch.device,
     return {**timings, "rebuild_share_of_force_call": timings["radius_graph_ms"] / timings["force_call_ms"]}
 
 
-def ase_ms_per_step(atoms, calculator, steps: int) -> float:
-    """ms per ASE VelocityVerlet step (0.5 fs) of one molecule with ``calculator``."""
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    dyn.run(5)
-    start = time.perf_counter()
-    dyn.run(steps)
-    return 1e3 * (time.perf_counter() - start) / steps
-
-
 def synthetic_data(folder: Path, frames: int = 200) -> Path:
     """Rattled ethanol frames with random labels: a training step's time does not depend on the values."""
     rng = np.random.default_rng(1)
@@ -172,7 +160,7 @@ def measure(args: argparse.Namespace) -> dict:
         results["egnn_batched"] = {str(n): batched_md(egnn, n, args.steps, True) for n in args.replicas if n <= args.egnn_max_replicas}
     for graph in (True, False):
         calculator = REMULCalculator(args.model, device=args.device, default_dtype="float32", cuda_graph=graph)
-        results["ase_ms_per_step_ethanol" + ("" if graph else "_no_graph")] = ase_ms_per_step(ETHANOL, calculator, args.ase_steps)
+        results["ase_ms_per_step_ethanol" + ("" if graph else "_no_graph")] = atoms_ms_per_step(ETHANOL, calculator, args.ase_steps)
     with tempfile.TemporaryDirectory() as folder:
         if args.mace_python:
             try:
