@@ -50,7 +50,7 @@ def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, 
     _drift(state, dt / 2)
     c1 = math.exp(-friction * dt)
     if noise is None:
-        noise = torch.randn(state.momenta.shape, generator=generator, dtype=torch.float64).to(state.momenta)
+        noise = standard_noise(state, generator).to(state.momenta)
     before = state.kinetic_energy()
     state.momenta = c1 * state.momenta + math.sqrt((1 - c1**2) * kT) * torch.sqrt(state.masses)[:, None] * noise
     state.thermostat["heat"] = state.thermostat.get("heat", torch.zeros_like(before)) + state.kinetic_energy() - before
@@ -58,6 +58,11 @@ def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, 
     compute_forces(state, model)
     _kick(state, dt / 2)
     return state
+
+
+def standard_noise(state: MDState, generator: torch.Generator) -> torch.Tensor:
+    """One step's ``[n, 3]`` float64 standard normal noise from the CPU ``generator``."""
+    return torch.randn(state.momenta.shape, generator=generator, dtype=torch.float64)
 
 
 def init_langevin(state: MDState) -> MDState:
@@ -80,7 +85,7 @@ class HostNoise:
 
     def draw(self, state: MDState) -> None:
         """Draw this step's noise into :meth:`current`."""
-        noise = torch.randn(state.momenta.shape, generator=self.generator, dtype=torch.float64)
+        noise = standard_noise(state, self.generator)
         if self.buffer is None or self.buffer.shape[0] < noise.shape[0] or self.buffer.dtype != state.momenta.dtype:
             self.buffer = torch.empty_like(state.momenta)  # replicas only leave a run: the first size serves
         cuda = self.buffer.device.type == "cuda"
