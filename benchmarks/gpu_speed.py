@@ -12,7 +12,9 @@ Measured, all in this one process:
   force call replayed from a CUDA graph (the default on CUDA) and without;
 * the EGNN baseline's batched step (``--egnn-model``) at the same sizes, up to ``--egnn-max-replicas``;
 * MACE per ASE step on the same device (``--mace-python``, with ``--mace-path`` where mace-torch and
-  its pinned e3nn were installed with ``pip install --target``), in its own process;
+  its pinned e3nn were installed with ``pip install --target``), in its own process, and MACE's energy
+  and forces of ``--mace-replicas`` ethanol copies in one batch (µs per atom; no neighbour list or
+  integration, so it flatters MACE against remul-ff's whole MD step);
 * training structures/s at batch 8 and 64 (REMUL loss, float32; labels are synthetic: values do not
   change the time).
 
@@ -23,7 +25,7 @@ Run from the repository root; on the GPU machine the whole thing takes a few min
 
 ``--out`` is a folder (the device machine's ``$OUT``) for ``gpu_speed.json`` and ``gpu_speed.md``;
 ``--merge`` then puts them under ``cuda`` in ``benchmarks/results/md_speed.json`` with the device name.
-On a CPU, ``--device cpu --replicas 1 8 --steps 4`` checks that the script runs.
+On a CPU, ``--device cpu --replicas 1 8 --steps 4 --mace-replicas 8`` checks that the script runs.
 """
 
 from __future__ import annotations
@@ -131,8 +133,9 @@ def training_structures_per_s(batch_size: int, device: str, folder: Path) -> flo
     return batch_size / trainer.step_seconds(trainer.data.train[:batch_size], repeat=10)
 
 
-def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, folder: Path) -> dict:
-    """ms per ASE step of an untrained MACE (mace_speed_helper.py's model) on one ethanol, in its own process.
+def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, replicas: list[int], folder: Path) -> dict:
+    """An untrained MACE (mace_speed_helper.py's model) on ethanol, in its own process: ms per ASE step and
+    µs per atom of one batched energy-and-forces call for each of ``replicas``.
 
     mace-torch pins e3nn 0.4.4, so it runs with ``python`` and ``path`` (a folder that mace-torch and
     its e3nn were installed into with ``pip install --target``) in front of ``PYTHONPATH``.
@@ -141,7 +144,7 @@ def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, fol
     write(structure, ETHANOL)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH")) if p)}
     helper = BENCHMARKS / "mace_speed_helper.py"
-    out = subprocess.run([python, str(helper), json.dumps({"ethanol (9 atoms)": str(structure)}), str(steps), device],
+    out = subprocess.run([python, str(helper), json.dumps({"ethanol (9 atoms)": str(structure)}), str(steps), device, json.dumps(replicas)],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -164,12 +167,13 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         if args.mace_python:
             try:
-                mace = mace_ms_per_step(args.mace_python, args.mace_path, args.device, args.ase_steps, Path(folder))
+                mace = mace_ms_per_step(args.mace_python, args.mace_path, args.device, args.ase_steps, args.mace_replicas, Path(folder))
             except subprocess.CalledProcessError as error:  # keep the rest of the run
                 results["mace_error"] = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)
             else:
                 results["mace_version"] = mace["mace_version"]
                 results["mace_ase_ms_per_step_ethanol"] = mace["ms_per_step"]["ethanol (9 atoms)/float32"]
+                results["mace_batched_us_per_atom"] = mace["batched_us_per_atom_float32"]
         results["training_structures_per_s"] = {str(b): training_structures_per_s(b, args.device, Path(folder)) for b in args.train_batches}
     return results
 
@@ -184,7 +188,13 @@ def markdown(results: dict) -> str:
     lines += ["", f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms "
               f"({results['ase_ms_per_step_ethanol_no_graph']:.2f} without the CUDA graph)"]
     if "mace_ase_ms_per_step_ethanol" in results:
-        lines.append(f"MACE ASE step, same molecule and device: {results['mace_ase_ms_per_step_ethanol']:.2f} ms")
+        mace_ms = results["mace_ase_ms_per_step_ethanol"]
+        lines.append(f"MACE ASE step, same molecule and device: {mace_ms:.2f} ms "
+                     f"(MACE / remul-ff: {mace_ms / results['ase_ms_per_step_ethanol']:.1f}x)")
+    for n, mace_us in results.get("mace_batched_us_per_atom", {}).items():
+        ours = results["batched"].get(n, {}).get("cuda_graph", {}).get("us_per_atom_step")
+        versus = f"; remul-ff's whole MD step {ours:.3f}, MACE / remul-ff {mace_us / ours:.1f}x" if ours else ""
+        lines.append(f"MACE energy and forces of {n} replicas in one batch: {mace_us:.3f} µs/atom{versus}")
     if "mace_error" in results:
         lines.append(f"MACE did not run: {results['mace_error']}")
     if "egnn_batched" in results:
@@ -205,6 +215,7 @@ def main() -> None:
     parser.add_argument("--train-batches", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--mace-python", help="a Python that imports mace-torch: also time MACE on the same device")
     parser.add_argument("--mace-path", help="a folder put in front of PYTHONPATH for MACE (pip install --target)")
+    parser.add_argument("--mace-replicas", type=int, nargs="*", default=[64, 4096], help="batch sizes for MACE's batched call")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu_speed.json and gpu_speed.md")
     parser.add_argument("--merge", type=Path, help="a gpu_speed.json to put under 'cuda' in results/md_speed.json (measures nothing)")
     args = parser.parse_args()
