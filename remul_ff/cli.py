@@ -182,7 +182,7 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tdamp", type=float, default=None, help="Nose-Hoover damping time in fs (default 100 steps)")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write-interval", type=int, default=100, help="steps between saved frames (default 100)")
+    p.add_argument("--write-interval", type=int, default=100, help="steps between saved frames (default 100; 0: none)")
     p.add_argument("--thermo-interval", type=int, default=10, help="steps between thermo rows (default 10)")
     p.add_argument("--format", default="traj", choices=["traj", "extxyz"])
     p.add_argument("--reference", default=None, metavar="DATA",
@@ -210,20 +210,10 @@ def _starting_structures(source: str, replicas: int) -> list:
     """Replica k starts from frame k mod (number of frames) of ``source``."""
     import os
 
-    from remul_ff.data.generate import load_molecule
+    from remul_ff.data.generate import load_molecule, read_frames
 
-    frames = _read_frames(source) if os.path.exists(source) else [load_molecule(source)]
+    frames = read_frames(source) if os.path.exists(source) else [load_molecule(source)]
     return [frames[k % len(frames)].copy() for k in range(replicas)]
-
-
-def _read_frames(path: str) -> list:
-    """Every frame of a structure or data file, with a one-sentence error when it cannot be read."""
-    import ase.io
-
-    try:
-        return ase.io.read(path, index=":")
-    except Exception as exc:
-        raise RemulError(f"could not read the structure file {path} ({exc}); check the path and its format.") from exc
 
 
 def _check_resume_flags(args: argparse.Namespace) -> None:
@@ -240,6 +230,7 @@ def _check_resume_flags(args: argparse.Namespace) -> None:
 
 def _run_md(args: argparse.Namespace) -> None:
     from remul_ff.calculators.remul import REMULCalculator
+    from remul_ff.data.generate import read_frames
     from remul_ff.md.engine import MDSettings, parse_duration_fs, run_md
     from remul_ff.models.committee import Committee
     from remul_ff.training.trainer import resolve_device
@@ -262,7 +253,7 @@ def _run_md(args: argparse.Namespace) -> None:
     starts = _starting_structures(args.structure, args.replicas)
     for k, atoms in enumerate(starts):
         calculator.check_atoms(atoms, f"the starting structure of replica {k}")
-    reference = _read_frames(args.reference) if args.reference else ()
+    reference = read_frames(args.reference) if args.reference else ()
     model = Committee(calculator.models) if len(calculator.models) > 1 else calculator.model
     result = run_md(model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
                     reference_frames=reference, overwrite=args.overwrite)

@@ -117,3 +117,20 @@ def test_the_radial_basis_choices_are_the_models_bases():
     from remul_ff.models.common import RADIAL_BASES
 
     assert set(CHOICES["model.radial_basis"]) == set(RADIAL_BASES)
+
+
+UNREADABLE_STRUCTURES = [  # (file name, its contents, what the sentence must say)
+    ("notes.md", "# Notes\n\nnot a structure\n", "no structure"),  # as README.md was read: no error, no frames
+    ("empty.xyz", "0\nno atoms here\n", "a structure without atoms"),
+]
+
+
+@pytest.mark.parametrize("as_reference", [False, True], ids=["start", "reference"])
+@pytest.mark.parametrize("name, contents, fragment", UNREADABLE_STRUCTURES, ids=["no frames", "no atoms"])
+def test_md_refuses_a_structure_file_without_structures(name, contents, fragment, as_reference, trained_model_file, tmp_path, capsys):
+    """ASE reads these without an error (an empty list, a frame of 0 atoms): the CLI must still refuse them."""
+    source = tmp_path / name
+    source.write_text(contents)
+    structure, extra = ("ethanol", ["--reference", str(source)]) if as_reference else (str(source), [])
+    argv = ["md", str(trained_model_file), structure, "-o", str(tmp_path / "md"), "--no-progress", "--time", "1fs", *extra]
+    assert _assert_refused(argv, f"ASE reads {fragment} from {source}", capsys, tmp_path) == [name]

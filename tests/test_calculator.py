@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase import units
+from ase import Atoms, units
 from ase.build import molecule
 from ase.calculators.fd import calculate_numerical_forces
 from ase.md.langevin import Langevin
@@ -78,7 +78,7 @@ def test_works_unchanged_with_ase_md(trained_model_file, ethanol, dynamics):
     assert np.isfinite(ethanol.get_positions()).all() and ethanol.get_kinetic_energy() > 0
 
 
-def test_unknown_element_periodic_cell_and_nan_are_clear_errors(trained_model_file):
+def test_unknown_element_periodic_cell_nan_and_no_atoms_are_clear_errors(trained_model_file):
     calc = REMULCalculator(trained_model_file)
     ammonia = molecule("NH3")
     ammonia.calc = calc
@@ -93,6 +93,10 @@ def test_unknown_element_periodic_cell_and_nan_are_clear_errors(trained_model_fi
     water.positions[0, 0] = np.nan
     with pytest.raises(DataError, match="NaN or infinite positions"):
         water.get_potential_energy()
+    nothing = Atoms()
+    nothing.calc = calc
+    with pytest.raises(DataError, match="the structure has no atoms; give the calculator a molecule"):
+        nothing.get_potential_energy()
 
 
 def _changed(atoms, edit):

@@ -139,6 +139,15 @@ def test_non_finite_values_are_rejected(tmp_path, ethanol_structures, field):
         read_structures(path)
 
 
+def test_a_frame_without_atoms_is_rejected(tmp_path, ethanol_structures):
+    path = tmp_path / "data.xyz"
+    write_extxyz(ethanol_structures[:2], path)
+    with open(path, "a") as f:  # ASE reads a labelled frame of 0 atoms without complaint
+        f.write('0\nenergy=-1.0 Properties=species:S:1:pos:R:3:forces:R:3 pbc="F F F"\n')
+    with pytest.raises(DataError, match="frame 2 of .* has no atoms; remove that frame"):
+        read_structures(path)
+
+
 def test_atoms_closer_than_0_1_angstrom_are_rejected(tmp_path, ethanol_structures):
     ethanol_structures[1].positions[4] = ethanol_structures[1].positions[2] + [0.05, 0, 0]
     path = tmp_path / "data.xyz"

@@ -115,7 +115,7 @@ class REMULCalculator(Calculator):
         return compiled_model(self.model)
 
     def check_atoms(self, atoms: Atoms, where: str = "the structure") -> None:
-        """Raise :class:`DataError` for periodic cells, non-finite positions, coincident atoms and unknown elements.
+        """Raise :class:`DataError` for periodic cells, no atoms, non-finite positions, coincident atoms and unknown elements.
 
         Also warns (:class:`OutOfDomainWarning`, once per kind) when the structure pairs elements,
         or brings atoms closer, than the training data did.
@@ -130,6 +130,8 @@ class REMULCalculator(Calculator):
         if atoms.pbc.any():
             raise DataError(f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
                             "for a molecule in a dummy box set atoms.pbc = False (pbc=\"F F F\" in extxyz).")
+        if not len(atoms):
+            raise DataError(f"{where} has no atoms; give the calculator a molecule of at least one atom.")
         positions = atoms.positions
         if not np.all(np.isfinite(positions)):
             raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")

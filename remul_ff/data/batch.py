@@ -114,11 +114,13 @@ class Structure:
         return atoms
 
     def validate(self, where: str = "structure") -> None:
-        """Raise :class:`DataError` for non-finite values or atoms closer than 0.1 Å.
+        """Raise :class:`DataError` for a frame without atoms, non-finite values or atoms closer than 0.1 Å.
 
         Args:
             where: Human-readable location used in the message, e.g. ``"frame 3 of data.xyz"``.
         """
+        if not len(self.numbers):
+            raise DataError(f"{where} has no atoms; remove that frame.")
         if not np.all(np.isfinite(self.positions)):
             raise DataError(f"{where} has NaN or infinite positions; remove or fix that frame.")
         if self.energy is not None and not np.isfinite(self.energy):

@@ -48,13 +48,23 @@ class GenerateSettings:
     seed: int = 0
 
 
+def read_frames(path: str) -> list[Atoms]:
+    """Every frame of a structure or data file; a :class:`DataError` if there is none, or one has no atoms."""
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DataError(f"could not read the structure file {path} ({reason}); check the path and its format.") from exc
+    if not frames or not all(len(frame) for frame in frames):
+        what = "no structure" if not frames else "a structure without atoms"
+        raise DataError(f"ASE reads {what} from {path}; give a structure file such as .xyz, .extxyz, .traj or .pdb.")
+    return frames
+
+
 def load_molecule(source: str) -> Atoms:
-    """A structure from a file path or an ``ase.build.molecule`` name such as ``"CH3CH2OH"``."""
+    """A structure from a file path (its first frame) or an ``ase.build.molecule`` name such as ``"CH3CH2OH"``."""
     if os.path.exists(source):
-        try:
-            return ase.io.read(source, index=0)
-        except Exception as exc:
-            raise DataError(f"could not read the structure file {source} ({exc}); check its format.") from exc
+        return read_frames(source)[0]
     try:
         return molecule(MOLECULE_ALIASES.get(source.lower(), source))
     except KeyError:
