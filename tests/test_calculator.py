@@ -3,6 +3,8 @@ keeps torch's default dtype, and fails with one clear sentence."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +99,25 @@ def test_unknown_element_periodic_cell_nan_and_no_atoms_are_clear_errors(trained
     nothing.calc = calc
     with pytest.raises(DataError, match="the structure has no atoms; give the calculator a molecule"):
         nothing.get_potential_energy()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"device": "cuda:9"}, "device 'cuda:9'"),
+    ({"length_units_to_A": 0}, "length_units_to_A must be a positive number"),
+    ({"energy_units_to_eV": float("nan")}, "energy_units_to_eV must be a positive number"),
+    ({"energy_units_to_eV": "kcal/mol"}, "energy_units_to_eV must be a positive number"),
+])
+def test_bad_calculator_options_are_one_sentence(trained_model_file, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        REMULCalculator(trained_model_file, **options)
+
+
+def test_unit_factors_may_be_numpy_numbers(trained_model_file):
+    calc = REMULCalculator(trained_model_file, length_units_to_A=np.float32(1.0), energy_units_to_eV=np.float64(1.0))
+    ethanol = molecule("CH3CH2OH")
+    ethanol.calc = calc
+    assert np.isfinite(ethanol.get_potential_energy())
 
 
 def _changed(atoms, edit):

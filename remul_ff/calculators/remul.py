@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
 from remul_ff.models.symmetrize import RotationAveraged, with_test_time_rotations
 from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed
+from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.memory import keep_freed_memory
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -29,6 +31,16 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 class OutOfDomainWarning(UserWarning):
     """A structure is outside what the model saw in training (element pair or distance)."""
+
+
+def _check_unit_factor(name: str, factor) -> None:
+    """A unit conversion factor must be a positive finite number (the size of the user's unit in eV or Å)."""
+    try:
+        valid = math.isfinite(float(factor)) and float(factor) > 0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{name} must be a positive number (the size of one of your units in eV or Å), not {factor!r}.")
 
 
 class REMULCalculator(Calculator):
@@ -42,7 +54,7 @@ class REMULCalculator(Calculator):
     Args:
         model_path: A ``model.pt`` written by ``remul-ff train``, or a list of them for a committee
             (or pass ``model=``).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (CUDA when there is one).
         default_dtype: ``"float64"`` (default, for MD and finite differences) or ``"float32"``.
         energy_units_to_eV: Factor from the model's energy unit to eV.
         length_units_to_A: Factor from the model's length unit to Å.
@@ -85,7 +97,9 @@ class REMULCalculator(Calculator):
             raise ValueError(f"default_dtype must be 'float32' or 'float64', not {default_dtype!r}.")
         if (model_path is None) == (model is None):
             raise ValueError("give exactly one of model_path and model.")
-        self.device = torch.device(device)
+        _check_unit_factor("energy_units_to_eV", energy_units_to_eV)
+        _check_unit_factor("length_units_to_A", length_units_to_A)
+        self.device = resolve_device(str(device))
         self.dtype = DTYPES[default_dtype]
         if model is None:
             model = load_models(model_path, self.device, self.dtype)

@@ -43,6 +43,7 @@ from remul_ff.training.evaluate import evaluate
 from remul_ff.training.flops import FlopCounter
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
+from remul_ff.utils.devices import resolve_device  # noqa: F401  (imported from here by the CLI, compare and scaling)
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
@@ -63,24 +64,6 @@ def keeping_thread_count() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; an unavailable CUDA device is a config error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but no CUDA device is available; use 'cpu' or 'auto'.")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "use 'cuda' or 'cuda:N' with a smaller N.")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    return device
 
 
 @dataclass
