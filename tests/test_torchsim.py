@@ -100,3 +100,8 @@ def test_an_unknown_element_is_named(trained_model_file):
     model = REMULTorchSimModel(trained_model_file, device="cpu", dtype=torch.float64)
     with pytest.raises(DataError, match="not trained on N"):
         model(ts.initialize_state([molecule("NH3")], model.device, model.dtype))
+
+
+def test_an_unknown_device_is_one_sentence(trained_model_file):
+    with pytest.raises(ValueError, match="unknown device 'tpu'; use 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        REMULTorchSimModel(trained_model_file, device="tpu")

@@ -29,6 +29,7 @@ from remul_ff.models.common import inference_model, scatter_sum
 from remul_ff.models.committee import Committee
 from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
+from remul_ff.utils.devices import resolve_device
 
 try:
     import torch_sim
@@ -50,7 +51,7 @@ class REMULTorchSimModel(ModelInterface):
     def __init__(self, model: str | os.PathLike | Sequence[str | os.PathLike] | nn.Module,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
-        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._device = resolve_device(str(device) if device is not None else "auto")
         self._dtype = dtype
         self._compute_forces, self._compute_stress = True, False  # molecules: no cell, no stress
         self.model = inference_model(_as_module(model, self._device, dtype).to(self._device, dtype).eval().requires_grad_(False))
