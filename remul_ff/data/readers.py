@@ -134,7 +134,20 @@ def _structure_from_atoms(
             )
     if forces is not None and np.shape(forces) != (len(atoms), 3):
         raise DataError(f"{where} has forces of shape {np.shape(forces)}, expected ({len(atoms)}, 3).")
-    return Structure.from_atoms(atoms, energy=energy, forces=forces)
+    energy, forces = _numeric(energy, energy_key, where), _numeric(forces, forces_key, where)
+    if energy is not None and energy.size != 1:
+        raise DataError(f"{where} has the label {energy_key!r} of shape {energy.shape}, not one number; give the frame's total energy.")
+    return Structure.from_atoms(atoms, energy=None if energy is None else float(energy.reshape(-1)[0]), forces=forces)
+
+
+def _numeric(value, key: str, where: str) -> np.ndarray | None:
+    """A label as a float64 array; one that is not numbers (a string in an extxyz comment line) is a :class:`DataError`."""
+    if value is None:
+        return None
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where} has the label {key!r} = {str(value)[:60]!r}, which is not a number; fix or remove that frame.") from None
 
 
 def _read_npz(path: Path, layout: dict[str, str], index: str | int) -> list[Structure]:
