@@ -20,6 +20,7 @@ from torch import nn
 
 from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
+from remul_ff.data.bonds import molecular_bonds
 from remul_ff.md import MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (
     distance_histogram,
@@ -33,7 +34,7 @@ from remul_ff.md.analysis import (
 )
 from remul_ff.md.engine import default_max_temperature, prepare_state
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
-from remul_ff.md.monitor import CollapseMonitor, molecular_bonds
+from remul_ff.md.monitor import CollapseMonitor
 from remul_ff.errors import RemulError
 from remul_ff.md.state import MDState, state_from_atoms
 from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, inference_model, scatter_sum, with_fixed_pairs

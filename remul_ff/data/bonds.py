@@ -16,10 +16,12 @@ proton may move between the oxygens, but not leave both.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.data import covalent_radii
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
 # Covalent radii alone miss most bonds of a hot molecule: in a 500 K rMD17 ethanol frame the C-C
@@ -28,12 +30,58 @@ BOND_SKIN = 0.3
 # Covalent bonds of the shared data sets vary by 0.03-0.05 Å (standard deviation over the frames);
 # acetylacetone's O-H, with the proton on either oxygen, by 0.36 Å.
 FLUXIONAL_STD = 0.1
+# replica_bonds compares every atom pair of a molecule (n^2 / 2) up to this size, ASE's cell list above it.
+ALL_PAIRS_MAX_ATOMS = 256
+PAIRS_PER_CHUNK = 1 << 21  # ~150 MB of float64 work arrays at a time
 
 
 def molecular_bonds(atoms: Atoms) -> np.ndarray:
     """``[B, 2]`` indices (i < j) of bonded pairs: closer than the sum of covalent radii + 2 x 0.3 Å."""
     i, j = neighbor_list("ij", atoms, np.asarray(natural_cutoffs(atoms)) + BOND_SKIN)
     return np.stack([i, j], 1)[i < j]
+
+
+def replica_bonds(positions: np.ndarray, numbers: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """:func:`molecular_bonds` of every replica of a batch, replicas of one size at once.
+
+    Args:
+        positions: ``[N, 3]`` float64 positions of all replicas, one after the other.
+        numbers: ``[N]`` atomic numbers.
+        sizes: Atoms per replica.
+
+    Returns:
+        Per replica, ``[B, 2]`` bonded pairs (i < j, indices within the replica): the pairs that
+        :func:`molecular_bonds` finds, by the same float64 comparison, in (i, j) order (ASE's
+        neighbour list orders them by its cell list).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    starts = np.cumsum(sizes) - sizes
+    bonds: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)] * len(sizes)
+    for n in np.unique(sizes):
+        members = np.flatnonzero(sizes == n)
+        if n > ALL_PAIRS_MAX_ATOMS:  # a cell list is linear in n
+            for r in members:
+                atoms = Atoms(numbers=numbers[starts[r]:starts[r] + n], positions=positions[starts[r]:starts[r] + n])
+                found = molecular_bonds(atoms)
+                bonds[r] = found[np.lexsort((found[:, 1], found[:, 0]))]
+            continue
+        i, j = np.triu_indices(n, 1)
+        for chunk in np.array_split(members, math.ceil(len(members) * max(len(i), 1) / PAIRS_PER_CHUNK)):
+            bonded = _bonded_pairs(positions, numbers, starts[chunk][:, None] + np.arange(n), i, j)
+            for r, mask in zip(chunk.tolist(), bonded):
+                bonds[r] = np.stack([i[mask], j[mask]], 1)
+    return bonds
+
+
+def _bonded_pairs(positions: np.ndarray, numbers: np.ndarray, atoms: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``[m, K]``: is pair ``(i[k], j[k])`` of each of the ``m`` replicas (rows of global ``atoms`` indices) a bond?
+
+    The same arithmetic as ASE's neighbour list with ``natural_cutoffs + BOND_SKIN`` radii: the length
+    of ``p_j - p_i`` below the sum of the two radii.
+    """
+    p, radii = positions[atoms], covalent_radii[numbers[atoms]] + BOND_SKIN
+    difference = p[:, j] - p[:, i]
+    return np.sqrt(np.sum(difference * difference, axis=-1)) < radii[:, i] + radii[:, j]
 
 
 def bond_lengths(positions: np.ndarray, bonds: np.ndarray) -> np.ndarray:
