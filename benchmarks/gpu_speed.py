@@ -36,6 +36,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -149,45 +150,68 @@ def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, rep
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace, results: dict, save: Callable[[], None]) -> dict:
+    """Fill ``results`` section by section, the issue's targets first, calling ``save`` after each:
+    a run stopped at its time limit keeps what it measured."""
     device = torch.device(args.device)
+    results.update({"device": args.device, "device_name": machine()["cuda"] if device.type == "cuda" else "cpu"})
     model = load_model(args.model, device=device).float()
-    results = {"device": args.device, "device_name": machine()["cuda"] if device.type == "cuda" else "cpu", "batched": {}}
+    results["batched"] = {}
     for n in args.replicas:
         row = {"cuda_graph": batched_md(model, n, args.steps, True), "no_graph": batched_md(model, n, args.steps, False)}
-        row["neighbours"] = neighbour_share(model, n, device)
-        results["batched"][str(n)] = row
-        print(n, json.dumps(row), flush=True)
-    if args.egnn_model:
-        egnn = load_model(args.egnn_model, device=device).float()
-        results["egnn_batched"] = {str(n): batched_md(egnn, n, args.steps, True) for n in args.replicas if n <= args.egnn_max_replicas}
+        results["batched"][str(n)] = {**row, "neighbours": neighbour_share(model, n, device)}
+        print(n, json.dumps(results["batched"][str(n)]), flush=True)
+        save()
+    with tempfile.TemporaryDirectory() as folder:
+        for section in (ase_section, mace_section, training_section, egnn_section):
+            results.update(section(args, Path(folder)))
+            save()
+    return results
+
+
+def ase_section(args: argparse.Namespace, folder: Path) -> dict:
+    """ms per ASE step of one ethanol, with the recorded force call and without."""
+    out = {}
     for graph in (True, False):
         calculator = REMULCalculator(args.model, device=args.device, default_dtype="float32", cuda_graph=graph)
-        results["ase_ms_per_step_ethanol" + ("" if graph else "_no_graph")] = atoms_ms_per_step(ETHANOL, calculator, args.ase_steps)
-    with tempfile.TemporaryDirectory() as folder:
-        if args.mace_python:
-            try:
-                mace = mace_ms_per_step(args.mace_python, args.mace_path, args.device, args.ase_steps, args.mace_replicas, Path(folder))
-            except subprocess.CalledProcessError as error:  # keep the rest of the run
-                results["mace_error"] = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)
-            else:
-                results["mace_version"] = mace["mace_version"]
-                results["mace_ase_ms_per_step_ethanol"] = mace["ms_per_step"]["ethanol (9 atoms)/float32"]
-                results["mace_batched_us_per_atom"] = mace["batched_us_per_atom_float32"]
-        results["training_structures_per_s"] = {str(b): training_structures_per_s(b, args.device, Path(folder)) for b in args.train_batches}
-    return results
+        out["ase_ms_per_step_ethanol" + ("" if graph else "_no_graph")] = atoms_ms_per_step(ETHANOL, calculator, args.ase_steps)
+    return out
+
+
+def mace_section(args: argparse.Namespace, folder: Path) -> dict:
+    """MACE's ASE step and batched call (``--mace-python``), or why it did not run."""
+    if not args.mace_python:
+        return {}
+    try:
+        mace = mace_ms_per_step(args.mace_python, args.mace_path, args.device, args.ase_steps, args.mace_replicas, folder)
+    except subprocess.CalledProcessError as error:  # keep the rest of the run
+        return {"mace_error": error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)}
+    return {"mace_version": mace["mace_version"], "mace_ase_ms_per_step_ethanol": mace["ms_per_step"]["ethanol (9 atoms)/float32"],
+            "mace_batched_us_per_atom": mace["batched_us_per_atom_float32"]}
+
+
+def training_section(args: argparse.Namespace, folder: Path) -> dict:
+    return {"training_structures_per_s": {str(b): training_structures_per_s(b, args.device, folder) for b in args.train_batches}}
+
+
+def egnn_section(args: argparse.Namespace, folder: Path) -> dict:
+    if not args.egnn_model:
+        return {}
+    egnn = load_model(args.egnn_model, device=torch.device(args.device)).float()
+    return {"egnn_batched": {str(n): batched_md(egnn, n, args.steps, True) for n in args.replicas if n <= args.egnn_max_replicas}}
 
 
 def markdown(results: dict) -> str:
     lines = [f"Device: {results['device_name']}", "",
              "| replicas | µs/atom-step (CUDA graph) | µs/atom-step (no graph) | replica-steps/s (graph) | radius-graph rebuild / force call |",
              "|---|---|---|---|---|"]
-    for n, row in results["batched"].items():
+    for n, row in results.get("batched", {}).items():
         lines.append(f"| {n} | {row['cuda_graph']['us_per_atom_step']:.3f} | {row['no_graph']['us_per_atom_step']:.3f} | "
                      f"{row['cuda_graph']['replica_steps_per_s']:.0f} | {100 * row['neighbours']['rebuild_share_of_force_call']:.1f}% |")
-    lines += ["", f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms "
-              f"({results['ase_ms_per_step_ethanol_no_graph']:.2f} without the CUDA graph)"]
-    if "mace_ase_ms_per_step_ethanol" in results:
+    if "ase_ms_per_step_ethanol" in results:
+        lines += ["", f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms "
+                  f"({results['ase_ms_per_step_ethanol_no_graph']:.2f} without the CUDA graph)"]
+    if "mace_ase_ms_per_step_ethanol" in results and "ase_ms_per_step_ethanol" in results:
         mace_ms = results["mace_ase_ms_per_step_ethanol"]
         lines.append(f"MACE ASE step, same molecule and device: {mace_ms:.2f} ms "
                      f"(MACE / remul-ff: {mace_ms / results['ase_ms_per_step_ethanol']:.1f}x)")
@@ -199,7 +223,8 @@ def markdown(results: dict) -> str:
         lines.append(f"MACE did not run: {results['mace_error']}")
     if "egnn_batched" in results:
         lines.append(f"EGNN batched: {json.dumps(results['egnn_batched'])}")
-    lines.append(f"Training structures/s by batch size: {json.dumps(results['training_structures_per_s'])}")
+    if "training_structures_per_s" in results:
+        lines.append(f"Training structures/s by batch size: {json.dumps(results['training_structures_per_s'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -221,18 +246,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge)
-    results = {"command": command_line(), "machine": machine(), **measure(args)}
+    results = {"command": command_line(), "machine": machine()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    save = lambda: (args.out / "gpu_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    measure(args, results, save)
+    save()
     (args.out / "gpu_speed.md").write_text(f"Command: `{results['command']}`\n\n" + markdown(results))
 
 
 def merge(path: Path) -> None:
-    """Put a GPU run's results under ``cuda`` in ``results/md_speed.json``, keeping its command and device."""
+    """Put a GPU run's results under ``cuda`` in ``results/md_speed.json``, keeping its command and device,
+    and write ``results/gpu_speed.md`` from them."""
     target = RESULTS / "md_speed.json"
     payload = json.loads(target.read_text())
     payload["cuda"] = json.loads(path.read_text())
     target.write_text(json.dumps(payload, indent=2) + "\n")
+    cuda = payload["cuda"]  # its markdown too (a run stopped at its time limit wrote only the JSON)
+    (RESULTS / "gpu_speed.md").write_text(f"Command: `{cuda['command']}`\n\n" + markdown(cuda))
 
 
 if __name__ == "__main__":
