@@ -97,7 +97,7 @@ def test_unknown_element_periodic_cell_nan_and_no_atoms_are_clear_errors(trained
         water.get_potential_energy()
     nothing = Atoms()
     nothing.calc = calc
-    with pytest.raises(DataError, match="the structure has no atoms; give the calculator a molecule"):
+    with pytest.raises(DataError, match="the structure has no atoms; give it at least one atom"):
         nothing.get_potential_energy()
 
 

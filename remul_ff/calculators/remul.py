@@ -15,7 +15,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
 from remul_ff.calculators.recorded import RecordedForces, recordable
-from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, collate
+from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, check_molecule, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.errors import DataError
 from remul_ff.models.common import inference_model
@@ -141,14 +141,8 @@ class REMULCalculator(Calculator):
 
         One set of distances serves every check of a step and the compiled path's pair list.
         """
-        if atoms.pbc.any():
-            raise DataError(f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
-                            "for a molecule in a dummy box set atoms.pbc = False (pbc=\"F F F\" in extxyz).")
-        if not len(atoms):
-            raise DataError(f"{where} has no atoms; give the calculator a molecule of at least one atom.")
+        check_molecule(atoms, where)
         positions = atoms.positions
-        if not np.all(np.isfinite(positions)):
-            raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
         previous, composition = self._composition, self._composition_of(atoms.numbers)
         if composition.i is None:  # a large structure: a cell list finds the close pairs
             Structure(positions, atoms.numbers).check_min_distance(where)

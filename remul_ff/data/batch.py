@@ -141,6 +141,18 @@ class Structure:
             )
 
 
+def check_molecule(atoms: Atoms, where: str = "the structure") -> None:
+    """Raise :class:`DataError` for a structure that no remul-ff model can take: no atoms, a periodic
+    cell, NaN or infinite positions (the calculator and the MD engine call it on their inputs)."""
+    if not len(atoms):
+        raise DataError(f"{where} has no atoms; give it at least one atom.")
+    if atoms.pbc.any():
+        raise DataError(f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
+                        "for a molecule in a dummy box set atoms.pbc = False (pbc=\"F F F\" in extxyz).")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
+
+
 def pair_distances(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``i < j`` and their distances: every pair up to ``ALL_PAIRS_MAX_ATOMS``, only those within ``cutoff`` beyond.
 

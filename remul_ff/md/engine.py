@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -24,13 +25,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ase.io
+import numpy as np
 import torch
 from ase import Atoms, units
 from ase.io.trajectory import Trajectory
 from torch import nn
 from tqdm import tqdm
 
-from remul_ff.errors import RemulError
+from remul_ff.data.batch import check_molecule
+from remul_ff.errors import DataError, RemulError
 from remul_ff.md import integrators
 from remul_ff.md.analysis import stability_time_ps
 from remul_ff.md.graphs import HostThenDevice, StepGraph, graphable
@@ -38,6 +41,7 @@ from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 from remul_ff.models.committee import Committee, max_force_deviation
 from remul_ff.models.common import inference_model, with_fixed_pairs
+from remul_ff.models.files import load_model
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.memory import keep_freed_memory
 from remul_ff.utils.progress import progress_bar
@@ -375,8 +379,8 @@ def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSetting
 
 
 def run_md(
-    model: nn.Module,
-    starts: Sequence[Atoms],
+    model: nn.Module | str | os.PathLike,
+    starts: Sequence[Atoms] | Atoms,
     settings: MDSettings,
     output_dir: str | Path | None = None,
     progress: bool = True,
@@ -387,8 +391,10 @@ def run_md(
     """Integrate one replica per structure in ``starts`` as a single batch.
 
     Args:
-        model: Energy-only model (its device and dtype are used).
-        starts: Starting structures, one per replica (they may differ in size and composition).
+        model: Energy-only model (its device and dtype are used), or the path of a ``model.pt``
+            (loaded on the CPU in float64).
+        starts: Starting structures, one per replica (they may differ in size and composition), or
+            one ``Atoms`` for a single replica.
         settings: The protocol.
         output_dir: Where trajectories and thermo go (``None`` writes nothing).
         progress: Show a progress bar with simulated ps and ns/day.
@@ -399,6 +405,8 @@ def run_md(
             an ``output_dir`` that holds a run is an error).
     """
     settings.validate()
+    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    starts = checked_starts(model, starts)
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
     keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
@@ -413,6 +421,20 @@ def run_md(
         _record(run.writers, run.state, 0, settings, run.kT)
     _integrate(run, model, settings, progress)
     return run.result
+
+
+def checked_starts(model: nn.Module, starts: Sequence[Atoms] | Atoms) -> list[Atoms]:
+    """``starts`` as a list, each checked (:func:`~remul_ff.data.batch.check_molecule`) and its elements
+    known to ``model``: one sentence now instead of an indexing error in the first force call."""
+    starts = [starts] if isinstance(starts, Atoms) else list(starts)
+    if not starts:
+        raise DataError("run_md got no starting structures; give at least one Atoms.")
+    for k, atoms in enumerate(starts):
+        check_molecule(atoms, f"the starting structure of replica {k}")
+    elements = getattr(model, "elements", None)  # a model's, or a committee's first member's
+    if elements is not None:
+        elements.check(torch.as_tensor(np.concatenate([atoms.numbers for atoms in starts])))
+    return starts
 
 
 @dataclass
