@@ -36,10 +36,11 @@ BASE_SITE=/tmp/site MACE_SITE=/tmp/mace_site
 $INSTALL "$BASE_SITE" .gpu-wheels/base/*.whl 2>&1 | tail -3
 $INSTALL "$MACE_SITE" .gpu-wheels/mace/*.whl 2>&1 | tail -3
 export PYTHONPATH="$PWD:$BASE_SITE${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, no build step
-# CUDA tests first: the recorded MD step and force call, the sync-free MD and training steps.
+# CUDA tests first: the recorded MD step and force call, the sync-free MD and training steps, and
+# every test with a CUDA case (the neighbour pipeline, the calculator and batched MD against the CPU).
 timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_graphs.py tests/test_recorded_calculator.py \
-    tests/test_training_sync.py "tests/test_calculator.py::test_calculator_on_cuda_matches_cpu" \
-    "tests/test_md.py::test_nose_hoover_md_on_cuda_does_not_synchronise_after_the_first_step" 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
+    tests/test_training_sync.py tests/test_neighbors.py tests/test_calculator.py tests/test_md.py \
+    -k "cuda or test_graphs or test_recorded_calculator or test_training_sync" 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
 MODEL=benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt
 EGNN=benchmarks/stability/rmd17_ethanol/egnn/model.pt
 timeout 360 "$PYTHON" benchmarks/gpu_speed.py --model "$MODEL" --egnn-model "$EGNN" --out "$OUT" \
