@@ -17,7 +17,6 @@ from torch import nn
 from remul_ff.calculators.recorded import RecordedForces, recordable
 from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, check_molecule, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
-from remul_ff.errors import DataError
 from remul_ff.models.common import inference_model
 from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
