@@ -126,7 +126,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from remul_ff.data.readers import read_structures
     from remul_ff.models.files import MODEL_FILE_KIND, load_file, model_from_payload
     from remul_ff.training.evaluate import evaluate, format_report
-    from remul_ff.training.trainer import resolve_device
+    from remul_ff.utils.devices import resolve_device
     from remul_ff.utils.io import atomic_path
 
     if args.rotations < 0 or args.batch_size < 1:
@@ -233,7 +233,7 @@ def _run_md(args: argparse.Namespace) -> None:
     from remul_ff.data.generate import read_frames
     from remul_ff.md.engine import MDSettings, parse_duration_fs, run_md
     from remul_ff.models.committee import Committee
-    from remul_ff.training.trainer import resolve_device
+    from remul_ff.utils.devices import resolve_device
 
     if args.replicas < 1:
         raise RemulError("--replicas must be at least 1.")

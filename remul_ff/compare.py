@@ -47,7 +47,8 @@ from remul_ff.models.symmetrize import GROUP_ORDERS, with_test_time_rotations
 from remul_ff.models.committee import Committee, frame_deviations
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
-from remul_ff.training.trainer import Trainer, keeping_thread_count, resolve_device
+from remul_ff.training.trainer import Trainer, keeping_thread_count
+from remul_ff.utils.devices import resolve_device
 
 DEFAULT_MODELS = {
     # The transformer's default recipe includes off-equilibrium frames: without them it breaks bonds

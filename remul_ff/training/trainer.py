@@ -43,7 +43,7 @@ from remul_ff.training.evaluate import evaluate
 from remul_ff.training.flops import FlopCounter
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
-from remul_ff.utils.devices import resolve_device  # noqa: F401  (imported from here by the CLI, compare and scaling)
+from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
