@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Issue 13's GPU checks as one prepared run on the lent device machine (the library's `run` tool):
 # the CUDA tests, then benchmarks/gpu_speed.py (MACE included), results to $OUT. Fill .gpu-wheels
-# here first (bash benchmarks/gpu_check.sh --fetch-wheels, ~15 MB). The device image runs CPython
+# here first (bash benchmarks/gpu_check.sh --fetch-wheels, ~6 MB). The device image runs CPython
 # 3.12 (/opt/torch/.venv, per the library's device/KINDS.md) with torch, e3nn, numpy, scipy, pandas,
 # h5py, pyyaml, pytest and tqdm, but not ase, tblite or mace-torch: only those missing travel, built
-# for 3.12. Then, from this machine:
+# for 3.12. The checkout and the carried folder must stay under the run tool's 64 MiB (the
+# checkout is ~51 MiB): tblite stays here, and the tests' xTB frames travel instead. Then, from this machine:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-wheels"], timeout_s=560)
 # and commit $OUT/gpu_speed.{json,md} (python benchmarks/gpu_speed.py --merge .../gpu_speed.json).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${GPU_PYTHON:-python3}"  # the device's python3 is the one that holds torch
-BASE_WHEELS="ase tblite cffi pycparser"
+BASE_WHEELS="ase"  # not tblite (7 MB): the tests' xTB frames are made here and travel with the wheels
 # mace-torch 0.3.16 and what it imports that the image lacks; it pins e3nn 0.4.4, so it goes into a
 # folder of its own that only MACE's process puts on its path.
 MACE_WHEELS="mace-torch==0.3.16 e3nn==0.4.4 torch-ema matscipy prettytable wcwidth configargparse GitPython
@@ -25,7 +26,13 @@ if [ "${1:-}" = "--fetch-wheels" ]; then  # here, not on the device: the device 
     # python-hostlist comes as source only: build its (pure-Python) wheel here
     (cd .gpu-wheels/mace && pip download -q --no-deps python-hostlist && pip wheel -q --no-deps python_hostlist-*.tar.gz \
         && rm python_hostlist-*.tar.gz) || exit 1
-    ls .gpu-wheels/*; du -sh .gpu-wheels; exit
+    python -c 'import sys; from pathlib import Path; from tests.conftest import write_xtb_ethanol; write_xtb_ethanol(Path(sys.argv[1]))' \
+        .gpu-wheels/xtb_ethanol.xyz || exit 1
+    ls .gpu-wheels/*
+    # what a run call sends: tracked and untracked-unignored files, plus the carried folder
+    git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | cat - <(du -sb .gpu-wheels | cut -f1) \
+        | awk '{s += $1} END {printf "checkout + .gpu-wheels: %.1f MiB of the 64 MiB a run call takes\n", s / 1048576}'
+    exit
 fi
 OUT="${OUT:-/tmp/gpu_out}"; mkdir -p "$OUT"
 "$PYTHON" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())'
@@ -36,6 +43,7 @@ BASE_SITE=/tmp/site MACE_SITE=/tmp/mace_site
 $INSTALL "$BASE_SITE" .gpu-wheels/base/*.whl 2>&1 | tail -3
 $INSTALL "$MACE_SITE" .gpu-wheels/mace/*.whl 2>&1 | tail -3
 export PYTHONPATH="$PWD:$BASE_SITE${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, no build step
+export REMUL_FF_TEST_XTB_ETHANOL="$PWD/.gpu-wheels/xtb_ethanol.xyz"  # the tests' xTB frames, made where tblite is
 # CUDA tests first: the recorded MD step and force call, the sync-free MD and training steps, and
 # every test with a CUDA case (the neighbour pipeline, the calculator and batched MD against the CPU).
 timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_graphs.py tests/test_recorded_calculator.py \

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -48,10 +51,21 @@ def xtb_labelled(frames: list[Atoms]) -> list[Structure]:
 
 @pytest.fixture(scope="session")
 def xtb_ethanol_file(tmp_path_factory):
-    """An extxyz file of 48 jittered ethanol frames with GFN2-xTB energies and forces."""
+    """An extxyz file of 48 jittered ethanol frames with GFN2-xTB energies and forces.
+
+    ``REMUL_FF_TEST_XTB_ETHANOL`` names a copy made elsewhere by :func:`write_xtb_ethanol` (the
+    GPU machine has no tblite: ``benchmarks/gpu_check.sh`` brings the file instead).
+    """
+    made_elsewhere = os.environ.get("REMUL_FF_TEST_XTB_ETHANOL")
+    if made_elsewhere:
+        return Path(made_elsewhere)
+    return write_xtb_ethanol(tmp_path_factory.mktemp("data") / "xtb_ethanol.xyz")
+
+
+def write_xtb_ethanol(path: Path) -> Path:
+    """Write the frames of :func:`xtb_ethanol_file` to ``path``."""
     from remul_ff.data.generate import write_extxyz
 
-    path = tmp_path_factory.mktemp("data") / "xtb_ethanol.xyz"
     write_extxyz(xtb_labelled(jittered_molecules("CH3CH2OH", 48, seed=1, scale=0.08)), path)
     return path
 
