@@ -116,7 +116,6 @@ class _PerIndexCache:
         self.entries.move_to_end(id(molecule_index))
         return entry[2]
 
-
     def cached(self, molecule_index: torch.Tensor) -> dict[str, object]:
         """What is known about ``molecule_index`` so far (a copy; asking adds no entry)."""
         entry = self.entries.get(id(molecule_index))

@@ -64,11 +64,10 @@ class CollapseMonitor:
         """``[P, 2]`` global atom indices of watched pairs (i < j), ``[P]`` their group, ``[G]`` reference lengths."""
         sizes = state.atoms_per_replica.tolist()
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        replicas = state.replica_atoms()
-        positions = np.concatenate([atoms.positions for _, atoms in replicas]) if replicas else np.zeros((0, 3))
+        positions = state.positions.detach().cpu().double().numpy()  # what replica_atoms() gives each replica
         found = replica_bonds(positions, state.atomic_numbers.cpu().numpy(), sizes)  # all replicas at once
         pairs, groups, lengths, cache, n_groups = [], [], [], {}, 0
-        for start, (_, atoms), bonds_of_replica in zip(offsets, replicas, found):
+        for start, (_, atoms), bonds_of_replica in zip(offsets, state.replica_atoms(), found):
             bonds, group, reference = _watched(atoms, bonds_of_replica, reference_frames, cache)
             pairs.append(bonds + start)
             groups.append(group + n_groups)
