@@ -10,8 +10,9 @@ bond over a reference data set (``reference_frames``: frames with the same atoms
 order); without one, the starting frame's length.
 
 The bonds of all replicas are found at once (:func:`~remul_ff.data.bonds.replica_bonds`, the same
-pairs as ASE's neighbour list): setting up 16384 ethanol replicas takes 0.8 s on one CPU thread,
-against 16.6 s with a neighbour list per replica.
+pairs as ASE's neighbour list): the whole set-up for 16384 ethanol replicas takes 0.76 s on one CPU
+thread, where ASE's neighbour lists alone, one per replica, took 8.5 s
+(``benchmarks/results/monitor_setup.md``).
 """
 
 from __future__ import annotations
