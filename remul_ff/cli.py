@@ -10,6 +10,7 @@ import argparse
 import math
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -380,6 +381,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str, default: Callable) -> Callable:
+    """A ``warnings.showwarning`` that prints remul-ff's own warnings as one line, like its errors.
+
+    Python's format adds the file, line and source of the ``warn`` call, which tell a user nothing;
+    other libraries' warnings keep it.
+    """
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if not text.startswith("remul-ff: "):
+            return default(message, category, filename, lineno, file, line)
+        print(f"remul-ff {command}: warning: {text.removeprefix('remul-ff: ')}", file=sys.stderr if file is None else file)
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``remul-ff`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -390,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     args.argv = argv  # for reports that print the command that made them
     try:
-        args.func(args)
+        with warnings.catch_warnings():  # restores Python's own display afterwards (main may be called from Python)
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            args.func(args)
     except RemulError as exc:
         print(f"remul-ff {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

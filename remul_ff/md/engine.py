@@ -20,6 +20,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,9 @@ THERMO_COLUMNS = ["replica", "step", "time_ps", "temperature_K", "e_pot_eV", "e_
 RESTART_FILE = "restart.pt"
 RESTART_KIND = "remul-ff-md-restart"
 TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
+# X-H stretches (~3000 cm^-1) have a period of ~11 fs; velocity Verlet wants 10-20 steps per period,
+# so MD of molecules with hydrogen uses 0.5-1 fs (Fu et al.'s stability benchmarks: 0.5 fs).
+LONGEST_TIMESTEP_WITH_H_FS = 1.0
 
 
 def parse_duration_fs(text: str | float) -> float:
@@ -407,6 +411,7 @@ def run_md(
     settings.validate()
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     starts = checked_starts(model, starts)
+    warn_long_timestep(settings.timestep_fs, starts)
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
     keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
@@ -435,6 +440,15 @@ def checked_starts(model: nn.Module, starts: Sequence[Atoms] | Atoms) -> list[At
     if elements is not None:
         elements.check(torch.as_tensor(np.concatenate([atoms.numbers for atoms in starts])))
     return starts
+
+
+def warn_long_timestep(timestep_fs: float, starts: Sequence[Atoms]) -> None:
+    """Warn when the time step is too long for the hydrogen vibrations of ``starts``: a collapse would then
+    measure the integrator, not the potential."""
+    if timestep_fs > LONGEST_TIMESTEP_WITH_H_FS and any((atoms.numbers == 1).any() for atoms in starts):
+        warnings.warn(f"remul-ff: a time step of {timestep_fs:g} fs is long for molecules with hydrogen (X-H bonds vibrate "
+                      f"with a period of ~11 fs; use at most {LONGEST_TIMESTEP_WITH_H_FS:g} fs): collapses at this step may "
+                      "come from the integrator, not from the model.", stacklevel=3)
 
 
 @dataclass

@@ -17,6 +17,7 @@ thread, where ASE's neighbour lists alone, one per replica, took 8.5 s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ class CollapseMonitor:
         self.max_temperature = max_temperature
         self.bond_tolerance = bond_tolerance
         self.bonds, self.groups, self.reference = self._bonds(state, reference_frames)
+        warn_unbonded_atoms(self.bonds, state)
 
     @staticmethod
     def _bonds(state: MDState, reference_frames: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -147,6 +149,28 @@ def _watched(atoms: Atoms, bonds: np.ndarray, reference_frames: Sequence[Atoms],
     if same_atom_positions(reference_frames, atoms.numbers) is not None:
         cache[key] = result
     return result
+
+
+def warn_unbonded_atoms(bonds: torch.Tensor, state: MDState) -> None:
+    """Warn once when starting structures have atoms bonded to no other atom.
+
+    The monitor watches bonds only, so it cannot see such an atom fly off; and when no atom of a
+    molecule is bonded, its coordinates are most likely not in Å (Bohr, nm) or it was never a molecule.
+    """
+    replica_of_atom = state.molecule_index.cpu().numpy()
+    bonded = np.zeros(len(replica_of_atom), dtype=bool)
+    bonded[bonds.cpu().numpy().ravel()] = True
+    lone = ~bonded & (state.atoms_per_replica.cpu().numpy()[replica_of_atom] > 1)  # a one-atom replica has no bonds to watch
+    if not lone.any():
+        return
+    replicas = np.unique(replica_of_atom[lone])
+    first_atom = int(np.searchsorted(replica_of_atom, replicas[0]))
+    atoms = np.flatnonzero(lone & (replica_of_atom == replicas[0]))
+    symbols = [chemical_symbols[z] for z in state.atomic_numbers.cpu().numpy()[atoms]]
+    listed = ", ".join(f"{a - first_atom} ({s})" for a, s in zip(atoms[:6], symbols)) + (", ..." if len(atoms) > 6 else "")
+    warnings.warn(f"remul-ff: in {len(replicas)} of {state.n_replicas} starting structures some atoms are bonded to no other "
+                  f"atom (replica {int(state.replica_id[replicas[0]])}: atoms {listed}), so the collapse monitor cannot see "
+                  "them break away; check that the coordinates are in Å.", stacklevel=3)
 
 
 def bond_reason(name: str, deviation: float, reference: float) -> str:

@@ -57,6 +57,6 @@ def record(new_recorder: Callable[[], object], warm_up: Callable[[], None], body
         recorder.record(body)
     except RuntimeError as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        warnings.warn(f"{what} could not be recorded as a CUDA graph ({reason}); it runs without one.", stacklevel=3)
+        warnings.warn(f"remul-ff: {what} could not be recorded as a CUDA graph ({reason}); it runs without one.", stacklevel=3)
         raise RecordingFailed(reason) from error
     return recorder
