@@ -67,6 +67,9 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
     ensure_data(config, progress)
     index = ":" if config.max_frames is None else f":{config.max_frames}"
     frames = read_structures(config.path, config.format, config.energy_key, config.forces_key, index=index)
+    if len(frames) < 2:
+        raise DataError(f"{config.path} holds {len(frames)} labelled frame; training needs at least 2 (one to train on, "
+                        "one to validate), so add frames.")
     if split_file.exists():
         splits = load_splits(split_file)
         if max(max(v, default=-1) for v in splits.values()) >= len(frames):
@@ -76,7 +79,8 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
         save_splits(splits, split_file)
     train, valid, test = ([frames[i] for i in splits[name]] for name in ("train", "valid", "test"))
     if not valid:
-        raise DataError("the validation split is empty; set data.valid to a fraction or count above zero.")
+        raise DataError(f"the validation split is empty (data.valid = {config.valid:g} of {len(frames)} frames); set data.valid "
+                        "to a count of at least 1 (--set data.valid=1) or to a larger fraction, or add frames.")
     e0s = resolve_e0s(config.e0s, train, frames)
     interaction = [(s.energy - reference_energy(s, e0s)) / len(s) for s in train]
     forces = np.concatenate([s.forces.reshape(-1) for s in train])
