@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from ase.io import read
 
-from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section
+from remul_ff.config import (Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section,
+                             reject_unknown)
 from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (committee_warnings, distance_histogram, energy_drift_mev_per_atom_ps, failure_rate,
                                   first_bond_break, h_r_mae, stability_time_ps)
@@ -50,6 +51,7 @@ from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.devices import resolve_device
 
+MODEL_ENTRY_KEYS = ("model_path", "md", "committee")  # a model entry's own keys, besides training-config sections
 DEFAULT_MODELS = {
     # The transformer's default recipe includes off-equilibrium frames: without them it breaks bonds
     # in 500 K MD (benchmarks/stability/README.md).
@@ -130,7 +132,12 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
     for name, entry in spec.models.items():
         if entry is not None and not isinstance(entry, dict):
             raise ConfigError(f"models.{name} must be a mapping of config sections (or model_path), but is {entry!r}.")
-        model_config(spec, name)  # fail early on a bad model section
+        # a model's entry: training-config sections plus its own keys (e.g. 'kind' belongs under 'model:')
+        reject_unknown(list(entry or {}), [f.name for f in dataclasses.fields(Config)] + list(MODEL_ENTRY_KEYS), f"models.{name}.")
+        try:
+            model_config(spec, name)  # fail early on a bad model section
+        except ConfigError as exc:
+            raise ConfigError(f"models.{name}: {exc}") from exc
         model_path = (entry or {}).get("model_path")
         if model_path and not Path(model_path).is_file():
             raise ConfigError(f"models.{name}.model_path {model_path} does not exist; "
@@ -179,7 +186,7 @@ def model_spec(spec: CompareSpec, name: str) -> CompareSpec:
 def model_config(spec: CompareSpec, name: str) -> Config:
     """The training config of one model: shared data and budget, plus the model's own overrides."""
     entry = dict(spec.models[name] or {})
-    for key in ("model_path", "md", "committee"):
+    for key in MODEL_ENTRY_KEYS:
         entry.pop(key, None)
     values = {"output_dir": str(Path(spec.output_dir) / name), "data": asdict(spec.data), "train": asdict(spec.train)}
     for section, extra in entry.items():

@@ -215,7 +215,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, but got {value!r} ({type(value).__name__}).")
 
 
-def _reject_unknown(keys: list[str], valid: list[str], prefix: str) -> None:
+def reject_unknown(keys: list[str], valid: list[str], prefix: str) -> None:
+    """Raise :class:`ConfigError` for the first of ``keys`` not in ``valid``, suggesting the closest valid key."""
     for key in keys:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
@@ -229,7 +230,7 @@ def parse_section(cls: type, values: dict, prefix: str = "") -> Any:
         raise ConfigError(f"config section '{prefix or 'top level'}' must be a mapping, but got {values!r}.")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    _reject_unknown(list(values), names, f"{prefix}." if prefix else "")
+    reject_unknown(list(values), names, f"{prefix}." if prefix else "")
     kwargs = {}
     for key, value in values.items():
         full = f"{prefix}.{key}" if prefix else key

@@ -89,7 +89,12 @@ def load_scaling_spec(path: str | Path, overrides: list[str] = ()) -> ScalingSpe
     if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in spec.budgets):
         raise ConfigError(f"budgets must be whole numbers of epochs, at least 1, but are {spec.budgets!r}.")
     for point in sweep_points(spec):
-        point_config(spec, point)
+        try:
+            point_config(spec, point)
+        except ConfigError as exc:
+            if str(exc).startswith("families."):  # already says where
+                raise
+            raise ConfigError(f"family {point.family!r}, size {point.size!r}: {exc}") from exc
     return spec
 
 
