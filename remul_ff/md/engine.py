@@ -21,7 +21,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from ase.io.trajectory import Trajectory
 from torch import nn
 from tqdm import tqdm
 
+from remul_ff.config import reject_unknown
 from remul_ff.data.batch import check_molecule
 from remul_ff.errors import DataError, RemulError
 from remul_ff.md import integrators
@@ -167,8 +168,8 @@ class MDSettings:
         if self.thermostat not in THERMOSTATS:
             raise RemulError(f"unknown thermostat {self.thermostat!r}; use one of {', '.join(THERMOSTATS)}.")
         for what, value, ok, must in self._checks():
-            if not ok(value):
-                raise RemulError(f"the {what} must be {must}, but is {value}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):  # '300' from Python, not a number
+                raise RemulError(f"the {what} must be {must}, but is {value!r}.")
         if self.on_deviation not in DEVIATION_ACTIONS:
             raise RemulError(f"unknown action {self.on_deviation!r} for a large committee deviation; use 'flag' or 'stop'.")
         if self.n_steps < 1:
@@ -385,7 +386,7 @@ def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSetting
 def run_md(
     model: nn.Module | str | os.PathLike,
     starts: Sequence[Atoms] | Atoms,
-    settings: MDSettings,
+    settings: MDSettings | dict | None = None,
     output_dir: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
@@ -399,7 +400,7 @@ def run_md(
             (loaded on the CPU in float64).
         starts: Starting structures, one per replica (they may differ in size and composition), or
             one ``Atoms`` for a single replica.
-        settings: The protocol.
+        settings: The protocol: an :class:`MDSettings`, a dict of its fields, or ``None`` for the defaults.
         output_dir: Where trajectories and thermo go (``None`` writes nothing).
         progress: Show a progress bar with simulated ps and ns/day.
         resume: Continue from ``output_dir/restart.pt`` when it exists (same ``starts`` and settings).
@@ -408,7 +409,7 @@ def run_md(
         overwrite: Replace an earlier run's files in ``output_dir`` (without it, or ``resume``,
             an ``output_dir`` that holds a run is an error).
     """
-    settings.validate()
+    settings = md_settings(settings)
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     starts = checked_starts(model, starts)
     warn_long_timestep(settings.timestep_fs, starts)
@@ -428,10 +429,35 @@ def run_md(
     return run.result
 
 
+def md_settings(settings: MDSettings | dict | None) -> MDSettings:
+    """``settings`` as validated :class:`MDSettings` (a dict gives its fields; ``None``: the defaults)."""
+    if settings is None:
+        settings = MDSettings()
+    elif isinstance(settings, dict):
+        reject_unknown(list(settings), [f.name for f in dataclasses.fields(MDSettings)], "")
+        settings = MDSettings(**settings)
+    elif not isinstance(settings, MDSettings):
+        raise RemulError(f"run_md's settings must be an MDSettings, a dict of its fields or None, not {type(settings).__name__}.")
+    settings.validate()
+    return settings
+
+
+def _atoms_list(starts) -> list[Atoms]:
+    """``starts`` (one ``Atoms`` or any iterable of them) as a list; anything else is one sentence."""
+    if isinstance(starts, Atoms):
+        return [starts]
+    others = [starts] if isinstance(starts, (str, bytes, os.PathLike)) or not isinstance(starts, Iterable) else list(starts)
+    strangers = [s for s in others if not isinstance(s, Atoms)]
+    if strangers:
+        raise DataError(f"run_md starts from ase.Atoms (one, or a list of them), not {type(strangers[0]).__name__}; "
+                        "read a structure file with ase.io.read(path, ':').")
+    return others
+
+
 def checked_starts(model: nn.Module, starts: Sequence[Atoms] | Atoms) -> list[Atoms]:
     """``starts`` as a list, each checked (:func:`~remul_ff.data.batch.check_molecule`) and its elements
     known to ``model``: one sentence now instead of an indexing error in the first force call."""
-    starts = [starts] if isinstance(starts, Atoms) else list(starts)
+    starts = _atoms_list(starts)
     if not starts:
         raise DataError("run_md got no starting structures; give at least one Atoms.")
     for k, atoms in enumerate(starts):
