@@ -117,7 +117,18 @@ MODEL_FILES = [
     (lambda d: (d / "run").mkdir() or d / "run", "is a folder; give the path of a file inside it"),
     (lambda d: _torch_save(d / "dict.pt", {"a": 1}), "not a 'remul-ff-model' file"),
     (lambda d: _torch_save(d / "list.pt", [1, 2]), "is a 'list' file, not a 'remul-ff-model' file"),
+    (lambda d: _checkpoint(d / "stopped", finished=False),
+     "checkpoint.pt is a training checkpoint, not a model file; training writes model.pt beside it"),
+    (lambda d: _checkpoint(d / "ended", finished=True), "ended/checkpoint.pt is a training checkpoint, not a model file; use "),
 ]
+
+
+def _checkpoint(run_folder, finished: bool):
+    """A training run's checkpoint.pt, with the model.pt of a finished run beside it."""
+    run_folder.mkdir()
+    if finished:
+        (run_folder / "model.pt").write_bytes(b"")
+    return _torch_save(run_folder / "checkpoint.pt", {"kind": "remul-ff-checkpoint", "format_version": 1})
 
 
 @pytest.mark.parametrize("command", ["evaluate", "md", "export"])

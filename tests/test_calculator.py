@@ -18,7 +18,7 @@ from ase.optimize import BFGS, FIRE
 
 from remul_ff.calculators import REMULCalculator
 from remul_ff.data.batch import Structure, collate
-from remul_ff.errors import DataError
+from remul_ff.errors import CheckpointError, DataError
 from remul_ff.models import predict
 from remul_ff.models import load_model
 from tests.conftest import jittered_molecules
@@ -111,6 +111,21 @@ def test_unknown_element_periodic_cell_nan_and_no_atoms_are_clear_errors(trained
 def test_bad_calculator_options_are_one_sentence(trained_model_file, options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         REMULCalculator(trained_model_file, **options)
+
+
+@pytest.mark.parametrize("model, message", [
+    (lambda path: torch.nn.Linear(3, 1), "model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), not Linear."),
+    (lambda path: str(path), "model= takes loaded models; give the file"),
+    (lambda path: [load_model(path), path], "model= takes loaded models; give the file"),
+], ids=["not an energy model", "a path", "a path in a committee"])
+def test_model_must_be_a_loaded_remul_ff_model(trained_model_file, model, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        REMULCalculator(model=model(trained_model_file))
+
+
+def test_a_training_checkpoint_names_the_model_file_beside_it(trained_model_file):
+    with pytest.raises(CheckpointError, match=re.escape(f"is a training checkpoint, not a model file; use {trained_model_file}.")):
+        REMULCalculator(trained_model_file.with_name("checkpoint.pt"))
 
 
 def test_unit_factors_may_be_numpy_numbers(trained_model_file):

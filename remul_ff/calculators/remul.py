@@ -17,7 +17,7 @@ from torch import nn
 from remul_ff.calculators.recorded import RecordedForces, recordable
 from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, check_molecule, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
-from remul_ff.models.common import inference_model
+from remul_ff.models.common import ElementTable, inference_model
 from remul_ff.models.forces import predict
 from remul_ff.models.files import load_models
 from remul_ff.models.symmetrize import RotationAveraged, with_test_time_rotations
@@ -102,9 +102,15 @@ class REMULCalculator(Calculator):
         self.dtype = DTYPES[default_dtype]
         if model is None:
             model = load_models(model_path, self.device, self.dtype)
-        members = [model] if isinstance(model, nn.Module) else list(model)
+        members = [model] if isinstance(model, (nn.Module, str, os.PathLike)) else list(model)
         if not members:
             raise ValueError("a committee needs at least one model.")
+        for member in members:
+            if isinstance(member, (str, os.PathLike)):
+                raise ValueError(f"model= takes loaded models; give the file {str(member)!r} as the first argument instead.")
+            if not isinstance(getattr(member, "elements", None), ElementTable):  # its element check and E0s come from there
+                raise ValueError(f"model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), "
+                                 f"not {type(member).__name__}.")
         # inference copies: the transformer's merges its edge layers (same energies, fewer operations)
         members = [with_test_time_rotations(m.to(self.device, self.dtype), test_time_rotations) for m in members]
         self.models = [inference_model(m.eval().requires_grad_(False)) for m in members]

@@ -26,6 +26,7 @@ from remul_ff.utils.io import atomic_path
 
 FORMAT_VERSION = 1
 MODEL_FILE_KIND = "remul-ff-model"
+CHECKPOINT_FILE_KIND = "remul-ff-checkpoint"  # a training run's resumable state (remul_ff.training.checkpoint)
 
 
 def save_file(payload: dict[str, Any], path: str | os.PathLike) -> None:
@@ -51,6 +52,10 @@ def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
         ) from exc
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        if found == CHECKPOINT_FILE_KIND and kind == MODEL_FILE_KIND:  # the usual mix-up: both lie in a run's folder
+            model = path.with_name("model.pt")
+            instead = f"use {model}" if model.is_file() else "training writes model.pt beside it when it ends ('remul-ff train --resume' finishes a stopped run)"
+            raise CheckpointError(f"{path} is a training checkpoint, not a model file; {instead}.")
         raise CheckpointError(f"{path} is a {found!r} file, not a {kind!r} file; check which file you passed.")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(

@@ -7,6 +7,7 @@ re-exported here for code written against the old location.
 from __future__ import annotations
 
 from remul_ff.models.files import (  # noqa: F401 (re-exported)
+    CHECKPOINT_FILE_KIND,
     FORMAT_VERSION,
     MODEL_FILE_KIND,
     load_file,
@@ -16,4 +17,4 @@ from remul_ff.models.files import (  # noqa: F401 (re-exported)
     save_file,
 )
 
-CHECKPOINT_KIND = "remul-ff-checkpoint"
+CHECKPOINT_KIND = CHECKPOINT_FILE_KIND
