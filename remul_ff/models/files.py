@@ -26,7 +26,7 @@ from remul_ff.utils.io import atomic_path
 
 FORMAT_VERSION = 1
 MODEL_FILE_KIND = "remul-ff-model"
-CHECKPOINT_FILE_KIND = "remul-ff-checkpoint"  # a training run's resumable state (remul_ff.training.checkpoint)
+CHECKPOINT_FILE_KIND = "remul-ff-checkpoint"  # a training run's resumable state (checkpoint.pt), written by the trainer
 
 
 def save_file(payload: dict[str, Any], path: str | os.PathLike) -> None:
