@@ -29,6 +29,10 @@ def test_starts_from_any_iterable_and_settings_from_a_dict(trained_model_file):
     assert (result.n_replicas, result.n_steps, result.timestep_fs) == (2, 2, 0.5)
 
 
+def test_numpy_numbers_are_valid_settings():
+    MDSettings(temperature=np.int64(300), timestep_fs=np.float32(0.5), write_interval=np.int64(0)).validate()
+
+
 def test_no_settings_means_the_defaults(trained_model_file, monkeypatch):
     seen = []
 

@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import json
 import math
+import numbers
 import os
 import re
 import time
@@ -168,7 +169,7 @@ class MDSettings:
         if self.thermostat not in THERMOSTATS:
             raise RemulError(f"unknown thermostat {self.thermostat!r}; use one of {', '.join(THERMOSTATS)}.")
         for what, value, ok, must in self._checks():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):  # '300' from Python, not a number
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):  # '300' from Python, not a number
                 raise RemulError(f"the {what} must be {must}, but is {value!r}.")
         if self.on_deviation not in DEVIATION_ACTIONS:
             raise RemulError(f"unknown action {self.on_deviation!r} for a large committee deviation; use 'flag' or 'stop'.")
