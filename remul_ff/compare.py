@@ -134,10 +134,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
             raise ConfigError(f"models.{name} must be a mapping of config sections (or model_path), but is {entry!r}.")
         # a model's entry: training-config sections plus its own keys (e.g. 'kind' belongs under 'model:')
         reject_unknown(list(entry or {}), [f.name for f in dataclasses.fields(Config)] + list(MODEL_ENTRY_KEYS), f"models.{name}.")
-        try:
-            model_config(spec, name)  # fail early on a bad model section
-        except ConfigError as exc:
-            raise ConfigError(f"models.{name}: {exc}") from exc
+        model_config(spec, name)  # fail early on a bad model section
         model_path = (entry or {}).get("model_path")
         if model_path and not Path(model_path).is_file():
             raise ConfigError(f"models.{name}.model_path {model_path} does not exist; "
@@ -191,7 +188,10 @@ def model_config(spec: CompareSpec, name: str) -> Config:
     values = {"output_dir": str(Path(spec.output_dir) / name), "data": asdict(spec.data), "train": asdict(spec.train)}
     for section, extra in entry.items():
         values[section] = {**values.get(section, {}), **extra} if isinstance(extra, dict) else extra
-    return config_from_dict(values)
+    try:
+        return config_from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"models.{name}: {exc}") from exc
 
 
 def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, list[dict]]:

@@ -89,12 +89,7 @@ def load_scaling_spec(path: str | Path, overrides: list[str] = ()) -> ScalingSpe
     if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in spec.budgets):
         raise ConfigError(f"budgets must be whole numbers of epochs, at least 1, but are {spec.budgets!r}.")
     for point in sweep_points(spec):
-        try:
-            point_config(spec, point)
-        except ConfigError as exc:
-            if str(exc).startswith("families."):  # already says where
-                raise
-            raise ConfigError(f"family {point.family!r}, size {point.size!r}: {exc}") from exc
+        point_config(spec, point)
     return spec
 
 
@@ -124,7 +119,10 @@ def point_config(spec: ScalingSpec, point: Point):
     train = {**asdict(spec.train), "epochs": point.budget, "patience": point.budget + 1}
     values = {"output_dir": str(run_dir(spec, point)), "data": asdict(spec.data), "train": train,
               "model": {**entry.get("model", {}), **size}, "loss": entry.get("loss", {})}
-    return config_from_dict(values)
+    try:
+        return config_from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"family {point.family!r}, size {point.size!r}: {exc}") from exc
 
 
 def run_dir(spec: ScalingSpec, point: Point) -> Path:
