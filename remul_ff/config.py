@@ -118,6 +118,11 @@ class TrainConfig:
         min_lr_ratio: Final learning rate of the cosine schedule, relative to ``lr``.
         ema_decay: Decay of the exponential moving average of weights (0 disables EMA).
         clip_grad_norm: Gradient-norm clipping threshold (0 disables it).
+        spike_factor: An epoch whose mean training loss is not finite or above this multiple of the
+            median of recent epochs rolls training back to the last good epoch with a smaller learning
+            rate (:mod:`remul_ff.training.guard`; 0 disables it).
+        max_rollbacks: Rollbacks after which training stops with a message.
+        rollback_lr_factor: Learning-rate scale applied at each rollback (cumulative).
         patience: Early stopping after this many epochs without validation improvement.
         max_minutes: Wall-clock budget; training stops after the epoch that exceeds it.
         seed: Seed of weights, shuffling and rotations.
@@ -138,6 +143,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     ema_decay: float = 0.99
     clip_grad_norm: float = 10.0
+    spike_factor: float = 10.0
+    max_rollbacks: int = 5
+    rollback_lr_factor: float = 0.5
     patience: int = 50
     max_minutes: Union[float, None] = None
     seed: int = 0

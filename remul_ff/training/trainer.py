@@ -42,6 +42,7 @@ from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
 from remul_ff.training.flops import FlopCounter
 from remul_ff.training.gradnorm import GradNorm
+from remul_ff.training.guard import DivergenceGuard
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path, check_output_path, remove_stale_temporaries
@@ -241,6 +242,9 @@ class Trainer:
         use_gradnorm = cfg.loss.mode == "remul" and cfg.loss.weighting == "gradnorm"
         self.gradnorm = GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr, self.device) if use_gradnorm else None
         self.shuffle = torch.Generator().manual_seed(cfg.train.seed)
+        self.guard = DivergenceGuard(cfg.train.spike_factor, max_rollbacks=cfg.train.max_rollbacks,
+                                     lr_factor=cfg.train.rollback_lr_factor)
+        self.good_state: dict | None = None  # the last good epoch's training state, for a rollback
 
     def _make_scheduler(self):
         train = self.config.train
@@ -283,6 +287,7 @@ class Trainer:
             stats = self._train_epoch()
             train_time = time.perf_counter() - start
             row = self._validate_and_log(stats, train_time)
+            self._guard_against_divergence(row["train_loss"])
             self._save_checkpoint()
             for hook in self.epoch_end_hooks:
                 hook(self.epoch)
@@ -296,8 +301,36 @@ class Trainer:
         minutes = self.config.train.max_minutes
         return self.budget_extension_s + 60 * minutes if minutes else math.inf
 
+    def _guard_against_divergence(self, train_loss: float) -> None:
+        """Roll back to the last good epoch with a smaller learning rate if this epoch's loss spiked."""
+        if not self.guard.is_spike(train_loss):
+            self.good_state = copy.deepcopy(self._training_state())
+            return
+        median = self.guard.running_median()
+        if self.good_state is None:  # the very first epoch diverged: there is nothing to go back to
+            self.guard.rollbacks = self.guard.max_rollbacks
+            return
+        self.guard.rollbacks += 1
+        self._load_training_state(copy.deepcopy(self.good_state))
+        self._scale_lr(self.guard.lr_factor)
+        self.good_state = copy.deepcopy(self._training_state())  # a second spike returns here, step cut again
+        self._say(f"epoch {self.epoch}: training loss {train_loss:.3g} spiked above {self.guard.factor:g}x its running "
+                  f"median {median:.3g}; rolled back to the last good epoch with the learning rate scaled by "
+                  f"{self.guard.lr_factor:g} (rollback {self.guard.rollbacks}/{self.guard.max_rollbacks})")
+
+    def _scale_lr(self, scale: float) -> None:
+        """Scale the learning rate the restored state had (and its schedule's peak) by ``scale``."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= scale
+        if hasattr(self.scheduler, "base_lrs"):  # LambdaLR; ReduceLROnPlateau works from the groups' lr
+            self.scheduler.base_lrs = [lr * scale for lr in self.scheduler.base_lrs]
+
     def _should_stop(self) -> bool:
         train = self.config.train
+        if self.guard.exhausted:
+            self._say(f"stopping: the training loss diverged {self.guard.rollbacks} time(s) although the learning rate was "
+                      f"cut at each; model.pt keeps the best model so far; train again with a lower train.lr.")
+            return True
         if self.bad_epochs >= train.patience:
             self._say(f"early stopping: no validation improvement for {train.patience} epochs")
             return True
@@ -492,29 +525,43 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if not self.ctx.is_main or (self.epoch % self.config.train.checkpoint_every and self.epoch < self.config.train.epochs):
             return
-        state = {
+        save_file(self._checkpoint(), self.out / "checkpoint.pt")
+
+    def _checkpoint(self) -> dict:
+        """Everything ``--resume`` needs: the training state plus progress, random state and the data's facts."""
+        return {
             "kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
             "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs, "wall": self.wall,
-            "budget_extension_s": self.budget_extension_s,
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "gradnorm": None if self.gradnorm is None else self.gradnorm.state_dict(),
+            "budget_extension_s": self.budget_extension_s, **self._training_state(), "guard": self.guard.state_dict(),
             "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle.get_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "e0s": self.data.e0s, "elements": self.data.elements,
         }
-        save_file(state, self.out / "checkpoint.pt")
 
-    def _resume(self) -> None:
-        path = self.out / "checkpoint.pt"
-        if not path.exists():
-            raise CheckpointError(f"cannot resume: {path} does not exist; start the run without --resume.")
-        state = load_file(path, CHECKPOINT_KIND)
+    def _training_state(self) -> dict:
+        """What a rollback restores: weights, EMA, optimiser, schedule and GradNorm's weights (live references)."""
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "gradnorm": None if self.gradnorm is None else self.gradnorm.state_dict(),
+        }
+
+    def _load_training_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.gradnorm is not None and state["gradnorm"] is not None:
             self.gradnorm.load_state_dict(state["gradnorm"])
+
+    def _resume(self) -> None:
+        path = self.out / "checkpoint.pt"
+        if not path.exists():
+            raise CheckpointError(f"cannot resume: {path} does not exist; start the run without --resume.")
+        state = load_file(path, CHECKPOINT_KIND)
+        self._load_training_state(state)
+        if "guard" in state:  # checkpoints written before the guard start it afresh
+            self.guard.load_state_dict(state["guard"])
+        self.good_state = copy.deepcopy(self._training_state())
         torch.set_rng_state(state["rng_torch"])
         self.shuffle.set_state(state["rng_shuffle"])
         if state["rng_cuda"] and torch.cuda.is_available():
