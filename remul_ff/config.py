@@ -87,6 +87,9 @@ class LossConfig:
         weighting: ``fixed`` alpha/beta or ``gradnorm`` (Chen et al. 2018).
         alpha: Weight of the task loss (initial value under GradNorm).
         beta: Weight of the equivariance loss (initial value under GradNorm).
+        equi_fraction: For ``remul``: the share of each batch whose rigidly moved copy enters
+            ``L_equi`` (1, the paper's, moves every molecule; less saves part of the moved pass,
+            which costs as much as the task's own).
         gradnorm_restoring: GradNorm's restoring-force exponent (its ``alpha``).
         gradnorm_lr: Learning rate of the GradNorm weights.
         energy_weight: Weight of the per-atom energy MSE (eV²/atom²).
@@ -98,6 +101,7 @@ class LossConfig:
     weighting: str = "fixed"
     alpha: float = 1.0
     beta: float = 1.0
+    equi_fraction: float = 1.0
     gradnorm_restoring: float = 1.5
     gradnorm_lr: float = 0.025
     energy_weight: float = 1.0
@@ -289,6 +293,10 @@ RANGES: list[tuple[str, Any, str]] = [
     ("model.edge_width", lambda v: v is None or v >= 1, "at least 1 or null"),
     ("loss.gradnorm_restoring", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
     ("loss.gradnorm_lr", lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    ("loss.equi_fraction", lambda v: 0 < v <= 1, "in (0, 1] (1 moves every molecule of a batch)"),
+    ("train.spike_factor", lambda v: v == 0 or (math.isfinite(v) and v > 1), "above 1, or 0 to turn the guard off"),
+    ("train.max_rollbacks", lambda v: v >= 0, "0 or more"),
+    ("train.rollback_lr_factor", lambda v: 0 < v < 1, "in (0, 1)"),
 ]
 
 

@@ -96,3 +96,4 @@ def test_a_run_that_keeps_diverging_stops_with_one_sentence_and_keeps_its_best_m
     best = min(read_log(tmp_path), key=lambda r: float(r["val_loss"]))
     assert int(best["epoch"]) <= 4
     assert (tmp_path / "model.pt").exists()
+

@@ -114,7 +114,8 @@ def _split(prediction: Prediction, n_molecules: int, n_atoms: int) -> tuple[Pred
 
 
 def remul_losses(
-    model: nn.Module, batch: AtomicBatch, rotations: torch.Tensor, translations: torch.Tensor, target: str
+    model: nn.Module, batch: AtomicBatch, rotations: torch.Tensor, translations: torch.Tensor, target: str,
+    part: AtomicBatch | None = None,
 ) -> tuple[LossTerms, LossTerms]:
     """``(L_task, L_equi)`` from one model call on the batch and its rigidly moved copy.
 
@@ -126,12 +127,16 @@ def remul_losses(
         target: ``"label"`` compares the prediction on the moved copy with the moved labels (the
             REMUL paper); ``"prediction"`` compares it with the moved prediction on the original,
             which needs no labels.
+        part: The first molecules of ``batch``, as their own batch, when only their moved copy
+            enters ``L_equi`` (``loss.equi_fraction`` below 1); ``None``: every molecule's.
     """
-    moved = rotate_batch(batch, rotations, translations)
+    part = batch if part is None else part
+    moved = rotate_batch(part, rotations[: part.n_molecules], translations[: part.n_molecules])
     both = predict(model, concat_batches(batch, moved), training=True)
     original, on_moved = _split(both, batch.n_molecules, batch.n_atoms)
     if target == "label":
         return task_loss(original, batch), task_loss(on_moved, moved)
-    rotated = rotate_vectors(original.forces, rotations[batch.molecule_index])
-    equi = squared_errors(on_moved.energy, on_moved.forces, original.energy, rotated, batch.atoms_per_molecule, batch.weight)
+    rotated = rotate_vectors(original.forces[: part.n_atoms], rotations[part.molecule_index])
+    equi = squared_errors(on_moved.energy, on_moved.forces, original.energy[: part.n_molecules], rotated,
+                          part.atoms_per_molecule, part.weight)
     return task_loss(original, batch), equi

@@ -77,6 +77,9 @@ class LocalBatch:
         weight: 1, or 0 for the stand-in molecule.
         n_global: Molecules in the global batch.
         n_force_components: Force components in the global batch.
+        equi: This rank's molecules whose moved copy enters ``L_equi``, when that is not all of
+            them (``loss.equi_fraction`` below 1): the first ones of ``batch``.
+        equi_counts: Molecules and force components of the global batch's share in ``L_equi``.
     """
 
     batch: AtomicBatch
@@ -84,6 +87,8 @@ class LocalBatch:
     weight: float
     n_global: int
     n_force_components: float
+    equi: AtomicBatch | None = None
+    equi_counts: tuple[float, float] | None = None
 
 
 @dataclass
@@ -385,7 +390,15 @@ class Trainer:
         rows = slice(self.ctx.rank, None, self.ctx.world_size)
         mine, rows, weight = (structures[rows], rows, 1.0) if structures[rows] else (structures[:1], slice(0, 1), 0.0)
         batch = device_batch(mine, self.device, self.dtype, every_pair=self.fixed_pairs)
-        return LocalBatch(batch, rows, weight, len(structures), 3.0 * sum(len(s) for s in structures))
+        local = LocalBatch(batch, rows, weight, len(structures), 3.0 * sum(len(s) for s in structures))
+        fraction = self.config.loss.equi_fraction
+        if self.config.loss.mode == "remul" and fraction < 1:
+            # The global batch's first k molecules (at least one per rank that has molecules).
+            k = min(len(structures), max(math.ceil(fraction * len(structures)), self.ctx.world_size))
+            local_k = max(len(range(self.ctx.rank, k, self.ctx.world_size)), 1)
+            local.equi = device_batch(mine[:local_k], self.device, self.dtype, every_pair=self.fixed_pairs)
+            local.equi_counts = (float(k), 3.0 * sum(len(s) for s in structures[:k]))
+        return local
 
     def _loss(self, local: LocalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(total, L_task, L_equi)`` of this rank's share, each divided by the global counts."""
@@ -399,8 +412,9 @@ class Trainer:
         if loss_cfg.mode != "remul":
             task = weight * task_loss(predict(self.forward_model, batch, training=True), batch).total(loss_cfg, *counts)
             return task, task, torch.zeros_like(task)
-        task_terms, equi_terms = remul_losses(self.forward_model, batch, rotations[rows], translations[rows], loss_cfg.target)
-        task, equi = weight * task_terms.total(loss_cfg, *counts), weight * equi_terms.total(loss_cfg, *counts)
+        task_terms, equi_terms = remul_losses(self.forward_model, batch, rotations[rows], translations[rows], loss_cfg.target,
+                                              local.equi)
+        task, equi = weight * task_terms.total(loss_cfg, *counts), weight * equi_terms.total(loss_cfg, *(local.equi_counts or counts))
         if self.gradnorm is not None:
             self.gradnorm.update([task, equi], self.model.shared_layer(), self.ctx.all_reduce)
             return self.gradnorm.weighted(task, equi), task, equi

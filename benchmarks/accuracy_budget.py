@@ -1,0 +1,128 @@
+"""Accuracy against training wall-clock on the project's own DFT test sets (``benchmarks/test_sets``).
+
+Every training run lives in ``benchmarks/accuracy_budget/runs/<recipe>_<budget>min_seed<S>/`` with
+its ``config.yaml``, ``log.csv`` and ``model.pt`` (the best epoch by *validation* loss; the test
+sets never choose anything). This script evaluates each run's ``model.pt`` on the test sets of
+its molecule (float64, 4 rotations for the rotational error) and writes one row per run and test set.
+
+Test energies: the PySCF labels and the data's labels differ by one constant per molecule (another
+code and grid). The constant is the mean offset measured on 20 *shared training* frames by
+``test_sets.py check`` (``results/labeller_check.json``); ``test_energy_mae_meV`` is measured after
+taking it off, ``test_energy_mae_raw_meV`` before.
+
+Training commands (repository root; one thread each; the other core labelled DFT meanwhile)::
+
+    OMP_NUM_THREADS=1 remul-ff train examples/rmd17_ethanol.yaml \\
+        --set data.path=../shared/data/rmd17_ethanol/train.xyz \\
+        --set data.e0s=../shared/data/rmd17_ethanol/isolated_atoms.xyz \\
+        --set train.max_minutes=B --set train.num_threads=1 --set train.seed=S \\
+        [--set loss.equi_fraction=0.25] \\
+        --set output_dir=benchmarks/accuracy_budget/runs/<recipe>_<B>min_seed<S>
+    python benchmarks/accuracy_budget.py
+
+Writes ``benchmarks/results/accuracy_budget.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import ase.io
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+import yaml
+from _common import RESULTS, write_results
+
+from remul_ff.data.batch import Structure
+from remul_ff.models import load_model
+from remul_ff.training.evaluate import evaluate
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "accuracy_budget" / "runs"
+TEST_SETS = HERE / "test_sets"
+SETS_OF = {"rmd17_ethanol": ["ethanol_500K"], "acac": ["acac_300K", "acac_600K"]}
+CHECK_ROW = {"rmd17_ethanol": "ethanol PBE/def2-SVP", "acac": "acac PBE+d3bj/def2-SVP"}
+RUN_NAME = re.compile(r"(?P<recipe>.+)_(?P<budget>[\d.]+)min_seed(?P<seed>\d+)$")
+
+
+def molecule_of(config: dict) -> str:
+    return Path(config["data"]["path"]).parent.name
+
+
+def load_test_set(name: str, offset_eV: float) -> list[Structure]:
+    frames = ase.io.read(TEST_SETS / f"{name}.xyz", index=":")
+    return [Structure(a.positions, a.numbers, a.get_potential_energy() - offset_eV, a.get_forces()) for a in frames]
+
+
+def energy_offsets() -> dict[str, float]:
+    """Mean PySCF-minus-data energy offset per molecule (eV), from the labeller check on shared frames."""
+    rows = json.loads((RESULTS / "labeller_check.json").read_text())["rows"]
+    return {molecule: rows[row]["energy_offset_mean_meV"] / 1e3 for molecule, row in CHECK_ROW.items() if row in rows}
+
+
+def evaluate_run(run: Path, offsets: dict[str, float]) -> list[dict]:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    match, molecule = RUN_NAME.match(run.name), molecule_of(config)
+    model = load_model(run / "model.pt", "cpu", torch.float64)
+    e0s = torch.load(run / "model.pt", weights_only=True)["e0s"]
+    log = (run / "log.csv").read_text().splitlines()
+    rows = []
+    for name in SETS_OF.get(molecule, []):
+        if not (TEST_SETS / f"{name}.xyz").exists():
+            continue
+        offset = offsets.get(molecule, 0.0)
+        structures = load_test_set(name, offset)
+        report = evaluate(model, structures, e0s, n_rotations=4)
+        raw = evaluate(model, load_test_set(name, 0.0), e0s, n_rotations=0)["energy_mae_meV"]
+        rows.append({
+            "model": config["model"]["kind"], "recipe": match["recipe"], "molecule": molecule, "test_set": name,
+            "budget_min": float(match["budget"]), "seed": int(match["seed"]), "epochs": len(log) - 1,
+            "test_force_mae_meV_A": report["forces_mae_meV_A"], "test_force_rmse_meV_A": report["forces_rmse_meV_A"],
+            "test_energy_mae_meV": report["energy_mae_meV"], "test_energy_mae_raw_meV": raw,
+            "energy_offset_meV": 1e3 * offset, "rotational_force_error": report.get("equi_forces_rel", math.nan),
+            "model_path": str((run / "model.pt").relative_to(HERE.parent)), "n_test_frames": len(structures),
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | recipe | test set | budget (min) | seed | epochs | force MAE (meV/Å) | force RMSE | energy MAE (meV) | rot. force error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["test_set"], r["model"], r["recipe"], r["budget_min"], r["seed"])):
+        lines.append(f"| {r['model']} | {r['recipe']} | {r['test_set']} | {r['budget_min']:g} | {r['seed']} | {r['epochs']} | "
+                     f"{r['test_force_mae_meV_A']:.2f} | {r['test_force_rmse_meV_A']:.2f} | {r['test_energy_mae_meV']:.2f} | "
+                     f"{100 * r['rotational_force_error']:.2f}% |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict]) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for recipe in sorted({(r["model"], r["recipe"], r["test_set"]) for r in rows}):
+        mine = sorted((r for r in rows if (r["model"], r["recipe"], r["test_set"]) == recipe), key=lambda r: r["budget_min"])
+        ax.plot([r["budget_min"] for r in mine], [r["test_force_mae_meV_A"] for r in mine], "o", label=" / ".join(recipe))
+    ax.set_xscale("log")
+    ax.set_xlabel("training wall-clock (min, one thread)")
+    ax.set_ylabel("test force MAE (meV/Å)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "accuracy_budget.png", dpi=120)
+
+
+def main() -> None:
+    offsets = energy_offsets()
+    rows = [row for run in sorted(RUNS.glob("*")) if (run / "model.pt").exists() for row in evaluate_run(run, offsets)]
+    note = ("Test sets: benchmarks/test_sets (GFN2-xTB MD geometries, PySCF labels at the data's level of theory). "
+            "Models: each run's model.pt (best epoch by validation loss). Energies after the labeller's constant "
+            "offset measured on shared training frames.")
+    write_results("accuracy_budget", {"rows": rows}, note + "\n\n" + table(rows) + "\n")
+    plot(rows)
+
+
+if __name__ == "__main__":
+    main()
