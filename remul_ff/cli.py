@@ -1,4 +1,4 @@
-"""Command-line interface: ``remul-ff generate | train | evaluate | md | compare``.
+"""Command-line interface: ``remul-ff generate | label | train | evaluate | md | export | compare | scaling``.
 
 Every sub-command maps user errors (:class:`~remul_ff.errors.RemulError`) to one line on stderr
 and exit code 2; outputs are written atomically, so a failed command leaves no partial file.
@@ -50,6 +50,37 @@ def _run_generate(args: argparse.Namespace) -> None:
     frames = run_reference_md(load_molecule(args.molecule), settings)
     write_extxyz(frames, args.output)
     print(f"wrote {len(frames)} frames to {args.output}")
+
+
+def _add_label(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label", help="label structures with DFT (PySCF, optional D3) or GFN2-xTB; cached and resumable")
+    p.add_argument("structures", help="structure file (any ASE format; every frame is labelled)")
+    p.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    p.add_argument("--method", choices=("pyscf", "xtb"), default="pyscf", help="labeller (default pyscf)")
+    p.add_argument("--xc", default="PBE", help="PySCF functional (default PBE)")
+    p.add_argument("--basis", default="def2-svp", help="PySCF basis set (default def2-svp)")
+    p.add_argument("--dispersion", choices=("d3bj", "d3zero"), default=None, help="add Grimme D3 with this damping")
+    p.add_argument("--density-fit", action="store_true", help="density fitting (faster, slightly different labels)")
+    p.add_argument("--cache", default=None, help="label cache (JSON lines; default OUTPUT.cache.jsonl): a rerun after a "
+                   "kill labels only what is missing")
+    p.set_defaults(func=_run_label)
+
+
+def _run_label(args: argparse.Namespace) -> None:
+    from remul_ff.data.generate import read_frames, write_extxyz
+    from remul_ff.data.labelling import PySCFLabeller, PySCFSettings, label_frames, xtb_labeller
+
+    check_output_path(args.output, "-o")
+    frames = read_frames(args.structures)
+    if args.method == "xtb":
+        labeller = xtb_labeller()
+    else:
+        settings = PySCFSettings(xc=args.xc, basis=args.basis, dispersion=args.dispersion, density_fit=args.density_fit)
+        labeller = PySCFLabeller(settings)
+    cache = args.cache or f"{args.output}.cache.jsonl"
+    structures = label_frames(frames, labeller, cache)
+    write_extxyz(structures, args.output)
+    print(f"wrote {len(structures)} frames labelled with {labeller.signature} to {args.output} (cache: {cache})")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -368,7 +399,7 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}; see '{self.prog} --help'.")
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_train, _add_evaluate, _add_md, _add_export,
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_label, _add_train, _add_evaluate, _add_md, _add_export,
                                                                  _add_compare, _add_scaling]
 
 

@@ -123,3 +123,29 @@ def test_d3_adds_an_attraction_that_fades_with_distance():
 def test_an_unknown_dispersion_is_one_sentence():
     with pytest.raises(DataError, match="dispersion 'd4' is not one of d3bj, d3zero"):
         PySCFSettings(dispersion="d4")
+
+
+def test_cli_label_writes_labels_and_reuses_its_cache(tmp_path, capsys):
+    from ase.io import read, write
+
+    from remul_ff.cli import main
+
+    frames = water_frames(2)
+    write(tmp_path / "in.xyz", frames)
+    out = tmp_path / "out.xyz"
+    assert main(["label", str(tmp_path / "in.xyz"), "-o", str(out), "--xc", "LDA", "--basis", "sto-3g"]) == 0
+    labelled = read(out, index=":")
+    assert len(labelled) == 2 and labelled[0].get_forces().shape == (3, 3)
+    assert len((tmp_path / "out.xyz.cache.jsonl").read_text().splitlines()) == 2
+    assert "wrote 2 frames labelled with pyscf:LDA/sto-3g" in capsys.readouterr().out
+
+
+def test_cli_label_refuses_a_periodic_structure_in_one_sentence(tmp_path, capsys):
+    from ase.io import write
+
+    from remul_ff.cli import main
+
+    write(tmp_path / "in.xyz", molecule("H2O", cell=[5, 5, 5], pbc=True))
+    assert main(["label", str(tmp_path / "in.xyz"), "-o", str(tmp_path / "out.xyz"), "--method", "xtb"]) == 2
+    assert "frame 0 is periodic" in capsys.readouterr().err
+    assert not (tmp_path / "out.xyz").exists()
