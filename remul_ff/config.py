@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -204,6 +205,9 @@ def _type_name(tp: Any) -> str:
     return "mapping" if tp is dict or dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp))
 
 
+YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
     if typing.get_origin(tp) in (Union, types.UnionType):
@@ -222,6 +226,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return parse_section(tp, value, key)
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    elif tp is float and isinstance(value, str) and YAML11_MISSED_FLOAT.fullmatch(value.strip()):
+        return float(value)  # '1e-3': PyYAML (YAML 1.1) reads exponents without a dot as strings
     elif tp in (int, str, dict, list, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, but got {value!r} ({type(value).__name__}).")

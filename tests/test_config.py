@@ -67,3 +67,14 @@ def test_cli_config_error_exits_2_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "did you mean 'train.epochs'" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_floats_written_as_users_write_them_are_floats(tmp_path):
+    """PyYAML reads '1e-3' (no dot) as a string; a user writes it that way in YAML and in --set."""
+    import yaml
+
+    values = yaml.safe_load("train: {lr: 1e-3, weight_decay: 5E-7}\nloss: {forces_weight: 1e2}")
+    config = config_from_dict(apply_overrides(values, ["train.clip_grad_norm=2e1"]))
+    assert (config.train.lr, config.train.weight_decay, config.loss.forces_weight, config.train.clip_grad_norm) == (1e-3, 5e-7, 100.0, 20.0)
+    with pytest.raises(ConfigError, match="expects float"):
+        config_from_dict({"train": {"lr": "fast"}})
