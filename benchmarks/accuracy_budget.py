@@ -49,6 +49,17 @@ TEST_SETS = HERE / "test_sets"
 SETS_OF = {"rmd17_ethanol": ["ethanol_500K"], "acac": ["acac_300K", "acac_600K"]}
 CHECK_ROW = {"rmd17_ethanol": "ethanol PBE/def2-SVP", "acac": "acac PBE+d3bj/def2-SVP"}
 RUN_NAME = re.compile(r"(?P<recipe>.+)_(?P<budget>[\d.]+)min_seed(?P<seed>\d+)$")
+STABILITY = HERE / "stability"
+# Committed 30-minute runs of earlier sessions (one thread beside one other job, as the runs here):
+# the default transformer recipe and EGNN of benchmarks/training_seeds.py, as (recipe, run folder).
+EARLIER_RUNS = [
+    ("default", STABILITY / "rmd17_ethanol_500K/remul_offeq_f02"),
+    ("default", STABILITY / "training_seeds/remul_offeq_f02_seed1"),
+    ("default", STABILITY / "training_seeds/remul_offeq_f02_seed2"),
+    ("egnn", STABILITY / "rmd17_ethanol/egnn"),
+    ("egnn", STABILITY / "training_seeds/egnn_seed1"),
+    ("egnn", STABILITY / "training_seeds/egnn_seed2"),
+]
 
 
 def molecule_of(config: dict) -> str:
@@ -66,9 +77,17 @@ def energy_offsets() -> dict[str, float]:
     return {molecule: rows[row]["energy_offset_mean_meV"] / 1e3 for molecule, row in CHECK_ROW.items() if row in rows}
 
 
-def evaluate_run(run: Path, offsets: dict[str, float]) -> list[dict]:
+def describe(run: Path, config: dict, recipe: str | None) -> tuple[str, float, int]:
+    """``(recipe, budget in minutes, seed)`` from the folder name, or from the config for earlier runs."""
+    if recipe is not None:
+        return recipe, float(config["train"]["max_minutes"]), int(config["train"]["seed"])
+    match = RUN_NAME.match(run.name)
+    return match["recipe"], float(match["budget"]), int(match["seed"])
+
+
+def evaluate_run(run: Path, offsets: dict[str, float], recipe: str | None = None) -> list[dict]:
     config = yaml.safe_load((run / "config.yaml").read_text())
-    match, molecule = RUN_NAME.match(run.name), molecule_of(config)
+    (recipe, budget, seed), molecule = describe(run, config, recipe), molecule_of(config)
     model = load_model(run / "model.pt", "cpu", torch.float64)
     e0s = torch.load(run / "model.pt", weights_only=True)["e0s"]
     log = (run / "log.csv").read_text().splitlines()
@@ -81,8 +100,8 @@ def evaluate_run(run: Path, offsets: dict[str, float]) -> list[dict]:
         report = evaluate(model, structures, e0s, n_rotations=4)
         raw = evaluate(model, load_test_set(name, 0.0), e0s, n_rotations=0)["energy_mae_meV"]
         rows.append({
-            "model": config["model"]["kind"], "recipe": match["recipe"], "molecule": molecule, "test_set": name,
-            "budget_min": float(match["budget"]), "seed": int(match["seed"]), "epochs": len(log) - 1,
+            "model": config["model"]["kind"], "recipe": recipe, "molecule": molecule, "test_set": name,
+            "budget_min": budget, "seed": seed, "epochs": len(log) - 1,
             "test_force_mae_meV_A": report["forces_mae_meV_A"], "test_force_rmse_meV_A": report["forces_rmse_meV_A"],
             "test_energy_mae_meV": report["energy_mae_meV"], "test_energy_mae_raw_meV": raw,
             "energy_offset_meV": 1e3 * offset, "rotational_force_error": report.get("equi_forces_rel", math.nan),
@@ -116,7 +135,8 @@ def plot(rows: list[dict]) -> None:
 
 def main() -> None:
     offsets = energy_offsets()
-    rows = [row for run in sorted(RUNS.glob("*")) if (run / "model.pt").exists() for row in evaluate_run(run, offsets)]
+    runs = [(None, run) for run in sorted(RUNS.glob("*")) if (run / "model.pt").exists()] + EARLIER_RUNS
+    rows = [row for recipe, run in runs for row in evaluate_run(run, offsets, recipe)]
     note = ("Test sets: benchmarks/test_sets (GFN2-xTB MD geometries, PySCF labels at the data's level of theory). "
             "Models: each run's model.pt (best epoch by validation loss). Energies after the labeller's constant "
             "offset measured on shared training frames.")

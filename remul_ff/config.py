@@ -95,6 +95,11 @@ class LossConfig:
         gradnorm_lr: Learning rate of the GradNorm weights.
         energy_weight: Weight of the per-atom energy MSE (eV²/atom²).
         forces_weight: Weight of the force MSE ((eV/Å)²).
+        stage_two_fraction: The last share of the run (of ``train.epochs`` or ``train.max_minutes``,
+            whichever is further along) trained with the stage-two weights, as MACE's second stage
+            does; the best model is then chosen among stage-two epochs. 0: one stage.
+        stage_two_energy_weight: ``energy_weight`` in stage two.
+        stage_two_forces_weight: ``forces_weight`` in stage two.
     """
 
     mode: str = "remul"
@@ -107,6 +112,9 @@ class LossConfig:
     gradnorm_lr: float = 0.025
     energy_weight: float = 1.0
     forces_weight: float = 10.0
+    stage_two_fraction: float = 0.0
+    stage_two_energy_weight: float = 100.0
+    stage_two_forces_weight: float = 10.0
 
 
 @dataclass
@@ -299,6 +307,9 @@ RANGES: list[tuple[str, Any, str]] = [
     ("model.edge_width", lambda v: v is None or v >= 1, "at least 1 or null"),
     ("loss.gradnorm_restoring", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
     ("loss.gradnorm_lr", lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    ("loss.stage_two_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: one stage)"),
+    ("loss.stage_two_energy_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    ("loss.stage_two_forces_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
     ("loss.equi_fraction", lambda v: 0 < v <= 1, "in (0, 1] (1 moves every molecule of a batch)"),
     ("train.spike_factor", lambda v: v == 0 or (math.isfinite(v) and v > 1), "above 1, or 0 to turn the guard off"),
     ("train.max_rollbacks", lambda v: v >= 0, "0 or more"),

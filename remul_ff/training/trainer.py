@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import math
 import shutil
 import time
@@ -31,7 +32,7 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from remul_ff.config import Config, config_from_dict
+from remul_ff.config import Config, LossConfig, config_from_dict
 from remul_ff.data.batch import AtomicBatch, Structure, device_batch
 from remul_ff.errors import CheckpointError, ConfigError, RemulError
 from remul_ff.models import build_model, predict
@@ -250,6 +251,7 @@ class Trainer:
         self.guard = DivergenceGuard(cfg.train.spike_factor, max_rollbacks=cfg.train.max_rollbacks,
                                      lr_factor=cfg.train.rollback_lr_factor)
         self.good_state: dict | None = None  # the last good epoch's training state, for a rollback
+        self.stage = 1  # 2 once loss.stage_two_fraction of the run is left
 
     def _make_scheduler(self):
         train = self.config.train
@@ -260,17 +262,38 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._cosine_factor)
 
     def _cosine_factor(self, epoch: int) -> float:
-        """Cosine decay over the run's progress: epochs done or time budget used, whichever is further.
+        """Cosine decay over the run's progress (:meth:`run_progress`)."""
+        train = self.config.train
+        return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * self.run_progress(epoch)))
+
+    def run_progress(self, epoch: int) -> float:
+        """The run's progress in [0, 1]: epochs done or time budget used, whichever is further.
 
         Following the time budget as well makes runs with equal budgets comparable: each mode
         anneals fully, however many epochs it manages.
         """
-        train = self.config.train
-        progress = epoch / max(train.epochs, 1)
+        progress = epoch / max(self.config.train.epochs, 1)
         if math.isfinite(self.budget_s):
             progress = max(progress, self.wall / self.budget_s)
-        progress = min(progress, 1.0)
-        return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return min(progress, 1.0)
+
+    @property
+    def loss_config(self) -> LossConfig:
+        """The loss section with the current stage's energy and force weights."""
+        loss = self.config.loss
+        if self.stage == 1:
+            return loss
+        return dataclasses.replace(loss, energy_weight=loss.stage_two_energy_weight, forces_weight=loss.stage_two_forces_weight)
+
+    def _maybe_enter_stage_two(self) -> None:
+        """Switch to the stage-two weights when their share of the run is what is left."""
+        fraction = self.config.loss.stage_two_fraction
+        if self.stage == 2 or fraction <= 0 or self.run_progress(self.epoch) < 1 - fraction:
+            return
+        self.stage, self.best, self.bad_epochs = 2, math.inf, 0  # validation losses of the two stages differ in scale
+        self.guard.history = []  # and so do training losses
+        self._say(f"epoch {self.epoch}: stage two, energy weight {self.loss_config.energy_weight:g}, "
+                  f"forces weight {self.loss_config.forces_weight:g}; the best model is chosen among its epochs")
 
     def _start_fresh(self) -> None:
         if not self.ctx.is_main:
@@ -293,6 +316,7 @@ class Trainer:
             train_time = time.perf_counter() - start
             row = self._validate_and_log(stats, train_time)
             self._guard_against_divergence(row["train_loss"])
+            self._maybe_enter_stage_two()
             self._save_checkpoint()
             for hook in self.epoch_end_hooks:
                 hook(self.epoch)
@@ -402,7 +426,7 @@ class Trainer:
 
     def _loss(self, local: LocalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(total, L_task, L_equi)`` of this rank's share, each divided by the global counts."""
-        loss_cfg = self.config.loss
+        loss_cfg = self.loss_config
         batch, rows, weight = local.batch, local.rows, local.weight
         counts = (float(local.n_global), local.n_force_components)
         if loss_cfg.mode != "none":  # one draw for the whole global batch, identical on every rank
@@ -468,7 +492,7 @@ class Trainer:
     # -- validation, logging, checkpoints ----------------------------------------------------
 
     def _validate_and_log(self, stats: EpochStats, train_time: float) -> dict[str, float]:
-        loss_cfg, train_cfg = self.config.loss, self.config.train
+        loss_cfg, train_cfg = self.loss_config, self.config.train
         start = time.perf_counter()
         report = evaluate(self.ema, self.data.valid, self.data.e0s, train_cfg.eval_rotations, 2 * train_cfg.batch_size,
                           self.device, self.dtype, loss_cfg.energy_weight, loss_cfg.forces_weight,
@@ -547,6 +571,7 @@ class Trainer:
             "kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
             "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs, "wall": self.wall,
             "budget_extension_s": self.budget_extension_s, **self._training_state(), "guard": self.guard.state_dict(),
+            "stage": self.stage,
             "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle.get_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "e0s": self.data.e0s, "elements": self.data.elements,
@@ -575,6 +600,7 @@ class Trainer:
         self._load_training_state(state)
         if "guard" in state:  # checkpoints written before the guard start it afresh
             self.guard.load_state_dict(state["guard"])
+        self.stage = state.get("stage", 1)
         self.good_state = copy.deepcopy(self._training_state())
         torch.set_rng_state(state["rng_torch"])
         self.shuffle.set_state(state["rng_shuffle"])

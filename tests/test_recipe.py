@@ -1,5 +1,6 @@
-"""``loss.equi_fraction``: only the first molecules' moved copy enters REMUL's equivariance loss,
-divided by their own counts, so the moved pass costs a fraction of the task's."""
+"""Recipe options: ``loss.equi_fraction`` (only the first molecules' moved copy enters REMUL's
+equivariance loss, divided by their own counts) and ``loss.stage_two_fraction`` (the end of the run
+with other loss weights, the best model chosen among its epochs)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,19 @@ def test_training_with_a_quarter_moved_copy_divides_by_the_moved_counts(xtb_etha
     assert full._local_batch(trainer.data.train[:8]).equi is None
     trainer._loop()
     assert float(read_log(tmp_path)[-1]["train_equi"]) > 0
+
+
+def test_stage_two_switches_the_loss_weights_for_the_last_share_of_the_run(xtb_ethanol_file, tmp_path, capsys):
+    loss = {"stage_two_fraction": 0.4, "stage_two_energy_weight": 1000.0, "stage_two_forces_weight": 1.0}
+    trainer = Trainer(tiny_config(xtb_ethanol_file, tmp_path, loss=loss, train={"epochs": 5, "device": "cpu"}), progress=False)
+    trainer.setup()
+    stages = []
+    trainer.epoch_end_hooks.append(lambda epoch: stages.append((trainer.stage, trainer.loss_config.energy_weight)))
+    trainer._loop()
+    assert stages == [(1, 1.0), (1, 1.0), (2, 1000.0), (2, 1000.0), (2, 1000.0)]  # from 60% of 5 epochs on
+    assert "epoch 3: stage two, energy weight 1000" in capsys.readouterr().out
+    rows = read_log(tmp_path)
+    val_losses = [float(r["val_loss"]) for r in rows]
+    best = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["best"]
+    assert best == min(val_losses[3:])  # chosen among stage-two epochs (epoch 4 on; epoch 3 switched after its validation)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["stage"] == 2
