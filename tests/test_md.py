@@ -464,3 +464,11 @@ def test_poisson_interval_has_exact_tail_probabilities(events):
         assert low == 0 and high * exposure == pytest.approx(-math.log(0.025))
     rate = failure_rate(events, 1000 * exposure)
     assert rate["ci95"] == pytest.approx([low, high]) and rate["failure_rate_per_1000_replica_ps"] == pytest.approx(events / exposure)
+
+
+def test_a_duration_string_without_a_unit_is_refused():
+    from remul_ff.errors import RemulError
+
+    with pytest.raises(RemulError, match="the duration '10' has no unit; write '10ps' or '10fs'"):
+        parse_duration_fs("10")
+    assert parse_duration_fs(10) == 10.0  # a number from Python is fs, as documented

@@ -171,3 +171,8 @@ def test_atoms_closer_than_0_1_angstrom_are_rejected(tmp_path, ethanol_structure
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_structures(tmp_path / "nope.xyz")
+
+
+def test_a_data_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(DataError, match="is a folder; give the data file inside it"):
+        read_structures(tmp_path)

@@ -78,6 +78,8 @@ def read_structures(
         DataError: For unreadable files, missing labels, NaN/inf values or collapsed geometries.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data file {path} is a folder; give the data file inside it (e.g. {path}/train.xyz).")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check the path.")
     check_index(index)

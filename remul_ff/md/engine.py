@@ -61,8 +61,13 @@ LONGEST_TIMESTEP_WITH_H_FS = 1.0
 
 
 def parse_duration_fs(text: str | float) -> float:
-    """``"300ps"``, ``"10 fs"``, ``"1ns"`` or a bare number of fs, in fs."""
+    """``"300ps"``, ``"10 fs"``, ``"1ns"`` or a number (not a string) of fs, in fs.
+
+    A string needs its unit: ``--time 10`` may mean 10 ps to one user and 10 fs to another.
+    """
     match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(fs|ps|ns)?\s*", str(text))
+    if match and isinstance(text, str) and match.group(2) is None:
+        raise RemulError(f"the duration {text!r} has no unit; write '{text.strip()}ps' or '{text.strip()}fs'.")
     if not match:
         raise RemulError(f"cannot read the duration {text!r}; write it like '300ps', '500 fs' or '1ns'.")
     try:
