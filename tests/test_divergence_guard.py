@@ -97,3 +97,26 @@ def test_a_run_that_keeps_diverging_stops_with_one_sentence_and_keeps_its_best_m
     assert int(best["epoch"]) <= 4
     assert (tmp_path / "model.pt").exists()
 
+
+
+def test_a_run_with_a_learning_rate_far_too_high_is_caught_on_the_command_line(xtb_ethanol_file, tmp_path, capsys):
+    """The real thing, no injected fault: AdamW at lr 1 sends the tiny model's loss to ~1e16 by epoch 4.
+
+    Epochs 1-3 are the guard's history (already high: a run that diverges from its first epoch has no
+    good level to compare with), then every spike rolls back and halves the step, and after
+    ``max_rollbacks`` the run stops with one sentence instead of spending its 40 epochs.
+    """
+    from remul_ff.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
+                      "model: {width: 16, depth: 1, heads: 2}\n"
+                      "train: {epochs: 40, batch_size: 8, lr: 1.0, scheduler: constant, device: cpu, max_rollbacks: 3}\n")
+    assert main(["train", str(config), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("rolled back to the last good epoch") == 3
+    assert "stopping: the training loss diverged 3 time(s)" in out
+    rows = read_log(tmp_path / "run")
+    assert len(rows) == 6  # not 40
+    assert [float(r["lr"]) for r in rows] == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25]  # logged before each epoch's rollback
+    assert (tmp_path / "run" / "model.pt").exists()

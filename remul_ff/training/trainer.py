@@ -206,6 +206,7 @@ class Trainer:
             self.data = self._prepare_data()
             self._build()
             self._resume() if resume else self._start_fresh()
+            self.good_state = copy.deepcopy(self._training_state())  # a first epoch that diverges returns here
         except Exception:
             if created and self.ctx.is_main:  # a run that failed before training leaves no folder behind
                 shutil.rmtree(self.out, ignore_errors=True)
@@ -250,7 +251,7 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(cfg.train.seed)
         self.guard = DivergenceGuard(cfg.train.spike_factor, max_rollbacks=cfg.train.max_rollbacks,
                                      lr_factor=cfg.train.rollback_lr_factor)
-        self.good_state: dict | None = None  # the last good epoch's training state, for a rollback
+        self.good_state: dict | None = None  # the last good epoch's training state (set by setup), for a rollback
         self.stage = 1  # 2 once loss.stage_two_fraction of the run is left
 
     def _make_scheduler(self):
@@ -336,9 +337,6 @@ class Trainer:
             self.good_state = copy.deepcopy(self._training_state())
             return
         median = self.guard.running_median()
-        if self.good_state is None:  # the very first epoch diverged: there is nothing to go back to
-            self.guard.rollbacks = self.guard.max_rollbacks
-            return
         self.guard.rollbacks += 1
         self._load_training_state(copy.deepcopy(self.good_state))
         self._scale_lr(self.guard.lr_factor)
@@ -601,7 +599,6 @@ class Trainer:
         if "guard" in state:  # checkpoints written before the guard start it afresh
             self.guard.load_state_dict(state["guard"])
         self.stage = state.get("stage", 1)
-        self.good_state = copy.deepcopy(self._training_state())
         torch.set_rng_state(state["rng_torch"])
         self.shuffle.set_state(state["rng_shuffle"])
         if state["rng_cuda"] and torch.cuda.is_available():
