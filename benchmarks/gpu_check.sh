@@ -7,7 +7,8 @@
 # for 3.12. The checkout and the carried folder must stay under the run tool's 64 MiB (the
 # checkout is ~51 MiB): tblite stays here, and the tests' xTB frames travel instead. The accuracy_budget
 # models (~15 MiB, not used on the device) can push it over: if --fetch-wheels says so, move them aside
-# for the call (git stash push benchmarks/accuracy_budget/runs; run; git stash pop). Then, from this machine:
+# for the call (mv benchmarks/accuracy_budget/runs /tmp/runs_aside; run; mv /tmp/runs_aside benchmarks/accuracy_budget/runs).
+# Then, from this machine:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-wheels"], timeout_s=560)
 # and commit $OUT/gpu_speed.{json,md} (python benchmarks/gpu_speed.py --merge .../gpu_speed.json).
 set -uo pipefail
