@@ -69,8 +69,10 @@ def test_the_cache_key_depends_on_method_geometry_and_elements():
 def test_periodic_or_nan_frames_are_refused_before_any_work(tmp_path):
     bad = molecule("H2O")
     bad.positions[1, 2] = np.nan
+    labeller = CountingLabeller()
     with pytest.raises(DataError, match="frame 1 has NaN"):
-        label_frames([molecule("H2O"), bad], CountingLabeller(), progress=False)
+        label_frames([molecule("H2O"), bad], labeller, tmp_path / "c.jsonl", progress=False)
+    assert labeller.calls == 0 and not (tmp_path / "c.jsonl").exists()
     periodic = molecule("H2O", cell=[5, 5, 5], pbc=True)
     with pytest.raises(DataError, match="periodic"):
         label_frames([periodic], CountingLabeller(), progress=False)

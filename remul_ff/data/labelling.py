@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -170,6 +170,7 @@ class LabelCache:
                 except json.JSONDecodeError:
                     continue  # the line a killed run was writing
                 self.entries[entry["key"]] = entry
+            self._end_torn_line()
 
     def get(self, key: str) -> tuple[float, np.ndarray] | None:
         entry = self.entries.get(key)
@@ -178,7 +179,6 @@ class LabelCache:
     def put(self, key: str, energy: float, forces: np.ndarray, signature: str) -> None:
         entry = {"key": key, "signature": signature, "energy": energy, "forces": np.asarray(forces).tolist()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._end_torn_line()
         with open(self.path, "a") as handle:
             handle.write(json.dumps(entry) + "\n")
             handle.flush()
@@ -187,7 +187,7 @@ class LabelCache:
 
     def _end_torn_line(self) -> None:
         """Start on a new line if a killed run left a partial one, so the next entry stays readable."""
-        if self.path.exists() and self.path.stat().st_size:
+        if self.path.stat().st_size:
             with open(self.path, "rb") as handle:
                 handle.seek(-1, os.SEEK_END)
                 torn = handle.read(1) != b"\n"
@@ -210,12 +210,13 @@ def label_frames(frames: Sequence[Atoms], labeller: Labeller, cache: str | os.Pa
     Returns:
         One labelled :class:`~remul_ff.data.batch.Structure` per frame, in order.
     """
+    for i, atoms in enumerate(frames):
+        check_labellable(atoms, i)  # before any work: a bad frame late in the file costs no DFT
     store = LabelCache(cache) if cache is not None else None
     keys = [geometry_key(labeller.signature, atoms) for atoms in frames]
     missing = [i for i, key in enumerate(keys) if store is None or store.get(key) is None]
     labels: dict[int, tuple[float, np.ndarray]] = {}
     for i in progress_bar(missing, desc=desc, unit="frame", disable=not progress):
-        check_labellable(frames[i], i)
         energy, forces = labeller.label(frames[i])
         labels[i] = (energy, forces)
         if store is not None:
@@ -234,7 +235,3 @@ def check_labellable(atoms: Atoms, index: int) -> None:
     if atoms.pbc.any():
         raise DataError(f"frame {index} is periodic; the labellers here treat molecules only (set pbc=False).")
 
-
-def settings_dict(settings: PySCFSettings) -> dict:
-    """The settings as a plain dict, for reports."""
-    return asdict(settings)
