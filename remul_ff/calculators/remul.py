@@ -19,6 +19,7 @@ from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, S
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
 from remul_ff.models.common import ElementTable, inference_model
 from remul_ff.models.forces import predict
+from remul_ff.models.committee import check_committee
 from remul_ff.models.files import load_models
 from remul_ff.models.symmetrize import RotationAveraged, with_test_time_rotations
 from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed
@@ -111,6 +112,8 @@ class REMULCalculator(Calculator):
             if not isinstance(getattr(member, "elements", None), ElementTable):  # its element check and E0s come from there
                 raise ValueError(f"model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), "
                                  f"not {type(member).__name__}.")
+        if len(members) > 1:
+            check_committee(members, [str(m) for m in model_path] if model_path is not None else None)
         # inference copies: the transformer's merges its edge layers (same energies, fewer operations)
         members = [with_test_time_rotations(m.to(self.device, self.dtype), test_time_rotations) for m in members]
         self.models = [inference_model(m.eval().requires_grad_(False)) for m in members]

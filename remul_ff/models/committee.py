@@ -16,8 +16,43 @@ from ase import Atoms
 from torch import nn
 
 from remul_ff.data.batch import AtomicBatch, Structure, collate
-from remul_ff.models.common import inference_model, scatter_max
+from remul_ff.errors import CheckpointError
+from remul_ff.models.common import AtomicEnergyHead, ElementTable, inference_model, scatter_max
 from remul_ff.models.forces import predict
+
+E0_TOLERANCE_EV = 1.0
+"""Largest difference of two members' isolated-atom energies (per element) a committee accepts. Models
+trained on the same level of theory agree to far less; different levels (xTB and DFT, two functionals)
+differ by eV to hundreds of eV, and the mean of such models is no potential."""
+
+
+def check_committee(members: Sequence[nn.Module], names: Sequence[str] | None = None) -> None:
+    """Raise :class:`~remul_ff.errors.CheckpointError` unless the members know the same elements with
+    the same isolated-atom energies (``names``: how to call them in the message, e.g. their files)."""
+    names = list(names) if names is not None else [f"model {k + 1}" for k in range(len(members))]
+    first = _elements_and_e0s(members[0])
+    for name, member in zip(names[1:], members[1:]):
+        other = _elements_and_e0s(member)
+        if set(other) != set(first):
+            raise CheckpointError(f"{names[0]} and {name} cannot form a committee: they know different elements "
+                                  f"({_symbols(first)} and {_symbols(other)}); use models trained on the same data.")
+        z = max(first, key=lambda z: abs(first[z] - other[z]))
+        if abs(first[z] - other[z]) > E0_TOLERANCE_EV:
+            raise CheckpointError(f"{names[0]} and {name} cannot form a committee: their isolated-atom energies of "
+                                  f"{_symbols([z])} differ by {abs(first[z] - other[z]):.3g} eV, so they were trained on "
+                                  "different levels of theory and their mean is no potential; use models trained on the same labels.")
+
+
+def _elements_and_e0s(member: nn.Module) -> dict[int, float]:
+    table = next(m for m in member.modules() if isinstance(m, ElementTable))
+    head = next(m for m in member.modules() if isinstance(m, AtomicEnergyHead))
+    return dict(zip(table.elements.tolist(), head.e0s))
+
+
+def _symbols(numbers) -> str:
+    from ase.data import chemical_symbols
+
+    return ", ".join(chemical_symbols[z] for z in sorted(numbers))
 
 
 class Committee(nn.Module):
@@ -32,6 +67,7 @@ class Committee(nn.Module):
         super().__init__()
         if len(members) < 2:
             raise ValueError("a committee needs at least two models.")
+        check_committee(members)
         self.members = nn.ModuleList(members)
         self.elements = members[0].elements
         self.training_domain = getattr(members[0], "training_domain", {})

@@ -5,7 +5,9 @@ dtype and device — lives here and only here; the calculator, the MD engine, ``
 integration import it from :mod:`remul_ff.models`. Never pickled modules.
 
 Both file kinds load with ``torch.load(..., weights_only=True)`` and are written atomically
-(temporary file, then rename), so a run killed mid-write keeps its previous file intact.
+(temporary file, then rename), so a run killed mid-write keeps its previous file intact. Each file
+carries a SHA-256 checksum of its tensors' bytes: damage inside the weights still unpickles, so
+without it a flipped byte would give a model that loads and predicts nonsense without a word.
 
 * a **checkpoint** (``checkpoint.pt``) holds everything to resume training exactly;
 * a **model file** (``model.pt``) holds what the calculator needs: model kind, hyperparameters,
@@ -14,6 +16,7 @@ Both file kinds load with ``torch.load(..., weights_only=True)`` and are written
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,35 @@ from remul_ff.utils.io import atomic_path
 FORMAT_VERSION = 1
 MODEL_FILE_KIND = "remul-ff-model"
 CHECKPOINT_FILE_KIND = "remul-ff-checkpoint"  # a training run's resumable state (checkpoint.pt), written by the trainer
+CHECKSUM_KEY = "tensor_sha256"
 
 
 def save_file(payload: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it onto ``path``."""
+    """``torch.save`` with a checksum of its tensors to a temporary file beside ``path``, then rename it onto ``path``."""
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save({**payload, CHECKSUM_KEY: tensor_checksum(payload)}, tmp)
+
+
+def tensor_checksum(payload: Any) -> str:
+    """SHA-256 of every tensor's dtype, shape and bytes in ``payload`` (nested dicts, lists, tuples), in order."""
+    digest = hashlib.sha256()
+    for tensor in _tensors(payload):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _tensors(value: Any):
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key != CHECKSUM_KEY:
+                yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
 
 
 def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
@@ -62,7 +88,16 @@ def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
             f"{path} has format version {payload.get('format_version')}, but this remul-ff reads version "
             f"{FORMAT_VERSION}; use the remul-ff version that wrote it."
         )
+    _check_checksum(payload, path)
     return payload
+
+
+def _check_checksum(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a file whose tensors changed since it was written (files from before checksums pass)."""
+    recorded = payload.pop(CHECKSUM_KEY, None)
+    if recorded is not None and recorded != tensor_checksum(payload):
+        raise CheckpointError(f"{path} is corrupt: its weights do not match the checksum written with them; "
+                              "use an earlier copy or checkpoint, or train again.")
 
 
 def model_payload(model: nn.Module, kind: str, elements: list[int], e0s: dict[int, float], config: dict,

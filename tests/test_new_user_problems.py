@@ -1,0 +1,72 @@
+"""The problems a new user met (issue 40), each answered by one clear sentence or fixed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from remul_ff.errors import CheckpointError
+from remul_ff.models.files import MODEL_FILE_KIND, load_model, model_payload, save_file
+from tests.conftest import tiny_model
+
+
+def write_model_file(path, model=None):
+    model = model or tiny_model()
+    e0s = dict(zip([1, 6, 7, 8], model.head.e0s))
+    save_file(model_payload(model, "transformer", [1, 6, 7, 8], e0s, {}), path)
+    return path
+
+
+def flip_bytes_inside(path, tensor: torch.Tensor, count: int = 64) -> None:
+    """Invert ``count`` bytes in the middle of ``tensor``'s stored bytes in ``path``."""
+    data = bytearray(path.read_bytes())
+    stored = tensor.detach().contiguous().view(torch.uint8).numpy().tobytes()
+    start = data.find(stored)
+    assert start > 0, "the tensor's bytes must lie in the file uncompressed"
+    middle = start + len(stored) // 2
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_model_file_with_flipped_weight_bytes_is_refused(tmp_path):
+    model = tiny_model()
+    path = write_model_file(tmp_path / "model.pt", model)
+    assert torch.equal(load_model(path).head.scale, model.head.scale)  # intact: loads
+    flip_bytes_inside(path, model.blocks[0].ffn[0].weight)
+    with pytest.raises(CheckpointError, match="corrupt: its weights do not match the checksum"):
+        load_model(path)
+
+
+def test_file_without_checksum_still_loads(tmp_path):
+    """Model files written before checksums existed stay readable."""
+    model = tiny_model()
+    path = tmp_path / "old.pt"
+    torch.save(model_payload(model, "transformer", [1, 6, 7, 8], dict(zip([1, 6, 7, 8], model.head.e0s)), {}), path)
+    assert load_model(path)(torch.zeros(2, 3).double() + torch.tensor([[0.0, 0, 0], [1.0, 0, 0]]),
+                            torch.tensor([1, 8]), torch.zeros(2, dtype=torch.long)).shape == (2,)
+    assert MODEL_FILE_KIND == torch.load(path, weights_only=True)["kind"]
+
+
+def test_committee_of_models_from_different_levels_of_theory_is_refused(tmp_path):
+    from remul_ff.calculators import REMULCalculator
+    from remul_ff.models.committee import Committee
+
+    dft = write_model_file(tmp_path / "dft.pt")
+    xtb_model = tiny_model()
+    xtb_model.head.set_extra_state({"e0s": [-10.7, -48.8, -71.0, -103.2]})  # GFN2-xTB-like isolated atoms
+    xtb = write_model_file(tmp_path / "xtb.pt", xtb_model)
+    with pytest.raises(CheckpointError, match=r"dft.pt and .*xtb.pt cannot form a committee: their isolated-atom energies of O differ by 1.93e\+03 eV"):
+        REMULCalculator([dft, xtb])
+    with pytest.raises(CheckpointError, match="different levels of theory"):
+        Committee([load_model(dft), load_model(xtb)])
+    assert len(REMULCalculator([dft, write_model_file(tmp_path / "same.pt", tiny_model(width=32))]).models) == 2
+
+
+def test_committee_of_models_for_different_elements_is_refused(tmp_path):
+    from remul_ff.models import build_model
+    from remul_ff.models.committee import Committee
+
+    chno = load_model(write_model_file(tmp_path / "a.pt"))
+    cho = build_model("transformer", {"width": 16, "depth": 1, "heads": 2}, [1, 6, 8], {1: -13.6, 6: -1025.0, 8: -2035.0})
+    with pytest.raises(CheckpointError, match=r"know different elements \(H, C, N, O and H, C, O\)"):
+        Committee([chno, cho.double()])
