@@ -70,3 +70,36 @@ def test_committee_of_models_for_different_elements_is_refused(tmp_path):
     cho = build_model("transformer", {"width": 16, "depth": 1, "heads": 2}, [1, 6, 8], {1: -13.6, 6: -1025.0, 8: -2035.0})
     with pytest.raises(CheckpointError, match=r"know different elements \(H, C, N, O and H, C, O\)"):
         Committee([chno, cho.double()])
+
+
+def test_md_given_an_exported_program_says_what_it_is(trained_model_file, tmp_path, capsys):
+    from remul_ff.cli import main
+
+    program = tmp_path / "model.pt2"
+    assert main(["export", str(trained_model_file), "-o", str(program)]) == 0
+    capsys.readouterr()
+    assert main(["md", str(program), "ethanol", "-o", str(tmp_path / "md"), "--time", "5fs"]) == 2
+    err = capsys.readouterr().err
+    assert "is an exported program ('remul-ff export')" in err and "take the model.pt it was exported from" in err
+    assert "corrupt" not in err and not (tmp_path / "md").exists()
+
+
+def test_resume_with_a_changed_learning_rate_is_refused_and_a_longer_budget_is_recorded(xtb_ethanol_file, tmp_path, capsys):
+    import yaml
+
+    from remul_ff.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
+                      "model: {width: 16, depth: 1, heads: 2}\ntrain: {epochs: 1, batch_size: 8}\n")
+    assert main(["train", str(config), "--no-progress"]) == 0
+    log = (tmp_path / "run" / "log.csv").read_text()
+    assert main(["train", str(config), "--resume", "--no-progress", "--set", "train.lr=1e-2"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume: train.lr is 0.01 now but was 0.001" in err and "only checkpoint_every, device, epochs" in err
+    assert main(["train", str(config), "--resume", "--no-progress", "--set", "loss.beta=2"]) == 2
+    assert "cannot resume: loss.beta is 2.0 now but was 1.0" in capsys.readouterr().err
+    assert (tmp_path / "run" / "log.csv").read_text() == log
+    assert main(["train", str(config), "--resume", "--no-progress", "--set", "train.epochs=2"]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["epochs"] == 2
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 3

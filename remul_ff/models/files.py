@@ -69,6 +69,9 @@ def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
         raise CheckpointError(f"{path} is a folder; give the path of a file inside it{inside}.")
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; give the path of a file written by 'remul-ff train'.")
+    if path.suffix == ".pt2":
+        raise CheckpointError(f"{path} is an exported program ('remul-ff export'), which LAMMPS, C++ and torch.export "
+                              "run; remul-ff commands and the ASE calculator take the model.pt it was exported from.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

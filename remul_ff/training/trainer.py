@@ -116,7 +116,11 @@ class EpochStats:
 
 RUN_FILES = ("config.yaml", "log.csv", "checkpoint.pt", "model.pt")
 DERIVED_FILES = ("splits.json", "off_equilibrium.xyz")  # reused when present, so stale after --overwrite
-RESUME_FIXED_SECTIONS = ("data", "model")
+RESUME_FIXED_SECTIONS = ("data", "model", "loss", "train")
+# How long and where a run trains may change on --resume; the new values apply and config.yaml records
+# them. Every other key shapes the optimisation, so a change would be half-applied (the optimiser's
+# saved learning rate wins over a new train.lr): those need a new run.
+RESUME_CHANGEABLE_KEYS = {"train": {"epochs", "max_minutes", "patience", "device", "num_threads", "checkpoint_every", "tensorboard"}}
 
 
 def check_output_dir(config: Config, resume: bool, overwrite: bool) -> None:
@@ -147,12 +151,15 @@ def _check_same_run(config: Config, saved_path: Path) -> None:
     except RemulError:
         pass  # a key since removed or renamed: compare what was written
     for section in RESUME_FIXED_SECTIONS:
-        changed = sorted(k for k in set(saved.get(section, {})) | set(now[section]) if saved.get(section, {}).get(k) != now[section].get(k))
+        keys = set(saved.get(section, {})) | set(now[section])
+        changed = sorted(k for k in keys - RESUME_CHANGEABLE_KEYS.get(section, set()) if saved.get(section, {}).get(k) != now[section].get(k))
         if changed:
             key = changed[0]
+            free = sorted(RESUME_CHANGEABLE_KEYS.get(section, ()))
+            allowed = f" (only {', '.join(free)} may change)" if free else ""
             raise ConfigError(f"cannot resume: {section}.{key} is {now[section].get(key)!r} now but was "
                               f"{saved.get(section, {}).get(key)!r} in {saved_path}; resume with the same {section} "
-                              "section, or start a new run in another output_dir.")
+                              f"section{allowed}, or start a new run in another output_dir.")
 
 
 class Trainer:
@@ -299,8 +306,7 @@ class Trainer:
     def _start_fresh(self) -> None:
         if not self.ctx.is_main:
             return
-        with atomic_path(self.out / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self._write_config()
         with atomic_path(self.out / "log.csv") as tmp:
             tmp.write_text(",".join(LOG_COLUMNS) + "\n")
 
@@ -612,7 +618,12 @@ class Trainer:
         self._barrier()  # every rank has read the checkpoint before rank 0 rewrites the log
         if self.ctx.is_main:
             self._truncate_log()
+            self._write_config()  # records a changed budget, epochs or device (RESUME_CHANGEABLE_KEYS)
         self._say(f"resumed from {path} at epoch {self.epoch}")
+
+    def _write_config(self) -> None:
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     def _truncate_log(self) -> None:
         """Drop log rows written after the checkpoint (a run killed between log and checkpoint)."""
