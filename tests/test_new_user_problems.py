@@ -103,3 +103,38 @@ def test_resume_with_a_changed_learning_rate_is_refused_and_a_longer_budget_is_r
     assert main(["train", str(config), "--resume", "--no-progress", "--set", "train.epochs=2"]) == 0
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["epochs"] == 2
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 3
+
+
+def test_md_with_more_replicas_than_open_files_runs_and_writes_the_same_bytes(trained_model_file, tmp_path, monkeypatch):
+    import resource
+
+    from remul_ff.md import MDSettings, run_md
+    from remul_ff.md import engine
+    from tests.conftest import jittered_molecules
+
+    model = load_model(trained_model_file)
+    starts = jittered_molecules("CH3CH2OH", 160, seed=3, scale=0.02)
+    settings = MDSettings(temperature=300, total_time_fs=2.0, timestep_fs=0.5, write_interval=2, restart_every=0)
+    run_md(model, starts, settings, tmp_path / "kept_open", progress=False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))  # 160 replicas cannot each hold a file open
+    try:
+        monkeypatch.setattr(engine, "MAX_OPEN_TRAJECTORIES", 4)
+        run_md(model, starts, settings, tmp_path / "pooled", progress=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for rid in (0, 5, 159):
+        name = f"replica_{rid:03d}.traj"
+        assert (tmp_path / "pooled" / name).read_bytes() == (tmp_path / "kept_open" / name).read_bytes()
+    assert len(list((tmp_path / "pooled").glob("replica_*.traj"))) == 160
+
+
+def test_md_into_a_folder_with_replica_files_only_needs_overwrite(trained_model_file, tmp_path, capsys):
+    from remul_ff.cli import main
+
+    out = tmp_path / "md"
+    out.mkdir()
+    (out / "replica_000.traj").write_bytes(b"")  # left by a run that failed while creating its files
+    assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "2fs"]) == 2
+    assert "already holds an MD run (replica_000.traj and other replica files); pass --resume" in capsys.readouterr().err
+    assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "2fs", "--overwrite", "--no-progress"]) == 0

@@ -22,6 +22,7 @@ import os
 import re
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ DEVIATION_ACTIONS = ("flag", "stop")
 THERMO_COLUMNS = ["replica", "step", "time_ps", "temperature_K", "e_pot_eV", "e_kin_eV", "e_tot_eV", "conserved_eV"]
 RESTART_FILE = "restart.pt"
 RESTART_KIND = "remul-ff-md-restart"
+MAX_OPEN_TRAJECTORIES = 256  # far below the usual limit of 1024 open files per process
 TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
 # X-H stretches (~3000 cm^-1) have a period of ~11 fs; velocity Verlet wants 10-20 steps per period,
 # so MD of molecules with hydrogen uses 0.5-1 fs (Fu et al.'s stability benchmarks: 0.5 fs).
@@ -217,7 +219,7 @@ class _Writers:
         if resume_step is not None:
             self._truncate(resume_step)
         mode = "w" if resume_step is None else "a"
-        self.trajectories = [Trajectory(p, mode) for p in self.paths] if settings.traj_format == "traj" else None
+        self.trajectories = _TrajectoryPool(self.paths, mode) if settings.traj_format == "traj" else None
         for p in self.paths if self.trajectories is None and resume_step is None else []:
             p.write_text("")
         self.thermo_file = open(output_dir / "thermo.csv", mode, newline="")
@@ -245,7 +247,7 @@ class _Writers:
         for (rid, atoms), energy, forces in zip(state.replica_atoms(), state.energy.tolist(), _split_forces(state)):
             atoms.calc = _single_point(atoms, energy, forces)
             if self.trajectories is not None:
-                self.trajectories[rid].write(atoms)
+                self.trajectories.write(rid, atoms)
             else:
                 ase.io.write(self.paths[rid], atoms, format="extxyz", append=True)
 
@@ -264,12 +266,43 @@ class _Writers:
         self.thermo_file.flush()
 
     def close(self, result: MDResult) -> None:
-        for trajectory in self.trajectories or []:
-            trajectory.close()
+        if self.trajectories is not None:
+            self.trajectories.close()
         self.thermo_file.close()
         (self.output_dir / "collapses.json").write_text(json.dumps([asdict(c) for c in result.collapses], indent=2) + "\n")
         if self.committee:
             (self.output_dir / "uncertain.json").write_text(json.dumps([asdict(c) for c in result.flags], indent=2) + "\n")
+
+
+class _TrajectoryPool:
+    """One ASE trajectory per replica with at most :data:`MAX_OPEN_TRAJECTORIES` files open at once.
+
+    A process may hold only so many open files (often 1024), and a run of 10^5 replicas needs a
+    trajectory each: the least recently written one is closed and reopened in append mode when its
+    replica writes again, which gives the same bytes as a file kept open.
+    """
+
+    def __init__(self, paths: list[Path], mode: str) -> None:
+        self.paths = paths
+        self.open: OrderedDict[int, Trajectory] = OrderedDict()
+        for rid, path in enumerate(paths):
+            trajectory = Trajectory(path, mode)
+            if rid < MAX_OPEN_TRAJECTORIES:
+                self.open[rid] = trajectory
+            else:
+                trajectory.close()
+
+    def write(self, rid: int, atoms: Atoms) -> None:
+        trajectory = self.open.pop(rid, None) or Trajectory(self.paths[rid], "a")
+        self.open[rid] = trajectory
+        trajectory.write(atoms)
+        if len(self.open) > MAX_OPEN_TRAJECTORIES:
+            self.open.popitem(last=False)[1].close()
+
+    def close(self) -> None:
+        for trajectory in self.open.values():
+            trajectory.close()
+        self.open.clear()
 
 
 def _first_frames(path: Path, count: int, traj_format: str) -> list[Atoms]:
@@ -570,6 +603,7 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start over an earlier run unless told to; clear it (and stale temporary files) when told."""
     check_output_path(out, "the MD output", folder=True)
     earlier = sorted(p.name for p in [out / "thermo.csv", out / RESTART_FILE] if p.exists())
+    earlier += [f"{p.name} and other replica files" for p in [*out.glob("replica_*.traj"), *out.glob("replica_*.xyz")][:1]]
     if earlier and not resume and not overwrite:
         raise RemulError(f"{out} already holds an MD run ({', '.join(earlier)}); pass --resume to continue it, "
                          "--overwrite to replace it, or choose another output folder.")
