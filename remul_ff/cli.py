@@ -172,6 +172,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     if args.split:
         structures = _split_of_run(structures, args)
     model.elements.check(torch.as_tensor([int(z) for s in structures for z in set(s.numbers)]))
+    _warn_unseen_pairs(model.training_domain, structures)
     loss = payload["training_config"].get("loss", {})
     report = evaluate(model, structures, payload["e0s"], args.rotations, args.batch_size, device, dtype,
                       loss.get("energy_weight", 1.0), loss.get("forces_weight", 10.0), seed=args.seed)
@@ -179,6 +180,17 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _warn_unseen_pairs(domain: dict[str, float], structures: list) -> None:
+    """Warn (as ``md`` and the calculator do) when the data pair elements that never met in training."""
+    from remul_ff.calculators import OutOfDomainWarning
+    from remul_ff.data.domain import training_domain
+
+    unseen = sorted(set(training_domain(structures)) - set(domain)) if domain else []
+    if unseen:
+        warnings.warn(f"remul-ff: the element pairs {', '.join(unseen)} in these data never occur in the model's training "
+                      "data; its errors there say nothing about its accuracy on data like its own.", OutOfDomainWarning, stacklevel=2)
 
 
 def _split_of_run(structures: list, args: argparse.Namespace) -> list:

@@ -138,3 +138,14 @@ def test_md_into_a_folder_with_replica_files_only_needs_overwrite(trained_model_
     assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "2fs"]) == 2
     assert "already holds an MD run (replica_000.traj and other replica files); pass --resume" in capsys.readouterr().err
     assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "2fs", "--overwrite", "--no-progress"]) == 0
+
+
+def test_evaluate_warns_about_element_pairs_the_model_never_saw(trained_model_file, tmp_path, capsys):
+    from remul_ff.cli import main
+    from remul_ff.data.generate import write_extxyz
+    from tests.conftest import jittered_molecules, xtb_labelled
+
+    peroxide = tmp_path / "h2o2.xyz"  # H and O only, but an O-O bond: ethanol has one oxygen
+    write_extxyz(xtb_labelled(jittered_molecules("H2O2", 2)), peroxide)
+    assert main(["evaluate", str(trained_model_file), str(peroxide)]) == 0
+    assert "the element pairs O-O in these data never occur in the model's training data" in capsys.readouterr().err
