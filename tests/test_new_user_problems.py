@@ -149,3 +149,13 @@ def test_evaluate_warns_about_element_pairs_the_model_never_saw(trained_model_fi
     write_extxyz(xtb_labelled(jittered_molecules("H2O2", 2)), peroxide)
     assert main(["evaluate", str(trained_model_file), str(peroxide)]) == 0
     assert "the element pairs O-O in these data never occur in the model's training data" in capsys.readouterr().err
+
+
+def test_scaling_with_a_missing_data_file_leaves_no_folders(tmp_path, capsys):
+    from remul_ff.cli import main
+    from tests.test_scaling import _spec_file
+
+    spec = _spec_file(tmp_path, tmp_path / "missing.xyz")
+    assert main(["scaling", spec, "--no-progress"]) == 2
+    assert "missing.xyz does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()

@@ -204,7 +204,8 @@ class Trainer:
         self.progress = self.progress and self.ctx.is_main
         if self.config.train.batch_size % self.ctx.world_size:
             raise ConfigError(f"train.batch_size ({self.config.train.batch_size}) is the global batch and must be divisible by the {self.ctx.world_size} processes.")
-        created = not self.out.exists()
+        # the outermost folder this run creates (output_dir/runs/... may create several)
+        created = next((p for p in [*reversed(self.out.absolute().parents), self.out.absolute()] if not p.exists()), None)
         if self.ctx.is_main:
             check_output_dir(self.config, resume, overwrite)
             self.out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +217,7 @@ class Trainer:
             self.good_state = copy.deepcopy(self._training_state())  # a first epoch that diverges returns here
         except Exception:
             if created and self.ctx.is_main:  # a run that failed before training leaves no folder behind
-                shutil.rmtree(self.out, ignore_errors=True)
+                shutil.rmtree(created, ignore_errors=True)
             raise
 
     def _prepare_data(self):
