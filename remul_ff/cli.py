@@ -214,25 +214,31 @@ def _split_of_run(structures: list, args: argparse.Namespace) -> list:
 
 
 def _add_md(sub: argparse._SubParsersAction) -> None:
+    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, DEVIATION_ACTIONS, THERMOSTATS
+
     p = sub.add_parser("md", help="batched MD of many replicas with collapse detection")
     p.add_argument("model", help="model.pt written by remul-ff train")
     p.add_argument("structure", help="molecule name (e.g. ethanol), structure file, or data file whose frames start the replicas")
     p.add_argument("-o", "--output", required=True, help="output folder for trajectories and thermo.csv")
-    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
-    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
-    p.add_argument("--time", default="10ps", help="simulated time per replica, e.g. 300ps (default 10ps)")
-    p.add_argument("--thermostat", default="langevin", choices=["nve", "langevin", "nose-hoover"])
-    p.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
-    p.add_argument("--tdamp", type=float, default=None, help="Nose-Hoover damping time in fs (default 100 steps)")
+    d = COMMAND_LINE_MD_SETTINGS
+    p.add_argument("--temperature", type=float, default=d.temperature, help=f"K (default {d.temperature:g})")
+    p.add_argument("--timestep", type=float, default=d.timestep_fs, help=f"fs (default {d.timestep_fs:g})")
+    p.add_argument("--time", default=f"{d.total_time_fs / 1e3:g}ps",
+                   help=f"simulated time per replica with its unit, e.g. 300ps (default {d.total_time_fs / 1e3:g}ps)")
+    p.add_argument("--thermostat", default=d.thermostat, choices=list(THERMOSTATS))
+    p.add_argument("--friction", type=float, default=d.friction, help=f"Langevin friction in 1/fs (default {d.friction:g})")
+    p.add_argument("--tdamp", type=float, default=d.tdamp_fs, help="Nose-Hoover damping time in fs (default 100 steps)")
     p.add_argument("--replicas", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write-interval", type=int, default=100, help="steps between saved frames (default 100; 0: none)")
-    p.add_argument("--thermo-interval", type=int, default=10, help="steps between thermo rows (default 10)")
-    p.add_argument("--format", default="traj", choices=["traj", "extxyz"])
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--write-interval", type=int, default=d.write_interval,
+                   help=f"steps between saved frames (default {d.write_interval}; 0: none)")
+    p.add_argument("--thermo-interval", type=int, default=d.thermo_interval, help=f"steps between thermo rows (default {d.thermo_interval})")
+    p.add_argument("--format", default=d.traj_format, choices=["traj", "extxyz"])
     p.add_argument("--reference", default=None, metavar="DATA",
                    help="data file whose mean bond lengths are the collapse reference (Fu et al.; default: the starting frame's)")
-    p.add_argument("--check-interval", type=int, default=10, help="steps between collapse checks (default 10)")
-    p.add_argument("--restart-every", type=int, default=10000, help="steps between restart files (default 10000; 0: none)")
+    p.add_argument("--check-interval", type=int, default=d.check_interval, help=f"steps between collapse checks (default {d.check_interval})")
+    p.add_argument("--restart-every", type=int, default=d.restart_every,
+                   help=f"steps between restart files (default {d.restart_every}; 0: none)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options; --time may grow)")
     p.add_argument("--overwrite", action="store_true", help="replace the MD run already in OUTPUT")
     p.add_argument("--device", default="auto")
@@ -244,7 +250,7 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
                    help="another model.pt (repeatable): MD runs on the committee's mean and logs its force deviation")
     p.add_argument("--max-force-deviation", type=float, default=None, metavar="EV_PER_A",
                    help="with --committee: flag (or stop) a replica whose largest force deviation passes this, eV/Å")
-    p.add_argument("--on-deviation", default="flag", choices=["flag", "stop"],
+    p.add_argument("--on-deviation", default=d.on_deviation, choices=list(DEVIATION_ACTIONS),
                    help="flag: list it in uncertain.json and go on (default); stop: remove it from the run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_md)

@@ -159,3 +159,31 @@ def test_scaling_with_a_missing_data_file_leaves_no_folders(tmp_path, capsys):
     assert main(["scaling", spec, "--no-progress"]) == 2
     assert "missing.xyz does not exist" in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_md_command_line_defaults_are_the_documented_settings():
+    import dataclasses
+
+    from remul_ff.cli import build_parser
+    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, MDSettings, parse_duration_fs
+
+    args = build_parser().parse_args(["md", "model.pt", "ethanol", "-o", "out"])
+    options = {"temperature": "temperature", "timestep_fs": "timestep", "thermostat": "thermostat", "friction": "friction",
+               "tdamp_fs": "tdamp", "seed": "seed", "write_interval": "write_interval", "thermo_interval": "thermo_interval",
+               "traj_format": "format", "check_interval": "check_interval", "restart_every": "restart_every",
+               "on_deviation": "on_deviation", "max_force_deviation": "max_force_deviation", "compile": "compile",
+               "cuda_graph": "cuda_graph"}
+    for field, option in options.items():
+        assert getattr(args, option) == getattr(COMMAND_LINE_MD_SETTINGS, field), field
+    assert parse_duration_fs(args.time) == COMMAND_LINE_MD_SETTINGS.total_time_fs
+    # only what the docstring of COMMAND_LINE_MD_SETTINGS explains differs from the Python API's defaults
+    differs = {f.name for f in dataclasses.fields(MDSettings) if getattr(MDSettings(), f.name) != getattr(COMMAND_LINE_MD_SETTINGS, f.name)}
+    assert differs == {"check_interval", "restart_every", "total_time_fs"}
+
+
+def test_md_settings_import_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, remul_ff.md.settings, remul_ff.cli; remul_ff.cli.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

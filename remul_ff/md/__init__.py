@@ -1,20 +1,22 @@
-"""Batched molecular dynamics: state, integrators (plain functions), collapse detection, analysis."""
+"""Batched molecular dynamics: state, integrators (plain functions), collapse detection, analysis.
 
-from remul_ff.md.engine import MDResult, MDSettings, default_max_temperature, parse_duration_fs, run_md
-from remul_ff.md.integrators import langevin_baoab_step, nose_hoover_chain_step, velocity_verlet_step
-from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
+Names load on first use, so ``remul_ff.md.settings`` (read by the command line to build its options)
+imports without torch.
+"""
 
-__all__ = [
-    "MDResult",
-    "MDSettings",
-    "MDState",
-    "compute_forces",
-    "default_max_temperature",
-    "langevin_baoab_step",
-    "maxwell_boltzmann",
-    "nose_hoover_chain_step",
-    "parse_duration_fs",
-    "run_md",
-    "state_from_atoms",
-    "velocity_verlet_step",
-]
+import importlib
+
+_HOMES = {
+    "MDResult": "engine", "run_md": "engine",
+    "MDSettings": "settings", "default_max_temperature": "settings", "parse_duration_fs": "settings",
+    "langevin_baoab_step": "integrators", "nose_hoover_chain_step": "integrators", "velocity_verlet_step": "integrators",
+    "MDState": "state", "compute_forces": "state", "maxwell_boltzmann": "state", "state_from_atoms": "state",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'remul_ff.md' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"remul_ff.md.{_HOMES[name]}"), name)

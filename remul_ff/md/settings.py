@@ -1,0 +1,151 @@
+"""MD settings, readable without torch: :class:`MDSettings`, the command line's defaults and durations.
+
+``remul-ff md`` builds its options from :data:`COMMAND_LINE_MD_SETTINGS`, so the command line and the
+Python API cannot drift apart; the driver is :mod:`remul_ff.md.engine`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from dataclasses import dataclass
+
+from remul_ff.errors import RemulError
+
+THERMOSTATS = ("nve", "langevin", "nose-hoover")
+DEVIATION_ACTIONS = ("flag", "stop")
+TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
+# X-H stretches (~3000 cm^-1) have a period of ~11 fs; velocity Verlet wants 10-20 steps per period,
+# so MD of molecules with hydrogen uses 0.5-1 fs (Fu et al.'s stability benchmarks: 0.5 fs).
+LONGEST_TIMESTEP_WITH_H_FS = 1.0
+
+
+def parse_duration_fs(text: str | float) -> float:
+    """``"300ps"``, ``"10 fs"``, ``"1ns"`` or a number (not a string) of fs, in fs.
+
+    A string needs its unit: ``--time 10`` may mean 10 ps to one user and 10 fs to another.
+    """
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(fs|ps|ns)?\s*", str(text))
+    if match and isinstance(text, str) and match.group(2) is None:
+        raise RemulError(f"the duration {text!r} has no unit; write '{text.strip()}ps' or '{text.strip()}fs'.")
+    if not match:
+        raise RemulError(f"cannot read the duration {text!r}; write it like '300ps', '500 fs' or '1ns'.")
+    try:
+        value = float(match.group(1))
+    except ValueError:
+        raise RemulError(f"cannot read the duration {text!r}; write it like '300ps', '500 fs' or '1ns'.") from None
+    return value * TIME_UNITS_FS[match.group(2) or "fs"]
+
+
+def default_max_temperature(temperature: float) -> float:
+    """The temperature guard of the collapse monitor: ``max(10 T, 1000 K)``.
+
+    Fu et al. judge MD17 stability by bond lengths alone; this guard only stops runaway heating.
+    It sits far above thermal noise because a small molecule's instantaneous temperature
+    fluctuates widely: ethanol (27 degrees of freedom) exceeds 3 T with a canonical probability
+    of 2.7e-7 per sample, not negligible over the 6e5 steps of a 300 ps run, while 10 T has
+    6e-42. A real blow-up passes 10 T within a few steps.
+    """
+    return max(10.0 * temperature, 1000.0)
+
+
+@dataclass
+class MDSettings:
+    """An MD protocol.
+
+    Attributes:
+        temperature: Initial and thermostat temperature, K.
+        timestep_fs: Time step, fs.
+        total_time_fs: Simulated time per replica, fs.
+        thermostat: ``nve``, ``langevin`` (BAOAB) or ``nose-hoover`` (chain of ``tchain``).
+        friction: Langevin friction, 1/fs.
+        tdamp_fs: Nosé–Hoover damping time, fs (default 100 time steps).
+        tchain: Nosé–Hoover chain length.
+        seed: Seed of the initial velocities and Langevin noise.
+        write_interval: Steps between trajectory frames (0 writes none).
+        thermo_interval: Steps between thermo rows.
+        check_interval: Steps between collapse checks.
+        traj_format: ``traj`` or ``extxyz``.
+        max_temperature: Collapse above this temperature, K (default :func:`default_max_temperature`).
+        bond_tolerance: Collapse when a bond deviates more than this, Å.
+        initial_velocities: Draw Maxwell–Boltzmann momenta (otherwise keep the atoms' own).
+        restart_every: Steps between restart files (``restart.pt``, written atomically; 0: none).
+            ``run_md(..., resume=True)`` continues from the last one exactly, so a long run can
+            span several jobs.
+        compile: Run the model through ``torch.compile`` (needs a C++ compiler on CPU). On CPU it
+            made a 5-replica ethanol step about 1.7x faster; compiling takes about a minute.
+        cuda_graph: On a CUDA device, record the whole step (forces included) once as a CUDA graph
+            and replay it (:mod:`remul_ff.md.graphs`), for molecules of up to 64 atoms; Langevin's
+            noise is still drawn on the CPU, each step, and copied in. Other devices ignore it.
+        max_force_deviation: With a committee, the largest force deviation (eV/Å) a replica may
+            reach at a check before ``on_deviation`` applies (``None``: only log it).
+        on_deviation: ``flag`` records the replica in ``uncertain.json`` and goes on; ``stop``
+            also removes it from the run (recorded in ``collapses.json`` with the reason).
+    """
+
+    temperature: float = 300.0
+    timestep_fs: float = 0.5
+    total_time_fs: float = 1000.0
+    thermostat: str = "langevin"
+    friction: float = 0.01
+    tdamp_fs: float | None = None
+    tchain: int = 3
+    seed: int = 0
+    write_interval: int = 100
+    thermo_interval: int = 10
+    check_interval: int = 1
+    traj_format: str = "traj"
+    max_temperature: float | None = None
+    bond_tolerance: float = 0.5
+    initial_velocities: bool = True
+    restart_every: int = 0
+    compile: bool = False
+    cuda_graph: bool = True
+    max_force_deviation: float | None = None
+    on_deviation: str = "flag"
+
+    def _checks(self) -> list:
+        """``(what, value, test, what it must be)`` for every numeric setting."""
+        positive = (lambda v: math.isfinite(v) and v > 0, "a positive number")
+        at_least_0 = (lambda v: v >= 0, "0 or more (0 turns it off)")
+        return [
+            ("time step (fs)", self.timestep_fs, *positive), ("total time (fs)", self.total_time_fs, *positive),
+            ("temperature (K)", self.temperature, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+            ("Langevin friction (1/fs)", self.friction, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+            ("Nose-Hoover damping time (fs)", 1.0 if self.tdamp_fs is None else self.tdamp_fs, *positive),
+            ("Nose-Hoover chain length", self.tchain, lambda v: v >= 1, "at least 1"),
+            ("write interval (steps)", self.write_interval, *at_least_0),
+            ("thermo interval (steps)", self.thermo_interval, lambda v: v >= 1, "at least 1"),
+            ("collapse check interval (steps)", self.check_interval, lambda v: v >= 1, "at least 1"),
+            ("restart interval (steps)", self.restart_every, *at_least_0),
+            ("bond tolerance (Å)", self.bond_tolerance, *positive),
+            ("temperature guard (K)", 1.0 if self.max_temperature is None else self.max_temperature, *positive),
+            ("committee force-deviation threshold (eV/Å)", 1.0 if self.max_force_deviation is None else self.max_force_deviation,
+             *positive),
+        ]
+
+    @property
+    def n_steps(self) -> int:
+        """Steps per replica."""
+        return int(round(self.total_time_fs / self.timestep_fs))
+
+    def validate(self) -> None:
+        """Raise :class:`RemulError` for settings that cannot run (before any file is written)."""
+        if self.thermostat not in THERMOSTATS:
+            raise RemulError(f"unknown thermostat {self.thermostat!r}; use one of {', '.join(THERMOSTATS)}.")
+        for what, value, ok, must in self._checks():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):  # '300' from Python, not a number
+                raise RemulError(f"the {what} must be {must}, but is {value!r}.")
+        if self.on_deviation not in DEVIATION_ACTIONS:
+            raise RemulError(f"unknown action {self.on_deviation!r} for a large committee deviation; use 'flag' or 'stop'.")
+        if self.n_steps < 1:
+            raise RemulError(f"the total time ({self.total_time_fs:g} fs) is shorter than one time step "
+                             f"({self.timestep_fs:g} fs); give a longer time or a shorter time step.")
+        if self.traj_format not in ("traj", "extxyz"):
+            raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
+
+
+# ``remul-ff md`` starts from these: a run from the command line is long, so it checks for collapses every
+# 10 steps (a tenth of the cost) and writes a restart file every 10000 steps so that --resume works.
+COMMAND_LINE_MD_SETTINGS = MDSettings(check_interval=10, restart_every=10000, total_time_fs=10000.0)
