@@ -51,8 +51,7 @@ def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
 
 
-def write_results(name: str, payload: dict, markdown: str, command: str | None = None,
-                  machine_info: dict | None = None) -> None:
+def write_results(name: str, payload: dict, markdown: str, command: str | None = None, machine_info: dict | None = None) -> None:
     """Write ``results/<name>.json`` and ``results/<name>.md``, both stating the command.
 
     ``command`` and ``machine_info`` default to this run's; a script that only re-derives part of earlier

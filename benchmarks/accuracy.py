@@ -39,9 +39,14 @@ MODES = {
 def train_command(mode: str, args: argparse.Namespace) -> list[str]:
     data = Path(args.data)
     overrides = [
-        f"output_dir={args.runs / mode}", f"data.path={data / 'train.xyz'}", f"data.e0s={data / 'isolated_atoms.xyz'}",
-        f"train.max_minutes={args.minutes}", f"train.num_threads={args.threads}", f"train.seed={args.seed}",
-        *MODES[mode], *args.set,
+        f"output_dir={args.runs / mode}",
+        f"data.path={data / 'train.xyz'}",
+        f"data.e0s={data / 'isolated_atoms.xyz'}",
+        f"train.max_minutes={args.minutes}",
+        f"train.num_threads={args.threads}",
+        f"train.seed={args.seed}",
+        *MODES[mode],
+        *args.set,
     ]
     command = [sys.executable, "-m", "remul_ff", "train", str(ROOT / "examples" / "rmd17_ethanol.yaml"), "--no-progress"]
     return command + [x for item in overrides for x in ("--set", item)]
@@ -64,9 +69,22 @@ def train_all(modes: list[str], args: argparse.Namespace) -> None:
 def evaluate_mode(mode: str, args: argparse.Namespace) -> dict:
     out = args.runs / mode / "eval.json"
     subprocess.run(
-        [sys.executable, "-m", "remul_ff", "evaluate", str(args.runs / mode / "model.pt"), str(valid_file(args, mode)),
-         "--rotations", "32", "--dtype", "float64", "--json", str(out)],
-        check=True, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "remul_ff",
+            "evaluate",
+            str(args.runs / mode / "model.pt"),
+            str(valid_file(args, mode)),
+            "--rotations",
+            "32",
+            "--dtype",
+            "float64",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     report = json.loads(out.read_text())
     log = list(csv.DictReader(open(args.runs / mode / "log.csv")))
@@ -94,7 +112,8 @@ def markdown(results: dict[str, dict], args: argparse.Namespace) -> str:
     rows = [
         f"rMD17 ethanol, 950 train / 50 validation (split seed 0), {args.threads} thread(s) x {args.minutes} min per mode; "
         "validation metrics with EMA weights, K=32 rotations, float64 evaluation.\n",
-        "| mode | epochs | structures/s | CPU-min | E MAE (meV) | F MAE (meV/Å) | F equi rel | E equi rel | Shen % (task) | Shen % (forces) | final α, β |",
+        "| mode | epochs | structures/s | CPU-min | E MAE (meV) | F MAE (meV/Å) | F equi rel | E equi rel "
+        "| Shen % (task) | Shen % (forces) | final α, β |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, r in results.items():

@@ -41,6 +41,7 @@ from _common import RESULTS, write_results
 
 from remul_ff.data.batch import Structure
 from remul_ff.models import load_model
+from remul_ff.models.committee import Committee
 from remul_ff.training.evaluate import evaluate
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +61,9 @@ EARLIER_RUNS = [
     ("egnn", STABILITY / "training_seeds/egnn_seed1"),
     ("egnn", STABILITY / "training_seeds/egnn_seed2"),
 ]
+
+# Committees of finished runs at the sum of their budgets: two 60-minute models against one of 120 minutes.
+COMMITTEES = {"stage2 committee": ["stage2_60min_seed0", "stage2_60min_seed1"]}
 
 
 def molecule_of(config: dict) -> str:
@@ -87,10 +91,41 @@ def describe(run: Path, config: dict, recipe: str | None) -> tuple[str, float, i
 
 def evaluate_run(run: Path, offsets: dict[str, float], recipe: str | None = None) -> list[dict]:
     config = yaml.safe_load((run / "config.yaml").read_text())
-    (recipe, budget, seed), molecule = describe(run, config, recipe), molecule_of(config)
+    recipe, budget, seed = describe(run, config, recipe)
     model = load_model(run / "model.pt", "cpu", torch.float64)
+    about = {
+        "model": config["model"]["kind"],
+        "recipe": recipe,
+        "budget_min": budget,
+        "seed": seed,
+        "epochs": len((run / "log.csv").read_text().splitlines()) - 1,
+        "model_path": str((run / "model.pt").relative_to(HERE.parent)),
+    }
+    return test_rows(model, run, molecule_of(config), about, offsets)
+
+
+def evaluate_committee(recipe: str, runs: list[Path], offsets: dict[str, float]) -> list[dict]:
+    """A committee of finished runs (the mean of their energies), budgeted at the sum of their training times."""
+    members = [evaluate_run_parts(run) for run in runs]
+    model = Committee([m for m, _ in members])
+    about = {
+        "model": members[0][1]["model"]["kind"],
+        "recipe": recipe,
+        "budget_min": sum(float(c["train"]["max_minutes"]) for _, c in members),
+        "seed": "+".join(str(c["train"]["seed"]) for _, c in members),
+        "epochs": "+".join(str(len((run / "log.csv").read_text().splitlines()) - 1) for run in runs),
+        "model_path": ",".join(str((run / "model.pt").relative_to(HERE.parent)) for run in runs),
+    }
+    return test_rows(model, runs[0], molecule_of(members[0][1]), about, offsets)
+
+
+def evaluate_run_parts(run: Path) -> tuple[torch.nn.Module, dict]:
+    return load_model(run / "model.pt", "cpu", torch.float64), yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_rows(model: torch.nn.Module, run: Path, molecule: str, about: dict, offsets: dict[str, float]) -> list[dict]:
+    """One row per test set of ``molecule``: ``about`` plus the test errors of ``model``."""
     e0s = torch.load(run / "model.pt", weights_only=True)["e0s"]
-    log = (run / "log.csv").read_text().splitlines()
     rows = []
     for name in SETS_OF.get(molecule, []):
         if not (TEST_SETS / f"{name}.xyz").exists():
@@ -99,24 +134,35 @@ def evaluate_run(run: Path, offsets: dict[str, float], recipe: str | None = None
         structures = load_test_set(name, offset)
         report = evaluate(model, structures, e0s, n_rotations=4)
         raw = evaluate(model, load_test_set(name, 0.0), e0s, n_rotations=0)["energy_mae_meV"]
-        rows.append({
-            "model": config["model"]["kind"], "recipe": recipe, "molecule": molecule, "test_set": name,
-            "budget_min": budget, "seed": seed, "epochs": len(log) - 1,
-            "test_force_mae_meV_A": report["forces_mae_meV_A"], "test_force_rmse_meV_A": report["forces_rmse_meV_A"],
-            "test_energy_mae_meV": report["energy_mae_meV"], "test_energy_mae_raw_meV": raw,
-            "energy_offset_meV": 1e3 * offset, "rotational_force_error": report.get("equi_forces_rel", math.nan),
-            "model_path": str((run / "model.pt").relative_to(HERE.parent)), "n_test_frames": len(structures),
-        })
+        rows.append(
+            {
+                **about,
+                "molecule": molecule,
+                "test_set": name,
+                "test_force_mae_meV_A": report["forces_mae_meV_A"],
+                "test_force_rmse_meV_A": report["forces_rmse_meV_A"],
+                "test_energy_mae_meV": report["energy_mae_meV"],
+                "test_energy_mae_raw_meV": raw,
+                "energy_offset_meV": 1e3 * offset,
+                "rotational_force_error": report.get("equi_forces_rel", math.nan),
+                "n_test_frames": len(structures),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | recipe | test set | budget (min) | seed | epochs | force MAE (meV/Å) | force RMSE | energy MAE (meV) | rot. force error |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["test_set"], r["model"], r["recipe"], r["budget_min"], r["seed"])):
-        lines.append(f"| {r['model']} | {r['recipe']} | {r['test_set']} | {r['budget_min']:g} | {r['seed']} | {r['epochs']} | "
-                     f"{r['test_force_mae_meV_A']:.2f} | {r['test_force_rmse_meV_A']:.2f} | {r['test_energy_mae_meV']:.2f} | "
-                     f"{100 * r['rotational_force_error']:.2f}% |")
+    lines = [
+        "| model | recipe | test set | budget (min) | seed | epochs | force MAE (meV/Å) | force RMSE | energy MAE (meV) "
+        "| rot. force error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["test_set"], r["model"], r["recipe"], r["budget_min"], str(r["seed"]))):
+        lines.append(
+            f"| {r['model']} | {r['recipe']} | {r['test_set']} | {r['budget_min']:g} | {r['seed']} | {r['epochs']} | "
+            f"{r['test_force_mae_meV_A']:.2f} | {r['test_force_rmse_meV_A']:.2f} | {r['test_energy_mae_meV']:.2f} | "
+            f"{100 * r['rotational_force_error']:.2f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -128,11 +174,13 @@ def summary(rows: list[dict], test_set: str) -> str:
             groups.setdefault((r["model"], r["recipe"], r["budget_min"]), []).append(r)
     lines = ["| model | recipe | budget (min) | force MAE per seed | mean force MAE | mean energy MAE |", "|---|---|---|---|---|---|"]
     for (model, recipe, budget), group in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])):
-        group.sort(key=lambda r: r["seed"])
+        group.sort(key=lambda r: str(r["seed"]))
         forces = [r["test_force_mae_meV_A"] for r in group]
         energy = sum(r["test_energy_mae_meV"] for r in group) / len(group)
-        lines.append(f"| {model} | {recipe} | {budget:g} | {', '.join(f'{f:.2f}' for f in forces)} | "
-                     f"{sum(forces) / len(forces):.2f} | {energy:.2f} |")
+        lines.append(
+            f"| {model} | {recipe} | {budget:g} | {', '.join(f'{f:.2f}' for f in forces)} | "
+            f"{sum(forces) / len(forces):.2f} | {energy:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -153,9 +201,14 @@ def main() -> None:
     offsets = energy_offsets()
     runs = [(None, run) for run in sorted(RUNS.glob("*")) if (run / "model.pt").exists()] + EARLIER_RUNS
     rows = [row for recipe, run in runs for row in evaluate_run(run, offsets, recipe)]
-    note = ("Test sets: benchmarks/test_sets (GFN2-xTB MD geometries, PySCF labels at the data's level of theory). "
-            "Models: each run's model.pt (best epoch by validation loss). Energies after the labeller's constant "
-            "offset measured on shared training frames.")
+    for recipe, names in COMMITTEES.items():
+        if all((RUNS / name / "model.pt").exists() for name in names):
+            rows += evaluate_committee(recipe, [RUNS / name for name in names], offsets)
+    note = (
+        "Test sets: benchmarks/test_sets (GFN2-xTB MD geometries, PySCF labels at the data's level of theory). "
+        "Models: each run's model.pt (best epoch by validation loss). Energies after the labeller's constant "
+        "offset measured on shared training frames."
+    )
     markdown = note + "\n\n" + summary(rows, "ethanol_500K") + "\n\nEvery run:\n\n" + table(rows) + "\n"
     write_results("accuracy_budget", {"rows": rows}, markdown)
     plot(rows)

@@ -24,7 +24,6 @@ import subprocess
 import sys
 
 import torch
-
 from _common import write_results
 from md_speed import STRUCTURES, ase_step_cost, batched_cost
 
@@ -47,16 +46,23 @@ def measure(case: str, mode: str, argv: list[str]) -> dict:
 
 
 def markdown(results: dict) -> str:
-    rows = [f"Torch threads: {results['threads']}; medians over {results['rounds']} rounds (each a fresh process).", "",
-            "| case | allocator | per step (median) | rounds | page faults per step |", "|---|---|---|---|---|"]
+    rows = [
+        f"Torch threads: {results['threads']}; medians over {results['rounds']} rounds (each a fresh process).",
+        "",
+        "| case | allocator | per step (median) | rounds | page faults per step |",
+        "|---|---|---|---|---|",
+    ]
     for case, modes in results["cases"].items():
         key = "replica_steps_per_s" if case == "batched" else "ms_per_step"
         unit = "replica-steps/s" if case == "batched" else "ms"
         for mode, runs in modes.items():
             values = [r[key] for r in runs]
             faults = statistics.median(r["faults_per_step"] for r in runs)
-            rows.append(f"| {case} | {mode} | {statistics.median(values):.{0 if case == 'batched' else 2}f} {unit} | "
-                        + ", ".join(f"{v:.{0 if case == 'batched' else 2}f}" for v in values) + f" | {faults:.0f} |")
+            rows.append(
+                f"| {case} | {mode} | {statistics.median(values):.{0 if case == 'batched' else 2}f} {unit} | "
+                + ", ".join(f"{v:.{0 if case == 'batched' else 2}f}" for v in values)
+                + f" | {faults:.0f} |"
+            )
     return "\n".join(rows) + "\n"
 
 
@@ -73,12 +79,22 @@ def main() -> None:
     if args.child:
         args.case = args.child
         return child(args)
-    argv = ["--ethanol-model", args.ethanol_model, "--3bpa-model", args.bpa_model, "--threads", str(args.threads),
-            "--steps", str(args.steps), "--batched-steps", str(args.batched_steps)]
+    argv = [
+        "--ethanol-model",
+        args.ethanol_model,
+        "--3bpa-model",
+        args.bpa_model,
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--batched-steps",
+        str(args.batched_steps),
+    ]
     cases = {case: {mode: [] for mode in MODES} for case in ("3BPA (27 atoms)", "ethanol (9 atoms)", "batched")}
     for k in range(args.rounds):
         for case, modes in cases.items():
-            for mode in (list(MODES) if k % 2 == 0 else list(MODES)[::-1]):
+            for mode in list(MODES) if k % 2 == 0 else list(MODES)[::-1]:
                 modes[mode].append(measure(case, mode, argv))
     results = {"threads": args.threads, "rounds": args.rounds, "cases": cases}
     write_results(f"allocator_{args.threads}threads", results, markdown(results))

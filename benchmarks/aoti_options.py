@@ -29,9 +29,9 @@ import os
 from pathlib import Path
 
 import torch
-
 from _common import write_results
 from inference_merge import DATA, first_frame, interleaved_ms
+
 from remul_ff.models.export import _example, export_program, pairs_within
 from remul_ff.models.files import load_model
 
@@ -102,7 +102,9 @@ def main() -> None:
     names = list(dict.fromkeys(["default", *args.options]))  # the default is the reference of the force differences
     molecules = {
         "3BPA (27 atoms)": time_molecule(args.bpa_model, DATA / "3bpa" / "train_300K.xyz", args.cache, "3bpa", args.blocks, names),
-        "ethanol (9 atoms)": time_molecule(args.ethanol_model, DATA / "rmd17_ethanol" / "train.xyz", args.cache, "ethanol", args.blocks, names),
+        "ethanol (9 atoms)": time_molecule(
+            args.ethanol_model, DATA / "rmd17_ethanol" / "train.xyz", args.cache, "ethanol", args.blocks, names
+        ),
     }
     results = {"options": {n: {**PARALLEL, **OPTIONS[n]} for n in names}, "molecules": molecules}
     write_results(args.out, results, markdown(results))

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import write_results
 from ase import units
 from ase.io import read
@@ -46,9 +45,12 @@ def edge_width(model_path: str) -> int:
 def final_validation(model_path: str) -> dict[str, float]:
     """The last epoch's validation MAEs and the epochs done, from the training log beside the model."""
     rows = list(csv.DictReader(open(Path(model_path).parent / "log.csv")))
-    return {"epochs": int(rows[-1]["epoch"]), "val_energy_mae_meV": float(rows[-1]["val_energy_mae_meV"]),
-            "val_forces_mae_meV_A": float(rows[-1]["val_forces_mae_meV_A"]),
-            "training_wall_time_s": float(rows[-1]["wall_time_s"])}
+    return {
+        "epochs": int(rows[-1]["epoch"]),
+        "val_energy_mae_meV": float(rows[-1]["val_energy_mae_meV"]),
+        "val_forces_mae_meV_A": float(rows[-1]["val_forces_mae_meV_A"]),
+        "training_wall_time_s": float(rows[-1]["wall_time_s"]),
+    }
 
 
 def ase_step_ms(model_paths: list[str], xyz: Path, blocks: int, steps: int) -> dict[str, dict]:
@@ -80,8 +82,11 @@ def markdown(results: dict) -> str:
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for molecule, timings in results["ase_step_ms"].items():
         lines.append(f"| ms per ASE step, {molecule} | " + " | ".join(f"{timings[n]['median_ms']:.2f}" for n in names) + " |")
-    for key, label in [("val_forces_mae_meV_A", "validation force MAE (meV/Å)"), ("val_energy_mae_meV", "validation energy MAE (meV)"),
-                       ("epochs", "epochs in the budget")]:
+    for key, label in [
+        ("val_forces_mae_meV_A", "validation force MAE (meV/Å)"),
+        ("val_energy_mae_meV", "validation energy MAE (meV)"),
+        ("epochs", "epochs in the budget"),
+    ]:
         lines.append(f"| {label} | " + " | ".join(f"{results['models'][n][key]:.4g}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 

@@ -58,12 +58,21 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         program = torch.export.load(export_model(args.model, Path(tmp) / "p.pt2", dtype)).module()
         package = torch._inductor.aoti_load_package(str(export_model(args.model, Path(tmp) / "a.pt2", dtype, aotinductor=True)))
-        timings = {"ase_calculator": ms_per_call(ase_call, positions, 5),
-                   "ase_calculator_compiled": ms_per_call(lambda x: ase_call(x, fast), positions, 5),
-                   "torch_export_program": ms_per_call(lambda x: program(torch.tensor(x, dtype=dtype), numbers), positions, 5),
-                   "aotinductor_package": ms_per_call(lambda x: package(torch.tensor(x, dtype=dtype), numbers), positions, 5)}
-    result = {"command": " ".join(["python", *sys.argv]), "molecule": args.molecule, "atoms": len(atoms), "dtype": args.dtype,
-              "threads": args.threads, "torch": torch.__version__, "ms_per_call": timings}
+        timings = {
+            "ase_calculator": ms_per_call(ase_call, positions, 5),
+            "ase_calculator_compiled": ms_per_call(lambda x: ase_call(x, fast), positions, 5),
+            "torch_export_program": ms_per_call(lambda x: program(torch.tensor(x, dtype=dtype), numbers), positions, 5),
+            "aotinductor_package": ms_per_call(lambda x: package(torch.tensor(x, dtype=dtype), numbers), positions, 5),
+        }
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "molecule": args.molecule,
+        "atoms": len(atoms),
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "ms_per_call": timings,
+    }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

@@ -86,8 +86,16 @@ def batched_md(model: torch.nn.Module, replicas: int, steps: int, cuda_graph: bo
     starts = replicas_of(replicas)
 
     def wall_s(n_steps: int) -> float:
-        settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * n_steps, thermostat="nve",
-                              write_interval=0, thermo_interval=10, check_interval=10, cuda_graph=cuda_graph)
+        settings = MDSettings(
+            temperature=300,
+            timestep_fs=0.5,
+            total_time_fs=0.5 * n_steps,
+            thermostat="nve",
+            write_interval=0,
+            thermo_interval=10,
+            check_interval=10,
+            cuda_graph=cuda_graph,
+        )
         return run_md(model, starts, settings, None, progress=False).wall_time_s
 
     wall_s(2)
@@ -100,8 +108,10 @@ def neighbour_share(model: torch.nn.Module, replicas: int, device: torch.device,
     state = state_from_atoms(replicas_of(replicas), device, torch.float32)
     fixed = with_fixed_pairs(inference_model(model), len(ETHANOL))
     timings = {}
-    for name, fn in (("radius_graph_ms", lambda: radius_graph(state.positions, model.r_max, state.molecule_index)),
-                     ("force_call_ms", lambda: compute_forces(state, fixed))):
+    for name, fn in (
+        ("radius_graph_ms", lambda: radius_graph(state.positions, model.r_max, state.molecule_index)),
+        ("force_call_ms", lambda: compute_forces(state, fixed)),
+    ):
         fn()
         sync(device)
         start = time.perf_counter()
@@ -125,10 +135,19 @@ def synthetic_data(folder: Path, frames: int = 200) -> Path:
 
 def training_structures_per_s(batch_size: int, device: str, folder: Path) -> float:
     """Structures per second of REMUL training steps (float32, the default model) at ``batch_size``."""
-    config = load_config(BENCHMARKS.parent / "examples" / "rmd17_ethanol.yaml", [
-        f"data.path={synthetic_data(folder)}", "data.e0s=average", "data.train=180", "data.valid=20",
-        "data.off_equilibrium=null", f"train.batch_size={batch_size}", f"train.device={device}",
-        f"output_dir={folder / 'run'}"])
+    config = load_config(
+        BENCHMARKS.parent / "examples" / "rmd17_ethanol.yaml",
+        [
+            f"data.path={synthetic_data(folder)}",
+            "data.e0s=average",
+            "data.train=180",
+            "data.valid=20",
+            "data.off_equilibrium=null",
+            f"train.batch_size={batch_size}",
+            f"train.device={device}",
+            f"output_dir={folder / 'run'}",
+        ],
+    )
     trainer = Trainer(config, progress=False)
     trainer.setup(overwrite=True)
     return batch_size / trainer.step_seconds(trainer.data.train[:batch_size], repeat=10)
@@ -145,8 +164,13 @@ def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, rep
     write(structure, ETHANOL)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH")) if p)}
     helper = BENCHMARKS / "mace_speed_helper.py"
-    out = subprocess.run([python, str(helper), json.dumps({"ethanol (9 atoms)": str(structure)}), str(steps), device, json.dumps(replicas)],
-                         check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [python, str(helper), json.dumps({"ethanol (9 atoms)": str(structure)}), str(steps), device, json.dumps(replicas)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -186,8 +210,11 @@ def mace_section(args: argparse.Namespace, folder: Path) -> dict:
         mace = mace_ms_per_step(args.mace_python, args.mace_path, args.device, args.ase_steps, args.mace_replicas, folder)
     except subprocess.CalledProcessError as error:  # keep the rest of the run
         return {"mace_error": error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)}
-    return {"mace_version": mace["mace_version"], "mace_ase_ms_per_step_ethanol": mace["ms_per_step"]["ethanol (9 atoms)/float32"],
-            "mace_batched_us_per_atom": mace["batched_us_per_atom_float32"]}
+    return {
+        "mace_version": mace["mace_version"],
+        "mace_ase_ms_per_step_ethanol": mace["ms_per_step"]["ethanol (9 atoms)/float32"],
+        "mace_batched_us_per_atom": mace["batched_us_per_atom_float32"],
+    }
 
 
 def training_section(args: argparse.Namespace, folder: Path) -> dict:
@@ -202,19 +229,29 @@ def egnn_section(args: argparse.Namespace, folder: Path) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Device: {results['device_name']}", "",
-             "| replicas | µs/atom-step (CUDA graph) | µs/atom-step (no graph) | replica-steps/s (graph) | radius-graph rebuild / force call |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"Device: {results['device_name']}",
+        "",
+        "| replicas | µs/atom-step (CUDA graph) | µs/atom-step (no graph) | replica-steps/s (graph) | radius-graph rebuild / force call |",
+        "|---|---|---|---|---|",
+    ]
     for n, row in results.get("batched", {}).items():
-        lines.append(f"| {n} | {row['cuda_graph']['us_per_atom_step']:.3f} | {row['no_graph']['us_per_atom_step']:.3f} | "
-                     f"{row['cuda_graph']['replica_steps_per_s']:.0f} | {100 * row['neighbours']['rebuild_share_of_force_call']:.1f}% |")
+        lines.append(
+            f"| {n} | {row['cuda_graph']['us_per_atom_step']:.3f} | {row['no_graph']['us_per_atom_step']:.3f} | "
+            f"{row['cuda_graph']['replica_steps_per_s']:.0f} | {100 * row['neighbours']['rebuild_share_of_force_call']:.1f}% |"
+        )
     if "ase_ms_per_step_ethanol" in results:
-        lines += ["", f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms "
-                  f"({results['ase_ms_per_step_ethanol_no_graph']:.2f} without the CUDA graph)"]
+        lines += [
+            "",
+            f"ASE step, one ethanol, float32: {results['ase_ms_per_step_ethanol']:.2f} ms "
+            f"({results['ase_ms_per_step_ethanol_no_graph']:.2f} without the CUDA graph)",
+        ]
     if "mace_ase_ms_per_step_ethanol" in results and "ase_ms_per_step_ethanol" in results:
         mace_ms = results["mace_ase_ms_per_step_ethanol"]
-        lines.append(f"MACE ASE step, same molecule and device: {mace_ms:.2f} ms "
-                     f"(MACE / remul-ff: {mace_ms / results['ase_ms_per_step_ethanol']:.1f}x)")
+        lines.append(
+            f"MACE ASE step, same molecule and device: {mace_ms:.2f} ms "
+            f"(MACE / remul-ff: {mace_ms / results['ase_ms_per_step_ethanol']:.1f}x)"
+        )
     for n, mace_us in results.get("mace_batched_us_per_atom", {}).items():
         ours = results["batched"].get(n, {}).get("cuda_graph", {}).get("us_per_atom_step")
         versus = f"; remul-ff's whole MD step {ours:.3f}, MACE / remul-ff {mace_us / ours:.1f}x" if ours else ""

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_results
 from ase.io import read
 
-from _common import write_results
 from remul_ff.data.batch import Structure, collate
 from remul_ff.models import predict
 from remul_ff.models.export import compiled_model
@@ -37,7 +37,7 @@ def interleaved_ms(calls: dict[str, callable], blocks: int, per_block: int) -> d
     """Median ms per call of each entry of ``calls``, timed in alternating blocks (order flipped each block)."""
     times = {name: [] for name in calls}
     for block in range(blocks):
-        for name in (list(calls) if block % 2 == 0 else list(calls)[::-1]):
+        for name in list(calls) if block % 2 == 0 else list(calls)[::-1]:
             calls[name]()  # warm
             start = time.perf_counter()
             for _ in range(per_block):
@@ -59,8 +59,12 @@ def compiled_programs(model_path: str, xyz: Path, blocks: int) -> dict:
     programs = {"as trained": compiled_model(model), "merged": compiled_model(model.for_inference())}
     forces = [program(positions, numbers)[1] for program in programs.values()]
     result = interleaved_ms({name: (lambda p=p: p(positions, numbers)) for name, p in programs.items()}, blocks, 100)
-    return {"atoms": len(numbers), "timings": result, "max_force_difference_eV_A": float((forces[0] - forces[1]).abs().max()),
-            "speedup": result["as trained"]["median_ms"] / result["merged"]["median_ms"]}
+    return {
+        "atoms": len(numbers),
+        "timings": result,
+        "max_force_difference_eV_A": float((forces[0] - forces[1]).abs().max()),
+        "speedup": result["as trained"]["median_ms"] / result["merged"]["median_ms"],
+    }
 
 
 def batched_forces(model_path: str, replicas: int, blocks: int) -> dict:
@@ -70,8 +74,7 @@ def batched_forces(model_path: str, replicas: int, blocks: int) -> dict:
     batch = collate([Structure(a.positions, a.numbers) for a in frames], dtype=torch.float32)
     models = {"as trained": model, "merged": model.for_inference()}
     result = interleaved_ms({name: (lambda m=m: predict(m, batch)) for name, m in models.items()}, blocks, 20)
-    return {"replicas": replicas, "timings": result,
-            "speedup": result["as trained"]["median_ms"] / result["merged"]["median_ms"]}
+    return {"replicas": replicas, "timings": result, "speedup": result["as trained"]["median_ms"] / result["merged"]["median_ms"]}
 
 
 def markdown(results: dict) -> str:
@@ -79,10 +82,12 @@ def markdown(results: dict) -> str:
     for name, entry in results["cases"].items():
         t = entry["timings"]
         ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(t["as trained"]["blocks_ms"], t["merged"]["blocks_ms"]))
-        rows.append(f"| {name} | {t['as trained']['median_ms']:.2f} | {t['merged']['median_ms']:.2f} | "
-                    f"**{entry['speedup']:.2f}x** | {ratios} |")
-    diffs = ", ".join(f"{n}: {e['max_force_difference_eV_A']:.1e} eV/Å" for n, e in results["cases"].items()
-                      if "max_force_difference_eV_A" in e)
+        rows.append(
+            f"| {name} | {t['as trained']['median_ms']:.2f} | {t['merged']['median_ms']:.2f} | **{entry['speedup']:.2f}x** | {ratios} |"
+        )
+    diffs = ", ".join(
+        f"{n}: {e['max_force_difference_eV_A']:.1e} eV/Å" for n, e in results["cases"].items() if "max_force_difference_eV_A" in e
+    )
     return "\n".join(rows) + f"\n\nLargest float32 force difference between the two programs: {diffs}.\n"
 
 

@@ -27,8 +27,8 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 import numpy as np
 import torch
 from _ase_timing import ms_per_step
-from e3nn import o3
 from ase.io import read
+from e3nn import o3
 from mace import data, modules
 from mace.calculators import MACECalculator
 from mace.tools import torch_geometric, torch_tools, utils
@@ -39,11 +39,23 @@ ELEMENTS = [1, 6, 7, 8]
 def build_model(elements: list[int]) -> torch.nn.Module:
     interaction = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     return modules.ScaleShiftMACE(
-        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
-        interaction_cls=interaction, interaction_cls_first=interaction, num_interactions=2,
-        num_elements=len(elements), hidden_irreps=o3.Irreps("128x0e+128x1o"), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(len(elements)), avg_num_neighbors=8.0, atomic_numbers=elements, correlation=3,
-        gate=torch.nn.functional.silu, atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+        r_max=5.0,
+        num_bessel=8,
+        num_polynomial_cutoff=5,
+        max_ell=3,
+        interaction_cls=interaction,
+        interaction_cls_first=interaction,
+        num_interactions=2,
+        num_elements=len(elements),
+        hidden_irreps=o3.Irreps("128x0e+128x1o"),
+        MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.zeros(len(elements)),
+        avg_num_neighbors=8.0,
+        atomic_numbers=elements,
+        correlation=3,
+        gate=torch.nn.functional.silu,
+        atomic_inter_scale=1.0,
+        atomic_inter_shift=0.0,
     )
 
 

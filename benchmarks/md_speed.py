@@ -83,8 +83,7 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def ase_step_cost(model_path: str, path: Path, dtype: str, steps: int, compile: bool = False,
-                  warmup: int = 5) -> dict[str, float]:
+def ase_step_cost(model_path: str, path: Path, dtype: str, steps: int, compile: bool = False, warmup: int = 5) -> dict[str, float]:
     """ms and minor page faults per ASE VelocityVerlet step (0.5 fs) from the first frame of ``path``."""
     atoms = read(path, index=0)
     atoms.pbc = False
@@ -106,8 +105,7 @@ def batched_cost(model_path: str, replicas: int, steps: int, dtype: str, compile
     calculator = REMULCalculator(model_path, default_dtype=dtype)
     starts = read(STRUCTURES["ethanol (9 atoms)"], index=f":{replicas}")
     starts = [starts[k % len(starts)] for k in range(replicas)]
-    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="nve", write_interval=0,
-                          compile=compile)
+    settings = MDSettings(temperature=300, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="nve", write_interval=0, compile=compile)
     run_md(calculator.model, starts, settings, None, progress=False)
     faults = minor_faults()
     result = run_md(calculator.model, starts, settings, None, progress=False)
@@ -119,8 +117,7 @@ def batched_throughput(model_path: str, replicas: int, steps: int, dtype: str, c
 
 
 def package_version(python: str, package: str) -> str:
-    out = subprocess.run([python, "-c", f"import {package}; print({package}.__version__)"], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run([python, "-c", f"import {package}; print({package}.__version__)"], check=True, capture_output=True, text=True)
     return out.stdout.strip()
 
 
@@ -136,9 +133,11 @@ def markdown(results: dict) -> str:
     mace = results.get("mace", {}).get("ms_per_step", {})
     compiled = results.get("calculator_compiled_ms_per_step", {})
     threads = results.get("machine", {}).get("torch_threads", torch.get_num_threads())  # the timing run's
-    rows = [f"remul-ff model: {results['model_hyperparameters']}; torch threads: {threads}\n",
-            "| structure | dtype | remul-ff (ms/step) | remul-ff compiled (ms/step) | MACE (ms/step) | MACE / remul-ff | MACE / compiled |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        f"remul-ff model: {results['model_hyperparameters']}; torch threads: {threads}\n",
+        "| structure | dtype | remul-ff (ms/step) | remul-ff compiled (ms/step) | MACE (ms/step) | MACE / remul-ff | MACE / compiled |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, ms in results["calculator_ms_per_step"].items():
         other, fast = mace.get(key), compiled.get(key)
         cells = [_ms(ms), _ms(fast), _ms(other), _ratio(other, ms), _ratio(other, fast)]
@@ -146,10 +145,13 @@ def markdown(results: dict) -> str:
     rows += _round_rows(results)
     rows += ["", f"Batched NVE MD, ethanol, {results['batched_dtype']}:", "", "| replicas | replica-steps/s |", "|---|---|"]
     rows += [f"| {r} | {v:.0f} |" for r, v in results["batched_replica_steps_per_s"].items()]
-    rows += ["", f"64 batched replicas vs the single-replica ASE loop ({results['batched_dtype']}): "
-             f"**{results['speedup_64_vs_ase_loop']:.1f}x** more replica-steps/s; with `compile` "
-             f"({results['batched_compiled_replica_steps_per_s']['64']:.0f} replica-steps/s) "
-             f"**{results['speedup_64_compiled_vs_ase_loop']:.1f}x**."]
+    rows += [
+        "",
+        f"64 batched replicas vs the single-replica ASE loop ({results['batched_dtype']}): "
+        f"**{results['speedup_64_vs_ase_loop']:.1f}x** more replica-steps/s; with `compile` "
+        f"({results['batched_compiled_replica_steps_per_s']['64']:.0f} replica-steps/s) "
+        f"**{results['speedup_64_compiled_vs_ase_loop']:.1f}x**.",
+    ]
     return "\n".join(rows + _egnn_rows(results) + _pet_rows(results) + _pareto_rows(results)) + "\n"
 
 
@@ -169,27 +171,43 @@ def _egnn_rows(results: dict) -> list[str]:
     if "egnn" not in results:
         return []
     egnn = results["egnn"]
-    rows = ["", f"EGNN baseline ({egnn['model_hyperparameters']}), same calculator and engine:", "",
-            "| structure | dtype | EGNN (ms/step) | EGNN / remul-ff | EGNN / remul-ff compiled |", "|---|---|---|---|---|"]
+    rows = [
+        "",
+        f"EGNN baseline ({egnn['model_hyperparameters']}), same calculator and engine:",
+        "",
+        "| structure | dtype | EGNN (ms/step) | EGNN / remul-ff | EGNN / remul-ff compiled |",
+        "|---|---|---|---|---|",
+    ]
     for key, ms in egnn["calculator_ms_per_step"].items():
         compiled = results["calculator_compiled_ms_per_step"].get(key)
-        rows.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {_ms(ms)} | {_ratio(ms, results['calculator_ms_per_step'][key])} "
-                    f"| {_ratio(ms, compiled)} |")
+        rows.append(
+            f"| {key.split('/')[0]} | {key.split('/')[1]} | {_ms(ms)} | {_ratio(ms, results['calculator_ms_per_step'][key])} "
+            f"| {_ratio(ms, compiled)} |"
+        )
     batched = egnn["batched_replica_steps_per_s"]["64"]
-    return rows + ["", f"EGNN batched, 64 replicas: {batched:.0f} replica-steps/s "
-                   f"(remul-ff: {results['batched_replica_steps_per_s'].get('64', float('nan')):.0f})."]
+    return rows + [
+        "",
+        f"EGNN batched, 64 replicas: {batched:.0f} replica-steps/s "
+        f"(remul-ff: {results['batched_replica_steps_per_s'].get('64', float('nan')):.0f}).",
+    ]
 
 
 def _pet_rows(results: dict) -> list[str]:
     if "pet" not in results:
         return []
-    rows = ["", f"PET (metatrain {results['pet']['metatrain_version']}, untrained, default hyperparameters), "
-            "through metatomic's ASE calculator:", "",
-            "| structure | dtype | PET (ms/step) | PET / remul-ff | PET / remul-ff compiled |", "|---|---|---|---|---|"]
+    rows = [
+        "",
+        f"PET (metatrain {results['pet']['metatrain_version']}, untrained, default hyperparameters), through metatomic's ASE calculator:",
+        "",
+        "| structure | dtype | PET (ms/step) | PET / remul-ff | PET / remul-ff compiled |",
+        "|---|---|---|---|---|",
+    ]
     for key, ms in results["pet"]["ms_per_step"].items():
         compiled = results["calculator_compiled_ms_per_step"].get(key)
-        rows.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {_ms(ms)} | {_ratio(ms, results['calculator_ms_per_step'][key])} "
-                    f"| {_ratio(ms, compiled)} |")
+        rows.append(
+            f"| {key.split('/')[0]} | {key.split('/')[1]} | {_ms(ms)} | {_ratio(ms, results['calculator_ms_per_step'][key])} "
+            f"| {_ratio(ms, compiled)} |"
+        )
     return rows
 
 
@@ -197,10 +215,14 @@ def _pareto_rows(results: dict) -> list[str]:
     if "pareto_ethanol_float32" not in results:
         return []
     redone = f" (redone on these timings by `{results['pareto_command']}`)" if "pareto_command" in results else ""
-    rows = ["", f"Accuracy vs speed, ethanol, float32 ASE step (`md_speed_pareto.png`){redone}:", "",
-            "| model | ms/step | force MAE (meV/Å) | MAE from |", "|---|---|---|---|"]
-    return rows + [f"| {p['model']} | {_ms(p['ms_per_step'])} | {_mae(p)} | {p['mae_source']} |"
-                   for p in results["pareto_ethanol_float32"]]
+    rows = [
+        "",
+        f"Accuracy vs speed, ethanol, float32 ASE step (`md_speed_pareto.png`){redone}:",
+        "",
+        "| model | ms/step | force MAE (meV/Å) | MAE from |",
+        "|---|---|---|---|",
+    ]
+    return rows + [f"| {p['model']} | {_ms(p['ms_per_step'])} | {_mae(p)} | {p['mae_source']} |" for p in results["pareto_ethanol_float32"]]
 
 
 def _mae(point: dict) -> str:
@@ -215,13 +237,24 @@ def plot_pareto(points: list[dict]) -> None:
         measured = not point["model"].startswith("MACE")
         interval = point.get("force_mae_ci95")
         error = None if not interval else [[point["force_mae_meV_A"] - interval[0]], [interval[1] - point["force_mae_meV_A"]]]
-        ax.errorbar(point["ms_per_step"], point["force_mae_meV_A"], yerr=error, fmt="o" if measured else "s",
-                    mfc=None if measured else "none", capsize=3)
+        ax.errorbar(
+            point["ms_per_step"],
+            point["force_mae_meV_A"],
+            yerr=error,
+            fmt="o" if measured else "s",
+            mfc=None if measured else "none",
+            capsize=3,
+        )
         # a label goes left of its point when another point sits close on its right, so that labels do not cross
         crowded = any(1 < other["ms_per_step"] / point["ms_per_step"] < 2 for other in points)
-        ax.annotate(point["model"], (point["ms_per_step"], point["force_mae_meV_A"]), fontsize=7,
-                    xytext=(-6 if crowded else 6, 4 if k % 2 else -10), textcoords="offset points",
-                    ha="right" if crowded else "left")
+        ax.annotate(
+            point["model"],
+            (point["ms_per_step"], point["force_mae_meV_A"]),
+            fontsize=7,
+            xytext=(-6 if crowded else 6, 4 if k % 2 else -10),
+            textcoords="offset points",
+            ha="right" if crowded else "left",
+        )
     ax.set_xscale("log")
     times = [point["ms_per_step"] for point in points]
     ax.set_xlim(min(times) / 1.5, max(times) * 8)  # room for the labels on the right
@@ -264,8 +297,11 @@ def plot(results: dict) -> None:
 def calculator_timings(model_path: str, steps: int, compile: bool) -> dict[str, float]:
     """ms per ASE step for every structure and dtype (float32 only when compiled)."""
     dtypes = ("float32",) if compile else ("float32", "float64")
-    return {f"{name}/{dtype}": calculator_ms_per_step(model_path, path, dtype, steps, compile)
-            for name, path in STRUCTURES.items() for dtype in dtypes}
+    return {
+        f"{name}/{dtype}": calculator_ms_per_step(model_path, path, dtype, steps, compile)
+        for name, path in STRUCTURES.items()
+        for dtype in dtypes
+    }
 
 
 def calculator_rounds(args: argparse.Namespace) -> list[dict]:
@@ -276,8 +312,10 @@ def calculator_rounds(args: argparse.Namespace) -> list[dict]:
     """
     rounds = []
     for _ in range(args.rounds):
-        one = {"remul-ff": calculator_timings(args.model, args.steps, compile=False),
-               "remul-ff compiled": calculator_timings(args.model, args.steps, compile=True)}
+        one = {
+            "remul-ff": calculator_timings(args.model, args.steps, compile=False),
+            "remul-ff compiled": calculator_timings(args.model, args.steps, compile=True),
+        }
         if args.egnn_model:
             one["EGNN"] = calculator_timings(args.egnn_model, args.steps, compile=False)
         if args.mace_python:
@@ -295,9 +333,12 @@ def median_timings(rounds: list[dict], name: str) -> dict[str, float]:
 
 def egnn_results(path: str, rounds: list[dict], args: argparse.Namespace) -> dict:
     """The EGNN baseline timed the same way as remul-ff (plain calculator, and batched at 64 replicas)."""
-    return {"model": path, "model_hyperparameters": hyperparameters(REMULCalculator(path).model),
-            "calculator_ms_per_step": median_timings(rounds, "EGNN"),
-            "batched_replica_steps_per_s": {"64": batched_throughput(path, 64, args.batched_steps, args.batched_dtype)}}
+    return {
+        "model": path,
+        "model_hyperparameters": hyperparameters(REMULCalculator(path).model),
+        "calculator_ms_per_step": median_timings(rounds, "EGNN"),
+        "batched_replica_steps_per_s": {"64": batched_throughput(path, 64, args.batched_steps, args.batched_dtype)},
+    }
 
 
 def validation_force_mae(source: str, model_path: str) -> dict:
@@ -321,16 +362,22 @@ def validation_force_mae(source: str, model_path: str) -> dict:
 def pareto_points(results: dict, maes: dict[str, dict], mae_source: str) -> list[dict]:
     """(ms per ASE step, force MAE) for each model on ethanol in float32, with where the MAE comes from."""
     key = "ethanol (9 atoms)/float32"
-    measured = [("remul-ff", results["calculator_ms_per_step"][key], maes["remul-ff"]),
-                ("remul-ff compiled", results["calculator_compiled_ms_per_step"][key], maes["remul-ff"])]
+    measured = [
+        ("remul-ff", results["calculator_ms_per_step"][key], maes["remul-ff"]),
+        ("remul-ff compiled", results["calculator_compiled_ms_per_step"][key], maes["remul-ff"]),
+    ]
     if "egnn" in results:
         measured.append(("EGNN", results["egnn"]["calculator_ms_per_step"][key], maes["EGNN"]))
-    points = [{"model": name, "ms_per_step": ms, "force_mae_meV_A": mae["mean"], "force_mae_ci95": mae["ci95"],
-               "mae_source": mae_source} for name, ms, mae in measured]
+    points = [
+        {"model": name, "ms_per_step": ms, "force_mae_meV_A": mae["mean"], "force_mae_ci95": mae["ci95"], "mae_source": mae_source}
+        for name, ms, mae in measured
+    ]
     mace_ms = results.get("mace", {}).get("ms_per_step", {}).get(key)
     if mace_ms:
-        points += [{"model": f"MACE ({label})", "ms_per_step": mace_ms, "force_mae_meV_A": mae, "force_mae_ci95": None,
-                    "mae_source": "quoted"} for label, mae in MACE_FORCE_MAE.items()]
+        points += [
+            {"model": f"MACE ({label})", "ms_per_step": mace_ms, "force_mae_meV_A": mae, "force_mae_ci95": None, "mae_source": "quoted"}
+            for label, mae in MACE_FORCE_MAE.items()
+        ]
     return points
 
 
@@ -355,11 +402,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="remul-ff model.pt (the accuracy benchmark's best model)")
     parser.add_argument("--egnn-model", help="the EGNN baseline's model.pt, trained on the same data (omit to skip EGNN)")
-    parser.add_argument("--mae-report", help="a stability report.json that evaluated --model (and --egnn-model), or "
-                        "results/training_seeds.json (mean and 95%% interval over training seeds): their validation "
-                        "force MAE for the Pareto plot (omit to skip the plot)")
-    parser.add_argument("--pareto-only", action="store_true", help="redo only the Pareto plot and table from the "
-                        "committed results/md_speed.json timings (needs --mae-report; times nothing)")
+    parser.add_argument(
+        "--mae-report",
+        help="a stability report.json that evaluated --model (and --egnn-model), or "
+        "results/training_seeds.json (mean and 95%% interval over training seeds): their validation "
+        "force MAE for the Pareto plot (omit to skip the plot)",
+    )
+    parser.add_argument(
+        "--pareto-only",
+        action="store_true",
+        help="redo only the Pareto plot and table from the committed results/md_speed.json timings (needs --mae-report; times nothing)",
+    )
     parser.add_argument("--mace-python", help="python of a venv with mace-torch (omit to skip MACE)")
     parser.add_argument("--pet-python", help="python of a venv with metatrain, for PET (omit to skip PET)")
     parser.add_argument("--steps", type=int, default=200)
@@ -369,33 +422,44 @@ def main() -> None:
     parser.add_argument("--batched-dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args()
     # looked up before any timing, so that a report without these models fails at once
-    maes = {} if not args.mae_report else {name: validation_force_mae(args.mae_report, path)
-                                            for name, path in (("remul-ff", args.model), ("EGNN", args.egnn_model)) if path}
+    maes = (
+        {}
+        if not args.mae_report
+        else {
+            name: validation_force_mae(args.mae_report, path)
+            for name, path in (("remul-ff", args.model), ("EGNN", args.egnn_model))
+            if path
+        }
+    )
     if args.pareto_only and not args.mae_report:
         parser.error("--pareto-only needs --mae-report")
     if args.pareto_only:
         return redo_pareto(args, maes)
     rounds = calculator_rounds(args)
-    results = {"model": args.model, "model_hyperparameters": hyperparameters(REMULCalculator(args.model).model),
-               "batched_dtype": args.batched_dtype, "calculator_rounds": rounds,
-               "calculator_ms_per_step": median_timings(rounds, "remul-ff"),
-               "calculator_compiled_ms_per_step": median_timings(rounds, "remul-ff compiled")}
+    results = {
+        "model": args.model,
+        "model_hyperparameters": hyperparameters(REMULCalculator(args.model).model),
+        "batched_dtype": args.batched_dtype,
+        "calculator_rounds": rounds,
+        "calculator_ms_per_step": median_timings(rounds, "remul-ff"),
+        "calculator_compiled_ms_per_step": median_timings(rounds, "remul-ff compiled"),
+    }
     results["batched_replica_steps_per_s"] = {
         str(r): batched_throughput(args.model, r, args.batched_steps, args.batched_dtype) for r in args.replicas
     }
     ase_loop = 1e3 / results["calculator_ms_per_step"][f"ethanol (9 atoms)/{args.batched_dtype}"]
     results["speedup_64_vs_ase_loop"] = results["batched_replica_steps_per_s"]["64"] / ase_loop
     # the stability protocol's setting (torch.compile), against the same plain ASE loop
-    results["batched_compiled_replica_steps_per_s"] = {"64": batched_throughput(args.model, 64, args.batched_steps,
-                                                                                args.batched_dtype, compile=True)}
+    results["batched_compiled_replica_steps_per_s"] = {
+        "64": batched_throughput(args.model, 64, args.batched_steps, args.batched_dtype, compile=True)
+    }
     results["speedup_64_compiled_vs_ase_loop"] = results["batched_compiled_replica_steps_per_s"]["64"] / ase_loop
     if args.egnn_model:
         results["egnn"] = egnn_results(args.egnn_model, rounds, args)
     if args.mace_python:
         results["mace"] = {"mace_version": package_version(args.mace_python, "mace"), "ms_per_step": median_timings(rounds, "MACE")}
     if args.pet_python:
-        results["pet"] = {"metatrain_version": package_version(args.pet_python, "metatrain"),
-                          "ms_per_step": median_timings(rounds, "PET")}
+        results["pet"] = {"metatrain_version": package_version(args.pet_python, "metatrain"), "ms_per_step": median_timings(rounds, "PET")}
     if args.mae_report:
         results["pareto_ethanol_float32"] = pareto_points(results, maes, args.mae_report)
         plot_pareto(results["pareto_ethanol_float32"])

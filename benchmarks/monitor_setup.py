@@ -31,9 +31,11 @@ def main() -> None:
     for n in args.replicas:
         starts = replicas_of(n)
         state = state_from_atoms(starts, "cpu", torch.float32)
-        ase_loop = lambda: [molecular_bonds(atoms) for _, atoms in state.replica_atoms()]
-        rows[str(n)] = {"monitor_setup_s": median_seconds(lambda: CollapseMonitor(state, 5000.0), args.repeat, warmup=0),
-                        "ase_neighbour_list_per_replica_s": median_seconds(ase_loop, args.repeat, warmup=0)}
+        ase_loop = lambda state=state: [molecular_bonds(atoms) for _, atoms in state.replica_atoms()]
+        rows[str(n)] = {
+            "monitor_setup_s": median_seconds(lambda state=state: CollapseMonitor(state, 5000.0), args.repeat, warmup=0),
+            "ase_neighbour_list_per_replica_s": median_seconds(ase_loop, args.repeat, warmup=0),
+        }
         print(n, rows[str(n)], flush=True)
     lines = ["| replicas | monitor set-up (s) | one ASE neighbour list per replica (s) |", "|---|---|---|"]
     lines += [f"| {n} | {r['monitor_setup_s']:.2f} | {r['ase_neighbour_list_per_replica_s']:.2f} |" for n, r in rows.items()]

@@ -36,7 +36,7 @@ def time_case(n_mol: int, n_atoms: int, cutoff: float, repeat: int) -> dict[str,
     positions, molecule_index = molecule_batch(n_mol, n_atoms)
     timings = {"brute_force": median_seconds(lambda: radius_graph_brute_force(positions, cutoff, molecule_index), repeat)}
     for backend in available_backends():
-        timings[backend] = median_seconds(lambda: radius_graph(positions, cutoff, molecule_index, backend=backend), repeat)
+        timings[backend] = median_seconds(lambda backend=backend: radius_graph(positions, cutoff, molecule_index, backend=backend), repeat)
     timings["edges"] = int(radius_graph(positions, cutoff, molecule_index)[0].shape[1])
     return timings
 

@@ -23,8 +23,7 @@ from metatrain.utils.data.target_info import get_energy_target_info
 
 
 def build_calculator(elements: list[int], dtype: torch.dtype) -> MetatomicCalculator:
-    info = DatasetInfo(length_unit="angstrom", atomic_types=elements,
-                       targets={"energy": get_energy_target_info("energy", {"unit": "eV"})})
+    info = DatasetInfo(length_unit="angstrom", atomic_types=elements, targets={"energy": get_energy_target_info("energy", {"unit": "eV"})})
     model = PET(get_default_hypers("pet")["model"], info).to(dtype)
     return MetatomicCalculator(model.export(), device="cpu")
 

@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch.profiler import profile
-
 from _common import write_results
 from inference_merge import first_frame
+from torch.profiler import profile
+
 from remul_ff.models.export import _example, export_program, pairs_within
 from remul_ff.models.files import load_model
 from remul_ff.utils.memory import keep_freed_memory
@@ -70,11 +70,22 @@ def main() -> None:
         kinds[kind(event.key)] = kinds.get(kind(event.key), 0.0) + event.self_cpu_time_total / args.calls
     total = sum(kinds.values())
     rows = sorted(kinds.items(), key=lambda item: -item[1])
-    results = {"atoms": len(numbers), "pairs": int(pairs.shape[1]), "threads": args.threads, "us_per_call": dict(rows),
-               "slowest_kernels_us": {e.key: e.self_cpu_time_total / args.calls for e in
-                                      sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]}}
-    table = [f"{len(numbers)} atoms, {results['pairs']} pairs within r_max, {args.threads} thread(s), "
-             f"self time per call under the profiler: {total:.0f} µs", "", "| kind | µs per call | share |", "|---|---|---|"]
+    results = {
+        "atoms": len(numbers),
+        "pairs": int(pairs.shape[1]),
+        "threads": args.threads,
+        "us_per_call": dict(rows),
+        "slowest_kernels_us": {
+            e.key: e.self_cpu_time_total / args.calls for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
+        },
+    }
+    table = [
+        f"{len(numbers)} atoms, {results['pairs']} pairs within r_max, {args.threads} thread(s), "
+        f"self time per call under the profiler: {total:.0f} µs",
+        "",
+        "| kind | µs per call | share |",
+        "|---|---|---|",
+    ]
     table += [f"| {name} | {us:.0f} | {100 * us / total:.0f}% |" for name, us in rows if us >= 1]
     write_results(f"profile_compiled_{len(numbers)}atoms", results, "\n".join(table) + "\n")
     print("\n".join(table))

@@ -65,8 +65,9 @@ def geometries(name: str) -> list:
     if not path.exists():
         spec = SETS[name]
         start = ase.io.read(SHARED / spec.source, index=0)
-        settings = GenerateSettings(temperature=spec.temperature, n_frames=spec.n_frames, sample_every=40,
-                                    equilibration=2000, seed=spec.seed)
+        settings = GenerateSettings(
+            temperature=spec.temperature, n_frames=spec.n_frames, sample_every=40, equilibration=2000, seed=spec.seed
+        )
         write_extxyz(run_reference_md(start, settings), path, info={"source": "GFN2-xTB_Langevin", "seed": spec.seed})
     return [atoms for atoms in ase.io.read(path, index=":")]
 
@@ -83,9 +84,12 @@ def make(name: str) -> None:
 def compare(frames: list, energies: np.ndarray, forces: list[np.ndarray]) -> dict:
     offsets = energies - np.array([a.get_potential_energy() for a in frames])
     errors = np.concatenate([np.abs(f - a.get_forces()).ravel() for f, a in zip(forces, frames)])
-    return {"force_mae_meV_A": 1e3 * float(errors.mean()), "force_max_meV_A": 1e3 * float(errors.max()),
-            "energy_offset_mean_meV": 1e3 * float(offsets.mean()),
-            "energy_offset_spread_meV": 1e3 * float(offsets.max() - offsets.min())}
+    return {
+        "force_mae_meV_A": 1e3 * float(errors.mean()),
+        "force_max_meV_A": 1e3 * float(errors.max()),
+        "energy_offset_mean_meV": 1e3 * float(offsets.mean()),
+        "energy_offset_spread_meV": 1e3 * float(offsets.max() - offsets.min()),
+    }
 
 
 def check() -> None:
@@ -99,13 +103,21 @@ def check() -> None:
             for damping in ("d3bj", "d3zero"):
                 d3 = [d3_correction(a, "PBE", damping) for a in frames]
                 rows[f"acac PBE+{damping}/def2-SVP"] = compare(
-                    frames, energies + np.array([d[0] for d in d3]), [f + d[1] for f, d in zip(forces, d3)])
-    table = ["| labels | frames | force MAE (meV/Å) | largest force error | energy offset mean (meV) | offset spread (meV) |",
-             "|---|---|---|---|---|---|"]
-    table += [f"| {k} | 20 | {v['force_mae_meV_A']:.2f} | {v['force_max_meV_A']:.1f} | {v['energy_offset_mean_meV']:.1f} "
-              f"| {v['energy_offset_spread_meV']:.2f} |" for k, v in rows.items()]
-    note = ("PySCF labels of 20 shared frames (every 50th rMD17 ethanol frame, every 25th acac 300 K frame) against "
-            "the shared labels. Energies may differ by one constant (other code, grid); the spread is what must be small.")
+                    frames, energies + np.array([d[0] for d in d3]), [f + d[1] for f, d in zip(forces, d3)]
+                )
+    table = [
+        "| labels | frames | force MAE (meV/Å) | largest force error | energy offset mean (meV) | offset spread (meV) |",
+        "|---|---|---|---|---|---|",
+    ]
+    table += [
+        f"| {k} | 20 | {v['force_mae_meV_A']:.2f} | {v['force_max_meV_A']:.1f} | {v['energy_offset_mean_meV']:.1f} "
+        f"| {v['energy_offset_spread_meV']:.2f} |"
+        for k, v in rows.items()
+    ]
+    note = (
+        "PySCF labels of 20 shared frames (every 50th rMD17 ethanol frame, every 25th acac 300 K frame) against "
+        "the shared labels. Energies may differ by one constant (other code, grid); the spread is what must be small."
+    )
     write_results("labeller_check", {"rows": rows}, note + "\n\n" + "\n".join(table))
 
 

@@ -30,17 +30,19 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def own_engine_rate(model, starts, steps: int, check_interval: int) -> float:
     """Replica-steps/s of ``remul_ff.md.run_md`` (warm-up run first)."""
-    settings = MDSettings(temperature=500, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="langevin",
-                          write_interval=0, check_interval=check_interval)
+    settings = MDSettings(
+        temperature=500, timestep_fs=0.5, total_time_fs=0.5 * steps, thermostat="langevin", write_interval=0, check_interval=check_interval
+    )
     run_md(model, starts, MDSettings(**{**vars(settings), "total_time_fs": 5.0}), None, progress=False)
     return run_md(model, starts, settings, None, progress=False).replica_steps_per_s
 
 
 def torchsim_rate(model: REMULTorchSimModel, starts, steps: int) -> float:
     """Replica-steps/s of ``torch_sim.integrate`` with its Langevin integrator (warm-up run first)."""
+
     def run(n):
-        return ts.integrate(system=starts, model=model, integrator=ts.nvt_langevin, n_steps=n, temperature=500.0,
-                            timestep=0.0005, seed=0)
+        return ts.integrate(system=starts, model=model, integrator=ts.nvt_langevin, n_steps=n, temperature=500.0, timestep=0.0005, seed=0)
+
     run(10)
     start = time.perf_counter()
     run(steps)
@@ -62,14 +64,26 @@ def main() -> None:
     for replicas in args.replicas:
         starts = [frames[k % len(frames)].copy() for k in range(replicas)]
         own, theirs = own_engine_rate(model.model, starts, args.steps, args.check_interval), torchsim_rate(model, starts, args.steps)
-        rows.append({"replicas": replicas, "remul_ff_md_replica_steps_per_s": own, "torch_sim_replica_steps_per_s": theirs,
-                     "torch_sim_over_remul_ff_md": theirs / own})
+        rows.append(
+            {
+                "replicas": replicas,
+                "remul_ff_md_replica_steps_per_s": own,
+                "torch_sim_replica_steps_per_s": theirs,
+                "torch_sim_over_remul_ff_md": theirs / own,
+            }
+        )
         print(rows[-1], flush=True)
     table = "| replicas | remul-ff md (replica-steps/s) | torch-sim (replica-steps/s) | torch-sim / remul-ff md |\n|---|---|---|---|\n"
-    table += "".join(f"| {r['replicas']} | {r['remul_ff_md_replica_steps_per_s']:.0f} | {r['torch_sim_replica_steps_per_s']:.0f} | "
-                     f"{r['torch_sim_over_remul_ff_md']:.2f} |\n" for r in rows)
-    write_results("torchsim_speed", {"model": args.model, "dtype": args.dtype, "steps": args.steps, "rows": rows},
-                  f"Langevin 500 K, 0.5 fs, {args.steps} steps, ethanol, {args.dtype}, eager.\n\n{table}")
+    table += "".join(
+        f"| {r['replicas']} | {r['remul_ff_md_replica_steps_per_s']:.0f} | {r['torch_sim_replica_steps_per_s']:.0f} | "
+        f"{r['torch_sim_over_remul_ff_md']:.2f} |\n"
+        for r in rows
+    )
+    write_results(
+        "torchsim_speed",
+        {"model": args.model, "dtype": args.dtype, "steps": args.steps, "rows": rows},
+        f"Langevin 500 K, 0.5 fs, {args.steps} steps, ethanol, {args.dtype}, eager.\n\n{table}",
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ import torch
 from _common import RESULTS, write_results
 
 from remul_ff.config import load_config
-from remul_ff.models import load_model
 from remul_ff.data.splits import load_splits
+from remul_ff.models import load_model
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
 
@@ -97,8 +97,12 @@ def validation_report(run: Path) -> dict:
         sys.exit(f"{run}/splits.json holds another validation split than its config draws; the seeds would not compare.")
     model = load_model(run / "model.pt", "cpu", torch.float64)
     report = evaluate(model, data.valid, data.e0s, 32, 32, "cpu", torch.float64, seed=0)
-    return {"run": str(run.relative_to(STABILITY.parent)), "train_seed": config.train.seed,
-            **_epochs(run), **{key: report[key] for key in METRICS}}
+    return {
+        "run": str(run.relative_to(STABILITY.parent)),
+        "train_seed": config.train.seed,
+        **_epochs(run),
+        **{key: report[key] for key in METRICS},
+    }
 
 
 def _epochs(run: Path) -> dict:
@@ -109,32 +113,43 @@ def _epochs(run: Path) -> dict:
 
 
 def markdown(results: dict) -> str:
-    rows = ["Validation frames: 50 rMD17 ethanol frames (split seed 0), float64, 32 rotations. Mean over training "
-            "seeds with its 95% Student-t interval.", "",
-            "| recipe | train seed | epochs in 30 min (median s/epoch) | force MAE (meV/Å) | energy MAE (meV) | rotational force error |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "Validation frames: 50 rMD17 ethanol frames (split seed 0), float64, 32 rotations. Mean over training "
+        "seeds with its 95% Student-t interval.",
+        "",
+        "| recipe | train seed | epochs in 30 min (median s/epoch) | force MAE (meV/Å) | energy MAE (meV) | rotational force error |",
+        "|---|---|---|---|---|---|",
+    ]
     for recipe, entry in results["recipes"].items():
         for seed in entry["seeds"]:
-            rows.append(f"| {recipe} | {seed['train_seed']} | {seed['epochs']} ({seed['median_epoch_s']:.1f}) | {seed['forces_mae_meV_A']:.2f} | "
-                        f"{seed['energy_mae_meV']:.2f} | {100 * seed['equi_forces_rel']:.3f}% |")
+            rows.append(
+                f"| {recipe} | {seed['train_seed']} | {seed['epochs']} ({seed['median_epoch_s']:.1f}) | {seed['forces_mae_meV_A']:.2f} | "
+                f"{seed['energy_mae_meV']:.2f} | {100 * seed['equi_forces_rel']:.3f}% |"
+            )
         f, e = entry["forces_mae_meV_A"], entry["energy_mae_meV"]
-        rows.append(f"| **{recipe}, mean** | | | **{f['mean']:.2f}** [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}] | "
-                    f"{e['mean']:.2f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | |")
+        rows.append(
+            f"| **{recipe}, mean** | | | **{f['mean']:.2f}** [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}] | "
+            f"{e['mean']:.2f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | |"
+        )
     d = results["transformer_minus_egnn_forces_mae_meV_A"]
-    rows += ["", f"Transformer minus EGNN, force MAE: {d['difference']:+.2f} meV/Å, Welch 95% interval "
-             f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] ({d['dof']:.1f} degrees of freedom)."]
+    rows += [
+        "",
+        f"Transformer minus EGNN, force MAE: {d['difference']:+.2f} meV/Å, Welch 95% interval "
+        f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] ({d['dof']:.1f} degrees of freedom).",
+    ]
     return "\n".join(rows) + "\n"
 
 
 def plot(results: dict) -> None:
     """Force MAE per seed (dots) and the mean with its 95% interval (bar) per recipe."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for k, (recipe, entry) in enumerate(results["recipes"].items()):
+    for k, entry in enumerate(results["recipes"].values()):
         values, summary = [s["forces_mae_meV_A"] for s in entry["seeds"]], entry["forces_mae_meV_A"]
         ax.plot([k] * len(values), values, "o", color=f"C{k}", alpha=0.6)
         low, high = summary["ci95"]
-        ax.errorbar([k + 0.15], [summary["mean"]], yerr=[[summary["mean"] - low], [high - summary["mean"]]],
-                    fmt="s", color=f"C{k}", capsize=4)
+        ax.errorbar(
+            [k + 0.15], [summary["mean"]], yerr=[[summary["mean"] - low], [high - summary["mean"]]], fmt="s", color=f"C{k}", capsize=4
+        )
     ax.set_xticks(range(len(results["recipes"])), list(results["recipes"]), fontsize=8)
     ax.set_ylabel("validation force MAE (meV/Å)")
     ax.set_title("rMD17 ethanol, 30 CPU-min per training: seeds and 95% interval", fontsize=9)

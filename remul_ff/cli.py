@@ -37,8 +37,12 @@ def _run_generate(args: argparse.Namespace) -> None:
     from remul_ff.data.generate import GenerateSettings, load_molecule, run_reference_md, write_extxyz
 
     settings = GenerateSettings(
-        temperature=args.temperature, timestep=args.timestep, n_frames=args.n_frames,
-        sample_every=args.sample_every, equilibration=args.equilibration, seed=args.seed,
+        temperature=args.temperature,
+        timestep=args.timestep,
+        n_frames=args.n_frames,
+        sample_every=args.sample_every,
+        equilibration=args.equilibration,
+        seed=args.seed,
     )
     if settings.n_frames < 1 or settings.sample_every < 1 or settings.equilibration < 0:
         raise RemulError("--n-frames and --sample-every must be at least 1 and --equilibration 0 or more.")
@@ -61,8 +65,11 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--basis", default="def2-svp", help="PySCF basis set (default def2-svp)")
     p.add_argument("--dispersion", choices=("d3bj", "d3zero"), default=None, help="add Grimme D3 with this damping")
     p.add_argument("--density-fit", action="store_true", help="density fitting (faster, slightly different labels)")
-    p.add_argument("--cache", default=None, help="label cache (JSON lines; default OUTPUT.cache.jsonl): a rerun after a "
-                   "kill labels only what is missing")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="label cache (JSON lines; default OUTPUT.cache.jsonl): a rerun after a kill labels only what is missing",
+    )
     p.set_defaults(func=_run_label)
 
 
@@ -86,10 +93,19 @@ def _run_label(args: argparse.Namespace) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a potential from a YAML config")
     p.add_argument("config", help="YAML config file (see examples/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUTPUT_DIR/checkpoint.pt (a run stopped by train.max_minutes gets another max_minutes)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT_DIR/checkpoint.pt (a run stopped by train.max_minutes gets another max_minutes)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUTPUT_DIR")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_train)
@@ -97,9 +113,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from remul_ff.config import load_config
-    from remul_ff.training.trainer import Trainer
-
     from remul_ff.training import distributed
+    from remul_ff.training.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
     check_output_path(config.output_dir, "output_dir", folder=True)
@@ -125,10 +140,12 @@ def training_summary(output_dir: str, data_path: str) -> str:
         return f"no epoch finished, so no model was written to {out}/model.pt."
     best = min(rows, key=lambda r: float(r["val_loss"]))
     rotation = float(best["val_equi_forces_rel"]) if best["val_equi_forces_rel"] not in ("", "nan") else float("nan")
-    return (f"best model (epoch {best['epoch']} of {rows[-1]['epoch']}) written to {out}/model.pt: validation energy MAE "
-            f"{float(best['val_energy_mae_meV']):.2f} meV, force MAE {float(best['val_forces_mae_meV_A']):.2f} meV/Å, "
-            f"relative rotational force error {rotation:.2e}.\nnext: remul-ff evaluate {out}/model.pt {data_path}  |  "
-            f"remul-ff md {out}/model.pt {data_path} -o {out}/md --replicas 8 --time 10ps --reference {data_path}")
+    return (
+        f"best model (epoch {best['epoch']} of {rows[-1]['epoch']}) written to {out}/model.pt: validation energy MAE "
+        f"{float(best['val_energy_mae_meV']):.2f} meV, force MAE {float(best['val_forces_mae_meV_A']):.2f} meV/Å, "
+        f"relative rotational force error {rotation:.2e}.\nnext: remul-ff evaluate {out}/model.pt {data_path}  |  "
+        f"remul-ff md {out}/model.pt {data_path} -o {out}/md --replicas 8 --time 10ps --reference {data_path}"
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -145,8 +162,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--seed", type=int, default=0, help="seed of the random rotations")
     p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--split", choices=["train", "valid", "test"], default=None,
-                   help="only the frames of this split of the model's run (splits.json beside model.pt)")
+    p.add_argument(
+        "--split",
+        choices=["train", "valid", "test"],
+        default=None,
+        help="only the frames of this split of the model's run (splits.json beside model.pt)",
+    )
     p.set_defaults(func=_run_evaluate)
 
 
@@ -174,8 +195,18 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     model.elements.check(torch.as_tensor([int(z) for s in structures for z in set(s.numbers)]))
     _warn_unseen_pairs(model.training_domain, structures)
     loss = payload["training_config"].get("loss", {})
-    report = evaluate(model, structures, payload["e0s"], args.rotations, args.batch_size, device, dtype,
-                      loss.get("energy_weight", 1.0), loss.get("forces_weight", 10.0), seed=args.seed)
+    report = evaluate(
+        model,
+        structures,
+        payload["e0s"],
+        args.rotations,
+        args.batch_size,
+        device,
+        dtype,
+        loss.get("energy_weight", 1.0),
+        loss.get("forces_weight", 10.0),
+        seed=args.seed,
+    )
     print(format_report(report))
     if args.json:
         with atomic_path(args.json) as tmp:
@@ -189,8 +220,12 @@ def _warn_unseen_pairs(domain: dict[str, float], structures: list) -> None:
 
     unseen = sorted(set(training_domain(structures)) - set(domain)) if domain else []
     if unseen:
-        warnings.warn(f"remul-ff: the element pairs {', '.join(unseen)} in these data never occur in the model's training "
-                      "data; its errors there say nothing about its accuracy on data like its own.", OutOfDomainWarning, stacklevel=2)
+        warnings.warn(
+            f"remul-ff: the element pairs {', '.join(unseen)} in these data never occur in the model's training "
+            "data; its errors there say nothing about its accuracy on data like its own.",
+            OutOfDomainWarning,
+            stacklevel=2,
+        )
 
 
 def _split_of_run(structures: list, args: argparse.Namespace) -> list:
@@ -203,13 +238,17 @@ def _split_of_run(structures: list, args: argparse.Namespace) -> list:
     if args.index != ":":
         raise RemulError("--split and --index both choose frames; pass only one of them.")
     if not path.exists():
-        raise RemulError(f"--split needs {path}, written by the model's training run; evaluate without --split or give that run's model.pt.")
+        raise RemulError(
+            f"--split needs {path}, written by the model's training run; evaluate without --split or give that run's model.pt."
+        )
     indices = load_splits(path)[args.split]
     if not indices:
         raise RemulError(f"the {args.split} split in {path} is empty; choose another --split.")
     if max(indices) >= len(structures):
-        raise RemulError(f"{path} names frames up to {max(indices, default=-1)}, but {args.data} has {len(structures)}: "
-                         "give the data file the model was trained on.")
+        raise RemulError(
+            f"{path} names frames up to {max(indices, default=-1)}, but {args.data} has {len(structures)}: "
+            "give the data file the model was trained on."
+        )
     return [structures[i] for i in indices]
 
 
@@ -223,35 +262,66 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     d = COMMAND_LINE_MD_SETTINGS
     p.add_argument("--temperature", type=float, default=d.temperature, help=f"K (default {d.temperature:g})")
     p.add_argument("--timestep", type=float, default=d.timestep_fs, help=f"fs (default {d.timestep_fs:g})")
-    p.add_argument("--time", default=f"{d.total_time_fs / 1e3:g}ps",
-                   help=f"simulated time per replica with its unit, e.g. 300ps (default {d.total_time_fs / 1e3:g}ps)")
+    p.add_argument(
+        "--time",
+        default=f"{d.total_time_fs / 1e3:g}ps",
+        help=f"simulated time per replica with its unit, e.g. 300ps (default {d.total_time_fs / 1e3:g}ps)",
+    )
     p.add_argument("--thermostat", default=d.thermostat, choices=list(THERMOSTATS))
     p.add_argument("--friction", type=float, default=d.friction, help=f"Langevin friction in 1/fs (default {d.friction:g})")
     p.add_argument("--tdamp", type=float, default=d.tdamp_fs, help="Nose-Hoover damping time in fs (default 100 steps)")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--write-interval", type=int, default=d.write_interval,
-                   help=f"steps between saved frames (default {d.write_interval}; 0: none)")
-    p.add_argument("--thermo-interval", type=int, default=d.thermo_interval, help=f"steps between thermo rows (default {d.thermo_interval})")
+    p.add_argument(
+        "--write-interval", type=int, default=d.write_interval, help=f"steps between saved frames (default {d.write_interval}; 0: none)"
+    )
+    p.add_argument(
+        "--thermo-interval", type=int, default=d.thermo_interval, help=f"steps between thermo rows (default {d.thermo_interval})"
+    )
     p.add_argument("--format", default=d.traj_format, choices=["traj", "extxyz"])
-    p.add_argument("--reference", default=None, metavar="DATA",
-                   help="data file whose mean bond lengths are the collapse reference (Fu et al.; default: the starting frame's)")
-    p.add_argument("--check-interval", type=int, default=d.check_interval, help=f"steps between collapse checks (default {d.check_interval})")
-    p.add_argument("--restart-every", type=int, default=d.restart_every,
-                   help=f"steps between restart files (default {d.restart_every}; 0: none)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="DATA",
+        help="data file whose mean bond lengths are the collapse reference (Fu et al.; default: the starting frame's)",
+    )
+    p.add_argument(
+        "--check-interval", type=int, default=d.check_interval, help=f"steps between collapse checks (default {d.check_interval})"
+    )
+    p.add_argument(
+        "--restart-every", type=int, default=d.restart_every, help=f"steps between restart files (default {d.restart_every}; 0: none)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options; --time may grow)")
     p.add_argument("--overwrite", action="store_true", help="replace the MD run already in OUTPUT")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long runs; about a minute to compile)")
-    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
-                   help="on a CUDA device, run each step's kernels one by one instead of replaying a recorded CUDA graph")
-    p.add_argument("--committee", action="append", default=[], metavar="MODEL",
-                   help="another model.pt (repeatable): MD runs on the committee's mean and logs its force deviation")
-    p.add_argument("--max-force-deviation", type=float, default=None, metavar="EV_PER_A",
-                   help="with --committee: flag (or stop) a replica whose largest force deviation passes this, eV/Å")
-    p.add_argument("--on-deviation", default=d.on_deviation, choices=list(DEVIATION_ACTIONS),
-                   help="flag: list it in uncertain.json and go on (default); stop: remove it from the run")
+    p.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="on a CUDA device, run each step's kernels one by one instead of replaying a recorded CUDA graph",
+    )
+    p.add_argument(
+        "--committee",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="another model.pt (repeatable): MD runs on the committee's mean and logs its force deviation",
+    )
+    p.add_argument(
+        "--max-force-deviation",
+        type=float,
+        default=None,
+        metavar="EV_PER_A",
+        help="with --committee: flag (or stop) a replica whose largest force deviation passes this, eV/Å",
+    )
+    p.add_argument(
+        "--on-deviation",
+        default=d.on_deviation,
+        choices=list(DEVIATION_ACTIONS),
+        help="flag: list it in uncertain.json and go on (default); stop: remove it from the run",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_md)
 
@@ -274,8 +344,10 @@ def _check_resume_flags(args: argparse.Namespace) -> None:
         raise RemulError("--resume and --overwrite contradict each other; pass one of them.")
     restart = Path(args.output) / RESTART_FILE
     if args.resume and not restart.is_file():
-        raise RemulError(f"--resume found no {restart} to continue from (was the run started with --restart-every 0, "
-                         "or in another folder?); drop --resume to start a new run.")
+        raise RemulError(
+            f"--resume found no {restart} to continue from (was the run started with --restart-every 0, "
+            "or in another folder?); drop --resume to start a new run."
+        )
 
 
 def _run_md(args: argparse.Namespace) -> None:
@@ -288,11 +360,22 @@ def _run_md(args: argparse.Namespace) -> None:
     if args.replicas < 1:
         raise RemulError("--replicas must be at least 1.")
     settings = MDSettings(
-        temperature=args.temperature, timestep_fs=args.timestep, total_time_fs=parse_duration_fs(args.time),
-        thermostat=args.thermostat, friction=args.friction, tdamp_fs=args.tdamp, seed=args.seed,
-        write_interval=args.write_interval, thermo_interval=args.thermo_interval, traj_format=args.format,
-        restart_every=args.restart_every, compile=args.compile, check_interval=args.check_interval,
-        cuda_graph=args.cuda_graph, max_force_deviation=args.max_force_deviation, on_deviation=args.on_deviation,
+        temperature=args.temperature,
+        timestep_fs=args.timestep,
+        total_time_fs=parse_duration_fs(args.time),
+        thermostat=args.thermostat,
+        friction=args.friction,
+        tdamp_fs=args.tdamp,
+        seed=args.seed,
+        write_interval=args.write_interval,
+        thermo_interval=args.thermo_interval,
+        traj_format=args.format,
+        restart_every=args.restart_every,
+        compile=args.compile,
+        check_interval=args.check_interval,
+        cuda_graph=args.cuda_graph,
+        max_force_deviation=args.max_force_deviation,
+        on_deviation=args.on_deviation,
     )
     settings.validate()
     _check_resume_flags(args)
@@ -305,12 +388,22 @@ def _run_md(args: argparse.Namespace) -> None:
         calculator.check_atoms(atoms, f"the starting structure of replica {k}")
     reference = read_frames(args.reference) if args.reference else ()
     model = Committee(calculator.models) if len(calculator.models) > 1 else calculator.model
-    result = run_md(model, starts, settings, args.output, progress=not args.no_progress, resume=args.resume,
-                    reference_frames=reference, overwrite=args.overwrite)
+    result = run_md(
+        model,
+        starts,
+        settings,
+        args.output,
+        progress=not args.no_progress,
+        resume=args.resume,
+        reference_frames=reference,
+        overwrite=args.overwrite,
+    )
     stable = result.n_replicas - len(result.collapses)
     flagged = f"; {len(result.flags)} flagged as uncertain (uncertain.json)" if args.committee else ""
-    print(f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps{flagged}; "
-          f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}")
+    print(
+        f"{stable}/{result.n_replicas} replicas stable for {settings.total_time_fs / 1e3:g} ps{flagged}; "
+        f"{result.replica_steps_per_s:.0f} replica-steps/s; output in {args.output}"
+    )
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -318,9 +411,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model.pt written by remul-ff train")
     p.add_argument("-o", "--output", required=True, help="the .pt2 file to write")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--aotinductor", action="store_true",
-                   help="compile ahead of time with AOTInductor (needs g++; a minute or more); load the package "
-                        "with torch._inductor.aoti_load_package")
+    p.add_argument(
+        "--aotinductor",
+        action="store_true",
+        help="compile ahead of time with AOTInductor (needs g++; a minute or more); load the package "
+        "with torch._inductor.aoti_load_package",
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -341,12 +437,21 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train/load several potentials and compare accuracy, speed and MD stability")
     p.add_argument("spec", help="YAML comparison spec (see remul_ff/compare.py)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--model", dest="models", action="append", default=[], metavar="NAME",
-                   help="only train and run the stability MD of this model (repeatable), e.g. one job per model "
-                        "at the same time; a later run without --model writes the report")
-    p.add_argument("--update-report", action="store_true",
-                   help="with --model: measure these models and add them to the existing report.json, keeping the "
-                        "other models' reported numbers (for a model added after the report was written)")
+    p.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only train and run the stability MD of this model (repeatable), e.g. one job per model "
+        "at the same time; a later run without --model writes the report",
+    )
+    p.add_argument(
+        "--update-report",
+        action="store_true",
+        help="with --model: measure these models and add them to the existing report.json, keeping the "
+        "other models' reported numbers (for a model added after the report was written)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_compare)
 
@@ -373,8 +478,13 @@ def _add_scaling(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scaling", help="compute-scaling sweep: model families x sizes x training budgets, fits and plots")
     p.add_argument("spec", help="YAML sweep spec (see remul_ff/scaling/sweep.py)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--shard", default="1/1", metavar="K/N", help="train only every N-th point, starting at the K-th "
-                   "(one process per shard; finished points are skipped, so shards may also run in later sessions)")
+    p.add_argument(
+        "--shard",
+        default="1/1",
+        metavar="K/N",
+        help="train only every N-th point, starting at the K-th "
+        "(one process per shard; finished points are skipped, so shards may also run in later sessions)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: the spec's train.device); rows record it")
     p.add_argument("--report-only", action="store_true", help="write the report from the results so far, train nothing")
     p.add_argument("--no-progress", action="store_true")
@@ -417,8 +527,16 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}; see '{self.prog} --help'.")
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_label, _add_train, _add_evaluate, _add_md, _add_export,
-                                                                 _add_compare, _add_scaling]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_generate,
+    _add_label,
+    _add_train,
+    _add_evaluate,
+    _add_md,
+    _add_export,
+    _add_compare,
+    _add_scaling,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -436,11 +554,13 @@ def _one_line_warnings(command: str, default: Callable) -> Callable:
     Python's format adds the file, line and source of the ``warn`` call, which tell a user nothing;
     other libraries' warnings keep it.
     """
+
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         text = str(message)
         if not text.startswith("remul-ff: "):
             return default(message, category, filename, lineno, file, line)
         print(f"remul-ff {command}: warning: {text.removeprefix('remul-ff: ')}", file=sys.stderr if file is None else file)
+
     return show
 
 
@@ -461,8 +581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"remul-ff {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:  # e.g. the disk filled up or permissions changed while running
-        print(f"remul-ff {args.command}: error: could not access {exc.filename or 'a file'} ({exc.strerror or exc}); "
-              "check the path, its permissions and free space.", file=sys.stderr)
+        print(
+            f"remul-ff {args.command}: error: could not access {exc.filename or 'a file'} ({exc.strerror or exc}); "
+            "check the path, its permissions and free space.",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"remul-ff {args.command}: interrupted.", file=sys.stderr)

@@ -35,17 +35,23 @@ import numpy as np
 import torch
 from ase.io import read
 
-from remul_ff.config import (Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section,
-                             reject_unknown)
-from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
-from remul_ff.md.analysis import (committee_warnings, distance_histogram, energy_drift_mev_per_atom_ps, failure_rate,
-                                  first_bond_break, h_r_mae, stability_time_ps)
+from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section, reject_unknown
 from remul_ff.data.bonds import group_name, watched_bonds
+from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
+from remul_ff.md.analysis import (
+    committee_warnings,
+    distance_histogram,
+    energy_drift_mev_per_atom_ps,
+    failure_rate,
+    first_bond_break,
+    h_r_mae,
+    stability_time_ps,
+)
 from remul_ff.md.monitor import Collapse, bond_reason
-from remul_ff.models.forces import predict
 from remul_ff.models import load_model
-from remul_ff.models.symmetrize import GROUP_ORDERS, with_test_time_rotations
 from remul_ff.models.committee import Committee, frame_deviations
+from remul_ff.models.forces import predict
+from remul_ff.models.symmetrize import GROUP_ORDERS, with_test_time_rotations
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, keeping_thread_count
@@ -55,8 +61,7 @@ MODEL_ENTRY_KEYS = ("model_path", "md", "committee")  # a model entry's own keys
 DEFAULT_MODELS = {
     # The transformer's default recipe includes off-equilibrium frames: without them it breaks bonds
     # in 500 K MD (benchmarks/stability/README.md).
-    "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"},
-              "data": {"off_equilibrium": {"fraction": 0.2, "weight": 0.01}}},
+    "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"}, "data": {"off_equilibrium": {"fraction": 0.2, "weight": 0.01}}},
     "egnn": {"model": {"kind": "egnn"}, "loss": {"mode": "none"}},
 }
 
@@ -127,8 +132,10 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
         if getattr(spec.md, key) not in ("float32", "float64"):
             raise ConfigError(f"md.{key} must be float32 or float64, not {getattr(spec.md, key)!r}.")
     if not spec.models:
-        raise ConfigError(f"the compare spec {path} names no models; add at least one under 'models:' "
-                          "(e.g. models: {{remul: {{model: {{kind: transformer}}}}}}).")
+        raise ConfigError(
+            f"the compare spec {path} names no models; add at least one under 'models:' "
+            "(e.g. models: {{remul: {{model: {{kind: transformer}}}}}})."
+        )
     for name, entry in spec.models.items():
         if entry is not None and not isinstance(entry, dict):
             raise ConfigError(f"models.{name} must be a mapping of config sections (or model_path), but is {entry!r}.")
@@ -137,8 +144,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
         model_config(spec, name)  # fail early on a bad model section
         model_path = (entry or {}).get("model_path")
         if model_path and not Path(model_path).is_file():
-            raise ConfigError(f"models.{name}.model_path {model_path} does not exist; "
-                              "give the path of a file written by 'remul-ff train'.")
+            raise ConfigError(f"models.{name}.model_path {model_path} does not exist; give the path of a file written by 'remul-ff train'.")
         _check_committee((entry or {}).get("committee"), name)
         _check_protocol(model_spec(spec, name).md, name)
     return spec
@@ -152,8 +158,9 @@ def _check_committee(paths, name: str) -> None:
         raise ConfigError(f"models.{name}.committee must be a list of two or more model files, but is {paths!r}.")
     missing = [p for p in paths if not Path(str(p)).is_file()]
     if missing:
-        raise ConfigError(f"models.{name}.committee names {', '.join(map(str, missing))}, which does not exist; "
-                          "give files written by 'remul-ff train'.")
+        raise ConfigError(
+            f"models.{name}.committee names {', '.join(map(str, missing))}, which does not exist; give files written by 'remul-ff train'."
+        )
 
 
 def _check_protocol(md: MDProtocol, name: str) -> None:
@@ -163,8 +170,10 @@ def _check_protocol(md: MDProtocol, name: str) -> None:
     stability_settings(md).validate()
     parse_duration_fs(md.nve_time)
     if md.test_time_rotations not in (0, *GROUP_ORDERS):
-        raise ConfigError(f"md.test_time_rotations (for model {name!r}) must be 0 (off) or a rotation group's size, "
-                          f"{', '.join(map(str, GROUP_ORDERS))}, but is {md.test_time_rotations!r}.")
+        raise ConfigError(
+            f"md.test_time_rotations (for model {name!r}) must be 0 (off) or a rotation group's size, "
+            f"{', '.join(map(str, GROUP_ORDERS))}, but is {md.test_time_rotations!r}."
+        )
 
 
 def model_spec(spec: CompareSpec, name: str) -> CompareSpec:
@@ -214,12 +223,21 @@ def _learning_curve(log: Path) -> list[dict]:
     return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(log))] if log.exists() else []
 
 
-def _ms_per_step(model: torch.nn.Module, starts: list, spec: CompareSpec, thermostat: str = "nve", compile: bool = False,
-                 repeat: int = 50) -> float:
+def _ms_per_step(
+    model: torch.nn.Module, starts: list, spec: CompareSpec, thermostat: str = "nve", compile: bool = False, repeat: int = 50
+) -> float:
     """Wall ms per MD step of ``starts`` as one batch, timed after a warm-up run (which also compiles)."""
     # No bond or temperature criterion while timing: a replica dropped mid-way would shrink the batch.
-    settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs, total_time_fs=spec.md.timestep_fs * repeat,
-                          thermostat=thermostat, write_interval=0, compile=compile, bond_tolerance=1e9, max_temperature=1e12)
+    settings = MDSettings(
+        temperature=spec.md.temperature,
+        timestep_fs=spec.md.timestep_fs,
+        total_time_fs=spec.md.timestep_fs * repeat,
+        thermostat=thermostat,
+        write_interval=0,
+        compile=compile,
+        bond_tolerance=1e9,
+        max_temperature=1e12,
+    )
     run_md(model, starts, settings, None, progress=False)
     return 1e3 * run_md(model, starts, settings, None, progress=False).wall_time_s / repeat
 
@@ -239,10 +257,21 @@ def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]
 
 def stability_settings(md: MDProtocol) -> MDSettings:
     """The engine's settings for the protocol's stability run."""
-    return MDSettings(temperature=md.temperature, timestep_fs=md.timestep_fs, total_time_fs=parse_duration_fs(md.time),
-                      thermostat=md.thermostat, seed=md.seed, write_interval=md.frame_interval, thermo_interval=md.frame_interval,
-                      bond_tolerance=md.bond_tolerance, max_temperature=md.max_temperature, traj_format="traj",
-                      restart_every=md.restart_every, compile=md.compile, check_interval=md.check_interval)
+    return MDSettings(
+        temperature=md.temperature,
+        timestep_fs=md.timestep_fs,
+        total_time_fs=parse_duration_fs(md.time),
+        thermostat=md.thermostat,
+        seed=md.seed,
+        write_interval=md.frame_interval,
+        thermo_interval=md.frame_interval,
+        bond_tolerance=md.bond_tolerance,
+        max_temperature=md.max_temperature,
+        traj_format="traj",
+        restart_every=md.restart_every,
+        compile=md.compile,
+        check_interval=md.check_interval,
+    )
 
 
 def _run_stability_md(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> MDResult:
@@ -258,10 +287,12 @@ def _check_start_frame(atoms, replica: int, md: MDProtocol, reference_frames: li
     """Refuse a protocol whose criterion counts a starting frame (a data frame) as broken before any MD."""
     found = _saved_frame_collapse([atoms], replica, md, reference_frames)
     if found:
-        raise ConfigError(f"replica {replica} starts from a held-out data frame whose bond {found['bond']} is already "
-                          f"{found['deviation']:.2f} Å from its mean length in the training frames, more than md.bond_tolerance "
-                          f"({md.bond_tolerance} Å), so it would count as a collapse before any MD; raise md.bond_tolerance "
-                          "(Fu et al. 2023: 0.5 Å) or check the data.")
+        raise ConfigError(
+            f"replica {replica} starts from a held-out data frame whose bond {found['bond']} is already "
+            f"{found['deviation']:.2f} Å from its mean length in the training frames, more than md.bond_tolerance "
+            f"({md.bond_tolerance} Å), so it would count as a collapse before any MD; raise md.bond_tolerance "
+            "(Fu et al. 2023: 0.5 Å) or check the data."
+        )
 
 
 def _stability(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> dict:
@@ -280,9 +311,13 @@ def _stability(model, spec: CompareSpec, shared: SharedInputs, out: Path, progre
     times = stability_time_ps([collapses.get(r, {}).get("time_ps") for r in range(md.replicas)], parse_duration_fs(md.time) / 1e3)
     h = distance_histogram(kept)[1]
     return {
-        "stability_ps": times.tolist(), "collapse_events": [collapses[r] for r in sorted(collapses)],
-        "stable_replicas": md.replicas - len(collapses), "h_r": h.tolist(), "h_r_mae": h_r_mae(h, shared.reference_hr),
-        "replica_steps_per_s": result.replica_steps_per_s, **failure_rate(len(collapses), float(times.sum())),
+        "stability_ps": times.tolist(),
+        "collapse_events": [collapses[r] for r in sorted(collapses)],
+        "stable_replicas": md.replicas - len(collapses),
+        "h_r": h.tolist(),
+        "h_r_mae": h_r_mae(h, shared.reference_hr),
+        "replica_steps_per_s": result.replica_steps_per_s,
+        **failure_rate(len(collapses), float(times.sum())),
     }
 
 
@@ -312,17 +347,28 @@ def _drift(spec: CompareSpec, path: Path, atoms, out: Path, reference: list = ()
     moving between two oxygens, as the data show, does not stop it).
     """
     model = _protocol_model(spec, path, resolve_device(spec.train.device), getattr(torch, spec.md.nve_dtype))
-    settings = MDSettings(temperature=spec.md.temperature, timestep_fs=spec.md.timestep_fs,
-                          total_time_fs=parse_duration_fs(spec.md.nve_time), thermostat="nve", seed=spec.md.seed,
-                          write_interval=0, thermo_interval=10, compile=spec.md.compile, restart_every=spec.md.restart_every)
+    settings = MDSettings(
+        temperature=spec.md.temperature,
+        timestep_fs=spec.md.timestep_fs,
+        total_time_fs=parse_duration_fs(spec.md.nve_time),
+        thermostat="nve",
+        seed=spec.md.seed,
+        write_interval=0,
+        thermo_interval=10,
+        compile=spec.md.compile,
+        restart_every=spec.md.restart_every,
+    )
     run_md(model, [atoms], settings, out, progress=False, resume=True, reference_frames=reference)
     import csv
 
     rows = list(csv.DictReader(open(out / "thermo.csv")))
     t = np.array([float(r["time_ps"]) for r in rows])
     e = np.array([float(r["e_tot_eV"] if "e_tot_eV" in r else r["e_tot"]) for r in rows])  # e_tot: before units were named
-    return {"drift_meV_atom_ps": energy_drift_mev_per_atom_ps(t, e, len(atoms)) if len(t) > 1 else float("nan"),
-            "nve_time_ps": t.tolist(), "nve_e_tot": e.tolist()}
+    return {
+        "drift_meV_atom_ps": energy_drift_mev_per_atom_ps(t, e, len(atoms)) if len(t) > 1 else float("nan"),
+        "nve_time_ps": t.tolist(),
+        "nve_e_tot": e.tolist(),
+    }
 
 
 def compare_one(spec: CompareSpec, name: str, shared: SharedInputs, progress: bool) -> dict:
@@ -336,13 +382,16 @@ def compare_one(spec: CompareSpec, name: str, shared: SharedInputs, progress: bo
     report = evaluate(model, held_out, data.e0s, spec.evaluation_rotations, 32, device, torch.float64, seed=spec.md.seed)
     out = Path(spec.output_dir) / name
     report.update(
-        model_path=str(path), learning_curve=curve, ms_per_step_float64=_ms_per_step(model, frames[:1], spec),
+        model_path=str(path),
+        learning_curve=curve,
+        ms_per_step_float64=_ms_per_step(model, frames[:1], spec),
         ms_per_step_float32=_ms_per_step(_protocol_model(spec, path, device, torch.float32), frames[:1], spec),
     )
     report["parity_ref"], report["parity_pred"] = _parity(model, held_out[:20], device, torch.float64)
     md_model = _md_model(spec, path)
-    report["ms_per_step_md_batch"] = _ms_per_step(md_model, _replica_starts(spec, frames), spec, spec.md.thermostat,
-                                                  spec.md.compile, repeat=400)
+    report["ms_per_step_md_batch"] = _ms_per_step(
+        md_model, _replica_starts(spec, frames), spec, spec.md.thermostat, spec.md.compile, repeat=400
+    )
     report.update(_stability(md_model, spec, shared, out / "md", progress))
     report.update(_drift(spec, path, frames[0].copy(), out / "nve", shared.reference))
     report["md_protocol"] = asdict(spec.md)
@@ -358,8 +407,12 @@ def _committee_warning(spec: CompareSpec, paths: list, md_dir: Path, collapses: 
     deviations = {r: frame_deviations(committee, read(md_dir / f"replica_{r:03d}.traj", index=":")) for r in range(spec.md.replicas)}
     frame_ps = spec.md.frame_interval * spec.md.timestep_fs / 1e3
     result = committee_warnings(deviations, collapses, frame_ps)
-    return {**result, "committee": [str(p) for p in paths], "frame_ps": frame_ps,
-            "deviations_eV_A": {str(r): d.tolist() for r, d in deviations.items()}}
+    return {
+        **result,
+        "committee": [str(p) for p in paths],
+        "frame_ps": frame_ps,
+        "deviations_eV_A": {str(r): d.tolist() for r, d in deviations.items()},
+    }
 
 
 def _md_model(spec: CompareSpec, path: Path) -> torch.nn.Module:
@@ -420,10 +473,17 @@ def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
     shared = _shared_inputs(spec, progress)
     start = time.perf_counter()
     results = {name: compare_one(spec, name, shared, progress) for name in spec.models}
-    payload = {"command": " ".join(["remul-ff", *sys.argv[1:]]), "spec": asdict(spec), "reference_h_r": shared.reference_hr.tolist(),
-               "temperature_K": spec.md.temperature, "training_budget_minutes": spec.train.max_minutes,
-               "training_threads": spec.train.num_threads,
-               "models": results, "pooled": pooled_ensembles(results), "wall_time_s": time.perf_counter() - start}
+    payload = {
+        "command": " ".join(["remul-ff", *sys.argv[1:]]),
+        "spec": asdict(spec),
+        "reference_h_r": shared.reference_hr.tolist(),
+        "temperature_K": spec.md.temperature,
+        "training_budget_minutes": spec.train.max_minutes,
+        "training_threads": spec.train.num_threads,
+        "models": results,
+        "pooled": pooled_ensembles(results),
+        "wall_time_s": time.perf_counter() - start,
+    }
     from remul_ff.report import write_report
 
     write_report(payload, out)

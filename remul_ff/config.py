@@ -319,8 +319,12 @@ RANGES: list[tuple[str, Any, str]] = [
 
 def check_ranges(config: Config) -> None:
     """Raise :class:`ConfigError` for the first value outside its range (see ``RANGES``)."""
-    sections = {"train": dataclasses.asdict(config.train), "data": dataclasses.asdict(config.data),
-                "loss": dataclasses.asdict(config.loss), "model": config.model}
+    sections = {
+        "train": dataclasses.asdict(config.train),
+        "data": dataclasses.asdict(config.data),
+        "loss": dataclasses.asdict(config.loss),
+        "model": config.model,
+    }
     for key, test, must in RANGES:
         section, name = key.split(".")
         if name in sections[section] and not test(sections[section][name]):
@@ -329,8 +333,9 @@ def check_ranges(config: Config) -> None:
         config.data.off_equilibrium.validate()
     width, heads = config.model.get("width"), config.model.get("heads")
     if heads and width and width % heads:
-        raise ConfigError(f"config key 'model.width' ({width}) must be divisible by 'model.heads' ({heads}); "
-                          f"try width {heads * max(width // heads, 1)}.")
+        raise ConfigError(
+            f"config key 'model.width' ({width}) must be divisible by 'model.heads' ({heads}); try width {heads * max(width // heads, 1)}."
+        )
 
 
 def config_from_dict(values: dict) -> Config:
@@ -368,13 +373,16 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     except OSError as exc:
         raise ConfigError(f"could not read the config file {path} ({exc.strerror}); check the path.") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"the config file {path} is not text (byte {exc.start} is not UTF-8); "
-                          "give a YAML config such as examples/xtb_ethanol.yaml.") from exc
+        raise ConfigError(
+            f"the config file {path} is not text (byte {exc.start} is not UTF-8); give a YAML config such as examples/xtb_ethanol.yaml."
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"the config file {path} is not valid YAML ({exc}).".replace("\n", " ")) from exc
     if not isinstance(values, dict):
-        raise ConfigError(f"the config file {path} holds a {type(values).__name__}, not a mapping of sections "
-                          "(output_dir, data, model, loss, train); see examples/xtb_ethanol.yaml.")
+        raise ConfigError(
+            f"the config file {path} holds a {type(values).__name__}, not a mapping of sections "
+            "(output_dir, data, model, loss, train); see examples/xtb_ethanol.yaml."
+        )
     return config_from_dict(apply_overrides(values, list(overrides)))
 
 

@@ -74,10 +74,18 @@ def committee_lines(payload: dict) -> list[str]:
         w = r.get("committee_warning")
         if w is None:
             continue
-        threshold = (f"{w['threshold_eV_A']:.3f} eV/Å (passed by {w['false_alarm_percent']}% of the {w['healthy_frames']} saved "
-                     "frames of replicas that never collapsed)") if w["threshold_eV_A"] is not None else "none (every replica collapsed)"
-        lines.append(f"- {name}: committee {', '.join(w['committee'])}; alarm threshold {threshold}; "
-                     f"{w['warned']} of {w['collapses']} collapses had a frame above it before the collapse.")
+        threshold = (
+            (
+                f"{w['threshold_eV_A']:.3f} eV/Å (passed by {w['false_alarm_percent']}% of the {w['healthy_frames']} saved "
+                "frames of replicas that never collapsed)"
+            )
+            if w["threshold_eV_A"] is not None
+            else "none (every replica collapsed)"
+        )
+        lines.append(
+            f"- {name}: committee {', '.join(w['committee'])}; alarm threshold {threshold}; "
+            f"{w['warned']} of {w['collapses']} collapses had a frame above it before the collapse."
+        )
     if not lines:
         return []
     return ["## Committee warnings", "", *lines, "", f"![{COMMITTEE_PLOT}]({COMMITTEE_PLOT})", ""]
@@ -104,9 +112,16 @@ def pooled_lines(payload: dict) -> list[str]:
     pooled = payload.get("pooled") or {}
     if not pooled:
         return []
-    lines = ["## Pooled ensembles (same model file)", "", "| model | ensembles | replica-ps | collapses | per 1000 replica-ps [exact 95% CI] |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {name} | {', '.join(p['ensembles'])} | {p['replica_ps']:.1f} | {p['collapses']} | {_rate_cell(p)} |" for name, p in pooled.items()]
+    lines = [
+        "## Pooled ensembles (same model file)",
+        "",
+        "| model | ensembles | replica-ps | collapses | per 1000 replica-ps [exact 95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {', '.join(p['ensembles'])} | {p['replica_ps']:.1f} | {p['collapses']} | {_rate_cell(p)} |"
+        for name, p in pooled.items()
+    ]
     return lines + [""]
 
 
@@ -116,18 +131,25 @@ def markdown(payload: dict) -> str:
     names = list(payload["models"])
     md = payload["spec"]["md"]
     lines = [
-        "# remul-ff comparison", "",
-        f"Command: `{payload.get('command', 'remul-ff compare')}`", "",
+        "# remul-ff comparison",
+        "",
+        f"Command: `{payload.get('command', 'remul-ff compare')}`",
+        "",
         *[f"Updated (models added, the others kept as reported) by: `{command}`\n" for command in payload.get("updates", [])],
         f"Data: `{payload['spec']['data']['path']}`. MD: {md['replicas']} replicas x {md['time']} at {md['temperature']} K, "
         f"{md['thermostat']}, {md['timestep_fs']} fs, collapse at {md['bond_tolerance']} Å deviation from the mean bond length "
         f"of the training frames (Fu et al. 2023) "
         f"or above {md.get('max_temperature') or default_max_temperature(md['temperature']):.0f} K, "
-        f"{md.get('dtype', 'float64')}{', torch.compile' if md.get('compile') else ''}.", "",
-        "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+        f"{md.get('dtype', 'float64')}{', torch.compile' if md.get('compile') else ''}.",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
     ]
-    own = [f"{n}: {m['md_protocol']['replicas']} x {m['md_protocol']['time']}" for n, m in payload["models"].items()
-           if m.get("md_protocol") and (m["md_protocol"]["replicas"], m["md_protocol"]["time"]) != (md["replicas"], md["time"])]
+    own = [
+        f"{n}: {m['md_protocol']['replicas']} x {m['md_protocol']['time']}"
+        for n, m in payload["models"].items()
+        if m.get("md_protocol") and (m["md_protocol"]["replicas"], m["md_protocol"]["time"]) != (md["replicas"], md["time"])
+    ]
     if own:
         lines[-2:-2] = [f"Models with their own amount of MD: {'; '.join(own)}.", ""]
     lines += [f"| {label} | " + " | ".join(row[n] for n in names) + " |" for label, row in cells.items()]
@@ -204,7 +226,9 @@ def plot_committee_warnings(warnings: dict[str, dict], path: Path) -> None:
         for t in collapsed.values():
             ax.axvline(t, color="C3", ls=":", lw=0.8)
         if w["threshold_eV_A"] is not None:
-            ax.axhline(w["threshold_eV_A"], color="k", ls="--", lw=0.8, label=f"alarm ({100 - w['false_alarm_percent']}% of healthy frames)")
+            ax.axhline(
+                w["threshold_eV_A"], color="k", ls="--", lw=0.8, label=f"alarm ({100 - w['false_alarm_percent']}% of healthy frames)"
+            )
             ax.legend(fontsize=8)
         ax.set(xlabel="time (ps)", ylabel="committee max force deviation (eV/Å)", yscale="log", title=f"{name} (collapsed: red)")
     _save(fig, path)

@@ -63,8 +63,9 @@ def permutation_error(model: nn.Module, batch: AtomicBatch) -> tuple[float, floa
     base = predict(model, batch)
     keys = batch.molecule_index.to(torch.float64) + torch.rand(batch.n_atoms, dtype=torch.float64, device=batch.device) * 0.5
     order = torch.argsort(keys)  # shuffles within molecules, keeps molecules contiguous
-    permuted = batch.replace(positions=batch.positions[order], atomic_numbers=batch.atomic_numbers[order],
-                             molecule_index=batch.molecule_index[order])
+    permuted = batch.replace(
+        positions=batch.positions[order], atomic_numbers=batch.atomic_numbers[order], molecule_index=batch.molecule_index[order]
+    )
     moved = predict(model, permuted)
     return float((moved.energy - base.energy).abs().max()), float((moved.forces - base.forces[order]).abs().max())
 

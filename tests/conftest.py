@@ -93,12 +93,14 @@ def trained_model_file(xtb_ethanol_file, tmp_path_factory):
     from remul_ff.training.trainer import Trainer
 
     out = tmp_path_factory.mktemp("trained")
-    config = config_from_dict({
-        "output_dir": str(out),
-        "data": {"path": str(xtb_ethanol_file), "valid": 8},
-        "model": {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8},
-        "loss": {"mode": "augment"},
-        "train": {"epochs": 15, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 0, "device": "cpu"},
-    })
+    config = config_from_dict(
+        {
+            "output_dir": str(out),
+            "data": {"path": str(xtb_ethanol_file), "valid": 8},
+            "model": {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8},
+            "loss": {"mode": "augment"},
+            "train": {"epochs": 15, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 0, "device": "cpu"},
+        }
+    )
     Trainer(config, progress=False).run()
     return out / "model.pt"

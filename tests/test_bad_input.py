@@ -49,15 +49,18 @@ def test_generate_rejects_bad_options(tmp_path, capsys, extra, message):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("train.batch_size=0", "'train.batch_size' must be at least 1, but is 0"),
-    ("train.lr=0", "'train.lr' must be a positive number, but is 0"),
-    ("train.epochs=-1", "'train.epochs' must be at least 1, but is -1"),
-    ("train.ema_decay=1.5", "'train.ema_decay' must be in [0, 1)"),
-    ("model.r_max=-3", "'model.r_max' must be a positive distance in Å, but is -3"),
-    ("model.heads=7", "'model.width' (128) must be divisible by 'model.heads' (7)"),
-    ("train.device=tpu", "unknown device 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.batch_size=0", "'train.batch_size' must be at least 1, but is 0"),
+        ("train.lr=0", "'train.lr' must be a positive number, but is 0"),
+        ("train.epochs=-1", "'train.epochs' must be at least 1, but is -1"),
+        ("train.ema_decay=1.5", "'train.ema_decay' must be in [0, 1)"),
+        ("model.r_max=-3", "'model.r_max' must be a positive distance in Å, but is -3"),
+        ("model.heads=7", "'model.width' (128) must be divisible by 'model.heads' (7)"),
+        ("train.device=tpu", "unknown device 'tpu'"),
+    ],
+)
 def test_train_rejects_bad_values_before_writing(xtb_ethanol_file, tmp_path, capsys, setting, message):
     config = tmp_path / "c.yaml"
     out = tmp_path / "run"
@@ -83,10 +86,13 @@ def _coincident():
     return atoms
 
 
-@pytest.mark.parametrize("atoms, message", [
-    (_ethanol(pbc=True, cell=[10, 10, 10]), "is periodic (pbc=[True, True, True])"),
-    (_coincident(), "has atoms 2 (O) and 5 (H) only 0.0173 Å apart"),
-])
+@pytest.mark.parametrize(
+    "atoms, message",
+    [
+        (_ethanol(pbc=True, cell=[10, 10, 10]), "is periodic (pbc=[True, True, True])"),
+        (_coincident(), "has atoms 2 (O) and 5 (H) only 0.0173 Å apart"),
+    ],
+)
 def test_md_refuses_structures_it_cannot_simulate(trained_model_file, tmp_path, capsys, atoms, message):
     import ase.io
 
@@ -98,10 +104,13 @@ def test_md_refuses_structures_it_cannot_simulate(trained_model_file, tmp_path, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("atoms, message", [
-    (_ethanol(pbc=True, cell=[10, 10, 10]), "set atoms.pbc = False"),
-    (_coincident(), "atoms 2 (O) and 5 (H)"),
-])
+@pytest.mark.parametrize(
+    "atoms, message",
+    [
+        (_ethanol(pbc=True, cell=[10, 10, 10]), "set atoms.pbc = False"),
+        (_coincident(), "atoms 2 (O) and 5 (H)"),
+    ],
+)
 def test_calculator_refuses_structures_it_cannot_compute(trained_model_file, atoms, message):
     from remul_ff.calculators import REMULCalculator
     from remul_ff.errors import DataError
@@ -151,10 +160,13 @@ MODEL_EDITS = [
 
 @pytest.mark.parametrize("edit, message", MODEL_EDITS)
 def test_an_edited_model_file_is_refused_in_one_sentence(trained_model_file, xtb_ethanol_file, tmp_path, capsys, edit, message):
+    from remul_ff.models.files import CHECKSUM_KEY, save_file
+
     payload = torch.load(trained_model_file, weights_only=True)
+    del payload[CHECKSUM_KEY]
     edit(payload)
     edited, out = tmp_path / "edited.pt", tmp_path / "eval.json"
-    torch.save(payload, edited)
+    save_file(payload, edited)  # with a checksum of the edited weights: the checks behind it must speak
     assert main(["evaluate", str(edited), str(xtb_ethanol_file), "--json", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -205,11 +217,14 @@ def test_unwritable_outputs_are_refused_before_any_work(trained_model_file, xtb_
     assert sorted(p.name for p in base.iterdir()) == before
 
 
-@pytest.mark.parametrize("content, message", [
-    (bytes(range(256)), "is not text (byte 128 is not UTF-8)"),
-    (b"- a\n- b\n", "holds a list, not a mapping of sections"),
-    (b"output_dir: [unclosed\n", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (bytes(range(256)), "is not text (byte 128 is not UTF-8)"),
+        (b"- a\n- b\n", "holds a list, not a mapping of sections"),
+        (b"output_dir: [unclosed\n", "is not valid YAML"),
+    ],
+)
 def test_a_config_that_is_not_a_yaml_mapping_is_refused(tmp_path, capsys, content, message):
     config = tmp_path / "c.yaml"
     config.write_bytes(content)

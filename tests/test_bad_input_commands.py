@@ -72,8 +72,8 @@ def test_evaluate_refuses_bad_data_files(make, fragment, trained_model_file, tmp
 
 
 def _unlabelled(folder):
-    from ase.build import molecule
     import ase.io
+    from ase.build import molecule
 
     ase.io.write(folder / "nolabel.xyz", molecule("CH3CH2OH"))
     return folder / "nolabel.xyz"
@@ -117,8 +117,10 @@ MODEL_FILES = [
     (lambda d: (d / "run").mkdir() or d / "run", "is a folder; give the path of a file inside it"),
     (lambda d: _torch_save(d / "dict.pt", {"a": 1}), "not a 'remul-ff-model' file"),
     (lambda d: _torch_save(d / "list.pt", [1, 2]), "is a 'list' file, not a 'remul-ff-model' file"),
-    (lambda d: _checkpoint(d / "stopped", finished=False),
-     "checkpoint.pt is a training checkpoint, not a model file; training writes model.pt beside it"),
+    (
+        lambda d: _checkpoint(d / "stopped", finished=False),
+        "checkpoint.pt is a training checkpoint, not a model file; training writes model.pt beside it",
+    ),
     (lambda d: _checkpoint(d / "ended", finished=True), "ended/checkpoint.pt is a training checkpoint, not a model file; use "),
 ]
 
@@ -135,9 +137,11 @@ def _checkpoint(run_folder, finished: bool):
 @pytest.mark.parametrize("make, fragment", MODEL_FILES, ids=[f for _, f in MODEL_FILES])
 def test_every_command_refuses_a_bad_model_file(command, make, fragment, xtb_ethanol_file, tmp_path, capsys):
     model = make(tmp_path)
-    argv = {"evaluate": ["evaluate", str(model), str(xtb_ethanol_file)],
-            "md": ["md", str(model), "ethanol", "-o", str(tmp_path / "md"), "--time", "1fs"],
-            "export": ["export", str(model), "-o", str(tmp_path / "m.pt2")]}[command]
+    argv = {
+        "evaluate": ["evaluate", str(model), str(xtb_ethanol_file)],
+        "md": ["md", str(model), "ethanol", "-o", str(tmp_path / "md"), "--time", "1fs"],
+        "export": ["export", str(model), "-o", str(tmp_path / "m.pt2")],
+    }[command]
     _assert_refused(argv, fragment, capsys, tmp_path)
 
 
@@ -162,8 +166,19 @@ def test_md_refuses_before_starting(structure, extra, fragment, trained_model_fi
 
 
 def test_md_refuses_a_committee_threshold_below_zero(trained_model_file, tmp_path, capsys):
-    argv = ["md", str(trained_model_file), "ethanol", "-o", str(tmp_path / "md"), "--time", "1fs",
-            "--committee", str(trained_model_file), "--max-force-deviation", "-1"]
+    argv = [
+        "md",
+        str(trained_model_file),
+        "ethanol",
+        "-o",
+        str(tmp_path / "md"),
+        "--time",
+        "1fs",
+        "--committee",
+        str(trained_model_file),
+        "--max-force-deviation",
+        "-1",
+    ]
     _assert_refused(argv, "threshold (eV/Å) must be a positive number, but is -1.0", capsys, tmp_path)
 
 
@@ -171,8 +186,25 @@ def test_md_refuses_a_committee_threshold_below_zero(trained_model_file, tmp_pat
 def finished_md_run(trained_model_file, tmp_path_factory):
     """A 2 fs MD run of one ethanol in float32 with restart files."""
     out = tmp_path_factory.mktemp("md") / "run"
-    assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "2fs", "--restart-every", "1",
-                 "--dtype", "float32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "md",
+                str(trained_model_file),
+                "ethanol",
+                "-o",
+                str(out),
+                "--time",
+                "2fs",
+                "--restart-every",
+                "1",
+                "--dtype",
+                "float32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -209,8 +241,11 @@ COMPARE_SPECS = [  # (spec after the data line, extra arguments, what the senten
     ("models: {}\n", [], "names no models"),
     ("models: {a: 3}\n", [], "models.a must be a mapping of config sections (or model_path), but is 3"),
     ("models: [a, b]\n", [], "config key 'models' expects mapping"),
-    ("models: {a: {kind: egnn}}\n", [], "unknown config key 'models.a.kind'; valid keys are output_dir, data, model, loss, "
-                                         "train, model_path, md, committee."),
+    (
+        "models: {a: {kind: egnn}}\n",
+        [],
+        "unknown config key 'models.a.kind'; valid keys are output_dir, data, model, loss, train, model_path, md, committee.",
+    ),
     ("models: {a: {modle: {kind: egnn}}}\n", [], "unknown config key 'models.a.modle'; did you mean 'models.a.model'?"),
     ("models: {a: {model: {kind: foo}}}\n", [], "models.a: config key 'model.kind' must be one of transformer, egnn, but got 'foo'"),
     ("models: {a: {model_path: none.pt}}\n", [], "none.pt does not exist"),
@@ -232,8 +267,7 @@ def test_compare_refuses_bad_specs(body, extra, fragment, xtb_ethanol_file, tmp_
     _assert_refused(["compare", str(spec), *extra], fragment, capsys, tmp_path)
 
 
-SCALING_BASE = ("budgets: [1]\nsizes: {transformer: {S: {width: 16, depth: 1, heads: 2}}}\n"
-                "families: {a: {model: {kind: transformer}}}\n")
+SCALING_BASE = "budgets: [1]\nsizes: {transformer: {S: {width: 16, depth: 1, heads: 2}}}\nfamilies: {a: {model: {kind: transformer}}}\n"
 
 SCALING_SPECS = [  # (replacement in SCALING_BASE, extra arguments, what the sentence must say)
     (("", ""), ["--shard", "3/2"], "--shard 3/2: K must be between 1 and N"),

@@ -19,8 +19,7 @@ from ase.optimize import BFGS, FIRE
 from remul_ff.calculators import REMULCalculator
 from remul_ff.data.batch import Structure, collate
 from remul_ff.errors import CheckpointError, DataError
-from remul_ff.models import predict
-from remul_ff.models import load_model
+from remul_ff.models import load_model, predict
 from tests.conftest import jittered_molecules
 
 
@@ -101,23 +100,33 @@ def test_unknown_element_periodic_cell_nan_and_no_atoms_are_clear_errors(trained
         nothing.get_potential_energy()
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"device": "tpu"}, "unknown device 'tpu'"),
-    ({"device": "cuda:9"}, "device 'cuda:9'"),
-    ({"length_units_to_A": 0}, "length_units_to_A must be a positive number"),
-    ({"energy_units_to_eV": float("nan")}, "energy_units_to_eV must be a positive number"),
-    ({"energy_units_to_eV": "kcal/mol"}, "energy_units_to_eV must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"device": "cuda:9"}, "device 'cuda:9'"),
+        ({"length_units_to_A": 0}, "length_units_to_A must be a positive number"),
+        ({"energy_units_to_eV": float("nan")}, "energy_units_to_eV must be a positive number"),
+        ({"energy_units_to_eV": "kcal/mol"}, "energy_units_to_eV must be a positive number"),
+    ],
+)
 def test_bad_calculator_options_are_one_sentence(trained_model_file, options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         REMULCalculator(trained_model_file, **options)
 
 
-@pytest.mark.parametrize("model, message", [
-    (lambda path: torch.nn.Linear(3, 1), "model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), not Linear."),
-    (lambda path: str(path), "model= takes loaded models; give the file"),
-    (lambda path: [load_model(path), path], "model= takes loaded models; give the file"),
-], ids=["not an energy model", "a path", "a path in a committee"])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            lambda path: torch.nn.Linear(3, 1),
+            "model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), not Linear.",
+        ),
+        (lambda path: str(path), "model= takes loaded models; give the file"),
+        (lambda path: [load_model(path), path], "model= takes loaded models; give the file"),
+    ],
+    ids=["not an energy model", "a path", "a path in a committee"],
+)
 def test_model_must_be_a_loaded_remul_ff_model(trained_model_file, model, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         REMULCalculator(model=model(trained_model_file))
@@ -141,15 +150,19 @@ def _changed(atoms, edit):
     return other
 
 
-@pytest.mark.parametrize("edit", [
-    lambda a: None,
-    lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-9),
-    lambda a: a.numbers.__setitem__(1, 8),
-    lambda a: a.set_cell([6.0, 6.0, 6.0]),
-    lambda a: a.set_pbc([True, False, False]),
-    lambda a: a.set_initial_charges([0.1] * len(a)),
-    lambda a: a.set_initial_magnetic_moments([1.0] * len(a)),
-], ids=["nothing", "positions", "numbers", "cell", "pbc", "charges", "magmoms"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda a: None,
+        lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-9),
+        lambda a: a.numbers.__setitem__(1, 8),
+        lambda a: a.set_cell([6.0, 6.0, 6.0]),
+        lambda a: a.set_pbc([True, False, False]),
+        lambda a: a.set_initial_charges([0.1] * len(a)),
+        lambda a: a.set_initial_magnetic_moments([1.0] * len(a)),
+    ],
+    ids=["nothing", "positions", "numbers", "cell", "pbc", "charges", "magmoms"],
+)
 def test_check_state_reports_the_same_changes_as_ase(trained_model_file, ethanol, edit):
     from ase.calculators.calculator import compare_atoms
 

@@ -14,8 +14,8 @@ from ase.build import molecule
 from remul_ff.cli import main
 from remul_ff.data.batch import Structure, collate
 from remul_ff.md import MDSettings, run_md
-from remul_ff.models import predict
 from remul_ff.md.analysis import committee_warnings
+from remul_ff.models import predict
 from remul_ff.models.committee import Committee, frame_deviations, max_force_deviation
 from tests.conftest import jittered_molecules, tiny_model
 
@@ -60,8 +60,9 @@ def test_md_takes_the_deviation_in_its_own_split_cpu_calls_with_the_same_values(
 
 
 def settings(**extra) -> MDSettings:
-    return MDSettings(temperature=300, total_time_fs=10, thermostat="langevin", write_interval=0, thermo_interval=5,
-                      check_interval=5, **extra)
+    return MDSettings(
+        temperature=300, total_time_fs=10, thermostat="langevin", write_interval=0, thermo_interval=5, check_interval=5, **extra
+    )
 
 
 def test_stop_removes_every_replica_above_the_threshold_at_its_first_check(tmp_path):
@@ -89,8 +90,25 @@ def test_flag_records_each_replica_once_and_logs_the_deviation(tmp_path):
 
 def test_md_cli_runs_a_committee_and_needs_one_for_a_threshold(trained_model_file, tmp_path, capsys):
     out = tmp_path / "md"
-    assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "5fs", "--committee", str(trained_model_file),
-                 "--max-force-deviation", "0.5", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "md",
+                str(trained_model_file),
+                "ethanol",
+                "-o",
+                str(out),
+                "--time",
+                "5fs",
+                "--committee",
+                str(trained_model_file),
+                "--max-force-deviation",
+                "0.5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "0 flagged as uncertain" in capsys.readouterr().out  # identical members never disagree
     assert "max_force_dev_eV_A" in (out / "thermo.csv").read_text().splitlines()[0]
     lonely = tmp_path / "lonely"
@@ -135,8 +153,8 @@ def test_a_restart_file_from_before_the_committee_settings_resumes(tmp_path):
 
 def test_committee_warnings_count_collapses_preceded_by_a_frame_above_the_healthy_threshold():
     healthy = {r: np.full(50, 0.1) + 0.001 * r for r in range(4)}  # 200 healthy frames, largest 0.103
-    rising = np.r_[np.full(10, 0.1), np.linspace(0.2, 1.0, 5)]      # passes the threshold from frame 10
-    quiet = np.full(15, 0.1)                                        # never does
+    rising = np.r_[np.full(10, 0.1), np.linspace(0.2, 1.0, 5)]  # passes the threshold from frame 10
+    quiet = np.full(15, 0.1)  # never does
     collapses = [{"replica": 4, "time_ps": 0.7, "reason": "C-H"}, {"replica": 5, "time_ps": 0.7, "reason": "C-C"}]
     result = committee_warnings({**healthy, 4: rising, 5: quiet}, collapses, frame_ps=0.05)
     assert result["threshold_eV_A"] == pytest.approx(np.percentile(np.concatenate(list(healthy.values())), 99.9))

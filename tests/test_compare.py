@@ -113,9 +113,11 @@ def test_ensembles_of_one_model_file_pool_into_one_rate(tmp_path):
     from remul_ff.md.analysis import failure_rate
 
     model = tmp_path / "model.pt"
-    results = {"a": {"model_path": str(model), **failure_rate(1, 1500.0)},
-               "a_seed1": {"model_path": str(tmp_path / "." / "model.pt"), **failure_rate(0, 1600.0)},
-               "other": {"model_path": str(tmp_path / "other.pt"), **failure_rate(2, 100.0)}}
+    results = {
+        "a": {"model_path": str(model), **failure_rate(1, 1500.0)},
+        "a_seed1": {"model_path": str(tmp_path / "." / "model.pt"), **failure_rate(0, 1600.0)},
+        "other": {"model_path": str(tmp_path / "other.pt"), **failure_rate(2, 100.0)},
+    }
     pooled = pooled_ensembles(results)
     assert list(pooled) == ["a"] and pooled["a"]["ensembles"] == ["a", "a_seed1"]
     assert (pooled["a"]["replica_ps"], pooled["a"]["collapses"]) == (3100.0, 1)
@@ -130,8 +132,11 @@ def test_update_report_adds_a_second_ensemble_and_keeps_the_other_models(xtb_eth
     assert main(["compare", str(spec), "--no-progress"]) == 0
     before = json.loads((out / "report.json").read_text())
     shutil.rmtree(out / "egnn" / "md")  # trajectories are not committed: a later machine lacks them
-    spec.write_text(spec.read_text().replace(
-        "md: {temperature", f"  remul_seed1: {{model_path: {out / 'remul' / 'model.pt'}, md: {{seed: 1}}}}\nmd: {{temperature"))
+    spec.write_text(
+        spec.read_text().replace(
+            "md: {temperature", f"  remul_seed1: {{model_path: {out / 'remul' / 'model.pt'}, md: {{seed: 1}}}}\nmd: {{temperature"
+        )
+    )
     assert main(["compare", str(spec), "--model", "remul_seed1", "--update-report", "--no-progress"]) == 0
     after = json.loads((out / "report.json").read_text())
     assert list(after["models"]) == ["remul", "egnn", "remul_seed1"]
@@ -171,12 +176,19 @@ def test_a_models_committee_is_judged_on_its_saved_md_frames(trained_model_file,
     other = tmp_path / "other.pt"  # a second member: the same model with perturbed weights
     payload = load_file(trained_model_file, MODEL_FILE_KIND)
     generator = torch.Generator().manual_seed(0)
-    payload["state_dict"] = {k: v + 0.05 * torch.randn(v.shape, generator=generator, dtype=v.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
-                             for k, v in payload["state_dict"].items()}
+    payload["state_dict"] = {
+        k: v + 0.05 * torch.randn(v.shape, generator=generator, dtype=v.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+        for k, v in payload["state_dict"].items()
+    }
     save_file(payload, other)
-    spec, out = _trained_model_spec(tmp_path, xtb_ethanol_file, f"""
+    spec, out = _trained_model_spec(
+        tmp_path,
+        xtb_ethanol_file,
+        f"""
   remul: {{model_path: {trained_model_file}, committee: [{trained_model_file}, {other}]}}""",
-                                    "time: 30fs, replicas: 3, nve_time: 10fs, bond_tolerance: 0.3", rotations=2)
+        "time: 30fs, replicas: 3, nve_time: 10fs, bond_tolerance: 0.3",
+        rotations=2,
+    )
     assert main(["compare", str(spec), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     remul = report["models"]["remul"]
@@ -193,11 +205,14 @@ def test_a_models_committee_is_judged_on_its_saved_md_frames(trained_model_file,
     assert "## Committee warnings" in markdown and (out / "committee_warning.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("committee, message", [
-    ("[{model}]", "must be a list of two or more model files"),
-    ("{model}", "must be a list of two or more model files"),
-    ("[{model}, none.pt]", "names none.pt, which does not exist"),
-])
+@pytest.mark.parametrize(
+    "committee, message",
+    [
+        ("[{model}]", "must be a list of two or more model files"),
+        ("{model}", "must be a list of two or more model files"),
+        ("[{model}, none.pt]", "names none.pt, which does not exist"),
+    ],
+)
 def test_compare_refuses_a_bad_committee(trained_model_file, tmp_path, capsys, committee, message):
     spec = tmp_path / "spec.yaml"
     entry = committee.format(model=trained_model_file)
@@ -210,7 +225,7 @@ def test_compare_refuses_a_bad_committee(trained_model_file, tmp_path, capsys, c
 def test_compare_refuses_a_criterion_that_breaks_the_starting_frames(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"""
-output_dir: {tmp_path / 'report'}
+output_dir: {tmp_path / "report"}
 data: {{path: {xtb_ethanol_file}, valid: 6, test: 6}}
 models:
   remul: {{model_path: {trained_model_file}}}
@@ -223,10 +238,15 @@ md: {{time: 5fs, replicas: 2, bond_tolerance: 0.001}}
 
 
 def test_a_model_used_with_test_time_rotations_is_measured_averaged(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
-    spec, out = _trained_model_spec(tmp_path, xtb_ethanol_file, f"""
+    spec, out = _trained_model_spec(
+        tmp_path,
+        xtb_ethanol_file,
+        f"""
   plain: {{model_path: {trained_model_file}}}
   averaged: {{model_path: {trained_model_file}, md: {{test_time_rotations: 24}}}}""",
-                                    "time: 10fs, replicas: 2, nve_time: 5fs", rotations=4)
+        "time: 10fs, replicas: 2, nve_time: 5fs",
+        rotations=4,
+    )
     assert main(["compare", str(spec), "--no-progress"]) == 0
     models = json.loads((out / "report.json").read_text())["models"]
     plain, averaged = models["plain"], models["averaged"]

@@ -16,14 +16,23 @@ from remul_ff.training.trainer import Trainer
 
 
 def make_config(data_path, out, epochs: int = 3):
-    return config_from_dict({
-        "output_dir": str(out),
-        "data": {"path": str(data_path), "valid": 7},  # odd: the two shards differ in size
-        "model": {"kind": "transformer", "width": 16, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 6},
-        "loss": {"mode": "remul", "weighting": "gradnorm"},
-        "train": {"epochs": epochs, "batch_size": 8, "lr": 3e-3, "device": "cpu", "dtype": "float64",
-                  "eval_rotations": 2, "num_threads": 1},
-    })
+    return config_from_dict(
+        {
+            "output_dir": str(out),
+            "data": {"path": str(data_path), "valid": 7},  # odd: the two shards differ in size
+            "model": {"kind": "transformer", "width": 16, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 6},
+            "loss": {"mode": "remul", "weighting": "gradnorm"},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 8,
+                "lr": 3e-3,
+                "device": "cpu",
+                "dtype": "float64",
+                "eval_rotations": 2,
+                "num_threads": 1,
+            },
+        }
+    )
 
 
 def free_port() -> int:
@@ -91,5 +100,6 @@ def test_resumed_ddp_run_continues_exactly(xtb_ethanol_file, tmp_path, single):
     assert len(log(tmp_path)) == 1
     run_ddp(xtb_ethanol_file, tmp_path, resume=True)
     assert [r["epoch"] for r in log(tmp_path)] == ["1", "2", "3"]
-    assert_same_weights(torch.load(single / "checkpoint.pt", weights_only=True)["model"],
-                        torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"])
+    assert_same_weights(
+        torch.load(single / "checkpoint.pt", weights_only=True)["model"], torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    )

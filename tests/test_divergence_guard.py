@@ -98,7 +98,6 @@ def test_a_run_that_keeps_diverging_stops_with_one_sentence_and_keeps_its_best_m
     assert (tmp_path / "model.pt").exists()
 
 
-
 def test_a_run_with_a_learning_rate_far_too_high_is_caught_on_the_command_line(xtb_ethanol_file, tmp_path, capsys):
     """The real thing, no injected fault: AdamW at lr 1 sends the tiny model's loss to ~1e16 by epoch 4.
 
@@ -109,9 +108,11 @@ def test_a_run_with_a_learning_rate_far_too_high_is_caught_on_the_command_line(x
     from remul_ff.cli import main
 
     config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
-                      "model: {width: 16, depth: 1, heads: 2}\n"
-                      "train: {epochs: 40, batch_size: 8, lr: 1.0, scheduler: constant, device: cpu, max_rollbacks: 3}\n")
+    config.write_text(
+        f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
+        "model: {width: 16, depth: 1, heads: 2}\n"
+        "train: {epochs: 40, batch_size: 8, lr: 1.0, scheduler: constant, device: cpu, max_rollbacks: 3}\n"
+    )
     assert main(["train", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.count("rolled back to the last good epoch") == 3

@@ -19,7 +19,9 @@ from tests.conftest import jittered_molecules, tiny_model
 
 
 def batch(n: int = 3):
-    return collate([Structure.from_atoms(a) for a in jittered_molecules("CH3CH2OH", n)] + [Structure.from_atoms(jittered_molecules("H2O", 1)[0])])
+    return collate(
+        [Structure.from_atoms(a) for a in jittered_molecules("CH3CH2OH", n)] + [Structure.from_atoms(jittered_molecules("H2O", 1)[0])]
+    )
 
 
 @pytest.mark.parametrize("update_coordinates", [True, False])
@@ -50,11 +52,15 @@ def test_egnn_trains_through_the_same_trainer(xtb_ethanol_file, tmp_path):
     from remul_ff.config import config_from_dict
     from remul_ff.training.trainer import Trainer
 
-    config = config_from_dict({
-        "output_dir": str(tmp_path), "data": {"path": str(xtb_ethanol_file), "valid": 8},
-        "model": {"kind": "egnn", "width": 16, "depth": 2}, "loss": {"mode": "none"},
-        "train": {"epochs": 2, "batch_size": 8, "device": "cpu"},
-    })
+    config = config_from_dict(
+        {
+            "output_dir": str(tmp_path),
+            "data": {"path": str(xtb_ethanol_file), "valid": 8},
+            "model": {"kind": "egnn", "width": 16, "depth": 2},
+            "loss": {"mode": "none"},
+            "train": {"epochs": 2, "batch_size": 8, "device": "cpu"},
+        }
+    )
     row = Trainer(config, progress=False).run()
     assert row["val_equi_forces_rel"] < 1e-5  # float32 rounding only: equivariant by construction
     assert torch.load(tmp_path / "model.pt", weights_only=True)["model_kind"] == "egnn"

@@ -37,8 +37,14 @@ def test_exported_program_matches_the_calculator_in_a_fresh_process(compiled, tr
     frames = jittered_molecules("CH3CH2OH", 2) + [molecule("CH4"), molecule("H2O"), molecule("CH3CH2OCH3")]
     frames[0].translate([30.0, 0.0, -5.0])
     inputs = json.dumps([[a.positions.tolist(), a.numbers.tolist()] for a in frames])
-    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path), *(["aoti"] if compiled else [])], input=inputs, capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(path), *(["aoti"] if compiled else [])],
+        input=inputs,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     calculator = REMULCalculator(trained_model_file, device="cpu", default_dtype="float64")
     for atoms, (energy, forces) in zip(frames, json.loads(run.stdout)):
         reference = calculator.get_potential_energy(atoms)

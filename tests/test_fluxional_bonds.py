@@ -45,12 +45,15 @@ def test_without_a_proton_transfer_in_the_data_each_bond_is_its_own_group():
     assert len(pairs) == len(reference) == 3 and groups.tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("x, y, broken", [
-    (O_O - 0.98, 0.0, False),  # moved to the other oxygen: a proton transfer, as in the data
-    (O_O / 2, 0.0, False),  # half-way, 1.3 Å from both
-    (O_O / 2, 1.6, True),  # 2.1 Å from both oxygens: it has left the molecule's hydrogen bond
-    (0.3, 0.0, True),  # squeezed into its oxygen
-])
+@pytest.mark.parametrize(
+    "x, y, broken",
+    [
+        (O_O - 0.98, 0.0, False),  # moved to the other oxygen: a proton transfer, as in the data
+        (O_O / 2, 0.0, False),  # half-way, 1.3 Å from both
+        (O_O / 2, 1.6, True),  # 2.1 Å from both oxygens: it has left the molecule's hydrogen bond
+        (0.3, 0.0, True),  # squeezed into its oxygen
+    ],
+)
 def test_the_monitor_allows_a_transfer_but_not_a_loss(x, y, broken):
     state, monitor = _two_replicas()
     state.positions[7] = state.positions[6] + torch.tensor([x, y, 0.0], dtype=torch.float64)  # the proton of replica 1

@@ -10,8 +10,9 @@ from remul_ff.data.readers import read_structures
 
 def test_generate_ten_frames_with_xtb(tmp_path, capsys):
     out = tmp_path / "ethanol.xyz"
-    code = main(["generate", "ethanol", "-o", str(out), "--n-frames", "10", "--sample-every", "2",
-                 "--equilibration", "2", "--temperature", "300"])
+    code = main(
+        ["generate", "ethanol", "-o", str(out), "--n-frames", "10", "--sample-every", "2", "--equilibration", "2", "--temperature", "300"]
+    )
     assert code == 0
     frames = read_structures(out)
     assert len(frames) == 10

@@ -26,7 +26,7 @@ class CountingLabeller:
         if self.fail_at is not None and self.calls == self.fail_at:
             raise KeyboardInterrupt  # the run is killed while computing this frame
         self.calls += 1
-        return float((atoms.positions ** 2).sum()), -2.0 * atoms.positions
+        return float((atoms.positions**2).sum()), -2.0 * atoms.positions
 
 
 def water_frames(n: int) -> list[Atoms]:
@@ -50,7 +50,7 @@ def test_a_killed_run_keeps_its_labels_and_a_rerun_labels_only_the_rest(tmp_path
     structures = label_frames(frames, rerun, cache, progress=False)
     assert rerun.calls == 2
     for atoms, structure in zip(frames, structures):
-        assert structure.energy == pytest.approx(float((atoms.positions ** 2).sum()))
+        assert structure.energy == pytest.approx(float((atoms.positions**2).sum()))
         np.testing.assert_allclose(structure.forces, -2.0 * atoms.positions)
     assert len(LabelCache(cache).entries) == 5
     assert all(json.loads(line) for line in cache.read_text().splitlines()[-2:])  # the torn line did not swallow them

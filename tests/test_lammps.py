@@ -27,8 +27,9 @@ def read_molecule(lmp, atoms, folder, units: str = "metal", boundary: str = "f f
     atoms = atoms.copy()
     atoms.center(vacuum=8.0)
     write(folder / "data.lmp", atoms, format="lammps-data", specorder=ELEMENTS, masses=True, atom_style="atomic")
-    lmp.commands_string(f"units {units}\natom_style atomic\nboundary {boundary}\nread_data {folder / 'data.lmp'}\n"
-                        "pair_style zero 5.0\npair_coeff * *")
+    lmp.commands_string(
+        f"units {units}\natom_style atomic\nboundary {boundary}\nread_data {folder / 'data.lmp'}\npair_style zero 5.0\npair_coeff * *"
+    )
 
 
 def positions_and_forces(lmp):
@@ -61,8 +62,10 @@ def test_lammps_nvt_keeps_the_temperature(lmp, trained_model_file, tmp_path):
 
     read_molecule(lmp, molecule("CH3CH2OH"), tmp_path)
     field = LAMMPSForceField(lmp, trained_model_file, ELEMENTS, default_dtype="float32")
-    lmp.commands_string("velocity all create 300 3 dist gaussian\nfix nvt all nvt temp 300 300 0.025\ntimestep 0.0005\n"
-                        "compute t all temp\nfix mean all ave/time 1 1000 1000 c_t")
+    lmp.commands_string(
+        "velocity all create 300 3 dist gaussian\nfix nvt all nvt temp 300 300 0.025\ntimestep 0.0005\n"
+        "compute t all temp\nfix mean all ave/time 1 1000 1000 c_t"
+    )
     field.run(1000)
     assert 150 < lmp.extract_fix("mean", 0, 0) < 450  # 9 atoms: the mean over 0.5 ps scatters widely around 300 K
 
@@ -88,13 +91,16 @@ def test_lammps_minimize_finds_a_minimum_of_the_remul_potential(lmp, trained_mod
     assert np.abs(forces).max() < 1e-2 * np.abs(start_forces).max()
 
 
-@pytest.mark.parametrize("setup, elements, message", [
-    ({"units": "real"}, ELEMENTS, "needs 'units metal'"),
-    ({"boundary": "p p p"}, ELEMENTS, "periodic"),
-    ({}, ["H", "C"], "3 atom types but 2 elements"),
-    ({}, ["H", "C", "Xx"], "'Xx' is not a chemical symbol"),
-    ({}, ["H", "C", "U"], "U"),
-])
+@pytest.mark.parametrize(
+    "setup, elements, message",
+    [
+        ({"units": "real"}, ELEMENTS, "needs 'units metal'"),
+        ({"boundary": "p p p"}, ELEMENTS, "periodic"),
+        ({}, ["H", "C"], "3 atom types but 2 elements"),
+        ({}, ["H", "C", "Xx"], "'Xx' is not a chemical symbol"),
+        ({}, ["H", "C", "U"], "U"),
+    ],
+)
 def test_bad_lammps_setups_are_refused_in_one_sentence(lmp, trained_model_file, tmp_path, setup, elements, message):
     from remul_ff.calculators.lammps import LAMMPSForceField
 
@@ -127,8 +133,14 @@ def test_the_example_runs_lammps_nvt_on_an_exported_program(lmp, trained_model_f
     assert main(["export", str(trained_model_file), "-o", str(tmp_path / "ethanol.pt2")]) == 0
     example = Path(__file__).resolve().parents[1] / "examples" / "lammps_ethanol.py"
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}  # as a new user runs it
-    run = subprocess.run([sys.executable, str(example), str(tmp_path / "ethanol.pt2"), "--steps", "400"], env=env,
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(example), str(tmp_path / "ethanol.pt2"), "--steps", "400"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     mean = float(run.stdout.split("second half ")[1].split(" K")[0])
     assert 100 < mean < 600  # 2 samples of a 9-atom molecule: only a sanity range

@@ -8,7 +8,6 @@ import dataclasses
 import math
 
 import ase.io
-
 import numpy as np
 import pytest
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
 from remul_ff.data.bonds import molecular_bonds
+from remul_ff.errors import RemulError
 from remul_ff.md import MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (
     distance_histogram,
@@ -35,10 +35,9 @@ from remul_ff.md.analysis import (
 from remul_ff.md.engine import default_max_temperature, prepare_state
 from remul_ff.md.integrators import nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.md.monitor import CollapseMonitor
-from remul_ff.errors import RemulError
 from remul_ff.md.state import MDState, state_from_atoms
-from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, inference_model, scatter_sum, with_fixed_pairs
 from remul_ff.models import load_model
+from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, inference_model, scatter_sum, with_fixed_pairs
 from tests.conftest import jittered_molecules, tiny_model
 from tests.host_sync import HostSync, forbid_host_sync
 
@@ -107,8 +106,16 @@ def test_nve_conserves_energy_over_1000_steps(trained_model_file, tmp_path):
     model = load_model(trained_model_file)
     # The test model is trained for seconds, so its surface is rough; collapse limits are lifted
     # because this test is about the integrator, which must conserve energy on any smooth surface.
-    settings = MDSettings(temperature=300, timestep_fs=0.25, total_time_fs=250, thermostat="nve", thermo_interval=10,
-                          write_interval=0, max_temperature=1e5, bond_tolerance=100.0)
+    settings = MDSettings(
+        temperature=300,
+        timestep_fs=0.25,
+        total_time_fs=250,
+        thermostat="nve",
+        thermo_interval=10,
+        write_interval=0,
+        max_temperature=1e5,
+        bond_tolerance=100.0,
+    )
     result = run_md(model, starts(4), settings, tmp_path, progress=False)
     assert not result.collapses
     rows = list(csv.DictReader(open(tmp_path / "thermo.csv")))
@@ -122,7 +129,9 @@ def test_nve_conserves_energy_over_1000_steps(trained_model_file, tmp_path):
 
 def test_langevin_holds_the_target_temperature(trained_model_file, tmp_path):
     model = load_model(trained_model_file)
-    settings = MDSettings(temperature=400, timestep_fs=0.5, total_time_fs=300, thermostat="langevin", friction=0.05, write_interval=0, thermo_interval=5)
+    settings = MDSettings(
+        temperature=400, timestep_fs=0.5, total_time_fs=300, thermostat="langevin", friction=0.05, write_interval=0, thermo_interval=5
+    )
     run_md(model, starts(16), settings, tmp_path, progress=False)
     rows = [r for r in csv.DictReader(open(tmp_path / "thermo.csv")) if float(r["time_ps"]) >= 0.1]
     mean, _ = temperature_stats(np.array([float(r["temperature_K"]) for r in rows]))
@@ -153,8 +162,15 @@ def test_collapse_detection_stops_only_the_broken_replicas(tmp_path):
     frames = [Atoms(symbols, positions=[[0, 0, 0], [0.74, 0, 0]]) for symbols in ("H2", "HLi", "HHe", "H2")]
     force, dt_fs = 2.0, 0.5
     model = PullAndPoison(force=force, nan_call=40)
-    settings = MDSettings(temperature=0, timestep_fs=dt_fs, total_time_fs=100, thermostat="nve", write_interval=50,
-                          max_temperature=1e9, initial_velocities=False)
+    settings = MDSettings(
+        temperature=0,
+        timestep_fs=dt_fs,
+        total_time_fs=100,
+        thermostat="nve",
+        write_interval=50,
+        max_temperature=1e9,
+        initial_velocities=False,
+    )
     result = run_md(model, frames, settings, tmp_path, progress=False)
     by_replica = {c.replica: c for c in result.collapses}
     assert set(by_replica) == {1, 2}
@@ -172,8 +188,15 @@ def test_collapse_detection_stops_only_the_broken_replicas(tmp_path):
 def test_default_temperature_guard_fires_at_the_predicted_step(tmp_path):
     frames = [Atoms(symbols, positions=[[0, 0, 0], [0.74, 0, 0]]) for symbols in ("HLi", "H2")]
     force, dt_fs = 2.0, 0.5
-    settings = MDSettings(temperature=300, timestep_fs=dt_fs, total_time_fs=200, thermostat="nve", write_interval=0,
-                          bond_tolerance=1e9, initial_velocities=False)
+    settings = MDSettings(
+        temperature=300,
+        timestep_fs=dt_fs,
+        total_time_fs=200,
+        thermostat="nve",
+        write_interval=0,
+        bond_tolerance=1e9,
+        initial_velocities=False,
+    )
     result = run_md(PullAndPoison(force=force, nan_call=10**9), frames, settings, tmp_path, progress=False)
     guard = default_max_temperature(300)
     # Constant force from rest: p = F t exactly, and the temperature counts 3 degrees of freedom per atom.
@@ -188,7 +211,11 @@ def test_default_temperature_guard_is_far_above_the_thermal_noise_of_ethanol():
     dof, temperature, checks = 27.0, 500.0, 6e5  # ethanol, one check per step of 300 ps at 0.5 fs
 
     def chance(limit: float) -> float:
-        return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(dof * limit / (2 * temperature), dtype=torch.float64)))
+        return float(
+            torch.special.gammaincc(
+                torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(dof * limit / (2 * temperature), dtype=torch.float64)
+            )
+        )
 
     assert checks * chance(default_max_temperature(temperature)) < 1e-30
     assert checks * chance(3 * temperature) > 0.1  # the earlier 3 T guard was within reach of thermal noise
@@ -235,8 +262,29 @@ def test_parse_duration():
 
 def test_md_cli_writes_trajectories_and_thermo(trained_model_file, tmp_path, capsys):
     out = tmp_path / "md"
-    assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "20fs", "--replicas", "2",
-                 "--thermostat", "nose-hoover", "--write-interval", "10", "--no-progress", "--format", "extxyz"]) == 0
+    assert (
+        main(
+            [
+                "md",
+                str(trained_model_file),
+                "ethanol",
+                "-o",
+                str(out),
+                "--time",
+                "20fs",
+                "--replicas",
+                "2",
+                "--thermostat",
+                "nose-hoover",
+                "--write-interval",
+                "10",
+                "--no-progress",
+                "--format",
+                "extxyz",
+            ]
+        )
+        == 0
+    )
     # restart.pt: the finished run's final state, so that --resume (or a longer --time) continues from it
     assert {p.name for p in out.iterdir()} == {"replica_000.xyz", "replica_001.xyz", "thermo.csv", "collapses.json", "restart.pt"}
     assert "2/2 replicas stable" in capsys.readouterr().out
@@ -244,22 +292,44 @@ def test_md_cli_writes_trajectories_and_thermo(trained_model_file, tmp_path, cap
 
 def test_md_cli_reference_data_sets_the_bond_reference(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
     out = tmp_path / "md"
-    assert main(["md", str(trained_model_file), str(xtb_ethanol_file), "-o", str(out), "--time", "5fs", "--replicas", "2",
-                 "--reference", str(xtb_ethanol_file), "--check-interval", "5", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "md",
+                str(trained_model_file),
+                str(xtb_ethanol_file),
+                "-o",
+                str(out),
+                "--time",
+                "5fs",
+                "--replicas",
+                "2",
+                "--reference",
+                str(xtb_ethanol_file),
+                "--check-interval",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "2/2 replicas stable" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--reference", "missing.xyz"], "could not read the structure file missing.xyz"),
-    (["--check-interval", "0"], "the collapse check interval (steps) must be at least 1, but is 0."),
-    (["--write-interval", "-1"], "the write interval (steps) must be 0 or more (0 turns it off), but is -1."),
-    (["--thermo-interval", "0"], "the thermo interval (steps) must be at least 1, but is 0."),
-    (["--tdamp", "0", "--thermostat", "nose-hoover"], "the Nose-Hoover damping time (fs) must be a positive number, but is 0.0."),
-    (["--restart-every", "-5"], "the restart interval (steps) must be 0 or more"),
-    (["--temperature", "nan"], "the temperature (K) must be a number >= 0, but is nan."),
-    (["--friction", "-1"], "the Langevin friction (1/fs) must be a number >= 0, but is -1.0."),
-    (["--timestep", "0"], "the time step (fs) must be a positive number, but is 0.0."),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--reference", "missing.xyz"], "could not read the structure file missing.xyz"),
+        (["--check-interval", "0"], "the collapse check interval (steps) must be at least 1, but is 0."),
+        (["--write-interval", "-1"], "the write interval (steps) must be 0 or more (0 turns it off), but is -1."),
+        (["--thermo-interval", "0"], "the thermo interval (steps) must be at least 1, but is 0."),
+        (["--tdamp", "0", "--thermostat", "nose-hoover"], "the Nose-Hoover damping time (fs) must be a positive number, but is 0.0."),
+        (["--restart-every", "-5"], "the restart interval (steps) must be 0 or more"),
+        (["--temperature", "nan"], "the temperature (K) must be a number >= 0, but is nan."),
+        (["--friction", "-1"], "the Langevin friction (1/fs) must be a number >= 0, but is -1.0."),
+        (["--timestep", "0"], "the time step (fs) must be a positive number, but is 0.0."),
+    ],
+)
 def test_md_cli_bad_reference_or_check_interval_exits_2_before_writing(trained_model_file, tmp_path, capsys, extra, message):
     out = tmp_path / "md"
     assert main(["md", str(trained_model_file), "ethanol", "-o", str(out), "--time", "5fs", *extra]) == 2
@@ -363,8 +433,17 @@ class KillAtCall(nn.Module):
 @pytest.mark.parametrize("fmt", ["traj", "extxyz"])
 def test_md_restart_continues_exactly(trained_model_file, tmp_path, fmt):
     model = load_model(trained_model_file)
-    settings = MDSettings(temperature=400, timestep_fs=0.5, total_time_fs=20, thermostat="langevin", seed=2,
-                          write_interval=5, thermo_interval=5, restart_every=10, traj_format=fmt)
+    settings = MDSettings(
+        temperature=400,
+        timestep_fs=0.5,
+        total_time_fs=20,
+        thermostat="langevin",
+        seed=2,
+        write_interval=5,
+        thermo_interval=5,
+        restart_every=10,
+        traj_format=fmt,
+    )
     run_md(model, starts(3), settings, tmp_path / "straight", progress=False)
     with pytest.raises(KeyboardInterrupt):
         run_md(KillAtCall(model, n=27), starts(3), settings, tmp_path / "resumed", progress=False)  # dies in step 26

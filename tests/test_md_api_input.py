@@ -46,12 +46,16 @@ def test_no_settings_means_the_defaults(trained_model_file, monkeypatch):
     assert seen == [MDSettings()]
 
 
-@pytest.mark.parametrize("settings, error, message", [
-    ({"temprature": 300}, ConfigError, "unknown config key 'temprature'; did you mean 'temperature'?"),
-    (300, RemulError, "run_md's settings must be an MDSettings, a dict of its fields or None, not int"),
-    (MDSettings(temperature="300"), RemulError, "the temperature \\(K\\) must be a number >= 0, but is '300'"),
-    (MDSettings(write_interval=True), RemulError, "the write interval \\(steps\\) must be 0 or more \\(0 turns it off\\), but is True"),
-], ids=["misspelt key", "not settings", "string", "bool"])
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        ({"temprature": 300}, ConfigError, "unknown config key 'temprature'; did you mean 'temperature'?"),
+        (300, RemulError, "run_md's settings must be an MDSettings, a dict of its fields or None, not int"),
+        (MDSettings(temperature="300"), RemulError, "the temperature \\(K\\) must be a number >= 0, but is '300'"),
+        (MDSettings(write_interval=True), RemulError, "the write interval \\(steps\\) must be 0 or more \\(0 turns it off\\), but is True"),
+    ],
+    ids=["misspelt key", "not settings", "string", "bool"],
+)
 def test_bad_settings_are_one_sentence_and_write_nothing(trained_model_file, tmp_path, settings, error, message):
     out = tmp_path / "md"
     with pytest.raises(error, match=message):
@@ -69,15 +73,19 @@ def _periodic(atoms: Atoms) -> Atoms:
     return atoms
 
 
-@pytest.mark.parametrize("starts, message", [
-    (lambda: [], "run_md got no starting structures"),
-    (lambda: [molecule("CH3CH2OH"), Atoms()], "the starting structure of replica 1 has no atoms"),
-    (lambda: [molecule("CH3CH2OH"), molecule("NH3")], "the model was not trained on N; it knows only H, C, O"),
-    (lambda: [_nan(molecule("CH3CH2OH"))], "the starting structure of replica 0 has NaN or infinite positions"),
-    (lambda: [_periodic(molecule("CH3CH2OH"))], r"the starting structure of replica 0 is periodic \(pbc=\[True, True, True\]\)"),
-    (lambda: "ethanol", "run_md starts from ase.Atoms \\(one, or a list of them\\), not str; read a structure file"),
-    (lambda: list(molecule("CH3CH2OH")), "run_md starts from ase.Atoms .*, not Atom;"),
-], ids=["none", "no atoms", "unknown element", "nan", "periodic", "a name", "Atom objects"])
+@pytest.mark.parametrize(
+    "starts, message",
+    [
+        (lambda: [], "run_md got no starting structures"),
+        (lambda: [molecule("CH3CH2OH"), Atoms()], "the starting structure of replica 1 has no atoms"),
+        (lambda: [molecule("CH3CH2OH"), molecule("NH3")], "the model was not trained on N; it knows only H, C, O"),
+        (lambda: [_nan(molecule("CH3CH2OH"))], "the starting structure of replica 0 has NaN or infinite positions"),
+        (lambda: [_periodic(molecule("CH3CH2OH"))], r"the starting structure of replica 0 is periodic \(pbc=\[True, True, True\]\)"),
+        (lambda: "ethanol", "run_md starts from ase.Atoms \\(one, or a list of them\\), not str; read a structure file"),
+        (lambda: list(molecule("CH3CH2OH")), "run_md starts from ase.Atoms .*, not Atom;"),
+    ],
+    ids=["none", "no atoms", "unknown element", "nan", "periodic", "a name", "Atom objects"],
+)
 def test_bad_starting_structures_are_one_sentence_and_write_nothing(trained_model_file, tmp_path, starts, message):
     out = tmp_path / "md"
     with pytest.raises(DataError, match=message):

@@ -26,8 +26,11 @@ def test_the_monitor_warns_when_a_start_has_atoms_bonded_to_nothing():
     ethanol = molecule("CH3CH2OH")
     in_bohr = ethanol.copy()
     in_bohr.positions /= BOHR_IN_A  # Bohr coordinates read as Å: every bond 1.9x too long
-    with pytest.warns(UserWarning, match=r"in 1 of 3 starting structures .*\(replica 1: atoms 0 \(C\), 1 \(C\), 2 \(O\), 3 \(H\), "
-                                         r"4 \(H\), 5 \(H\), \.\.\.\).* in Å"):
+    with pytest.warns(
+        UserWarning,
+        match=r"in 1 of 3 starting structures .*\(replica 1: atoms 0 \(C\), 1 \(C\), 2 \(O\), 3 \(H\), "
+        r"4 \(H\), 5 \(H\), \.\.\.\).* in Å",
+    ):
         monitor = monitor_of([ethanol, in_bohr, ethanol])
     assert len(monitor.bonds) == 2 * 8  # ethanol's 8 bonds, twice; none in the stretched copy
 

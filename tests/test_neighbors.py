@@ -124,7 +124,9 @@ def test_a_batch_too_large_for_free_memory_is_refused_in_one_sentence(monkeypatc
 
     positions, index = random_batch([1500], seed=0, box=40.0)  # 2.25e6 candidate pairs
     monkeypatch.setattr(neighbors, "free_memory_bytes", lambda device: 10**9)
-    with pytest.raises(DataError, match=r"needs about 1\.4 GB \(2,250,000 atom pairs; the largest molecule has 1500 atoms\) but only 1\.0 GB"):
+    with pytest.raises(
+        DataError, match=r"needs about 1\.4 GB \(2,250,000 atom pairs; the largest molecule has 1500 atoms\) but only 1\.0 GB"
+    ):
         radius_graph(positions, 3.0, index, backend="torch")
     monkeypatch.setattr(neighbors, "free_memory_bytes", lambda device: 10**10)
     assert radius_graph(positions, 3.0, index, backend="torch")[0].shape[1] > 0

@@ -24,7 +24,7 @@ def flip_bytes_inside(path, tensor: torch.Tensor, count: int = 64) -> None:
     start = data.find(stored)
     assert start > 0, "the tensor's bytes must lie in the file uncompressed"
     middle = start + len(stored) // 2
-    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    data[middle : middle + count] = bytes(b ^ 0xFF for b in data[middle : middle + count])
     path.write_bytes(bytes(data))
 
 
@@ -42,8 +42,9 @@ def test_file_without_checksum_still_loads(tmp_path):
     model = tiny_model()
     path = tmp_path / "old.pt"
     torch.save(model_payload(model, "transformer", [1, 6, 7, 8], dict(zip([1, 6, 7, 8], model.head.e0s)), {}), path)
-    assert load_model(path)(torch.zeros(2, 3).double() + torch.tensor([[0.0, 0, 0], [1.0, 0, 0]]),
-                            torch.tensor([1, 8]), torch.zeros(2, dtype=torch.long)).shape == (2,)
+    assert load_model(path)(
+        torch.zeros(2, 3).double() + torch.tensor([[0.0, 0, 0], [1.0, 0, 0]]), torch.tensor([1, 8]), torch.zeros(2, dtype=torch.long)
+    ).shape == (2,)
     assert MODEL_FILE_KIND == torch.load(path, weights_only=True)["kind"]
 
 
@@ -55,7 +56,9 @@ def test_committee_of_models_from_different_levels_of_theory_is_refused(tmp_path
     xtb_model = tiny_model()
     xtb_model.head.set_extra_state({"e0s": [-10.7, -48.8, -71.0, -103.2]})  # GFN2-xTB-like isolated atoms
     xtb = write_model_file(tmp_path / "xtb.pt", xtb_model)
-    with pytest.raises(CheckpointError, match=r"dft.pt and .*xtb.pt cannot form a committee: their isolated-atom energies of O differ by 1.93e\+03 eV"):
+    with pytest.raises(
+        CheckpointError, match=r"dft.pt and .*xtb.pt cannot form a committee: their isolated-atom energies of O differ by 1.93e\+03 eV"
+    ):
         REMULCalculator([dft, xtb])
     with pytest.raises(CheckpointError, match="different levels of theory"):
         Committee([load_model(dft), load_model(xtb)])
@@ -90,8 +93,10 @@ def test_resume_with_a_changed_learning_rate_is_refused_and_a_longer_budget_is_r
     from remul_ff.cli import main
 
     config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
-                      "model: {width: 16, depth: 1, heads: 2}\ntrain: {epochs: 1, batch_size: 8}\n")
+    config.write_text(
+        f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
+        "model: {width: 16, depth: 1, heads: 2}\ntrain: {epochs: 1, batch_size: 8}\n"
+    )
     assert main(["train", str(config), "--no-progress"]) == 0
     log = (tmp_path / "run" / "log.csv").read_text()
     assert main(["train", str(config), "--resume", "--no-progress", "--set", "train.lr=1e-2"]) == 2
@@ -108,8 +113,7 @@ def test_resume_with_a_changed_learning_rate_is_refused_and_a_longer_budget_is_r
 def test_md_with_more_replicas_than_open_files_runs_and_writes_the_same_bytes(trained_model_file, tmp_path, monkeypatch):
     import resource
 
-    from remul_ff.md import MDSettings, run_md
-    from remul_ff.md import engine
+    from remul_ff.md import MDSettings, engine, run_md
     from tests.conftest import jittered_molecules
 
     model = load_model(trained_model_file)
@@ -168,11 +172,23 @@ def test_md_command_line_defaults_are_the_documented_settings():
     from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, MDSettings, parse_duration_fs
 
     args = build_parser().parse_args(["md", "model.pt", "ethanol", "-o", "out"])
-    options = {"temperature": "temperature", "timestep_fs": "timestep", "thermostat": "thermostat", "friction": "friction",
-               "tdamp_fs": "tdamp", "seed": "seed", "write_interval": "write_interval", "thermo_interval": "thermo_interval",
-               "traj_format": "format", "check_interval": "check_interval", "restart_every": "restart_every",
-               "on_deviation": "on_deviation", "max_force_deviation": "max_force_deviation", "compile": "compile",
-               "cuda_graph": "cuda_graph"}
+    options = {
+        "temperature": "temperature",
+        "timestep_fs": "timestep",
+        "thermostat": "thermostat",
+        "friction": "friction",
+        "tdamp_fs": "tdamp",
+        "seed": "seed",
+        "write_interval": "write_interval",
+        "thermo_interval": "thermo_interval",
+        "traj_format": "format",
+        "check_interval": "check_interval",
+        "restart_every": "restart_every",
+        "on_deviation": "on_deviation",
+        "max_force_deviation": "max_force_deviation",
+        "compile": "compile",
+        "cuda_graph": "cuda_graph",
+    }
     for field, option in options.items():
         assert getattr(args, option) == getattr(COMMAND_LINE_MD_SETTINGS, field), field
     assert parse_duration_fs(args.time) == COMMAND_LINE_MD_SETTINGS.total_time_fs

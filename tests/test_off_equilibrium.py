@@ -97,8 +97,9 @@ def test_a_zero_energy_weight_molecule_adds_its_forces_but_not_its_energy(ethano
 
 def test_own_md_frames_take_their_energy_weight_from_the_settings_also_from_the_cache(xtb_frames, tmp_path):
     pattern, path = _rotated_md_run(xtb_frames, tmp_path), tmp_path / "off.xyz"
-    made = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=0.5, md_frames=pattern, md_count=2, md_energy_weight=0.0),
-                        path, progress=False)
+    made = load_or_make(
+        xtb_frames, OffEquilibriumSettings(fraction=0.5, md_frames=pattern, md_count=2, md_energy_weight=0.0), path, progress=False
+    )
     cached = load_or_make(xtb_frames, OffEquilibriumSettings(fraction=0.5, md_frames=pattern, md_count=2), path, progress=False)
     assert [f.energy_weight for f in made] == [1.0, 1.0, 0.0, 0.0]  # two distorted frames, then two own-MD frames
     assert [f.energy_weight for f in cached] == [1.0] * 4 and cached[2].energy == pytest.approx(made[2].energy)
@@ -125,7 +126,9 @@ def _rotated_md_run(frames, folder, lengths=(3, 2)):
         traj = []
         for k in range(n):
             atoms = frames[k].to_atoms()
-            atoms.positions = (atoms.positions + rng.normal(scale=0.05, size=atoms.positions.shape)) @ Rotation.random(random_state=k).as_matrix().T + 7.0
+            atoms.positions = (atoms.positions + rng.normal(scale=0.05, size=atoms.positions.shape)) @ Rotation.random(
+                random_state=k
+            ).as_matrix().T + 7.0
             traj.append(atoms)
         ase.io.write(folder / f"replica_{r:03d}.traj", traj)
     return str(folder / "replica_*.traj")

@@ -38,7 +38,7 @@ def test_auto_takes_all_pairs_for_small_molecules_only():
     assert model.pairs(batch.positions, batch.molecule_index)[0].shape[1] == int((sizes * (sizes - 1)).sum())
     benzene = molecule("C6H6")
     stacked = benzene + benzene.copy()
-    stacked.positions[len(benzene):, 2] += 3.5
+    stacked.positions[len(benzene) :, 2] += 3.5
     big = collate([Structure.from_atoms(stacked)], dtype=torch.float64)
     assert len(big.positions) > ALL_PAIRS_MAX_ATOMS
     edges = model.pairs(big.positions, big.molecule_index)[0]

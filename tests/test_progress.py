@@ -31,8 +31,14 @@ def test_training_with_progress_writes_no_line_per_step_into_a_log(xtb_ethanol_f
     from remul_ff.config import config_from_dict
     from remul_ff.training.trainer import Trainer
 
-    config = config_from_dict({"output_dir": str(tmp_path), "data": {"path": str(xtb_ethanol_file), "valid": 8},
-                               "model": {"width": 16, "depth": 1, "heads": 2}, "train": {"epochs": 2, "batch_size": 2}})
+    config = config_from_dict(
+        {
+            "output_dir": str(tmp_path),
+            "data": {"path": str(xtb_ethanol_file), "valid": 8},
+            "model": {"width": 16, "depth": 1, "heads": 2},
+            "train": {"epochs": 2, "batch_size": 2},
+        }
+    )
     Trainer(config, progress=True).run()  # 20 steps per epoch; pytest's stderr is not a terminal
     log = "".join(capsys.readouterr())
     assert "loss=" not in log and log.count("epoch 1:") == 1, log

@@ -139,10 +139,13 @@ def test_non_finite_values_are_rejected(tmp_path, ethanol_structures, field):
         read_structures(path)
 
 
-@pytest.mark.parametrize("energy, message", [
-    ("abc", "frame 1 of .* has the label 'energy' = 'abc', which is not a number"),
-    ('"1 2 3"', r"frame 1 of .* has the label 'energy' of shape \(3,\), not one number"),
-])
+@pytest.mark.parametrize(
+    "energy, message",
+    [
+        ("abc", "frame 1 of .* has the label 'energy' = 'abc', which is not a number"),
+        ('"1 2 3"', r"frame 1 of .* has the label 'energy' of shape \(3,\), not one number"),
+    ],
+)
 def test_an_energy_that_is_not_one_number_is_named(tmp_path, energy, message):
     path = tmp_path / "data.xyz"
     frame = "2\nenergy={} Properties=species:S:1:pos:R:3:forces:R:3\nH 0 0 0 0 0 0\nH 0 0 0.75 0 0 0\n"

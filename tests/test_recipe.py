@@ -33,8 +33,7 @@ def test_equi_fraction_puts_only_the_first_molecules_moved_copy_in_the_equivaria
 
 
 def test_training_with_a_quarter_moved_copy_divides_by_the_moved_counts(xtb_ethanol_file, tmp_path):
-    trainer = Trainer(tiny_config(xtb_ethanol_file, tmp_path, loss={"equi_fraction": 0.25}, train={"device": "cpu"}),
-                      progress=False)
+    trainer = Trainer(tiny_config(xtb_ethanol_file, tmp_path, loss={"equi_fraction": 0.25}, train={"device": "cpu"}), progress=False)
     trainer.setup()
     local = trainer._local_batch(trainer.data.train[:8])
     assert local.equi.n_molecules == 2 and local.equi_counts == (2.0, 3.0 * local.equi.n_atoms)

@@ -63,11 +63,15 @@ def test_flop_counter_counts_forward_and_force_backward():
 
 
 def _config(data_file, out, mode="remul"):
-    return config_from_dict({
-        "output_dir": str(out), "data": {"path": str(data_file), "valid": 4, "max_frames": 20},
-        "model": {"kind": "transformer", "width": 16, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 8},
-        "loss": {"mode": mode}, "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "tensorboard": False, "eval_rotations": 1},
-    })
+    return config_from_dict(
+        {
+            "output_dir": str(out),
+            "data": {"path": str(data_file), "valid": 4, "max_frames": 20},
+            "model": {"kind": "transformer", "width": 16, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 8},
+            "loss": {"mode": mode},
+            "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "tensorboard": False, "eval_rotations": 1},
+        }
+    )
 
 
 def test_measuring_step_flops_does_not_change_training(xtb_ethanol_file, tmp_path):
@@ -89,10 +93,16 @@ def _spec_file(tmp_path, data_file, **changes) -> str:
         "data": {"path": str(data_file), "valid": 4, "max_frames": 16},
         "train": {"batch_size": 4, "device": "cpu", "tensorboard": False, "eval_rotations": 1},
         "budgets": [1, 2],
-        "sizes": {"transformer": {"S": {"width": 8, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 4},
-                                  "M": {"width": 16, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 4}}},
-        "families": {"remul_label": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"}},
-                     "augment": {"model": {"kind": "transformer"}, "loss": {"mode": "augment"}}},
+        "sizes": {
+            "transformer": {
+                "S": {"width": 8, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 4},
+                "M": {"width": 16, "depth": 1, "heads": 2, "r_max": 4.0, "num_radial": 4},
+            }
+        },
+        "families": {
+            "remul_label": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"}},
+            "augment": {"model": {"kind": "transformer"}, "loss": {"mode": "augment"}},
+        },
         **changes,
     }
     path = tmp_path / "spec.yaml"
@@ -104,7 +114,7 @@ def test_sweep_rows_resume_and_report(xtb_ethanol_file, tmp_path):
     path = _spec_file(tmp_path, xtb_ethanol_file)
     spec = load_scaling_spec(path)
     assert len(run_sweep(spec, shard=(1, 2), progress=False)) == 4  # every second of the 8 points
-    assert main([ "scaling", path, "--no-progress"]) == 0  # trains the other shard, then reports
+    assert main(["scaling", path, "--no-progress"]) == 0  # trains the other shard, then reports
     rows = read_rows(spec)
     finals = [r for r in rows if r["final"]]
     assert len(finals) == len(sweep_points(spec)) == 8 and len(rows) == 4 * 3  # 1 + 2 epochs per (family, size)
@@ -119,18 +129,23 @@ def test_sweep_rows_resume_and_report(xtb_ethanol_file, tmp_path):
     assert set(report["speed"]["md_ms_per_step"]) == {"transformer/S", "transformer/M"}
     assert set(report["speed"]["train_ms_per_step"]) == {f"{f}/{s}" for f in ("remul_label", "augment") for s in "SM"}
     final = report["finals"]["augment"][0]
-    assert final["quiet_train_s"] == pytest.approx(final["epoch"] * 3 * report["speed"]["train_ms_per_step"][f"augment/{final['size']}"] / 1e3)
+    assert final["quiet_train_s"] == pytest.approx(
+        final["epoch"] * 3 * report["speed"]["train_ms_per_step"][f"augment/{final['size']}"] / 1e3
+    )
     for name in ("report.md", "loss_vs_flops.png", "rotation_vs_flops.png", "pareto.png"):
         assert (tmp_path / "sweep" / name).stat().st_size > 0
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"budgets": [0]}, "budgets must be whole numbers"),
-    ({"families": {"x": {"model": {"kind": "egnn"}}}}, "lists no sizes.egnn"),
-    ({"families": {"x": {"model": {"kind": "transformer"}, "train": {}}}}, "may hold only 'model' and 'loss'"),
-    ({"families": {"x": {"model": {"kind": "transformer"}, "loss": {"mode": "twirl"}}}}, "loss.mode"),
-    ({"budget": [3]}, "unknown config key 'budget'"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"budgets": [0]}, "budgets must be whole numbers"),
+        ({"families": {"x": {"model": {"kind": "egnn"}}}}, "lists no sizes.egnn"),
+        ({"families": {"x": {"model": {"kind": "transformer"}, "train": {}}}}, "may hold only 'model' and 'loss'"),
+        ({"families": {"x": {"model": {"kind": "transformer"}, "loss": {"mode": "twirl"}}}}, "loss.mode"),
+        ({"budget": [3]}, "unknown config key 'budget'"),
+    ],
+)
 def test_bad_scaling_spec_is_one_sentence(tmp_path, xtb_ethanol_file, changes, words, capsys):
     path = _spec_file(tmp_path, xtb_ethanol_file, **changes)
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):

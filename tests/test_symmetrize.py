@@ -48,7 +48,9 @@ def test_averaged_model_is_exactly_invariant_under_its_group(order):
         assert torch.allclose(moved.forces, rotate_vectors(base.forces, per_atom), rtol=0, atol=1e-10)
     # the plain model is not: the test could fail
     plain = predict(tiny_model(), batch)
-    turned = predict(tiny_model(), batch.replace(positions=rotate_vectors(batch.positions, rotation_group(4)[1].expand(batch.n_atoms, 3, 3))))
+    turned = predict(
+        tiny_model(), batch.replace(positions=rotate_vectors(batch.positions, rotation_group(4)[1].expand(batch.n_atoms, 3, 3)))
+    )
     assert float((turned.energy - plain.energy).abs().max()) > 1e-4
 
 

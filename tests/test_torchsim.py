@@ -45,8 +45,11 @@ def test_torch_sim_nve_follows_the_project_engine_step_for_step(trained_model_fi
     state = ts.initialize_state(frames, model.device, model.dtype)
     state.momenta = torch.as_tensor(np.concatenate([a.get_momenta() for a in frames]))
     metal = ts.units.UnitSystem.metal
-    init, update = ts.nve(model=model, dt=torch.tensor(0.0005 * float(metal.time), dtype=torch.float64),
-                          kT=torch.tensor(300 * float(metal.temperature), dtype=torch.float64))
+    init, update = ts.nve(
+        model=model,
+        dt=torch.tensor(0.0005 * float(metal.time), dtype=torch.float64),
+        kT=torch.tensor(300 * float(metal.temperature), dtype=torch.float64),
+    )
     md_state = init(state)
     for _ in range(40):
         md_state = update(md_state)
@@ -70,8 +73,9 @@ def _final_positions(model, frames) -> np.ndarray:
 
 def test_torch_sim_langevin_keeps_64_ethanol_replicas_at_temperature(trained_model_file):
     model = REMULTorchSimModel(trained_model_file, device="cpu", dtype=torch.float64)
-    final = ts.integrate(system=[molecule("CH3CH2OH")] * 64, model=model, integrator=ts.nvt_langevin, n_steps=400,
-                         temperature=300.0, timestep=0.0005, seed=1)
+    final = ts.integrate(
+        system=[molecule("CH3CH2OH")] * 64, model=model, integrator=ts.nvt_langevin, n_steps=400, temperature=300.0, timestep=0.0005, seed=1
+    )
     temperature = ts.calc_kT(masses=final.masses, momenta=final.momenta, system_idx=final.system_idx) / units.kB
     assert torch.isfinite(final.positions).all()
     # 64 replicas of 21 momentum components: the mean's standard deviation is ~3.5% of T.

@@ -4,14 +4,14 @@ round-trip, and --resume continues exactly."""
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
 
 from remul_ff.cli import main
 from remul_ff.config import config_from_dict
-from remul_ff.models import predict
-from remul_ff.models import load_model
+from remul_ff.models import load_model, predict
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer
 
@@ -38,7 +38,9 @@ def read_log(out):
 def final_equivariance(config) -> float:
     trainer = Trainer(config, progress=False)
     trainer.run()
-    return evaluate(trainer.model, trainer.data.valid, trainer.data.e0s, n_rotations=8, device=trainer.device, dtype=torch.float32)["equi_forces_rel"]
+    return evaluate(trainer.model, trainer.data.valid, trainer.data.e0s, n_rotations=8, device=trainer.device, dtype=torch.float32)[
+        "equi_forces_rel"
+    ]
 
 
 def test_remul_lowers_equivariance_error_more_than_none(xtb_ethanol_file, tmp_path):
@@ -52,7 +54,9 @@ def test_remul_lowers_equivariance_error_more_than_none(xtb_ethanol_file, tmp_pa
     untrained.out.mkdir(parents=True)
     untrained.data = untrained._prepare_data()
     untrained._build()  # the same seeded initial weights, never trained
-    initial = evaluate(untrained.model, untrained.data.valid, untrained.data.e0s, n_rotations=8, device=untrained.device, dtype=torch.float32)["equi_forces_rel"]
+    initial = evaluate(
+        untrained.model, untrained.data.valid, untrained.data.e0s, n_rotations=8, device=untrained.device, dtype=torch.float32
+    )["equi_forces_rel"]
     remul = final_equivariance(tiny_config(xtb_ethanol_file, tmp_path / "r", train=train))
     none = final_equivariance(tiny_config(xtb_ethanol_file, tmp_path / "n", train=train, loss={"mode": "none"}))
     assert remul < 0.5 * initial
@@ -117,13 +121,27 @@ def test_resume_continues_exactly(xtb_ethanol_file, tmp_path):
 
 def test_cli_train_then_evaluate(xtb_ethanol_file, tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
-                      "model: {width: 16, depth: 1, heads: 2}\ntrain: {epochs: 1, batch_size: 8}\n")
+    config.write_text(
+        f"output_dir: {tmp_path / 'run'}\ndata: {{path: {xtb_ethanol_file}, valid: 8}}\n"
+        "model: {width: 16, depth: 1, heads: 2}\ntrain: {epochs: 1, batch_size: 8}\n"
+    )
     assert main(["train", str(config), "--no-progress", "--set", "loss.mode=augment"]) == 0
     summary = capsys.readouterr().out
     assert "best model (epoch 1 of 1) written to" in summary and "force MAE" in summary and "next: remul-ff evaluate" in summary
-    assert main(["evaluate", str(tmp_path / "run" / "model.pt"), str(xtb_ethanol_file), "--rotations", "4",
-                 "--json", str(tmp_path / "eval.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "run" / "model.pt"),
+                str(xtb_ethanol_file),
+                "--rotations",
+                "4",
+                "--json",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "forces on C" in out and "Shen et al." in out and (tmp_path / "eval.json").exists()
 
@@ -136,7 +154,7 @@ def test_cli_rejects_corrupt_model_and_unknown_elements(xtb_ethanol_file, tmp_pa
     Trainer(tiny_config(xtb_ethanol_file, tmp_path / "run", train={"epochs": 1}), progress=False).run()
     water_n = tmp_path / "nh3.xyz"
     from remul_ff.data.generate import write_extxyz
-    from tests.conftest import xtb_labelled, jittered_molecules
+    from tests.conftest import jittered_molecules, xtb_labelled
 
     write_extxyz(xtb_labelled(jittered_molecules("NH3", 2)), water_n)
     assert main(["evaluate", str(tmp_path / "run" / "model.pt"), str(water_n), "--json", str(tmp_path / "e.json")]) == 2
@@ -159,8 +177,10 @@ def test_tensorboard_mirror_when_installed(xtb_ethanol_file, tmp_path):
 
 def _small_run_config(tmp_path, data_file, extra: str = "") -> Path:
     config = tmp_path / "c.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'run'}\ndata: {{path: {data_file}, valid: 8}}\n"
-                      f"model: {{width: 16, depth: 1, heads: 2}}\ntrain: {{epochs: 1, batch_size: 8{extra}}}\n")
+    config.write_text(
+        f"output_dir: {tmp_path / 'run'}\ndata: {{path: {data_file}, valid: 8}}\n"
+        f"model: {{width: 16, depth: 1, heads: 2}}\ntrain: {{epochs: 1, batch_size: 8{extra}}}\n"
+    )
     return config
 
 
@@ -228,7 +248,10 @@ def test_evaluate_split_uses_the_runs_splits(xtb_ethanol_file, tmp_path, capsys)
     config = _small_run_config(tmp_path, xtb_ethanol_file)
     assert main(["train", str(config), "--no-progress"]) == 0
     model = tmp_path / "run" / "model.pt"
-    assert main(["evaluate", str(model), str(xtb_ethanol_file), "--split", "valid", "--rotations", "0", "--json", str(tmp_path / "v.json")]) == 0
+    assert (
+        main(["evaluate", str(model), str(xtb_ethanol_file), "--split", "valid", "--rotations", "0", "--json", str(tmp_path / "v.json")])
+        == 0
+    )
     assert json.loads((tmp_path / "v.json").read_text())["n_structures"] == 8
     assert main(["evaluate", str(model), str(xtb_ethanol_file), "--split", "test"]) == 2
     assert "the test split in" in capsys.readouterr().err

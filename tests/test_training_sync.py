@@ -24,8 +24,13 @@ EGNN = {"kind": "egnn", "width": 16, "depth": 2, "r_max": 4.0, "num_radial": 6}
 
 def trainer_for(data, out, fixed_pairs: bool, **sections) -> Trainer:
     """A set-up trainer; ``fixed_pairs`` gives it the accelerator's choice (every same-molecule pair)."""
-    values = {"output_dir": str(out), "data": {"path": str(data), "valid": 8}, "model": sections.get("model", TINY_MODEL),
-              "loss": sections.get("loss", {}), "train": {"batch_size": 4, "seed": 3, **sections.get("train", {})}}
+    values = {
+        "output_dir": str(out),
+        "data": {"path": str(data), "valid": 8},
+        "model": sections.get("model", TINY_MODEL),
+        "loss": sections.get("loss", {}),
+        "train": {"batch_size": 4, "seed": 3, **sections.get("train", {})},
+    }
     trainer = Trainer(config_from_dict(values), progress=False)
     trainer.setup()
     if fixed_pairs:

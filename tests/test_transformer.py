@@ -23,7 +23,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def ethanol_batch(n: int = 3, dtype=torch.float64):
-    return collate([Structure.from_atoms(a) for a in jittered_molecules("CH3CH2OH", n)] + [Structure.from_atoms(jittered_molecules("H2O", 1)[0])]).to(dtype=dtype)
+    return collate(
+        [Structure.from_atoms(a) for a in jittered_molecules("CH3CH2OH", n)] + [Structure.from_atoms(jittered_molecules("H2O", 1)[0])]
+    ).to(dtype=dtype)
 
 
 def test_forces_match_finite_differences_float64():

@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     result = {"command": " ".join(["python", *sys.argv]), "models": {}}
     for name, path in (m.split("=", 1) for m in args.models):
         barriers = np.array(barriers_to_collapse(load_model(path, "cpu", torch.float64), frames[::20], bonds, mean))
-        result["models"][name] = {"model": path, "barrier_min_eV": float(barriers.min()), "barrier_p5_eV": float(np.percentile(barriers, 5)),
-                                  "barrier_median_eV": float(np.median(barriers)), "barriers_eV": barriers.tolist()}
+        result["models"][name] = {
+            "model": path,
+            "barrier_min_eV": float(barriers.min()),
+            "barrier_p5_eV": float(np.percentile(barriers, 5)),
+            "barrier_median_eV": float(np.median(barriers)),
+            "barriers_eV": barriers.tolist(),
+        }
         print(name, {k: round(v, 3) for k, v in result["models"][name].items() if k.startswith("barrier_")}, flush=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -47,8 +47,14 @@ def scans(frames, every: int) -> list[dict]:
             name = f"{frame.get_chemical_symbols()[i]}{i}-{frame.get_chemical_symbols()[j]}{j}"
             for direction, sign in (("stretch", 1), ("compress", -1)):
                 lengths = np.linspace(r0, reference[g] + sign * 0.5, POINTS)
-                out.append({"bond": name, "direction": direction, "numbers": frame.numbers,
-                            "geometries": stretched(frame.positions, i, j, lengths)})
+                out.append(
+                    {
+                        "bond": name,
+                        "direction": direction,
+                        "numbers": frame.numbers,
+                        "geometries": stretched(frame.positions, i, j, lengths),
+                    }
+                )
     return out
 
 
@@ -84,8 +90,12 @@ def summary(values: np.ndarray, all_scans: list[dict], reference: np.ndarray) ->
     for key in sorted({(s["bond"], s["direction"]) for s in all_scans}):
         mask = np.array([(s["bond"], s["direction"]) == key for s in all_scans])
         ratio = values[mask] / reference[mask]
-        out[" ".join(key).strip()] = {"median_eV": float(np.median(values[mask])), "min_eV": float(values[mask].min()),
-                              "ratio_to_xtb_median": float(np.median(ratio)), "ratio_to_xtb_min": float(ratio.min())}
+        out[" ".join(key).strip()] = {
+            "median_eV": float(np.median(values[mask])),
+            "min_eV": float(values[mask].min()),
+            "ratio_to_xtb_median": float(np.median(ratio)),
+            "ratio_to_xtb_min": float(ratio.min()),
+        }
     return out
 
 
@@ -103,9 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     result = {"command": " ".join(["python", *sys.argv]), "scans": len(all_scans), "xtb": summary(xtb, all_scans, xtb), "models": {}}
     for name, path in (m.split("=", 1) for m in args.models):
         model = load_model(path, "cpu", torch.float64)
-        values = barriers(lambda g, z: energy_and_forces(model, g, z)[0], all_scans)
-        result["models"][name] = {"model": path, "below_half_of_xtb": int((values < 0.5 * xtb).sum()),
-                                  "bonds": summary(values, all_scans, xtb)}
+        values = barriers(lambda g, z, model=model: energy_and_forces(model, g, z)[0], all_scans)
+        result["models"][name] = {
+            "model": path,
+            "below_half_of_xtb": int((values < 0.5 * xtb).sum()),
+            "bonds": summary(values, all_scans, xtb),
+        }
         print(name, result["models"][name]["below_half_of_xtb"], "of", len(all_scans), "scans below half of xTB's barrier", flush=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -49,9 +49,14 @@ def main() -> None:
     warning = committee_warnings(series, collapses, args.frame_ps)
     collapsed = {c["replica"] for c in collapses}
     healthy = np.concatenate([s for r, s in series.items() if r not in collapsed])
-    result = {"command": " ".join(["python", *sys.argv]), "committee": args.committee, "healthy_frames": warning["healthy_frames"],
-              "healthy_percentiles_eV_A": {q: float(np.percentile(healthy, q)) for q in (50, 99, 99.9)},
-              "threshold_eV_A": warning["threshold_eV_A"], "collapses": warning["events"]}
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "committee": args.committee,
+        "healthy_frames": warning["healthy_frames"],
+        "healthy_percentiles_eV_A": {q: float(np.percentile(healthy, q)) for q in (50, 99, 99.9)},
+        "threshold_eV_A": warning["threshold_eV_A"],
+        "collapses": warning["events"],
+    }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     plotted = {**warning, "frame_ps": args.frame_ps, "deviations_eV_A": {str(r): s.tolist() for r, s in series.items()}}
     plot_committee_warnings({md.parent.name: plotted}, Path(args.out).with_suffix(".png"))

@@ -71,8 +71,11 @@ def stretch_curve(model, frame, anchor: int, moved: int) -> dict:
     energy, forces = energy_and_forces(model, geometries, frame.numbers)
     direction = (geometries[:, moved] - geometries[:, anchor]) / STRETCH[:, None]
     start = np.argmin(np.abs(STRETCH - frame.get_distance(anchor, moved)))
-    return {"r": STRETCH.tolist(), "energy": (energy - energy[start]).tolist(),
-            "radial_force": (forces[:, moved] * direction).sum(-1).tolist()}
+    return {
+        "r": STRETCH.tolist(),
+        "energy": (energy - energy[start]).tolist(),
+        "radial_force": (forces[:, moved] * direction).sum(-1).tolist(),
+    }
 
 
 def xtb_stretch_curve(frame, anchor: int, moved: int) -> dict:
@@ -103,7 +106,9 @@ def barriers_to_collapse(model, frames, bonds: np.ndarray, mean: np.ndarray) -> 
                 continue
             anchor, moved = (i, j) if frame.numbers[j] == 1 else (j, i)
             r0 = frame.get_distance(anchor, moved)
-            energy, _ = energy_and_forces(model, stretched(frame.positions, anchor, moved, np.linspace(r0, mean[b] + 0.5, 12)), frame.numbers)
+            energy, _ = energy_and_forces(
+                model, stretched(frame.positions, anchor, moved, np.linspace(r0, mean[b] + 0.5, 12)), frame.numbers
+            )
             out.append(float((energy - energy[0]).max()))
     return out
 
@@ -121,8 +126,18 @@ def rotational_error(model, geometries: np.ndarray, numbers: np.ndarray, rotatio
 
 def hot_frames(model, starts, temperature: float, out: Path) -> np.ndarray:
     """Frames of the model's own Langevin MD at ``temperature`` (8 replicas x 1 ps, every 20 fs)."""
-    settings = MDSettings(temperature=temperature, timestep_fs=0.5, total_time_fs=1000, thermostat="langevin", friction=0.02,
-                          write_interval=40, thermo_interval=100, traj_format="traj", bond_tolerance=1e9, max_temperature=1e9)
+    settings = MDSettings(
+        temperature=temperature,
+        timestep_fs=0.5,
+        total_time_fs=1000,
+        thermostat="langevin",
+        friction=0.02,
+        write_interval=40,
+        thermo_interval=100,
+        traj_format="traj",
+        bond_tolerance=1e9,
+        max_temperature=1e9,
+    )
     run_md(model, [a.copy() for a in starts], settings, out, progress=False)
     frames = [a.positions for k in range(len(starts)) for a in read(out / f"replica_{k:03d}.traj", ":")[5:]]
     return np.stack(frames)
@@ -155,9 +170,18 @@ def _one_collapse(md_dir: Path, name: str, event: dict, reference, frame_ps: flo
         lengths.append(float(bond_lengths(a.positions, bonds)[0]))
         radial.append(float(a.get_forces()[moved] @ direction))
     thermo = [r for r in csv.DictReader(open(md_dir / "thermo.csv")) if int(r["replica"]) == event["replica"]]
-    return {"model": name, "replica": event["replica"], "time_ps": event["time_ps"], "bond": event["bond"], "mean_length": mean,
-            "frame_time_ps": (np.arange(len(frames)) * frame_ps).tolist(), "frame_lengths": lengths, "frame_radial_force": radial,
-            "thermo_time_ps": [float(r["time_ps"]) for r in thermo], "thermo_T": [float(r["temperature_K"]) for r in thermo]}
+    return {
+        "model": name,
+        "replica": event["replica"],
+        "time_ps": event["time_ps"],
+        "bond": event["bond"],
+        "mean_length": mean,
+        "frame_time_ps": (np.arange(len(frames)) * frame_ps).tolist(),
+        "frame_lengths": lengths,
+        "frame_radial_force": radial,
+        "thermo_time_ps": [float(r["time_ps"]) for r in thermo],
+        "thermo_T": [float(r["temperature_K"]) for r in thermo],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,9 +225,12 @@ def diagnose_model(model, frames, bonds, mean, hot_temperature: float, hot_dir: 
     stretched_geometries = stretched(frame.positions, METHYL_C, METHYL_H, STRETCH[(STRETCH > 1.3) & (STRETCH < 2.0)])
     hot = hot_frames(model, frames[::125], hot_temperature, hot_dir)
     return {
-        "ch_stretch": stretch_curve(model, frame, METHYL_C, METHYL_H), "oh_stretch": stretch_curve(model, frame, OXYGEN, HYDROXYL_H),
-        "h_transfer": transfer_curve(model, frame), "barriers_eV": barriers.tolist(),
-        "barrier_min_eV": float(barriers.min()), "barrier_p5_eV": float(np.percentile(barriers, 5)),
+        "ch_stretch": stretch_curve(model, frame, METHYL_C, METHYL_H),
+        "oh_stretch": stretch_curve(model, frame, OXYGEN, HYDROXYL_H),
+        "h_transfer": transfer_curve(model, frame),
+        "barriers_eV": barriers.tolist(),
+        "barrier_min_eV": float(barriers.min()),
+        "barrier_p5_eV": float(np.percentile(barriers, 5)),
         "barrier_median_eV": float(np.median(barriers)),
         "rotation_error_data": rotational_error(model, on_data, numbers),
         "rotation_error_stretched_ch": rotational_error(model, stretched_geometries, numbers),

@@ -46,9 +46,16 @@ def collapsed_replicas(md_dir: Path, reference, tolerance: float = 0.5) -> list[
         if (found is None and len(frames) == full) or last < 1:
             continue
         deviation = np.abs(group_lengths(frames[last].positions, pairs, groups) - lengths)
-        out.append({"replica": name, "frame": last, "bond": group_name(frames[0].get_chemical_symbols(), pairs[groups == deviation.argmax()]),
-                    "deviation_A": float(deviation.max()), "numbers": frames[0].numbers,
-                    "geometries": np.stack([frames[0].positions, frames[last].positions])})
+        out.append(
+            {
+                "replica": name,
+                "frame": last,
+                "bond": group_name(frames[0].get_chemical_symbols(), pairs[groups == deviation.argmax()]),
+                "deviation_A": float(deviation.max()),
+                "numbers": frames[0].numbers,
+                "geometries": np.stack([frames[0].positions, frames[last].positions]),
+            }
+        )
     return out
 
 
@@ -70,11 +77,17 @@ def main(argv: list[str] | None = None) -> None:
     for name, path in (m.split("=", 1) for m in args.models):
         model = load_model(path, "cpu", torch.float64)
         energies[name] = relative_energies(lambda g, z, m=model: energy_and_forces(m, g, z)[0], events)
-    rows = [{**{k: ev[k] for k in ("replica", "frame", "bond", "deviation_A")},
-             **{f"{name}_eV": values[k] for name, values in energies.items()}} for k, ev in enumerate(events)]
+    rows = [
+        {
+            **{k: ev[k] for k in ("replica", "frame", "bond", "deviation_A")},
+            **{f"{name}_eV": values[k] for name, values in energies.items()},
+        }
+        for k, ev in enumerate(events)
+    ]
     medians = {name: float(np.median(values)) if values else None for name, values in energies.items()}
-    Path(args.out).write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "events": rows,
-                                          "median_eV_above_start": medians}, indent=1) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"command": " ".join(["python", *sys.argv]), "events": rows, "median_eV_above_start": medians}, indent=1) + "\n"
+    )
     for row in rows:
         print(row["replica"], row["bond"], round(row["deviation_A"], 2), {k: round(row[k], 2) for k in row if k.endswith("_eV")})
 

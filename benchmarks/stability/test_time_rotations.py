@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import units
-from ase.io import read
 from ase.md.verlet import VelocityVerlet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,9 +79,14 @@ def measure(model, on: Geometries) -> dict:
     """Accuracy and rotational errors on the held-out frames, off-data rotational error, barriers (eV)."""
     report = evaluate(model, on.data.valid, on.data.e0s, n_rotations=4, batch_size=16, seed=0)
     numbers = on.x_h_frames[0].numbers
-    return {**{key: report[key] for key in ACCURACY_KEYS}, "equi_forces_rel_hot_md": rotational_error(model, on.hot, numbers),
-            "barriers": {"heavy": barriers(lambda g, z: energy_and_forces(model, g, z)[0], on.heavy_scans),
-                         "x_h": np.array(barriers_to_collapse(model, on.x_h_frames, on.bonds, on.mean_lengths))}}
+    return {
+        **{key: report[key] for key in ACCURACY_KEYS},
+        "equi_forces_rel_hot_md": rotational_error(model, on.hot, numbers),
+        "barriers": {
+            "heavy": barriers(lambda g, z: energy_and_forces(model, g, z)[0], on.heavy_scans),
+            "x_h": np.array(barriers_to_collapse(model, on.x_h_frames, on.bonds, on.mean_lengths)),
+        },
+    }
 
 
 def summarise(result: dict, plain: dict, xtb: np.ndarray) -> dict:
@@ -97,17 +101,24 @@ def summarise(result: dict, plain: dict, xtb: np.ndarray) -> dict:
 
 
 def markdown(payload: dict) -> str:
-    rows = [f"Command: `{payload['command']}`", "", f"Model: `{payload['model']}`; held-out frames: {payload['held_out']}; "
-            f"900 K frames of its own MD: {payload['hot_frames']}; barrier scans: {payload['heavy_scans']} heavy-atom/transfer "
-            f"(xTB reference) and {payload['x_h_scans']} X-H.", "",
-            "| rotations | force MAE (meV/Å) | energy MAE (meV) | rot. force error, held-out | rot. force error, 900 K MD "
-            "| heavy scans < ½ xTB | min heavy barrier (eV) | min X-H barrier (eV) | barrier shift median / max (meV) | ms per ASE step |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Command: `{payload['command']}`",
+        "",
+        f"Model: `{payload['model']}`; held-out frames: {payload['held_out']}; "
+        f"900 K frames of its own MD: {payload['hot_frames']}; barrier scans: {payload['heavy_scans']} heavy-atom/transfer "
+        f"(xTB reference) and {payload['x_h_scans']} X-H.",
+        "",
+        "| rotations | force MAE (meV/Å) | energy MAE (meV) | rot. force error, held-out | rot. force error, 900 K MD "
+        "| heavy scans < ½ xTB | min heavy barrier (eV) | min X-H barrier (eV) | barrier shift median / max (meV) | ms per ASE step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for order, r in payload["orders"].items():
-        rows.append(f"| {order} | {r['forces_mae_meV_A']:.2f} | {r['energy_mae_meV']:.2f} | {r['equi_forces_rel']:.2e} "
-                    f"| {r['equi_forces_rel_hot_md']:.2e} | {r['heavy_scans_below_half_of_xtb']} | {r['heavy_barrier_min_eV']:.3f} "
-                    f"| {r['x_h_barrier_min_eV']:.3f} | {r['barrier_shift_vs_plain_median_meV']:.2f} / "
-                    f"{r['barrier_shift_vs_plain_max_meV']:.1f} | {r['ms_per_ase_step_float32']:.2f} |")
+        rows.append(
+            f"| {order} | {r['forces_mae_meV_A']:.2f} | {r['energy_mae_meV']:.2f} | {r['equi_forces_rel']:.2e} "
+            f"| {r['equi_forces_rel_hot_md']:.2e} | {r['heavy_scans_below_half_of_xtb']} | {r['heavy_barrier_min_eV']:.3f} "
+            f"| {r['x_h_barrier_min_eV']:.3f} | {r['barrier_shift_vs_plain_median_meV']:.2f} / "
+            f"{r['barrier_shift_vs_plain_max_meV']:.1f} | {r['ms_per_ase_step_float32']:.2f} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -127,16 +138,23 @@ def main(argv: list[str] | None = None) -> None:
     xtb = barriers(lambda g, z: np.array([xtb_labels(x, z, "GFN2-xTB")[0] for x in g]), heavy_scans)
     plain = load_model(args.model, "cpu", torch.float64)
     with tempfile.TemporaryDirectory() as hot_dir:
-        hot = hot_frames(plain, starts[:args.hot_replicas], 900.0, Path(hot_dir))
+        hot = hot_frames(plain, starts[: args.hot_replicas], 900.0, Path(hot_dir))
     bonds = molecular_bonds(frames[0])
-    on = Geometries(data, hot, frames[::args.every], bonds, mean_bond_lengths(frames, bonds, frames[0].numbers), heavy_scans)
+    on = Geometries(data, hot, frames[:: args.every], bonds, mean_bond_lengths(frames, bonds, frames[0].numbers), heavy_scans)
     measured = {}
     for order in ORDERS:
         measured[order] = measure(with_test_time_rotations(plain, order), on)
         print(f"{order} rotations: force MAE {measured[order]['forces_mae_meV_A']:.2f} meV/Å", flush=True)
     reference = dict(measured[0]["barriers"])
-    payload = {"command": " ".join(["python", *sys.argv]), "model": args.model, "held_out": len(data.valid),
-               "hot_frames": len(hot), "heavy_scans": len(heavy_scans), "x_h_scans": len(reference["x_h"]), "orders": {}}
+    payload = {
+        "command": " ".join(["python", *sys.argv]),
+        "model": args.model,
+        "held_out": len(data.valid),
+        "hot_frames": len(hot),
+        "heavy_scans": len(heavy_scans),
+        "x_h_scans": len(reference["x_h"]),
+        "orders": {},
+    }
     for order in ORDERS:
         payload["orders"][str(order)] = summarise(measured[order], reference, xtb)
         payload["orders"][str(order)]["ms_per_ase_step_float32"] = ms_per_ase_step(args.model, starts[0], order)

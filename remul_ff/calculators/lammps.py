@@ -65,9 +65,11 @@ class LAMMPSForceField:
         self.calculator = REMULCalculator(model, **calculator_kwargs)
         _check_system(lmp, self.numbers, self.calculator)
         self.error: Exception | None = None
-        lmp.commands_string(f"variable {fix_id}_ok internal 1\n"
-                            f"fix {fix_id} all external pf/callback 1 1\nfix_modify {fix_id} energy yes\n"
-                            f"fix {fix_id}_halt all halt 1 v_{fix_id}_ok == 0 error soft")
+        lmp.commands_string(
+            f"variable {fix_id}_ok internal 1\n"
+            f"fix {fix_id} all external pf/callback 1 1\nfix_modify {fix_id} energy yes\n"
+            f"fix {fix_id}_halt all halt 1 v_{fix_id}_ok == 0 error soft"
+        )
         lmp.set_fix_external_callback(fix_id, self._callback)
 
     def run(self, steps: int) -> None:

@@ -42,8 +42,15 @@ class RecordedForces:
         remul_ff.utils.cuda_graphs.RecordingFailed: after a warning, when the call cannot be recorded.
     """
 
-    def __init__(self, model: nn.Module, numbers: np.ndarray, positions: np.ndarray, dtype: torch.dtype,
-                 device: torch.device, recorder: Callable[[], object] = CudaGraphRecorder) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        numbers: np.ndarray,
+        positions: np.ndarray,
+        dtype: torch.dtype,
+        device: torch.device,
+        recorder: Callable[[], object] = CudaGraphRecorder,
+    ) -> None:
         self.model = with_fixed_pairs(model, len(numbers))
         self.batch = device_batch([Structure(positions, numbers)], device, dtype, every_pair=True)
         self.output: Prediction | None = None

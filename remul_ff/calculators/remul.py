@@ -17,10 +17,10 @@ from torch import nn
 from remul_ff.calculators.recorded import RecordedForces, recordable
 from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, check_molecule, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
-from remul_ff.models.common import ElementTable, inference_model
-from remul_ff.models.forces import predict
 from remul_ff.models.committee import check_committee
+from remul_ff.models.common import ElementTable, inference_model
 from remul_ff.models.files import load_models
+from remul_ff.models.forces import predict
 from remul_ff.models.symmetrize import RotationAveraged, with_test_time_rotations
 from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed
 from remul_ff.utils.devices import resolve_device
@@ -110,8 +110,9 @@ class REMULCalculator(Calculator):
             if isinstance(member, (str, os.PathLike)):
                 raise ValueError(f"model= takes loaded models; give the file {str(member)!r} as the first argument instead.")
             if not isinstance(getattr(member, "elements", None), ElementTable):  # its element check and E0s come from there
-                raise ValueError(f"model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), "
-                                 f"not {type(member).__name__}.")
+                raise ValueError(
+                    f"model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), not {type(member).__name__}."
+                )
         if len(members) > 1:
             check_committee(members, [str(m) for m in model_path] if model_path is not None else None)
         # inference copies: the transformer's merges its edge layers (same energies, fewer operations)
@@ -183,8 +184,9 @@ class REMULCalculator(Calculator):
         changed = [p for p in ("cell", "pbc") if p in watched and not np.array_equal(getattr(old, p), getattr(atoms, p))]
         watched -= {"cell", "pbc"}
         changed += sorted(watched & (set(old.arrays) ^ set(atoms.arrays)))
-        return changed + [p for p in sorted(watched & set(old.arrays) & set(atoms.arrays))
-                          if not np.array_equal(old.arrays[p], atoms.arrays[p])]
+        return changed + [
+            p for p in sorted(watched & set(old.arrays) & set(atoms.arrays)) if not np.array_equal(old.arrays[p], atoms.arrays[p])
+        ]
 
     def _warn_outside_training_domain(self, atoms: Atoms, distances: np.ndarray, composition: _Composition, first: bool) -> None:
         """Warn, once per kind of problem, when the structure leaves what the model saw in training.

@@ -25,8 +25,8 @@ from torch import nn
 
 from remul_ff.data.batch import AtomicBatch
 from remul_ff.errors import DataError, RemulError
-from remul_ff.models.common import inference_model, scatter_sum
 from remul_ff.models.committee import Committee
+from remul_ff.models.common import inference_model, scatter_sum
 from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
 from remul_ff.utils.devices import resolve_device
@@ -48,8 +48,12 @@ class REMULTorchSimModel(ModelInterface):
         dtype: The model's and the state's floating type.
     """
 
-    def __init__(self, model: str | os.PathLike | Sequence[str | os.PathLike] | nn.Module,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike | Sequence[str | os.PathLike] | nn.Module,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         super().__init__()
         self._device = resolve_device(str(device) if device is not None else "auto")
         self._dtype = dtype
@@ -67,8 +71,12 @@ class REMULTorchSimModel(ModelInterface):
         if numbers is not self._checked[0] or numbers._version != self._checked[1]:  # the same tensor comes every step
             self.model.elements.check(numbers)
             self._checked = (numbers, numbers._version)
-        batch = AtomicBatch(_centred(state.positions, state.system_idx, state.n_systems).to(self._dtype),
-                            state.atomic_numbers, state.system_idx, state.n_systems)
+        batch = AtomicBatch(
+            _centred(state.positions, state.system_idx, state.n_systems).to(self._dtype),
+            state.atomic_numbers,
+            state.system_idx,
+            state.n_systems,
+        )
         prediction = predict(self.model, batch)
         return {"energy": prediction.energy.to(self._dtype), "forces": prediction.forces}
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 from ase.neighborlist import neighbor_list
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from remul_ff.data.neighbors import join_index, learn_index, molecule_sizes, share_index
 from remul_ff.errors import DataError
@@ -147,8 +147,10 @@ def check_molecule(atoms: Atoms, where: str = "the structure") -> None:
     if not len(atoms):
         raise DataError(f"{where} has no atoms; give it at least one atom.")
     if atoms.pbc.any():
-        raise DataError(f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
-                        "for a molecule in a dummy box set atoms.pbc = False (pbc=\"F F F\" in extxyz).")
+        raise DataError(
+            f"{where} is periodic (pbc={atoms.pbc.tolist()}), which remul-ff does not support yet; "
+            'for a molecule in a dummy box set atoms.pbc = False (pbc="F F F" in extxyz).'
+        )
     if not np.all(np.isfinite(atoms.positions)):
         raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
 
@@ -214,8 +216,7 @@ class AtomicBatch:
         """Floating-point dtype of the batch."""
         return self.positions.dtype
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-           non_blocking: bool = False) -> AtomicBatch:
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, non_blocking: bool = False) -> AtomicBatch:
         """Return a copy on ``device`` with floating tensors cast to ``dtype`` (integer tensors keep theirs).
 
         ``non_blocking``: copy from pinned memory without waiting (see :meth:`pin_memory`).
@@ -279,7 +280,11 @@ def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
         atomic_numbers=torch.cat([first.atomic_numbers, second.atomic_numbers]),
         molecule_index=molecule_index,
         n_molecules=first.n_molecules + second.n_molecules,
-        energy=join("energy"), forces=join("forces"), cell=join("cell"), pbc=join("pbc"), weight=join("weight"),
+        energy=join("energy"),
+        forces=join("forces"),
+        cell=join("cell"),
+        pbc=join("pbc"),
+        weight=join("weight"),
         energy_weight=join("energy_weight"),
     )
 
@@ -313,16 +318,15 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
         energy=_optional_tensor([s.energy for s in structures] if has_energy else None, torch.float64),
         forces=_optional_tensor(np.concatenate([s.forces for s in structures]) if has_forces else None, dtype),
         cell=_optional_tensor([s.cell for s in structures] if has_cell else None, dtype),
-        pbc=torch.as_tensor(
-            np.array([np.zeros(3, bool) if s.pbc is None else np.asarray(s.pbc, bool) for s in structures])
-        ),
+        pbc=torch.as_tensor(np.array([np.zeros(3, bool) if s.pbc is None else np.asarray(s.pbc, bool) for s in structures])),
         weight=_optional_tensor([s.weight for s in structures] if weighted else None, torch.float64),
         energy_weight=_optional_tensor([s.energy_weight for s in structures] if energy_weighted else None, torch.float64),
     )
 
 
-def device_batch(structures: Sequence[Structure], device: torch.device | str, dtype: torch.dtype = torch.float64,
-                 every_pair: bool = False) -> AtomicBatch:
+def device_batch(
+    structures: Sequence[Structure], device: torch.device | str, dtype: torch.dtype = torch.float64, every_pair: bool = False
+) -> AtomicBatch:
     """:func:`collate` on the host, then move to ``device`` so that the device need not be read back.
 
     What depends on the molecule sizes (sorted check, largest molecule, atoms per molecule and, with

@@ -61,7 +61,7 @@ def replica_bonds(positions: np.ndarray, numbers: np.ndarray, sizes: Sequence[in
         members = np.flatnonzero(sizes == n)
         if n > ALL_PAIRS_MAX_ATOMS:  # a cell list is linear in n
             for r in members:
-                atoms = Atoms(numbers=numbers[starts[r]:starts[r] + n], positions=positions[starts[r]:starts[r] + n])
+                atoms = Atoms(numbers=numbers[starts[r] : starts[r] + n], positions=positions[starts[r] : starts[r] + n])
                 found = molecular_bonds(atoms)
                 bonds[r] = found[np.lexsort((found[:, 1], found[:, 0]))]
             continue
@@ -105,8 +105,9 @@ def same_atom_positions(frames: Sequence[Atoms], numbers: np.ndarray) -> np.ndar
     return np.stack(same) if same else None
 
 
-def watched_bonds(atoms: Atoms, reference_frames: Sequence[Atoms] = (),
-                  bonds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def watched_bonds(
+    atoms: Atoms, reference_frames: Sequence[Atoms] = (), bonds: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the collapse criterion watches: atom pairs, grouped, and each group's reference length.
 
     A group is one bond (the usual case) or a fluxional atom's pairs with its partners, whose

@@ -55,6 +55,8 @@ def outside_domain(positions: np.ndarray, numbers: np.ndarray, domain: dict[str,
         if name not in domain:
             messages.append(f"the element pair {name} never occurs in the model's training data; its energies there are guesses.")
         elif dist < SHORT_DISTANCE_FRACTION * domain[name]:
-            messages.append(f"two atoms of pair {name} are {dist:.2f} Å apart, well below the shortest {name} distance in "
-                            f"training ({domain[name]:.2f} Å); the model is extrapolating there.")
+            messages.append(
+                f"two atoms of pair {name} are {dist:.2f} Å apart, well below the shortest {name} distance in "
+                f"training ({domain[name]:.2f} Å); the model is extrapolating there."
+            )
     return messages

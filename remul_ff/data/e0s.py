@@ -56,9 +56,7 @@ def _parse_mapping(spec: Mapping) -> dict[int, float]:
     return e0s
 
 
-def resolve_e0s(
-    spec: str | Mapping | None, train: Sequence[Structure], all_frames: Sequence[Structure] = ()
-) -> dict[int, float]:
+def resolve_e0s(spec: str | Mapping | None, train: Sequence[Structure], all_frames: Sequence[Structure] = ()) -> dict[int, float]:
     """Turn an E0 specification into ``{Z: energy_eV}``.
 
     Args:

@@ -9,15 +9,14 @@ import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.build import molecule
-from ase.md.langevin import Langevin
 from ase.constraints import FixCom
 from ase.md import velocitydistribution
+from ase.md.langevin import Langevin
 
 from remul_ff.data.batch import Structure
 from remul_ff.errors import DataError
 from remul_ff.utils.io import atomic_path
 from remul_ff.utils.progress import progress_bar
-
 
 MOLECULE_ALIASES = {"ethanol": "CH3CH2OH", "water": "H2O", "methane": "CH4", "benzene": "C6H6", "ammonia": "NH3"}
 """Common names accepted besides ``ase.build.molecule``'s formula-style names."""
@@ -100,8 +99,9 @@ def run_reference_md(atoms: Atoms, settings: GenerateSettings, calculator=None, 
     velocitydistribution.ZeroRotation(atoms)
     # FixCom instead of Langevin's fixcm, which samples NVT slightly wrongly (ASE 3.28 notes).
     atoms.set_constraint(FixCom())
-    dyn = Langevin(atoms, settings.timestep * units.fs, temperature_K=settings.temperature,
-                   friction=settings.friction / units.fs, rng=rng, fixcm=False)
+    dyn = Langevin(
+        atoms, settings.timestep * units.fs, temperature_K=settings.temperature, friction=settings.friction / units.fs, rng=rng, fixcm=False
+    )
     dyn.run(settings.equilibration)
     frames = []
     for _ in progress_bar(range(settings.n_frames), desc="xTB MD frames", disable=not progress):

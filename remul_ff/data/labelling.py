@@ -86,23 +86,34 @@ class PySCFLabeller:
         except ImportError:
             raise DataError('PySCF is not installed; pip install pyscf (or "remul-ff[dft]") to label with DFT.') from None
         s = self.settings
-        self.signature = f"pyscf:{s.xc}/{s.basis}" + (f"+{s.dispersion}" if s.dispersion else "") + \
-            f":df={int(s.density_fit)}:grid={s.grid_level}:q={s.charge}:2s={s.spin}"
+        self.signature = (
+            f"pyscf:{s.xc}/{s.basis}"
+            + (f"+{s.dispersion}" if s.dispersion else "")
+            + f":df={int(s.density_fit)}:grid={s.grid_level}:q={s.charge}:2s={s.spin}"
+        )
 
     def label(self, atoms: Atoms) -> tuple[float, np.ndarray]:
         from pyscf import dft, gto
 
         s = self.settings
-        mol = gto.M(atom=list(zip(atoms.get_chemical_symbols(), atoms.positions.tolist())), basis=s.basis,
-                    unit="Angstrom", charge=s.charge, spin=s.spin, verbose=0)
+        mol = gto.M(
+            atom=list(zip(atoms.get_chemical_symbols(), atoms.positions.tolist())),
+            basis=s.basis,
+            unit="Angstrom",
+            charge=s.charge,
+            spin=s.spin,
+            verbose=0,
+        )
         mf = dft.RKS(mol) if s.spin == 0 else dft.UKS(mol)
         mf.xc, mf.conv_tol, mf.grids.level = s.xc, s.conv_tol, s.grid_level
         if s.density_fit:
             mf = mf.density_fit()
         energy = mf.kernel()
         if not mf.converged:
-            raise DataError(f"the SCF of a {atoms.get_chemical_formula()} frame did not converge; check the geometry "
-                            "(atoms too close?) or raise PySCFSettings.conv_tol.")
+            raise DataError(
+                f"the SCF of a {atoms.get_chemical_formula()} frame did not converge; check the geometry "
+                "(atoms too close?) or raise PySCFSettings.conv_tol."
+            )
         gradient = mf.nuc_grad_method().kernel()
         energy, forces = energy * HARTREE_EV, -gradient * HARTREE_EV / BOHR_A
         if s.dispersion:
@@ -196,8 +207,9 @@ class LabelCache:
                     handle.write("\n")
 
 
-def label_frames(frames: Sequence[Atoms], labeller: Labeller, cache: str | os.PathLike | None = None,
-                 progress: bool = True, desc: str = "labelling") -> list[Structure]:
+def label_frames(
+    frames: Sequence[Atoms], labeller: Labeller, cache: str | os.PathLike | None = None, progress: bool = True, desc: str = "labelling"
+) -> list[Structure]:
     """Label every frame, taking cached labels where the cache has them.
 
     Args:
@@ -234,4 +246,3 @@ def check_labellable(atoms: Atoms, index: int) -> None:
         raise DataError(f"frame {index} has NaN or infinite positions; fix or drop it before labelling.")
     if atoms.pbc.any():
         raise DataError(f"frame {index} is periodic; the labellers here treat molecules only (set pbc=False).")
-

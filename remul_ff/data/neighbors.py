@@ -254,9 +254,11 @@ def check_pair_memory(pairs: int, largest: int, device: torch.device) -> None:
         return
     need, free = pairs * BYTES_PER_CANDIDATE_PAIR, free_memory_bytes(device)
     if free is not None and need > free:
-        raise DataError(f"a force call on this batch needs about {need / 1e9:.1f} GB ({pairs:,} atom pairs; the largest "
-                        f"molecule has {largest} atoms) but only {free / 1e9:.1f} GB are free; use fewer replicas per "
-                        "batch, split the structure into molecules, or a machine with more memory.")
+        raise DataError(
+            f"a force call on this batch needs about {need / 1e9:.1f} GB ({pairs:,} atom pairs; the largest "
+            f"molecule has {largest} atoms) but only {free / 1e9:.1f} GB are free; use fewer replicas per "
+            "batch, split the structure into molecules, or a machine with more memory."
+        )
 
 
 def free_memory_bytes(device: torch.device) -> int | None:
@@ -282,8 +284,12 @@ def _torch_cluster_candidates(positions: torch.Tensor, cutoff: float, molecule_i
     # torch_cluster's own float comparison may differ from ours at the cutoff, so ask for a
     # slightly larger radius and apply the exact criterion afterwards.
     pairs = torch_cluster.radius_graph(
-        positions, r=cutoff * (1 + 1e-5) + 1e-6, batch=molecule_index, loop=False,
-        max_num_neighbors=max_neighbours, flow="target_to_source",
+        positions,
+        r=cutoff * (1 + 1e-5) + 1e-6,
+        batch=molecule_index,
+        loop=False,
+        max_num_neighbors=max_neighbours,
+        flow="target_to_source",
     )
     return pairs
 

@@ -42,7 +42,6 @@ from remul_ff.data.bonds import molecular_bonds
 from remul_ff.errors import DataError
 from remul_ff.utils.progress import progress_bar
 
-
 XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")  # what tblite's ASE calculator accepts
 
 
@@ -98,10 +97,19 @@ class OffEquilibriumSettings:
 
     def validate(self) -> None:
         """Raise :class:`DataError` for settings that cannot work."""
-        numbers = {"fraction": self.fraction, "max_stretch": self.max_stretch, "max_compression": self.max_compression,
-                   "max_push": self.max_push, "rattle": self.rattle, "min_distance": self.min_distance, "max_energy": self.max_energy,
-                   "weight": self.weight, "md_count": self.md_count, "md_weight": self.md_weight,
-                   "md_energy_weight": self.md_energy_weight}
+        numbers = {
+            "fraction": self.fraction,
+            "max_stretch": self.max_stretch,
+            "max_compression": self.max_compression,
+            "max_push": self.max_push,
+            "rattle": self.rattle,
+            "min_distance": self.min_distance,
+            "max_energy": self.max_energy,
+            "weight": self.weight,
+            "md_count": self.md_count,
+            "md_weight": self.md_weight,
+            "md_energy_weight": self.md_energy_weight,
+        }
         for name, value in numbers.items():
             if not np.isfinite(value) or value < 0:
                 raise DataError(f"data.off_equilibrium.{name} must be a finite number >= 0, but is {value}.")
@@ -128,8 +136,10 @@ def distort(structure: Structure, settings: OffEquilibriumSettings, rng: np.rand
         positions += rng.normal(scale=settings.rattle, size=positions.shape)
         if _min_distance(positions) >= settings.min_distance:
             return positions
-    raise DataError(f"could not distort a frame without bringing atoms closer than {settings.min_distance} Å; "
-                    "lower data.off_equilibrium.min_distance or the distortion sizes.")
+    raise DataError(
+        f"could not distort a frame without bringing atoms closer than {settings.min_distance} Å; "
+        "lower data.off_equilibrium.min_distance or the distortion sizes."
+    )
 
 
 def _min_distance(positions: np.ndarray) -> float:
@@ -156,10 +166,13 @@ def delta_labelled(source: Structure, settings: OffEquilibriumSettings, rng: np.
         positions = distort(source, settings, rng)
         e_new, f_new = xtb_labels(positions, source.numbers, settings.method)
         if e_new - e_source <= settings.max_energy:
-            return Structure(positions, source.numbers, source.energy + e_new - e_source, source.forces + f_new - f_source,
-                             weight=settings.weight)
-    raise DataError(f"no distortion of a frame stayed below data.off_equilibrium.max_energy = {settings.max_energy} eV "
-                    "in 100 draws; raise max_energy or lower the distortion sizes.")
+            return Structure(
+                positions, source.numbers, source.energy + e_new - e_source, source.forces + f_new - f_source, weight=settings.weight
+            )
+    raise DataError(
+        f"no distortion of a frame stayed below data.off_equilibrium.max_energy = {settings.max_energy} eV "
+        "in 100 draws; raise max_energy or lower the distortion sizes."
+    )
 
 
 def make_off_equilibrium(train: list[Structure], settings: OffEquilibriumSettings, progress: bool = True) -> list[Structure]:
@@ -179,8 +192,9 @@ def make_off_equilibrium(train: list[Structure], settings: OffEquilibriumSetting
     return frames
 
 
-def own_md_frames(train: list[Structure], settings: OffEquilibriumSettings, rng: np.random.Generator,
-                  progress: bool = True) -> list[Structure]:
+def own_md_frames(
+    train: list[Structure], settings: OffEquilibriumSettings, rng: np.random.Generator, progress: bool = True
+) -> list[Structure]:
     """Frames of the model's own MD (``settings.md_frames``), Δ-xTB labelled against their nearest training frame."""
     chosen = _choose_md_frames(settings, rng)
     frames = []
@@ -188,8 +202,16 @@ def own_md_frames(train: list[Structure], settings: OffEquilibriumSettings, rng:
         source, aligned = _nearest_training_frame(train, positions, numbers)
         e_source, f_source = xtb_labels(source.positions, numbers, settings.method)
         e_new, f_new = xtb_labels(aligned, numbers, settings.method)
-        frames.append(Structure(aligned, numbers, source.energy + e_new - e_source, source.forces + f_new - f_source,
-                                weight=settings.md_weight, energy_weight=settings.md_energy_weight))
+        frames.append(
+            Structure(
+                aligned,
+                numbers,
+                source.energy + e_new - e_source,
+                source.forces + f_new - f_source,
+                weight=settings.md_weight,
+                energy_weight=settings.md_energy_weight,
+            )
+        )
     return frames
 
 
@@ -256,8 +278,10 @@ def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path:
         cached = ase.io.read(path, ":")
         if cached and cached[0].info.get(CACHE_KEY) == key:
             distorted = _distorted_count(train, settings)  # then the own-MD frames, if any
-            return [_with_weight(a, settings.weight) if k < distorted else _with_weight(a, settings.md_weight, settings.md_energy_weight)
-                    for k, a in enumerate(cached)]
+            return [
+                _with_weight(a, settings.weight) if k < distorted else _with_weight(a, settings.md_weight, settings.md_energy_weight)
+                for k, a in enumerate(cached)
+            ]
     frames = make_off_equilibrium(train, settings, progress)
     write_extxyz(frames, path, info={CACHE_KEY: key})
     return frames

@@ -105,7 +105,9 @@ def _read_ase(path: Path, fmt: str | None, index: str | int) -> list[Atoms]:
     try:
         frames = ase.io.read(path, index=index, format=fmt)
     except Exception as exc:
-        raise DataError(f"could not read {path} ({type(exc).__name__}: {exc}); the file may be truncated or not in the expected format.") from exc
+        raise DataError(
+            f"could not read {path} ({type(exc).__name__}: {exc}); the file may be truncated or not in the expected format."
+        ) from exc
     return frames if isinstance(frames, list) else [frames]
 
 
@@ -176,17 +178,23 @@ def _check_npz_shapes(path: Path, arrays: dict[str, np.ndarray], layout: dict[st
     """One sentence naming the array whose shape disagrees with the others (before any reshape)."""
     numbers, positions = arrays["numbers"], arrays["positions"]
     n = numbers.size
-    expected = {"numbers": (n,), "positions": (len(positions), n, 3), "forces": (len(positions), n, 3),
-                "energy": (len(positions),)}
+    expected = {"numbers": (n,), "positions": (len(positions), n, 3), "forces": (len(positions), n, 3), "energy": (len(positions),)}
     if numbers.ndim != 1 or positions.ndim != 3:
         bad = "numbers" if numbers.ndim != 1 else "positions"
     else:
-        shapes = {"energy": arrays["energy"].reshape(-1).shape if arrays["energy"].ndim == 2 and arrays["energy"].shape[1] == 1
-                  else arrays["energy"].shape, "positions": positions.shape, "forces": arrays["forces"].shape}
+        shapes = {
+            "energy": arrays["energy"].reshape(-1).shape
+            if arrays["energy"].ndim == 2 and arrays["energy"].shape[1] == 1
+            else arrays["energy"].shape,
+            "positions": positions.shape,
+            "forces": arrays["forces"].shape,
+        }
         bad = next((name for name, shape in shapes.items() if shape != expected[name]), None)
     if bad is not None:
-        raise DataError(f"{path}: array {layout[bad]!r} has shape {arrays[bad].shape}, but {n} atoms ({layout['numbers']!r}) and "
-                        f"{len(positions)} frames ({layout['positions']!r}) need {expected[bad]}; the arrays do not belong together.")
+        raise DataError(
+            f"{path}: array {layout[bad]!r} has shape {arrays[bad].shape}, but {n} atoms ({layout['numbers']!r}) and "
+            f"{len(positions)} frames ({layout['positions']!r}) need {expected[bad]}; the arrays do not belong together."
+        )
 
 
 def _check_atomic_numbers(path: Path, numbers: np.ndarray, key: str) -> None:
@@ -194,8 +202,10 @@ def _check_atomic_numbers(path: Path, numbers: np.ndarray, key: str) -> None:
     valid = np.isfinite(numbers) & (numbers == np.round(numbers)) & (numbers >= 1) & (numbers <= 118)
     if not valid.all():
         bad = numbers[~valid][0].item()
-        raise DataError(f"{path}: array {key!r} holds {bad!r}, which is not an atomic number (1 for H to 118); "
-                        "check that it is the array of atomic numbers.")
+        raise DataError(
+            f"{path}: array {key!r} holds {bad!r}, which is not an atomic number (1 for H to 118); "
+            "check that it is the array of atomic numbers."
+        )
 
 
 INDEX_PATTERN = re.compile(r"\s*-?\d*\s*(:\s*-?\d*\s*(:\s*-?\d*\s*)?)?")

@@ -40,10 +40,7 @@ def split_indices(
     n_valid, n_test = _as_count(valid, n, "validation"), _as_count(test, n, "test")
     n_train = n - n_valid - n_test if train is None else _as_count(train, n, "training")
     if n_train + n_valid + n_test > n or n_train <= 0:
-        raise DataError(
-            f"cannot take {n_train} train + {n_valid} validation + {n_test} test frames from {n}; "
-            "lower the split sizes."
-        )
+        raise DataError(f"cannot take {n_train} train + {n_valid} validation + {n_test} test frames from {n}; lower the split sizes.")
     order = np.random.default_rng(seed).permutation(n)
     bounds = np.cumsum([n_train, n_valid, n_test])
     parts = np.split(order[: bounds[-1]], bounds[:-1])

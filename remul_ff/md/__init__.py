@@ -7,10 +7,18 @@ imports without torch.
 import importlib
 
 _HOMES = {
-    "MDResult": "engine", "run_md": "engine",
-    "MDSettings": "settings", "default_max_temperature": "settings", "parse_duration_fs": "settings",
-    "langevin_baoab_step": "integrators", "nose_hoover_chain_step": "integrators", "velocity_verlet_step": "integrators",
-    "MDState": "state", "compute_forces": "state", "maxwell_boltzmann": "state", "state_from_atoms": "state",
+    "MDResult": "engine",
+    "run_md": "engine",
+    "MDSettings": "settings",
+    "default_max_temperature": "settings",
+    "parse_duration_fs": "settings",
+    "langevin_baoab_step": "integrators",
+    "nose_hoover_chain_step": "integrators",
+    "velocity_verlet_step": "integrators",
+    "MDState": "state",
+    "compute_forces": "state",
+    "maxwell_boltzmann": "state",
+    "state_from_atoms": "state",
 }
 
 __all__ = sorted(_HOMES)

@@ -1,4 +1,5 @@
-"""Analysis of MD runs: stability time, bond breaks in saved frames, h(r) and its MAE, NVE energy drift, temperature statistics, committee warnings."""
+"""Analysis of MD runs: stability time, bond breaks in saved frames, h(r) and its MAE, NVE energy drift,
+temperature statistics, committee warnings."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ def stability_time_ps(collapse_times_ps: Sequence[float | None], total_time_ps: 
     return np.array([total_time_ps if t is None else float(t) for t in collapse_times_ps])
 
 
-def first_bond_break(frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance: float,
-                     reference: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[int, int, float] | None:
+def first_bond_break(
+    frames: Sequence[np.ndarray], bonds: np.ndarray, tolerance: float, reference: np.ndarray | None = None, groups: np.ndarray | None = None
+) -> tuple[int, int, float] | None:
     """The first frame in which a bond deviates more than ``tolerance`` Å from its reference length.
 
     Args:
@@ -84,11 +86,17 @@ def _solve_increasing(f, target: float) -> float:
 def failure_rate(collapse_count: int, replica_ps: float, per: float = 1000.0) -> dict:
     """Collapses per ``per`` replica-ps with its exact 95% Poisson interval (report.json fields)."""
     low, high = poisson_rate_ci(collapse_count, replica_ps)
-    return {"replica_ps": replica_ps, "collapses": collapse_count,
-            "failure_rate_per_1000_replica_ps": per * collapse_count / replica_ps, "ci95": [per * low, per * high]}
+    return {
+        "replica_ps": replica_ps,
+        "collapses": collapse_count,
+        "failure_rate_per_1000_replica_ps": per * collapse_count / replica_ps,
+        "ci95": [per * low, per * high],
+    }
 
 
-def distance_histogram(frames: Sequence[np.ndarray], bins: int = H_R_BINS, r_range: tuple[float, float] = H_R_RANGE) -> tuple[np.ndarray, np.ndarray]:
+def distance_histogram(
+    frames: Sequence[np.ndarray], bins: int = H_R_BINS, r_range: tuple[float, float] = H_R_RANGE
+) -> tuple[np.ndarray, np.ndarray]:
     """h(r): normalised histogram of all interatomic distances in ``frames`` (each ``[n, 3]`` Å).
 
     Returns:
@@ -122,8 +130,9 @@ def temperature_stats(temperatures: np.ndarray) -> tuple[float, float]:
     return float(temperatures.mean()), float(temperatures.std())
 
 
-def committee_warnings(deviations: dict[int, np.ndarray], collapses: Sequence[dict], frame_ps: float,
-                       false_alarm_percent: float = 0.1) -> dict:
+def committee_warnings(
+    deviations: dict[int, np.ndarray], collapses: Sequence[dict], frame_ps: float, false_alarm_percent: float = 0.1
+) -> dict:
     """Does a committee's force deviation rise above its alarm threshold before each collapse?
 
     The threshold is the ``100 - false_alarm_percent`` percentile of the deviation over the saved
@@ -149,9 +158,15 @@ def committee_warnings(deviations: dict[int, np.ndarray], collapses: Sequence[di
     threshold = float(np.percentile(np.concatenate(healthy), 100 - false_alarm_percent)) if frames else None
     events = [_warning_event(c, np.asarray(deviations[c["replica"]]), threshold, frame_ps) for c in collapses]
     leads = [e["lead_time_ps"] for e in events if e["warned"]]
-    return {"threshold_eV_A": threshold, "false_alarm_percent": false_alarm_percent, "healthy_frames": frames,
-            "warned": len(leads), "collapses": len(events), "median_lead_time_ps": float(np.median(leads)) if leads else None,
-            "events": events}
+    return {
+        "threshold_eV_A": threshold,
+        "false_alarm_percent": false_alarm_percent,
+        "healthy_frames": frames,
+        "warned": len(leads),
+        "collapses": len(events),
+        "median_lead_time_ps": float(np.median(leads)) if leads else None,
+        "events": events,
+    }
 
 
 def _warning_event(collapse: dict, deviations: np.ndarray, threshold: float | None, frame_ps: float) -> dict:
@@ -159,6 +174,11 @@ def _warning_event(collapse: dict, deviations: np.ndarray, threshold: float | No
     times = np.arange(len(deviations)) * frame_ps
     before = times < collapse["time_ps"]
     over = np.nonzero((deviations > threshold) & before)[0] if threshold is not None else np.zeros(0, dtype=int)
-    return {"replica": collapse["replica"], "collapse_ps": collapse["time_ps"], "reason": collapse["reason"],
-            "warned": bool(over.size), "lead_time_ps": float(collapse["time_ps"] - times[over[0]]) if over.size else None,
-            "deviation_last_frames_eV_A": deviations[before][-5:].tolist()}
+    return {
+        "replica": collapse["replica"],
+        "collapse_ps": collapse["time_ps"],
+        "reason": collapse["reason"],
+        "warned": bool(over.size),
+        "lead_time_ps": float(collapse["time_ps"] - times[over[0]]) if over.size else None,
+        "deviation_last_frames_eV_A": deviations[before][-5:].tolist(),
+    }

@@ -36,6 +36,9 @@ from remul_ff.config import reject_unknown
 from remul_ff.data.batch import check_molecule
 from remul_ff.errors import DataError, RemulError
 from remul_ff.md import integrators
+from remul_ff.md.analysis import stability_time_ps
+from remul_ff.md.graphs import HostThenDevice, StepGraph, graphable
+from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.settings import (  # noqa: F401 (re-exported: remul_ff.md.engine was their home)
     COMMAND_LINE_MD_SETTINGS,
     DEVIATION_ACTIONS,
@@ -46,9 +49,6 @@ from remul_ff.md.settings import (  # noqa: F401 (re-exported: remul_ff.md.engin
     default_max_temperature,
     parse_duration_fs,
 )
-from remul_ff.md.analysis import stability_time_ps
-from remul_ff.md.graphs import HostThenDevice, StepGraph, graphable
-from remul_ff.md.monitor import Collapse, CollapseMonitor
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 from remul_ff.models.committee import Committee, max_force_deviation
 from remul_ff.models.common import inference_model, with_fixed_pairs
@@ -86,8 +86,9 @@ class MDResult:
 class _Writers:
     """Trajectory and thermo files, one trajectory per replica."""
 
-    def __init__(self, output_dir: Path, settings: MDSettings, n_replicas: int, resume_step: int | None = None,
-                 committee: bool = False) -> None:
+    def __init__(
+        self, output_dir: Path, settings: MDSettings, n_replicas: int, resume_step: int | None = None, committee: bool = False
+    ) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         self.settings, self.output_dir, self.committee = settings, output_dir, committee
         suffix = "traj" if settings.traj_format == "traj" else "xyz"
@@ -133,9 +134,19 @@ class _Writers:
         deviation = [] if state.force_deviation is None else [[f"{d:.5f}"] for d in state.force_deviation.tolist()]
         time_ps = step * self.settings.timestep_fs / 1e3
         for k, rid in enumerate(state.replica_id.tolist()):
-            self.thermo.writerow([rid, step, f"{time_ps:.6f}", f"{temperature[k]:.3f}", f"{energy[k]:.8f}",
-                                  f"{kinetic[k]:.8f}", f"{energy[k] + kinetic[k]:.8f}", f"{conserved[k]:.8f}",
-                                  *(deviation[k] if deviation else [])])
+            self.thermo.writerow(
+                [
+                    rid,
+                    step,
+                    f"{time_ps:.6f}",
+                    f"{temperature[k]:.3f}",
+                    f"{energy[k]:.8f}",
+                    f"{kinetic[k]:.8f}",
+                    f"{energy[k] + kinetic[k]:.8f}",
+                    f"{conserved[k]:.8f}",
+                    *(deviation[k] if deviation else []),
+                ]
+            )
 
     def flush(self) -> None:
         """Push buffered rows to disk (before a restart file claims them)."""
@@ -212,9 +223,22 @@ def _make_step(settings: MDSettings, kT: float, generator: torch.Generator):
 
 
 # What a resumed run must share with the run that wrote the restart file (the total time may grow).
-RESUME_FIXED_SETTINGS = ("temperature", "timestep_fs", "thermostat", "friction", "tdamp_fs", "tchain", "seed",
-                         "write_interval", "thermo_interval", "traj_format", "bond_tolerance", "initial_velocities",
-                         "max_force_deviation", "on_deviation")
+RESUME_FIXED_SETTINGS = (
+    "temperature",
+    "timestep_fs",
+    "thermostat",
+    "friction",
+    "tdamp_fs",
+    "tchain",
+    "seed",
+    "write_interval",
+    "thermo_interval",
+    "traj_format",
+    "bond_tolerance",
+    "initial_velocities",
+    "max_force_deviation",
+    "on_deviation",
+)
 
 
 def _committee_deviation(committee: Committee, state: MDState) -> torch.Tensor:
@@ -224,8 +248,11 @@ def _committee_deviation(committee: Committee, state: MDState) -> torch.Tensor:
 
 def run_signature(starts: Sequence[Atoms], settings: MDSettings, dtype: torch.dtype) -> dict:
     """The replicas' compositions, the model's precision and the protocol settings that a resumed run may not change."""
-    return {"replicas": [a.get_chemical_formula() + ":" + "".join(a.get_chemical_symbols()) for a in starts],
-            "dtype": str(dtype).removeprefix("torch."), **{name: getattr(settings, name) for name in RESUME_FIXED_SETTINGS}}
+    return {
+        "replicas": [a.get_chemical_formula() + ":" + "".join(a.get_chemical_symbols()) for a in starts],
+        "dtype": str(dtype).removeprefix("torch."),
+        **{name: getattr(settings, name) for name in RESUME_FIXED_SETTINGS},
+    }
 
 
 def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
@@ -233,35 +260,68 @@ def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:
         return  # a restart file from before signatures were recorded
     if len(saved["replicas"]) != len(now["replicas"]) or saved["replicas"] != now["replicas"]:
         first = next((k for k, (a, b) in enumerate(zip(saved["replicas"], now["replicas"])) if a != b), None)
-        detail = (f"{len(saved['replicas'])} replicas then, {len(now['replicas'])} now" if first is None
-                  else f"replica {first} was {saved['replicas'][first].split(':')[0]}, now {now['replicas'][first].split(':')[0]}")
-        raise RemulError(f"cannot resume from {path}: it was written for other starting structures ({detail}); "
-                         "resume with the same structure and --replicas, or use a new output folder.")
+        detail = (
+            f"{len(saved['replicas'])} replicas then, {len(now['replicas'])} now"
+            if first is None
+            else f"replica {first} was {saved['replicas'][first].split(':')[0]}, now {now['replicas'][first].split(':')[0]}"
+        )
+        raise RemulError(
+            f"cannot resume from {path}: it was written for other starting structures ({detail}); "
+            "resume with the same structure and --replicas, or use a new output folder."
+        )
     if saved.get("dtype", now["dtype"]) != now["dtype"]:  # a continuation in another precision is not the same trajectory
-        raise RemulError(f"cannot resume from {path}: it ran in {saved['dtype']}, but --dtype is {now['dtype']} now; "
-                         f"resume with --dtype {saved['dtype']}, or use a new output folder.")
+        raise RemulError(
+            f"cannot resume from {path}: it ran in {saved['dtype']}, but --dtype is {now['dtype']} now; "
+            f"resume with --dtype {saved['dtype']}, or use a new output folder."
+        )
     # A setting added after the file was written is compared with its default, which that run used.
     defaults = {f.name: f.default for f in dataclasses.fields(MDSettings)}
     changed = [name for name in RESUME_FIXED_SETTINGS if saved.get(name, defaults[name]) != now[name]]
     if changed:
         name = changed[0]
-        raise RemulError(f"cannot resume from {path}: {name} was {saved.get(name, defaults[name])!r} but is {now[name]!r} now; "
-                         "resume with the same options (only --time may grow), or use a new output folder.")
+        raise RemulError(
+            f"cannot resume from {path}: {name} was {saved.get(name, defaults[name])!r} but is {now[name]!r} now; "
+            "resume with the same options (only --time may grow), or use a new output folder."
+        )
 
 
-def _save_restart(path: Path, state: MDState, step: int, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator,
-                  signature: dict, finished: bool = False, replica_steps_per_s: float = 0.0) -> None:
+def _save_restart(
+    path: Path,
+    state: MDState,
+    step: int,
+    result: MDResult,
+    monitor: CollapseMonitor,
+    generator: torch.Generator,
+    signature: dict,
+    finished: bool = False,
+    replica_steps_per_s: float = 0.0,
+) -> None:
     from remul_ff.models.files import FORMAT_VERSION, save_file
 
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(MDState) if not f.name.startswith("_")}  # no caches
-    save_file({"kind": RESTART_KIND, "format_version": FORMAT_VERSION, "step": step, "state": fields,
-               "collapses": [asdict(c) for c in result.collapses], "flags": [asdict(c) for c in result.flags],
-               "bonds": monitor.bonds, "bond_groups": monitor.groups, "reference": monitor.reference,
-               "rng": generator.get_state(), "run": signature, "finished": finished, "replica_steps_per_s": replica_steps_per_s}, path)
+    save_file(
+        {
+            "kind": RESTART_KIND,
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "state": fields,
+            "collapses": [asdict(c) for c in result.collapses],
+            "flags": [asdict(c) for c in result.flags],
+            "bonds": monitor.bonds,
+            "bond_groups": monitor.groups,
+            "reference": monitor.reference,
+            "rng": generator.get_state(),
+            "run": signature,
+            "finished": finished,
+            "replica_steps_per_s": replica_steps_per_s,
+        },
+        path,
+    )
 
 
-def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator, device,
-                  signature: dict) -> tuple[MDState, int, bool]:
+def _load_restart(
+    path: Path, result: MDResult, monitor: CollapseMonitor, generator: torch.Generator, device, signature: dict
+) -> tuple[MDState, int, bool]:
     """The saved state, its step, and whether that run had finished (then ``result`` gets its rate)."""
     from remul_ff.models.files import load_file
 
@@ -269,11 +329,15 @@ def _load_restart(path: Path, result: MDResult, monitor: CollapseMonitor, genera
     _check_same_run(payload.get("run"), signature, path)
     if payload["step"] > result.n_steps:
         done_ps = payload["step"] * result.timestep_fs / 1e3
-        raise RemulError(f"cannot resume from {path}: it has already simulated {done_ps:g} ps per replica, more than the "
-                         f"{result.n_steps * result.timestep_fs / 1e3:g} ps asked for; give a longer --time to continue it.")
+        raise RemulError(
+            f"cannot resume from {path}: it has already simulated {done_ps:g} ps per replica, more than the "
+            f"{result.n_steps * result.timestep_fs / 1e3:g} ps asked for; give a longer --time to continue it."
+        )
     fields = payload["state"]
-    state = MDState(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in fields.items() if k != "thermostat"},
-                    thermostat={k: v.to(device) for k, v in fields["thermostat"].items()})
+    state = MDState(
+        **{k: v.to(device) if torch.is_tensor(v) else v for k, v in fields.items() if k != "thermostat"},
+        thermostat={k: v.to(device) for k, v in fields["thermostat"].items()},
+    )
     result.collapses = [Collapse(**c) for c in payload["collapses"]]
     result.flags = [Collapse(**c) for c in payload.get("flags", [])]
     monitor.bonds, monitor.reference = payload["bonds"].to(device), payload["reference"].to(device)
@@ -364,8 +428,10 @@ def _atoms_list(starts) -> list[Atoms]:
     others = [starts] if isinstance(starts, (str, bytes, os.PathLike)) or not isinstance(starts, Iterable) else list(starts)
     strangers = [s for s in others if not isinstance(s, Atoms)]
     if strangers:
-        raise DataError(f"run_md starts from ase.Atoms (one, or a list of them), not {type(strangers[0]).__name__}; "
-                        "read a structure file with ase.io.read(path, ':').")
+        raise DataError(
+            f"run_md starts from ase.Atoms (one, or a list of them), not {type(strangers[0]).__name__}; "
+            "read a structure file with ase.io.read(path, ':')."
+        )
     return others
 
 
@@ -387,9 +453,12 @@ def warn_long_timestep(timestep_fs: float, starts: Sequence[Atoms]) -> None:
     """Warn when the time step is too long for the hydrogen vibrations of ``starts``: a collapse would then
     measure the integrator, not the potential."""
     if timestep_fs > LONGEST_TIMESTEP_WITH_H_FS and any((atoms.numbers == 1).any() for atoms in starts):
-        warnings.warn(f"remul-ff: a time step of {timestep_fs:g} fs is long for molecules with hydrogen (X-H bonds vibrate "
-                      f"with a period of ~11 fs; use at most {LONGEST_TIMESTEP_WITH_H_FS:g} fs): collapses at this step may "
-                      "come from the integrator, not from the model.", stacklevel=3)
+        warnings.warn(
+            f"remul-ff: a time step of {timestep_fs:g} fs is long for molecules with hydrogen (X-H bonds vibrate "
+            f"with a period of ~11 fs; use at most {LONGEST_TIMESTEP_WITH_H_FS:g} fs): collapses at this step may "
+            "come from the integrator, not from the model.",
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -408,8 +477,14 @@ class _Run:
     last: int  # the last step done (a finished run: n_steps)
 
 
-def _start_run(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, output_dir: Path | None, resume: bool,
-               reference_frames: Sequence[Atoms]) -> _Run:
+def _start_run(
+    model: nn.Module,
+    starts: Sequence[Atoms],
+    settings: MDSettings,
+    output_dir: Path | None,
+    resume: bool,
+    reference_frames: Sequence[Atoms],
+) -> _Run:
     """The run at step 0, or where ``output_dir``'s restart file left it when resuming."""
     parameter = next(model.parameters())
     state = prepare_state(model, starts, settings, parameter.device, parameter.dtype)
@@ -427,8 +502,18 @@ def _start_run(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, 
         state.force_deviation = _committee_deviation(committee, state)
     writers = None if output_dir is None else _Writers(output_dir, settings, len(starts), first or None, committee is not None)
     # a finished run (all steps, or every replica collapsed) is not re-run
-    return _Run(state, monitor, result, generator, integrators.kT_of(settings.temperature), signature, restart, writers,
-                committee, settings.n_steps if finished else first)
+    return _Run(
+        state,
+        monitor,
+        result,
+        generator,
+        integrators.kT_of(settings.temperature),
+        signature,
+        restart,
+        writers,
+        committee,
+        settings.n_steps if finished else first,
+    )
 
 
 def _integrate(run: _Run, model: nn.Module, settings: MDSettings, progress: bool) -> None:
@@ -482,17 +567,26 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if not earlier:  # a run that failed while creating its files leaves only replica files
         earlier = [f"{p.name} and other replica files" for p in [*out.glob("replica_*.traj"), *out.glob("replica_*.xyz")][:1]]
     if earlier and not resume and not overwrite:
-        raise RemulError(f"{out} already holds an MD run ({', '.join(earlier)}); pass --resume to continue it, "
-                         "--overwrite to replace it, or choose another output folder.")
+        raise RemulError(
+            f"{out} already holds an MD run ({', '.join(earlier)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another output folder."
+        )
     if overwrite and not resume:
-        for path in [out / RESTART_FILE, out / "thermo.csv", out / "collapses.json", *out.glob("replica_*.traj"), *out.glob("replica_*.xyz")]:
+        for path in [
+            out / RESTART_FILE,
+            out / "thermo.csv",
+            out / "collapses.json",
+            *out.glob("replica_*.traj"),
+            *out.glob("replica_*.xyz"),
+        ]:
             path.unlink(missing_ok=True)
     if out.is_dir():
         remove_stale_temporaries(out)
 
 
-def _drop_collapsed(state: MDState, monitor: CollapseMonitor, committee: Committee | None, step: int, settings: MDSettings,
-                    result: MDResult) -> MDState:
+def _drop_collapsed(
+    state: MDState, monitor: CollapseMonitor, committee: Committee | None, step: int, settings: MDSettings, result: MDResult
+) -> MDState:
     collapsed, events = monitor.check(state, step, step * settings.timestep_fs / 1e3)
     if committee is not None:
         collapsed, events = _check_deviation(state, committee, collapsed, events, step, settings, result)
@@ -506,8 +600,9 @@ def _drop_collapsed(state: MDState, monitor: CollapseMonitor, committee: Committ
     return state
 
 
-def _check_deviation(state: MDState, committee: Committee, collapsed: torch.Tensor, events: list[Collapse], step: int,
-                     settings: MDSettings, result: MDResult) -> tuple[torch.Tensor, list[Collapse]]:
+def _check_deviation(
+    state: MDState, committee: Committee, collapsed: torch.Tensor, events: list[Collapse], step: int, settings: MDSettings, result: MDResult
+) -> tuple[torch.Tensor, list[Collapse]]:
     """Measure the committee's force deviation; flag, or add to the collapses, replicas above the threshold."""
     state.force_deviation = _committee_deviation(committee, state)
     threshold = settings.max_force_deviation
@@ -515,8 +610,10 @@ def _check_deviation(state: MDState, committee: Committee, collapsed: torch.Tens
     if not bool(over.any()):  # one host sync per check, not per step
         return collapsed, events
     time_ps, flagged = step * settings.timestep_fs / 1e3, {f.replica for f in result.flags}
-    found = [Collapse(rid, step, time_ps, f"committee force deviation {d:.2f} eV/Å above the threshold {threshold:g} eV/Å")
-             for rid, d in zip(state.replica_id[over].tolist(), state.force_deviation[over].tolist())]
+    found = [
+        Collapse(rid, step, time_ps, f"committee force deviation {d:.2f} eV/Å above the threshold {threshold:g} eV/Å")
+        for rid, d in zip(state.replica_id[over].tolist(), state.force_deviation[over].tolist())
+    ]
     if settings.on_deviation == "flag":
         result.flags.extend(f for f in found if f.replica not in flagged)
         return collapsed, events

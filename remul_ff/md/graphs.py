@@ -112,8 +112,12 @@ class StepGraph:
     def _record(self, state: MDState, model: nn.Module) -> None:
         state.force_batches(), state.atoms_per_replica  # fill the state's caches: they size tensors on the host
         _own_tensors(state)
-        self.recorded = record(self.new_recorder, lambda: _same_entries(self.body(_shadow(state, clone=True), model), state),
-                               lambda: self._step_in_place(state, model), "the MD step")
+        self.recorded = record(
+            self.new_recorder,
+            lambda: _same_entries(self.body(_shadow(state, clone=True), model), state),
+            lambda: self._step_in_place(state, model),
+            "the MD step",
+        )
         self.key = layout(state, model)
         self.recordings += 1
 

@@ -33,8 +33,15 @@ def velocity_verlet_step(state: MDState, model: nn.Module, dt: float) -> MDState
     return state
 
 
-def langevin_baoab_step(state: MDState, model: nn.Module, dt: float, kT: float, friction: float,
-                        generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> MDState:
+def langevin_baoab_step(
+    state: MDState,
+    model: nn.Module,
+    dt: float,
+    kT: float,
+    friction: float,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> MDState:
     """Langevin NVT with the BAOAB splitting (Leimkuhler & Matthews 2013).
 
     Args:
@@ -111,7 +118,9 @@ def init_nose_hoover_chain(state: MDState, kT: float, tdamp: float, chain: int =
     dof = 3 * state.atoms_per_replica.to(dtype)
     masses = torch.full((m, chain), kT * tdamp**2, dtype=dtype, device=device)
     masses[:, 0] = dof * kT * tdamp**2
-    state.thermostat.update(eta=torch.zeros(m, chain, dtype=dtype, device=device), p_eta=torch.zeros(m, chain, dtype=dtype, device=device), Q=masses)
+    state.thermostat.update(
+        eta=torch.zeros(m, chain, dtype=dtype, device=device), p_eta=torch.zeros(m, chain, dtype=dtype, device=device), Q=masses
+    )
     return state
 
 

@@ -3,7 +3,8 @@
 A replica has collapsed when its energy, forces or positions are not finite, when its temperature
 leaves ``[0, max_temperature]``, or when a bond of its first frame deviates by more than
 ``bond_tolerance`` Å from its reference length (a proton that the reference data shows on either
-of two atoms counts by its distance to the nearer one, see :func:`~remul_ff.data.bonds.watched_bonds`). Bonds are found as in Fu et al.'s code (ASE's
+of two atoms counts by its distance to the nearer one, see :func:`~remul_ff.data.bonds.watched_bonds`).
+Bonds are found as in Fu et al.'s code (ASE's
 covalent radii plus ASE's default neighbour-list skin of 0.3 Å on each atom, see
 :mod:`remul_ff.data.bonds`). The reference length is, as in their code, the mean length of the
 bond over a reference data set (``reference_frames``: frames with the same atoms in the same
@@ -55,8 +56,7 @@ class Collapse:
 class CollapseMonitor:
     """Watches every replica of a batched MD state; bonds are taken from the state it is built with."""
 
-    def __init__(self, state: MDState, max_temperature: float, bond_tolerance: float = 0.5,
-                 reference_frames: Sequence[Atoms] = ()) -> None:
+    def __init__(self, state: MDState, max_temperature: float, bond_tolerance: float = 0.5, reference_frames: Sequence[Atoms] = ()) -> None:
         self.max_temperature = max_temperature
         self.bond_tolerance = bond_tolerance
         self.bonds, self.groups, self.reference = self._bonds(state, reference_frames)
@@ -77,7 +77,9 @@ class CollapseMonitor:
             lengths.append(reference)
             n_groups += len(reference)
         device = state.positions.device
-        as_tensor = lambda parts, dtype, shape: torch.as_tensor(np.concatenate(parts) if parts else np.zeros(shape), dtype=dtype, device=device)
+        as_tensor = lambda parts, dtype, shape: torch.as_tensor(
+            np.concatenate(parts) if parts else np.zeros(shape), dtype=dtype, device=device
+        )
         return as_tensor(pairs, torch.long, (0, 2)), as_tensor(groups, torch.long, 0), as_tensor(lengths, torch.float64, 0)
 
     def check(self, state: MDState, step: int, time_ps: float) -> tuple[torch.Tensor, list[Collapse]]:
@@ -123,8 +125,9 @@ class CollapseMonitor:
         per_atom_bad = ~torch.isfinite(state.positions).all(-1) | ~torch.isfinite(state.forces).all(-1)
         return (scatter_sum(per_atom_bad.double(), state.molecule_index, state.n_replicas) > 0) | ~torch.isfinite(state.energy)
 
-    def _describe_bonds(self, state: MDState, broken: torch.Tensor, deviation: torch.Tensor,
-                        reasons: list[str]) -> dict[int, tuple[str, float]]:
+    def _describe_bonds(
+        self, state: MDState, broken: torch.Tensor, deviation: torch.Tensor, reasons: list[str]
+    ) -> dict[int, tuple[str, float]]:
         """Fill in the reason of each replica with a broken bond; returns ``{replica: (bond, deviation)}``."""
         found: dict[int, tuple[str, float]] = {}
         numbers = state.atomic_numbers.tolist()
@@ -168,9 +171,12 @@ def warn_unbonded_atoms(bonds: torch.Tensor, state: MDState) -> None:
     atoms = np.flatnonzero(lone & (replica_of_atom == replicas[0]))
     symbols = [chemical_symbols[z] for z in state.atomic_numbers.cpu().numpy()[atoms]]
     listed = ", ".join(f"{a - first_atom} ({s})" for a, s in zip(atoms[:6], symbols)) + (", ..." if len(atoms) > 6 else "")
-    warnings.warn(f"remul-ff: in {len(replicas)} of {state.n_replicas} starting structures some atoms are bonded to no other "
-                  f"atom (replica {int(state.replica_id[replicas[0]])}: atoms {listed}), so the collapse monitor cannot see "
-                  "them break away; check that the coordinates are in Å.", stacklevel=3)
+    warnings.warn(
+        f"remul-ff: in {len(replicas)} of {state.n_replicas} starting structures some atoms are bonded to no other "
+        f"atom (replica {int(state.replica_id[replicas[0]])}: atoms {listed}), so the collapse monitor cannot see "
+        "them break away; check that the coordinates are in Å.",
+        stacklevel=3,
+    )
 
 
 def bond_reason(name: str, deviation: float, reference: float) -> str:

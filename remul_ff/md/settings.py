@@ -110,7 +110,8 @@ class MDSettings:
         positive = (lambda v: math.isfinite(v) and v > 0, "a positive number")
         at_least_0 = (lambda v: v >= 0, "0 or more (0 turns it off)")
         return [
-            ("time step (fs)", self.timestep_fs, *positive), ("total time (fs)", self.total_time_fs, *positive),
+            ("time step (fs)", self.timestep_fs, *positive),
+            ("total time (fs)", self.total_time_fs, *positive),
             ("temperature (K)", self.temperature, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
             ("Langevin friction (1/fs)", self.friction, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
             ("Nose-Hoover damping time (fs)", 1.0 if self.tdamp_fs is None else self.tdamp_fs, *positive),
@@ -121,8 +122,11 @@ class MDSettings:
             ("restart interval (steps)", self.restart_every, *at_least_0),
             ("bond tolerance (Å)", self.bond_tolerance, *positive),
             ("temperature guard (K)", 1.0 if self.max_temperature is None else self.max_temperature, *positive),
-            ("committee force-deviation threshold (eV/Å)", 1.0 if self.max_force_deviation is None else self.max_force_deviation,
-             *positive),
+            (
+                "committee force-deviation threshold (eV/Å)",
+                1.0 if self.max_force_deviation is None else self.max_force_deviation,
+                *positive,
+            ),
         ]
 
     @property
@@ -140,8 +144,10 @@ class MDSettings:
         if self.on_deviation not in DEVIATION_ACTIONS:
             raise RemulError(f"unknown action {self.on_deviation!r} for a large committee deviation; use 'flag' or 'stop'.")
         if self.n_steps < 1:
-            raise RemulError(f"the total time ({self.total_time_fs:g} fs) is shorter than one time step "
-                             f"({self.timestep_fs:g} fs); give a longer time or a shorter time step.")
+            raise RemulError(
+                f"the total time ({self.total_time_fs:g} fs) is shorter than one time step "
+                f"({self.timestep_fs:g} fs); give a longer time or a shorter time step."
+            )
         if self.traj_format not in ("traj", "extxyz"):
             raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
 

@@ -123,8 +123,9 @@ def state_from_atoms(structures: Sequence[Atoms], device: torch.device | str, dt
     batch = collate(centred, dtype=dtype).to(device)
     momenta = torch.cat([torch.as_tensor(a.get_momenta()) for a in structures]).to(device, dtype)
     masses = torch.cat([torch.as_tensor(a.get_masses()) for a in structures]).to(device, dtype)
-    return MDState(batch.positions, momenta, masses, batch.atomic_numbers, batch.molecule_index,
-                   torch.arange(len(structures), device=device))
+    return MDState(
+        batch.positions, momenta, masses, batch.atomic_numbers, batch.molecule_index, torch.arange(len(structures), device=device)
+    )
 
 
 # On the CPU, a force call over more same-molecule atom pairs than this falls out of the caches:
@@ -150,8 +151,9 @@ def pairs_per_call(device: torch.device) -> int | None:
     return None if free is None else max(1, int(ACCELERATOR_MEMORY_SHARE * free / BYTES_PER_CANDIDATE_PAIR))
 
 
-def replica_calls(molecule_index: torch.Tensor, counts: torch.Tensor,
-                  pair_budget: int | None = None) -> list[tuple[int, int, torch.Tensor, int]]:
+def replica_calls(
+    molecule_index: torch.Tensor, counts: torch.Tensor, pair_budget: int | None = None
+) -> list[tuple[int, int, torch.Tensor, int]]:
     """``(first atom, end atom, the call's molecule_index, its replicas)`` per force call.
 
     ``counts`` (``[m]``) is the atom count of each replica (:attr:`MDState.atoms_per_replica`);

@@ -34,13 +34,17 @@ def check_committee(members: Sequence[nn.Module], names: Sequence[str] | None = 
     for name, member in zip(names[1:], members[1:]):
         other = _elements_and_e0s(member)
         if set(other) != set(first):
-            raise CheckpointError(f"{names[0]} and {name} cannot form a committee: they know different elements "
-                                  f"({_symbols(first)} and {_symbols(other)}); use models trained on the same data.")
+            raise CheckpointError(
+                f"{names[0]} and {name} cannot form a committee: they know different elements "
+                f"({_symbols(first)} and {_symbols(other)}); use models trained on the same data."
+            )
         z = max(first, key=lambda z: abs(first[z] - other[z]))
         if abs(first[z] - other[z]) > E0_TOLERANCE_EV:
-            raise CheckpointError(f"{names[0]} and {name} cannot form a committee: their isolated-atom energies of "
-                                  f"{_symbols([z])} differ by {abs(first[z] - other[z]):.3g} eV, so they were trained on "
-                                  "different levels of theory and their mean is no potential; use models trained on the same labels.")
+            raise CheckpointError(
+                f"{names[0]} and {name} cannot form a committee: their isolated-atom energies of "
+                f"{_symbols([z])} differ by {abs(first[z] - other[z]):.3g} eV, so they were trained on "
+                "different levels of theory and their mean is no potential; use models trained on the same labels."
+            )
 
 
 def _elements_and_e0s(member: nn.Module) -> dict[int, float]:
@@ -98,6 +102,6 @@ def frame_deviations(committee: Committee, frames: Sequence[Atoms], chunk: int =
     reference = next(committee.parameters())
     out = []
     for start in range(0, len(frames), chunk):
-        batch = collate([Structure(a.positions, a.numbers) for a in frames[start:start + chunk]], dtype=reference.dtype)
+        batch = collate([Structure(a.positions, a.numbers) for a in frames[start : start + chunk]], dtype=reference.dtype)
         out.append(max_force_deviation(committee, batch.to(reference.device)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)

@@ -65,7 +65,9 @@ class EGNNLayer(nn.Module):
         self.coordinate = _mlp([w, w, 1]) if config.update_coordinates else None
         self.norm = config.neighbour_norm
 
-    def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, envelope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, envelope: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return updated features ``[n, width]`` and coordinates ``[n, 3]``."""
         centre, neighbour = edge_index
         diff = x[centre] - x[neighbour]

@@ -78,8 +78,13 @@ class EnergyAndForces(nn.Module):
         return (energy.detach(), -gradient, atomic.detach()) if self.atomic else (energy.detach(), -gradient)
 
 
-def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype: torch.dtype = torch.float64,
-                 example: tuple[torch.Tensor, torch.Tensor] | None = None, aotinductor: bool = False) -> Path:
+def export_model(
+    model_path: str | os.PathLike,
+    output: str | os.PathLike,
+    dtype: torch.dtype = torch.float64,
+    example: tuple[torch.Tensor, torch.Tensor] | None = None,
+    aotinductor: bool = False,
+) -> Path:
     """Export ``model_path`` to ``output`` (``.pt2``) and check it against the model on ``example``.
 
     Args:
@@ -104,8 +109,9 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, dtype
     return Path(output)
 
 
-def export_program(model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, atomic: bool = False,
-                   pairs: torch.Tensor | None = None):
+def export_program(
+    model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, atomic: bool = False, pairs: torch.Tensor | None = None
+):
     """The ``torch.export`` program of ``model`` (CPU, its dtype), traced on and checked against one example.
 
     With the example's ``pairs`` the program takes the pair list as a third input (symbolic pair count).
@@ -178,20 +184,30 @@ def package_digest(model: nn.Module) -> str:
     import io
 
     buffer = io.BytesIO()
-    torch.save({"state": model.state_dict(), "hyper": repr(getattr(model, "hyperparameters", None)),
-                "dtype": str(next(model.parameters()).dtype), "torch": torch.__version__, "kind": type(model).__name__,
-                "program": "given pairs", "parallel": torch.get_num_threads() > 1}, buffer)
+    torch.save(
+        {
+            "state": model.state_dict(),
+            "hyper": repr(getattr(model, "hyperparameters", None)),
+            "dtype": str(next(model.parameters()).dtype),
+            "torch": torch.__version__,
+            "kind": type(model).__name__,
+            "program": "given pairs",
+            "parallel": torch.get_num_threads() > 1,
+        },
+        buffer,
+    )
     return hashlib.sha256(buffer.getvalue()).hexdigest()[:20]
 
 
-def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor,
-                     *pairs: torch.Tensor) -> None:
+def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, *pairs: torch.Tensor) -> None:
     """AOTInductor-compile ``program`` into the package ``path`` and check the compiled code too."""
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as exc:  # a missing C++ compiler is the usual cause
-        raise RemulError(f"AOTInductor could not compile the model ({type(exc).__name__}: {str(exc)[:200]}); "
-                         "it needs a C++ compiler (g++); export without --aotinductor instead.") from exc
+        raise RemulError(
+            f"AOTInductor could not compile the model ({type(exc).__name__}: {str(exc)[:200]}); "
+            "it needs a C++ compiler (g++); export without --aotinductor instead."
+        ) from exc
     _check_program(torch._inductor.aoti_load_package(str(path)), model, positions, numbers, *pairs)
 
 
@@ -203,8 +219,10 @@ def _check_program(program, model: nn.Module, positions: torch.Tensor, numbers: 
     energy_error = abs(float(energy) - float(reference.energy[0])) / max(abs(float(reference.energy[0])), 1.0)
     force_error = float((forces - reference.forces).abs().max()) / max(float(reference.forces.abs().max()), 1.0)
     if not energy_error < tolerance or not force_error < tolerance:
-        raise RemulError(f"the exported program disagrees with the model (relative energy error {energy_error:.2e}, "
-                         f"force error {force_error:.2e}); please report this with the model file.")
+        raise RemulError(
+            f"the exported program disagrees with the model (relative energy error {energy_error:.2e}, "
+            f"force error {force_error:.2e}); please report this with the model file."
+        )
 
 
 def _example(elements: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,5 +233,13 @@ def _example(elements: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, tor
     return positions.to(dtype), torch.tensor(numbers, dtype=torch.long)
 
 
-__all__ = ["CompiledModel", "EnergyAndForces", "compiled_model", "distinct_pairs", "export_model", "export_program", "package_digest",
-           "pairs_within"]
+__all__ = [
+    "CompiledModel",
+    "EnergyAndForces",
+    "compiled_model",
+    "distinct_pairs",
+    "export_model",
+    "export_program",
+    "package_digest",
+    "pairs_within",
+]

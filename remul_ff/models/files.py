@@ -70,8 +70,10 @@ def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; give the path of a file written by 'remul-ff train'.")
     if path.suffix == ".pt2":
-        raise CheckpointError(f"{path} is an exported program ('remul-ff export'), which LAMMPS, C++ and torch.export "
-                              "run; remul-ff commands and the ASE calculator take the model.pt it was exported from.")
+        raise CheckpointError(
+            f"{path} is an exported program ('remul-ff export'), which LAMMPS, C++ and torch.export "
+            "run; remul-ff commands and the ASE calculator take the model.pt it was exported from."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -83,7 +85,11 @@ def load_file(path: str | os.PathLike, kind: str) -> dict[str, Any]:
         found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
         if found == CHECKPOINT_FILE_KIND and kind == MODEL_FILE_KIND:  # the usual mix-up: both lie in a run's folder
             model = path.with_name("model.pt")
-            instead = f"use {model}" if model.is_file() else "training writes model.pt beside it when it ends ('remul-ff train --resume' finishes a stopped run)"
+            instead = (
+                f"use {model}"
+                if model.is_file()
+                else "training writes model.pt beside it when it ends ('remul-ff train --resume' finishes a stopped run)"
+            )
             raise CheckpointError(f"{path} is a training checkpoint, not a model file; {instead}.")
         raise CheckpointError(f"{path} is a {found!r} file, not a {kind!r} file; check which file you passed.")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -99,12 +105,15 @@ def _check_checksum(payload: dict[str, Any], path: Path) -> None:
     """Refuse a file whose tensors changed since it was written (files from before checksums pass)."""
     recorded = payload.pop(CHECKSUM_KEY, None)
     if recorded is not None and recorded != tensor_checksum(payload):
-        raise CheckpointError(f"{path} is corrupt: its weights do not match the checksum written with them; "
-                              "use an earlier copy or checkpoint, or train again.")
+        raise CheckpointError(
+            f"{path} is corrupt: its weights do not match the checksum written with them; "
+            "use an earlier copy or checkpoint, or train again."
+        )
 
 
-def model_payload(model: nn.Module, kind: str, elements: list[int], e0s: dict[int, float], config: dict,
-                  domain: dict[str, float] | None = None) -> dict[str, Any]:
+def model_payload(
+    model: nn.Module, kind: str, elements: list[int], e0s: dict[int, float], config: dict, domain: dict[str, float] | None = None
+) -> dict[str, Any]:
     """The content of an exported model file (``domain``: see :mod:`remul_ff.data.domain`)."""
     from remul_ff.models import hyperparameters
 
@@ -137,7 +146,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     return model_from_payload(load_file(path, MODEL_FILE_KIND), path, device, dtype)
 
 
-def model_from_payload(payload: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> nn.Module:
+def model_from_payload(
+    payload: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
+) -> nn.Module:
     """Rebuild the model held by an already loaded model file (see :func:`load_model`)."""
     model = _build_described_model(payload, path)
     state = payload.get("state_dict")
@@ -158,13 +169,16 @@ def _build_described_model(payload: dict[str, Any], path: str | os.PathLike) -> 
 
     kind = payload.get("model_kind")
     if kind not in MODEL_CLASSES:
-        raise CheckpointError(f"{path} describes a model of kind {kind!r}, but remul-ff knows only "
-                              f"{', '.join(sorted(MODEL_CLASSES))}; the file is damaged or from another program.")
+        raise CheckpointError(
+            f"{path} describes a model of kind {kind!r}, but remul-ff knows only "
+            f"{', '.join(sorted(MODEL_CLASSES))}; the file is damaged or from another program."
+        )
     try:
         return build_model(kind, payload["hyperparameters"], payload["elements"], payload["e0s"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has a damaged model description ({type(exc).__name__}: {exc}); "
-                              "export the model again from its training run.") from exc
+        raise CheckpointError(
+            f"{path} has a damaged model description ({type(exc).__name__}: {exc}); export the model again from its training run."
+        ) from exc
 
 
 def _check_weights(state: dict[str, Any], model: nn.Module, path: str | os.PathLike) -> None:
@@ -175,9 +189,13 @@ def _check_weights(state: dict[str, Any], model: nn.Module, path: str | os.PathL
     wrong = [k for k in tensors if not torch.is_tensor(state[k]) or state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
         first = (missing or unexpected or wrong)[0]
-        raise CheckpointError(f"the weights in {path} do not fit the model they describe ({len(missing)} missing, "
-                              f"{len(unexpected)} unexpected, {len(wrong)} of the wrong shape, e.g. {first!r}); the file is corrupt.")
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model they describe ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} of the wrong shape, e.g. {first!r}); the file is corrupt."
+        )
     bad = [k for k in tensors if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
     if bad:
-        raise CheckpointError(f"{path} holds NaN or infinite weights (in {bad[0]}), so training diverged; "
-                              "use an earlier checkpoint or retrain with a lower learning rate.")
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights (in {bad[0]}), so training diverged; "
+            "use an earlier checkpoint or retrain with a lower learning rate."
+        )

@@ -18,15 +18,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
 from remul_ff.errors import ConfigError
+from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
 from remul_ff.scaling.sweep import RESULTS_FILE, ScalingSpec, point_config, read_rows, run_dir, sweep_points
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.io import atomic_path
 
 SPEED_FILE = "speed.json"
-COMPARISONS = [("remul_label", "augment"), ("remul_prediction", "augment"), ("remul_label", "none"), ("augment", "none"),
-               ("augment", "egnn"), ("remul_label", "egnn")]
+COMPARISONS = [
+    ("remul_label", "augment"),
+    ("remul_prediction", "augment"),
+    ("remul_label", "none"),
+    ("augment", "none"),
+    ("augment", "egnn"),
+    ("remul_label", "egnn"),
+]
 
 
 def frontier(rows: list[dict], family: str, device: str) -> tuple[np.ndarray, np.ndarray]:
@@ -46,9 +52,19 @@ def family_fit(flops: np.ndarray, loss: np.ndarray) -> dict:
     """The fit of one family with bootstrap 95% intervals of its parameters."""
     law = fit_power_law(flops, loss)
     boot = bootstrap_fits(flops, loss)
-    return {"a": law.a, "b": law.b, "c": law.c, "points": len(flops), "frontier_flops": flops.tolist(), "frontier_loss": loss.tolist(),
-            "b_ci95": interval([f.b for f in boot]), "c_ci95": interval([f.c for f in boot]),
-            "flops_range": [float(flops.min()), float(flops.max())], "_law": law, "_boot": boot}
+    return {
+        "a": law.a,
+        "b": law.b,
+        "c": law.c,
+        "points": len(flops),
+        "frontier_flops": flops.tolist(),
+        "frontier_loss": loss.tolist(),
+        "b_ci95": interval([f.b for f in boot]),
+        "c_ci95": interval([f.c for f in boot]),
+        "flops_range": [float(flops.min()), float(flops.max())],
+        "_law": law,
+        "_boot": boot,
+    }
 
 
 def compute_optimal(rows: list[dict], family: str, device: str, levels: np.ndarray) -> list[dict]:
@@ -59,8 +75,16 @@ def compute_optimal(rows: list[dict], family: str, device: str, levels: np.ndarr
     for level in levels:
         within = [r for r in picked if r["flops"] <= level * (1 + 1e-9)]
         best = min(within, key=lambda r: r["force_mae"]) if within else None
-        out.append(best and {"flops": float(level), "size": best["size"], "budget_epochs": best["budget_epochs"],
-                             "epoch": best["epoch"], "force_mae": best["force_mae"]})
+        out.append(
+            best
+            and {
+                "flops": float(level),
+                "size": best["size"],
+                "budget_epochs": best["budget_epochs"],
+                "epoch": best["epoch"],
+                "force_mae": best["force_mae"],
+            }
+        )
     return out
 
 
@@ -74,9 +98,16 @@ def compare_families(fits: dict) -> list[dict]:
         high = min(fits[a]["flops_range"][1], fits[b]["flops_range"][1])
         if low < high:
             grid = np.geomspace(low, high, 200)
-            out.append({"a": a, "b": b, "crossings_flops": crossings(fits[a]["_law"], fits[b]["_law"], grid),
-                        "flops": grid.tolist(), "a_minus_b_meV_A": (fits[a]["_law"](grid) - fits[b]["_law"](grid)).tolist(),
-                        "p_a_below_b": probability_below(fits[a]["_boot"], fits[b]["_boot"], grid).tolist()})
+            out.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "crossings_flops": crossings(fits[a]["_law"], fits[b]["_law"], grid),
+                    "flops": grid.tolist(),
+                    "a_minus_b_meV_A": (fits[a]["_law"](grid) - fits[b]["_law"](grid)).tolist(),
+                    "p_a_below_b": probability_below(fits[a]["_boot"], fits[b]["_boot"], grid).tolist(),
+                }
+            )
     return out
 
 
@@ -100,7 +131,7 @@ def measure_training_speed(spec: ScalingSpec) -> tuple[dict, int]:
             config.output_dir = folder
             trainer = Trainer(config, progress=False)
             trainer.setup(overwrite=True)
-            out[f"{point.family}/{point.size}"] = 1e3 * trainer.step_seconds(trainer.data.train[:config.train.batch_size])
+            out[f"{point.family}/{point.size}"] = 1e3 * trainer.step_seconds(trainer.data.train[: config.train.batch_size])
             steps = math.ceil(len(trainer.data.train) / config.train.batch_size)
     return out, steps
 
@@ -157,10 +188,17 @@ def build_report(spec: ScalingSpec, speed: dict, device: str = "cpu") -> dict:
     all_flops = np.array([r["flops"] for r in rows if r["device"] == device])
     levels = np.geomspace(all_flops.min(), all_flops.max(), 6) if len(all_flops) else np.zeros(0)
     return {
-        "device": device, "rows": len(rows), "fits": fits,
-        "compute_levels": levels.tolist(), "compute_optimal": {f: compute_optimal(rows, f, device, levels) for f in families},
-        "comparisons": compare_families(fits), "speed": speed, "reference": spec.reference,
-        "finals": {f: [with_quiet_time(r, speed) for r in rows if r["family"] == f and r["final"] and r["device"] == device] for f in families},
+        "device": device,
+        "rows": len(rows),
+        "fits": fits,
+        "compute_levels": levels.tolist(),
+        "compute_optimal": {f: compute_optimal(rows, f, device, levels) for f in families},
+        "comparisons": compare_families(fits),
+        "speed": speed,
+        "reference": spec.reference,
+        "finals": {
+            f: [with_quiet_time(r, speed) for r in rows if r["family"] == f and r["final"] and r["device"] == device] for f in families
+        },
         "curves": [r for r in rows if r["device"] == device],
     }
 
@@ -197,6 +235,7 @@ def write_scaling_report(spec: ScalingSpec, command: str, structure, device: str
 
 # -- plots -------------------------------------------------------------------------------------
 
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -214,16 +253,22 @@ def plot_loss(report: dict, spec: ScalingSpec, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for family, fit in report["fits"].items():
         for run in {(r["size"], r["budget_epochs"]) for r in report["curves"] if r["family"] == family}:
-            curve = sorted((r for r in report["curves"] if r["family"] == family and (r["size"], r["budget_epochs"]) == run), key=lambda r: r["flops"])
+            curve = sorted(
+                (r for r in report["curves"] if r["family"] == family and (r["size"], r["budget_epochs"]) == run), key=lambda r: r["flops"]
+            )
             ax.plot([r["flops"] for r in curve], [r["force_mae"] for r in curve], color=colours[family], alpha=0.15, lw=0.8)
         finals = report["finals"][family]
-        ax.scatter([r["flops"] for r in finals], [r["force_mae"] for r in finals], color=colours[family], s=14, zorder=3,
-                   facecolors="none")
+        ax.scatter([r["flops"] for r in finals], [r["force_mae"] for r in finals], color=colours[family], s=14, zorder=3, facecolors="none")
         ax.scatter(fit["frontier_flops"], fit["frontier_loss"], color=colours[family], s=8, zorder=3)
         grid = np.geomspace(*fit["flops_range"], 50)
         ax.plot(grid, fit["_law"](grid), color=colours[family], label=f"{family}: b={fit['b']:.2f}")
-    ax.set(xscale="log", yscale="log", xlabel="training compute (FLOPs)", ylabel="validation force MAE (meV/Å)",
-           title="Loss vs compute (circles: annealed runs; dots: frontier; lines: fits)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training compute (FLOPs)",
+        ylabel="validation force MAE (meV/Å)",
+        title="Loss vs compute (circles: annealed runs; dots: frontier; lines: fits)",
+    )
     ax.legend(fontsize=8)
     _save(fig, path)
 
@@ -236,8 +281,13 @@ def plot_rotation(report: dict, spec: ScalingSpec, path: Path) -> None:
         points = [(r["flops"], r["rotation_error"]) for r in finals if r["rotation_error"]]
         if points:
             ax.scatter(*zip(*points), color=colours[family], s=14, label=family)
-    ax.set(xscale="log", yscale="log", xlabel="training compute (FLOPs)", ylabel="relative rotational force error",
-           title="Equivariance error vs compute")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training compute (FLOPs)",
+        ylabel="relative rotational force error",
+        title="Equivariance error vs compute",
+    )
     ax.legend(fontsize=8)
     _save(fig, path)
 
@@ -248,31 +298,54 @@ def plot_pareto(report: dict, spec: ScalingSpec, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for family, finals in report["finals"].items():
         top = max(spec.budgets)
-        points = [(report["speed"]["md_ms_per_step"].get(f"{r['kind']}/{r['size']}"), r["force_mae"], r["size"]) for r in finals if r["budget_epochs"] == top]
+        points = [
+            (report["speed"]["md_ms_per_step"].get(f"{r['kind']}/{r['size']}"), r["force_mae"], r["size"])
+            for r in finals
+            if r["budget_epochs"] == top
+        ]
         points = [p for p in points if p[0]]
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colours[family], label=family, ms=4)
     ref = spec.reference
     if ref:
         ax.scatter([ref["ms_per_step"]], [ref["force_mae"]], marker="*", s=120, color="k", label=ref.get("name", "reference"))
-    ax.set(xscale="log", yscale="log", xlabel="ms per MD step (ASE, 1 molecule, float32)", ylabel="validation force MAE (meV/Å)",
-           title="Accuracy vs speed")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="ms per MD step (ASE, 1 molecule, float32)",
+        ylabel="validation force MAE (meV/Å)",
+        title="Accuracy vs speed",
+    )
     ax.legend(fontsize=8)
     _save(fig, path)
 
 
 # -- markdown ----------------------------------------------------------------------------------
 
+
 def markdown(public: dict, spec: ScalingSpec) -> str:
     """``report.md``: the command, fits, compute-optimal sizes, comparisons, speed."""
-    lines = [f"Command: `{public['command']}`", "", f"Data: `{spec.data.path}`; budgets {spec.budgets} epochs; device {public['device']}.", "",
-             "## Fits: force MAE (meV/Å) = a·C^(−b) + c on each family's compute-optimal frontier (95% bootstrap intervals)", "",
-             "| family | points | FLOPs covered | b | c (meV/Å) |", "|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{public['command']}`",
+        "",
+        f"Data: `{spec.data.path}`; budgets {spec.budgets} epochs; device {public['device']}.",
+        "",
+        "## Fits: force MAE (meV/Å) = a·C^(−b) + c on each family's compute-optimal frontier (95% bootstrap intervals)",
+        "",
+        "| family | points | FLOPs covered | b | c (meV/Å) |",
+        "|---|---|---|---|---|",
+    ]
     for family, fit in public["fits"].items():
         lo, hi = fit["flops_range"]
-        lines.append(f"| {family} | {fit['points']} | {lo:.2e} – {hi:.2e} | {fit['b']:.3f} [{fit['b_ci95'][0]:.3f}, {fit['b_ci95'][1]:.3f}] "
-                     f"| {fit['c']:.2f} [{fit['c_ci95'][0]:.2f}, {fit['c_ci95'][1]:.2f}] |")
+        lines.append(
+            f"| {family} | {fit['points']} | {lo:.2e} – {hi:.2e} | {fit['b']:.3f} [{fit['b_ci95'][0]:.3f}, {fit['b_ci95'][1]:.3f}] "
+            f"| {fit['c']:.2f} [{fit['c_ci95'][0]:.2f}, {fit['c_ci95'][1]:.2f}] |"
+        )
     lines += ["", "## Annealed runs (force MAE, meV/Å; rotational error)", ""] + _finals_table(public)
-    lines += ["", "## Compute-optimal size (lowest force MAE reached within each compute: size, epoch of the run with that budget, MAE)", ""] + _optimal_table(public)
+    lines += [
+        "",
+        "## Compute-optimal size (lowest force MAE reached within each compute: size, epoch of the run with that budget, MAE)",
+        "",
+    ] + _optimal_table(public)
     lines += ["", "## Pairwise: fitted difference A − B (meV/Å) and P(A below B) over bootstrap fits", ""] + _comparison_table(public)
     lines += ["", "## Speed (ms per ASE MD step, 1 molecule, float32)", "", "| model | ms/step |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in public["speed"]["md_ms_per_step"].items()]
@@ -283,14 +356,18 @@ def markdown(public: dict, spec: ScalingSpec) -> str:
 
 
 def _finals_table(public: dict) -> list[str]:
-    lines = ["| family | size | epochs | params | GFLOPs | train s (as run) | train s (quiet) | force MAE | energy MAE (meV) | rot. error |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| family | size | epochs | params | GFLOPs | train s (as run) | train s (quiet) | force MAE | energy MAE (meV) | rot. error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for family, finals in public["finals"].items():
         for r in sorted(finals, key=lambda r: r["flops"]):
             rot = f"{r['rotation_error']:.2e}" if r["rotation_error"] else "n/a"
             quiet = f"{r['quiet_train_s']:.1f}" if r["quiet_train_s"] is not None else "n/a"
-            lines.append(f"| {family} | {r['size']} | {r['budget_epochs']} | {r['params']} | {r['flops'] / 1e9:.3g} | {r['wall_s']:.1f} | {quiet} "
-                         f"| {r['force_mae']:.2f} | {r['energy_mae']:.2f} | {rot} |")
+            lines.append(
+                f"| {family} | {r['size']} | {r['budget_epochs']} | {r['params']} | {r['flops'] / 1e9:.3g} | {r['wall_s']:.1f} | {quiet} "
+                f"| {r['force_mae']:.2f} | {r['energy_mae']:.2f} | {rot} |"
+            )
     return lines
 
 

@@ -105,8 +105,12 @@ def _family_kind(spec: ScalingSpec, family: str) -> str:
 
 def sweep_points(spec: ScalingSpec) -> list[Point]:
     """Every point, largest budget first within a (family, size): a shard then mixes cheap and dear runs."""
-    return [Point(family, size, budget) for family in spec.families for size in spec.sizes[_family_kind(spec, family)]
-            for budget in sorted(spec.budgets, reverse=True)]
+    return [
+        Point(family, size, budget)
+        for family in spec.families
+        for size in spec.sizes[_family_kind(spec, family)]
+        for budget in sorted(spec.budgets, reverse=True)
+    ]
 
 
 def point_config(spec: ScalingSpec, point: Point):
@@ -117,8 +121,13 @@ def point_config(spec: ScalingSpec, point: Point):
         raise ConfigError(f"families.{point.family} may hold only 'model' and 'loss', not {', '.join(sorted(unknown))}.")
     size = spec.sizes[_family_kind(spec, point.family)][point.size]
     train = {**asdict(spec.train), "epochs": point.budget, "patience": point.budget + 1}
-    values = {"output_dir": str(run_dir(spec, point)), "data": asdict(spec.data), "train": train,
-              "model": {**entry.get("model", {}), **size}, "loss": entry.get("loss", {})}
+    values = {
+        "output_dir": str(run_dir(spec, point)),
+        "data": asdict(spec.data),
+        "train": train,
+        "model": {**entry.get("model", {}), **size},
+        "loss": entry.get("loss", {}),
+    }
     try:
         return config_from_dict(values)
     except ConfigError as exc:
@@ -188,7 +197,7 @@ def _record_flops(trainer: Trainer, out: Path) -> None:
         return
     structures = trainer.data.train
     size = trainer.config.train.batch_size
-    batches = [structures[k * size:(k + 1) * size] for k in range(min(FLOP_BATCHES, len(structures) // size or 1))]
+    batches = [structures[k * size : (k + 1) * size] for k in range(min(FLOP_BATCHES, len(structures) // size or 1))]
     per_structure = sum(trainer.step_flops(b) for b in batches) / sum(len(b) for b in batches)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"flops_per_structure": per_structure, "batch_size": size}))
@@ -199,15 +208,32 @@ def point_rows(spec: ScalingSpec, point: Point, out: Path, trainer: Trainer) -> 
     per_structure = json.loads((out / FLOPS_FILE).read_text())["flops_per_structure"]
     n_train = len(trainer.data.train)
     log = list(csv.DictReader(open(out / "log.csv")))
-    base = {"family": point.family, "size": point.size, "budget_epochs": point.budget, "device": trainer.device.type,
-            "kind": trainer.config.model_kind, "loss_mode": trainer.config.loss.mode, "loss_target": trainer.config.loss.target,
-            "params": sum(p.numel() for p in trainer.model.parameters()), "flops_per_step": per_structure * trainer.config.train.batch_size}
+    base = {
+        "family": point.family,
+        "size": point.size,
+        "budget_epochs": point.budget,
+        "device": trainer.device.type,
+        "kind": trainer.config.model_kind,
+        "loss_mode": trainer.config.loss.mode,
+        "loss_target": trainer.config.loss.target,
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "flops_per_step": per_structure * trainer.config.train.batch_size,
+    }
     rows, seconds = [], 0.0
     for k, entry in enumerate(log):
         seconds += n_train / float(entry["structures_per_s"])  # training time only, without validation
-        rows.append({**base, "epoch": int(entry["epoch"]), "final": k == len(log) - 1, "flops": per_structure * n_train * int(entry["epoch"]),
-                     "wall_s": seconds, "force_mae": float(entry["val_forces_mae_meV_A"]),
-                     "energy_mae": float(entry["val_energy_mae_meV"]), "rotation_error": _finite(entry["val_equi_forces_rel"])})
+        rows.append(
+            {
+                **base,
+                "epoch": int(entry["epoch"]),
+                "final": k == len(log) - 1,
+                "flops": per_structure * n_train * int(entry["epoch"]),
+                "wall_s": seconds,
+                "force_mae": float(entry["val_forces_mae_meV_A"]),
+                "energy_mae": float(entry["val_energy_mae_meV"]),
+                "rotation_error": _finite(entry["val_equi_forces_rel"]),
+            }
+        )
     return rows
 
 

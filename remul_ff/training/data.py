@@ -9,13 +9,12 @@ import numpy as np
 
 from remul_ff.config import DataConfig
 from remul_ff.data.batch import Structure
-from remul_ff.data.e0s import reference_energy, resolve_e0s
 from remul_ff.data.domain import training_domain
+from remul_ff.data.e0s import reference_energy, resolve_e0s
 from remul_ff.data.off_equilibrium import load_or_make
 from remul_ff.data.readers import read_structures
 from remul_ff.data.splits import load_splits, save_splits, split_indices
 from remul_ff.errors import DataError
-
 
 OFF_EQUILIBRIUM_FILE = "off_equilibrium.xyz"
 """Cache of the off-equilibrium frames, beside ``splits.json`` in the run's folder."""
@@ -68,8 +67,10 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
     index = ":" if config.max_frames is None else f":{config.max_frames}"
     frames = read_structures(config.path, config.format, config.energy_key, config.forces_key, index=index)
     if len(frames) < 2:
-        raise DataError(f"{config.path} holds {len(frames)} labelled frame; training needs at least 2 (one to train on, "
-                        "one to validate), so add frames.")
+        raise DataError(
+            f"{config.path} holds {len(frames)} labelled frame; training needs at least 2 (one to train on, "
+            "one to validate), so add frames."
+        )
     if split_file.exists():
         splits = load_splits(split_file)
         if max(max(v, default=-1) for v in splits.values()) >= len(frames):
@@ -79,8 +80,10 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
         save_splits(splits, split_file)
     train, valid, test = ([frames[i] for i in splits[name]] for name in ("train", "valid", "test"))
     if not valid:
-        raise DataError(f"the validation split is empty (data.valid = {config.valid:g} of {len(frames)} frames); set data.valid "
-                        "to a count of at least 1 (--set data.valid=1) or to a larger fraction, or add frames.")
+        raise DataError(
+            f"the validation split is empty (data.valid = {config.valid:g} of {len(frames)} frames); set data.valid "
+            "to a count of at least 1 (--set data.valid=1) or to a larger fraction, or add frames."
+        )
     e0s = resolve_e0s(config.e0s, train, frames)
     interaction = [(s.energy - reference_energy(s, e0s)) / len(s) for s in train]
     forces = np.concatenate([s.forces.reshape(-1) for s in train])
@@ -88,7 +91,10 @@ def prepare_data(config: DataConfig, split_file: Path, progress: bool = True) ->
     if config.off_equilibrium is not None:  # after the statistics, which describe the DFT data only
         train = train + load_or_make(train, config.off_equilibrium, split_file.parent / OFF_EQUILIBRIUM_FILE, progress)
     return PreparedData(
-        train=train, valid=valid, test=test, e0s=e0s,
+        train=train,
+        valid=valid,
+        test=test,
+        e0s=e0s,
         elements=sorted({int(z) for s in frames for z in s.numbers}),
         energy_shift=float(np.mean(interaction)),
         force_rms=float(np.sqrt(np.mean(forces**2))) or 1.0,

@@ -96,9 +96,7 @@ def _accuracy_report(sums: _Sums) -> dict[str, object]:
     }
 
 
-def _equivariance_sums(
-    sums: _Sums, model: nn.Module, batch: AtomicBatch, base, e0_sum: torch.Tensor, table: torch.Tensor
-) -> None:
+def _equivariance_sums(sums: _Sums, model: nn.Module, batch: AtomicBatch, base, e0_sum: torch.Tensor, table: torch.Tensor) -> None:
     """Accumulate label-free errors and the Shen decomposition over the rotations ``table`` ``[m, K, 3, 3]``."""
     n_atoms, n_rotations = batch.atoms_per_molecule, table.shape[1]
     energies, forces = [], []
@@ -112,7 +110,10 @@ def _equivariance_sums(
         sums.add("eq_f_abs", scatter_sum(df.double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum())
     sums.add("eq_n", n_rotations * batch.n_molecules)
     sums.add("ref_e", (base.energy.detach() - e0_sum).abs().sum() * n_rotations)
-    sums.add("ref_f", scatter_sum(base.forces.detach().double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum() * n_rotations)
+    sums.add(
+        "ref_f",
+        scatter_sum(base.forces.detach().double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum() * n_rotations,
+    )
     if batch.energy is None or batch.forces is None:
         return
     e_stack, f_stack = torch.stack(energies), torch.stack(forces).double()
@@ -191,7 +192,11 @@ def evaluate(
         if labelled:
             _accuracy_sums(sums, batch, base.energy, base.forces)
         if n_rotations > 0:
-            e0_sum = scatter_sum(torch.tensor([e0s.get(int(z), 0.0) for z in batch.atomic_numbers], dtype=torch.float64, device=batch.device), batch.molecule_index, batch.n_molecules)
+            e0_sum = scatter_sum(
+                torch.tensor([e0s.get(int(z), 0.0) for z in batch.atomic_numbers], dtype=torch.float64, device=batch.device),
+                batch.molecule_index,
+                batch.n_molecules,
+            )
             _equivariance_sums(sums, model, batch, base, e0_sum, table[chunk])
     if world > 1:
         sums = _combine(sums, world)
@@ -235,5 +240,8 @@ def format_report(report: dict[str, object]) -> str:
     if "shen_task_percent" in report:
         lines.append("Shen et al. decomposition       L_total      L_equiv   percent")
         for name in ("energy", "forces", "task"):
-            lines.append(f"  {name:<8}                  {report[f'shen_{name}_L_total']:10.3e}  {report[f'shen_{name}_L_equiv']:10.3e}  {report[f'shen_{name}_percent']:6.2f}%")
+            lines.append(
+                f"  {name:<8}                  {report[f'shen_{name}_L_total']:10.3e}  "
+                f"{report[f'shen_{name}_L_equiv']:10.3e}  {report[f'shen_{name}_percent']:6.2f}%"
+            )
     return "\n".join(lines)

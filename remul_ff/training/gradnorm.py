@@ -21,8 +21,9 @@ import torch
 class GradNorm:
     """Adaptive weights ``(alpha, beta)`` for ``alpha * L_task + beta * L_equi``."""
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, restoring: float = 1.5, lr: float = 0.025,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, alpha: float = 1.0, beta: float = 1.0, restoring: float = 1.5, lr: float = 0.025, device: torch.device | str = "cpu"
+    ) -> None:
         total = alpha + beta
         # On the losses' device: an update then reads nothing back to the host (one sync a step on a GPU).
         self.weights = torch.tensor([alpha, beta], dtype=torch.float64, device=device) * 2.0 / total
@@ -46,7 +47,9 @@ class GradNorm:
         alpha, beta = self.weights.detach().to(task.dtype).unbind()
         return alpha * task + beta * equi
 
-    def update(self, losses: list[torch.Tensor], shared: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> None:
+    def update(
+        self, losses: list[torch.Tensor], shared: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+    ) -> None:
         """One GradNorm step from the two unweighted losses and the shared layer's weight.
 
         Args:

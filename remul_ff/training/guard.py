@@ -45,7 +45,7 @@ class DivergenceGuard:
             return False
         if not math.isfinite(loss):
             return True
-        recent = self.history[-self.window:]
+        recent = self.history[-self.window :]
         if len(recent) >= self.min_history and loss > self.factor * statistics.median(recent):
             return True
         self.history = recent + [loss]
@@ -53,7 +53,7 @@ class DivergenceGuard:
 
     def running_median(self) -> float:
         """The median the last loss was compared with (NaN before any good epoch)."""
-        return statistics.median(self.history[-self.window:]) if self.history else math.nan
+        return statistics.median(self.history[-self.window :]) if self.history else math.nan
 
     @property
     def exhausted(self) -> bool:

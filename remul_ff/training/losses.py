@@ -54,7 +54,9 @@ def rotate_batch(batch: AtomicBatch, rotations: torch.Tensor, translations: torc
     return batch.replace(positions=positions, forces=forces)
 
 
-def random_rigid_motion(n: int, dtype: torch.dtype, device: torch.device | str, translation_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def random_rigid_motion(
+    n: int, dtype: torch.dtype, device: torch.device | str, translation_scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One random rotation and one Gaussian translation (std ``translation_scale`` Å) for each of ``n`` molecules."""
     rotations = random_rotations(n, dtype, device)
     return rotations, translation_scale * torch.randn(n, 3, dtype=dtype, device=device)
@@ -83,8 +85,15 @@ class LossTerms:
         return config.energy_weight * energy + config.forces_weight * forces
 
 
-def squared_errors(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor, n_atoms: torch.Tensor,
-                   weight: torch.Tensor | None = None, energy_weight: torch.Tensor | None = None) -> LossTerms:
+def squared_errors(
+    pred_energy: torch.Tensor,
+    pred_forces: torch.Tensor,
+    energy: torch.Tensor,
+    forces: torch.Tensor,
+    n_atoms: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    energy_weight: torch.Tensor | None = None,
+) -> LossTerms:
     """Per-atom energy and per-component force squared errors, in the forces' float dtype.
 
     ``weight`` (``[m]``, optional) scales each molecule's errors; the counts stay unweighted, so a
@@ -103,8 +112,9 @@ def squared_errors(pred_energy: torch.Tensor, pred_forces: torch.Tensor, energy:
 
 def task_loss(prediction: Prediction, batch: AtomicBatch) -> LossTerms:
     """``L_task``: prediction against the labels of ``batch``, weighted by ``batch.weight`` and ``batch.energy_weight`` if set."""
-    return squared_errors(prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule, batch.weight,
-                          batch.energy_weight)
+    return squared_errors(
+        prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule, batch.weight, batch.energy_weight
+    )
 
 
 def _split(prediction: Prediction, n_molecules: int, n_atoms: int) -> tuple[Prediction, Prediction]:
@@ -114,7 +124,11 @@ def _split(prediction: Prediction, n_molecules: int, n_atoms: int) -> tuple[Pred
 
 
 def remul_losses(
-    model: nn.Module, batch: AtomicBatch, rotations: torch.Tensor, translations: torch.Tensor, target: str,
+    model: nn.Module,
+    batch: AtomicBatch,
+    rotations: torch.Tensor,
+    translations: torch.Tensor,
+    target: str,
     part: AtomicBatch | None = None,
 ) -> tuple[LossTerms, LossTerms]:
     """``(L_task, L_equi)`` from one model call on the batch and its rigidly moved copy.
@@ -137,6 +151,7 @@ def remul_losses(
     if target == "label":
         return task_loss(original, batch), task_loss(on_moved, moved)
     rotated = rotate_vectors(original.forces[: part.n_atoms], rotations[part.molecule_index])
-    equi = squared_errors(on_moved.energy, on_moved.forces, original.energy[: part.n_molecules], rotated,
-                          part.atoms_per_molecule, part.weight)
+    equi = squared_errors(
+        on_moved.energy, on_moved.forces, original.energy[: part.n_molecules], rotated, part.atoms_per_molecule, part.weight
+    )
     return task_loss(original, batch), equi

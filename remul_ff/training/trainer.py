@@ -52,8 +52,21 @@ from remul_ff.utils.progress import progress_bar
 POSTFIX_EVERY = 10  # training steps between updates of the progress bar's loss
 
 LOG_COLUMNS = [
-    "epoch", "train_loss", "train_task", "train_equi", "val_loss", "val_energy_mae_meV", "val_forces_mae_meV_A",
-    "val_equi_forces_rel", "val_shen_percent", "alpha", "beta", "lr", "epoch_time_s", "wall_time_s", "structures_per_s",
+    "epoch",
+    "train_loss",
+    "train_task",
+    "train_equi",
+    "val_loss",
+    "val_energy_mae_meV",
+    "val_forces_mae_meV_A",
+    "val_equi_forces_rel",
+    "val_shen_percent",
+    "alpha",
+    "beta",
+    "lr",
+    "epoch_time_s",
+    "wall_time_s",
+    "structures_per_s",
 ]
 
 
@@ -134,8 +147,10 @@ def check_output_dir(config: Config, resume: bool, overwrite: bool) -> None:
     if resume:
         _check_same_run(config, out / "config.yaml")
     elif present and not overwrite:
-        raise ConfigError(f"{out} already holds a training run ({', '.join(present)}); pass --resume to continue it, "
-                          "--overwrite to replace it, or set another output_dir.")
+        raise ConfigError(
+            f"{out} already holds a training run ({', '.join(present)}); pass --resume to continue it, "
+            "--overwrite to replace it, or set another output_dir."
+        )
     elif overwrite:
         for name in RUN_FILES + DERIVED_FILES:
             (out / name).unlink(missing_ok=True)
@@ -152,14 +167,18 @@ def _check_same_run(config: Config, saved_path: Path) -> None:
         pass  # a key since removed or renamed: compare what was written
     for section in RESUME_FIXED_SECTIONS:
         keys = set(saved.get(section, {})) | set(now[section])
-        changed = sorted(k for k in keys - RESUME_CHANGEABLE_KEYS.get(section, set()) if saved.get(section, {}).get(k) != now[section].get(k))
+        changed = sorted(
+            k for k in keys - RESUME_CHANGEABLE_KEYS.get(section, set()) if saved.get(section, {}).get(k) != now[section].get(k)
+        )
         if changed:
             key = changed[0]
             free = sorted(RESUME_CHANGEABLE_KEYS.get(section, ()))
             allowed = f" (only {', '.join(free)} may change)" if free else ""
-            raise ConfigError(f"cannot resume: {section}.{key} is {now[section].get(key)!r} now but was "
-                              f"{saved.get(section, {}).get(key)!r} in {saved_path}; resume with the same {section} "
-                              f"section{allowed}, or start a new run in another output_dir.")
+            raise ConfigError(
+                f"cannot resume: {section}.{key} is {now[section].get(key)!r} now but was "
+                f"{saved.get(section, {}).get(key)!r} in {saved_path}; resume with the same {section} "
+                f"section{allowed}, or start a new run in another output_dir."
+            )
 
 
 class Trainer:
@@ -185,8 +204,10 @@ class Trainer:
         """
         self.setup(resume, overwrite, extend_budget)
         if self.ctx.is_main:
-            print(f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
-                  f"({self.config.train.batch_size // self.ctx.world_size} per process)")
+            print(
+                f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
+                f"({self.config.train.batch_size // self.ctx.world_size} per process)"
+            )
         try:
             row = self._loop()
             self._barrier()
@@ -203,7 +224,10 @@ class Trainer:
         self.ctx, self.device = distributed.initialise(self.device)
         self.progress = self.progress and self.ctx.is_main
         if self.config.train.batch_size % self.ctx.world_size:
-            raise ConfigError(f"train.batch_size ({self.config.train.batch_size}) is the global batch and must be divisible by the {self.ctx.world_size} processes.")
+            raise ConfigError(
+                f"train.batch_size ({self.config.train.batch_size}) is the global batch and must be divisible by the "
+                f"{self.ctx.world_size} processes."
+            )
         # the outermost folder this run creates (output_dir/runs/... may create several)
         created = next((p for p in [*reversed(self.out.absolute().parents), self.out.absolute()] if not p.exists()), None)
         if self.ctx.is_main:
@@ -237,9 +261,9 @@ class Trainer:
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         torch.manual_seed(cfg.train.seed)
-        self.model = build_model(
-            cfg.model_kind, cfg.model_hyperparameters, data.elements, data.e0s, data.force_rms, data.energy_shift
-        ).to(self.device, self.dtype)
+        self.model = build_model(cfg.model_kind, cfg.model_hyperparameters, data.elements, data.e0s, data.force_rms, data.energy_shift).to(
+            self.device, self.dtype
+        )
         self.fixed_pairs = self.device.type != "cpu" and max(len(s) for s in data.train) <= ACCELERATOR_ALL_PAIRS_MAX_ATOMS
         # On an accelerator small molecules train over every same-molecule pair (a view sharing the
         # parameters): the same energies as pairs within r_max, whose distance filter is a host sync.
@@ -255,10 +279,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.scheduler = self._make_scheduler()
         use_gradnorm = cfg.loss.mode == "remul" and cfg.loss.weighting == "gradnorm"
-        self.gradnorm = GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr, self.device) if use_gradnorm else None
+        self.gradnorm = (
+            GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr, self.device)
+            if use_gradnorm
+            else None
+        )
         self.shuffle = torch.Generator().manual_seed(cfg.train.seed)
-        self.guard = DivergenceGuard(cfg.train.spike_factor, max_rollbacks=cfg.train.max_rollbacks,
-                                     lr_factor=cfg.train.rollback_lr_factor)
+        self.guard = DivergenceGuard(cfg.train.spike_factor, max_rollbacks=cfg.train.max_rollbacks, lr_factor=cfg.train.rollback_lr_factor)
         self.good_state: dict | None = None  # the last good epoch's training state (set by setup), for a rollback
         self.stage = 1  # 2 once loss.stage_two_fraction of the run is left
 
@@ -301,8 +328,10 @@ class Trainer:
             return
         self.stage, self.best, self.bad_epochs = 2, math.inf, 0  # validation losses of the two stages differ in scale
         self.guard.history = []  # and so do training losses
-        self._say(f"epoch {self.epoch}: stage two, energy weight {self.loss_config.energy_weight:g}, "
-                  f"forces weight {self.loss_config.forces_weight:g}; the best model is chosen among its epochs")
+        self._say(
+            f"epoch {self.epoch}: stage two, energy weight {self.loss_config.energy_weight:g}, "
+            f"forces weight {self.loss_config.forces_weight:g}; the best model is chosen among its epochs"
+        )
 
     def _start_fresh(self) -> None:
         if not self.ctx.is_main:
@@ -348,9 +377,11 @@ class Trainer:
         self._load_training_state(copy.deepcopy(self.good_state))
         self._scale_lr(self.guard.lr_factor)
         self.good_state = copy.deepcopy(self._training_state())  # a second spike returns here, step cut again
-        self._say(f"epoch {self.epoch}: training loss {train_loss:.3g} spiked above {self.guard.factor:g}x its running "
-                  f"median {median:.3g}; rolled back to the last good epoch with the learning rate scaled by "
-                  f"{self.guard.lr_factor:g} (rollback {self.guard.rollbacks}/{self.guard.max_rollbacks})")
+        self._say(
+            f"epoch {self.epoch}: training loss {train_loss:.3g} spiked above {self.guard.factor:g}x its running "
+            f"median {median:.3g}; rolled back to the last good epoch with the learning rate scaled by "
+            f"{self.guard.lr_factor:g} (rollback {self.guard.rollbacks}/{self.guard.max_rollbacks})"
+        )
 
     def _scale_lr(self, scale: float) -> None:
         """Scale the learning rate the restored state had (and its schedule's peak) by ``scale``."""
@@ -362,8 +393,10 @@ class Trainer:
     def _should_stop(self) -> bool:
         train = self.config.train
         if self.guard.exhausted:
-            self._say(f"stopping: the training loss diverged {self.guard.rollbacks} time(s) although the learning rate was "
-                      f"cut at each; model.pt keeps the best model so far; train again with a lower train.lr.")
+            self._say(
+                f"stopping: the training loss diverged {self.guard.rollbacks} time(s) although the learning rate was "
+                f"cut at each; model.pt keeps the best model so far; train again with a lower train.lr."
+            )
             return True
         if self.bad_epochs >= train.patience:
             self._say(f"early stopping: no validation improvement for {train.patience} epochs")
@@ -441,8 +474,7 @@ class Trainer:
         if loss_cfg.mode != "remul":
             task = weight * task_loss(predict(self.forward_model, batch, training=True), batch).total(loss_cfg, *counts)
             return task, task, torch.zeros_like(task)
-        task_terms, equi_terms = remul_losses(self.forward_model, batch, rotations[rows], translations[rows], loss_cfg.target,
-                                              local.equi)
+        task_terms, equi_terms = remul_losses(self.forward_model, batch, rotations[rows], translations[rows], loss_cfg.target, local.equi)
         task, equi = weight * task_terms.total(loss_cfg, *counts), weight * equi_terms.total(loss_cfg, *(local.equi_counts or counts))
         if self.gradnorm is not None:
             self.gradnorm.update([task, equi], self.model.shared_layer(), self.ctx.all_reduce)
@@ -454,7 +486,8 @@ class Trainer:
         """FLOPs of one training step on ``structures`` (forward, rotated pass, force and weight gradients).
 
         Counted with ``torch.utils.flop_counter``'s formulas (matrix products and attention;
-        elementwise work is not counted; see :mod:`remul_ff.training.flops`). The step is measured, not taken: weights, gradients, GradNorm weights and random
+        elementwise work is not counted; see :mod:`remul_ff.training.flops`).
+        The step is measured, not taken: weights, gradients, GradNorm weights and random
         state are left as they were, so a measured run trains exactly like an unmeasured one.
         """
         gradnorm = None if self.gradnorm is None else copy.deepcopy(self.gradnorm.state_dict())
@@ -499,11 +532,23 @@ class Trainer:
     def _validate_and_log(self, stats: EpochStats, train_time: float) -> dict[str, float]:
         loss_cfg, train_cfg = self.loss_config, self.config.train
         start = time.perf_counter()
-        report = evaluate(self.ema, self.data.valid, self.data.e0s, train_cfg.eval_rotations, 2 * train_cfg.batch_size,
-                          self.device, self.dtype, loss_cfg.energy_weight, loss_cfg.forces_weight,
-                          seed=train_cfg.seed + self.epoch, shard=(self.ctx.rank, self.ctx.world_size))
-        val_loss = float(loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2
-                         + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2)
+        report = evaluate(
+            self.ema,
+            self.data.valid,
+            self.data.e0s,
+            train_cfg.eval_rotations,
+            2 * train_cfg.batch_size,
+            self.device,
+            self.dtype,
+            loss_cfg.energy_weight,
+            loss_cfg.forces_weight,
+            seed=train_cfg.seed + self.epoch,
+            shard=(self.ctx.rank, self.ctx.world_size),
+        )
+        val_loss = float(
+            loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2
+            + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2
+        )
         epoch_time = train_time + time.perf_counter() - start
         # Rank 0's clock decides time-based schedules and stopping, so every rank agrees.
         self.wall = float(self._broadcast(torch.tensor(self.wall + epoch_time, dtype=torch.float64)))
@@ -511,8 +556,12 @@ class Trainer:
         if val_loss < self.best:
             self.best, self.bad_epochs = val_loss, 0
             if self.ctx.is_main:
-                save_file(model_payload(self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict(),
-                                        self.data.domain), self.out / "model.pt")
+                save_file(
+                    model_payload(
+                        self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict(), self.data.domain
+                    ),
+                    self.out / "model.pt",
+                )
         else:
             self.bad_epochs += 1
         row = self._log_row(stats, report, val_loss, train_time, epoch_time)
@@ -553,16 +602,25 @@ class Trainer:
     def _log_row(self, stats: EpochStats, report: dict, val_loss: float, train_time: float, epoch_time: float) -> dict[str, float]:
         alpha, beta = self.weights()
         row = {
-            "epoch": self.epoch, **stats.means(self.ctx), "val_loss": val_loss,
-            "val_energy_mae_meV": report["energy_mae_meV"], "val_forces_mae_meV_A": report["forces_mae_meV_A"],
+            "epoch": self.epoch,
+            **stats.means(self.ctx),
+            "val_loss": val_loss,
+            "val_energy_mae_meV": report["energy_mae_meV"],
+            "val_forces_mae_meV_A": report["forces_mae_meV_A"],
             "val_equi_forces_rel": report.get("equi_forces_rel", float("nan")),
             "val_shen_percent": report.get("shen_task_percent", float("nan")),
-            "alpha": alpha, "beta": beta, "lr": self.optimizer.param_groups[0]["lr"],
-            "epoch_time_s": epoch_time, "wall_time_s": self.wall, "structures_per_s": len(self.data.train) / train_time,
+            "alpha": alpha,
+            "beta": beta,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_time_s": epoch_time,
+            "wall_time_s": self.wall,
+            "structures_per_s": len(self.data.train) / train_time,
         }
         if self.progress:
-            print(f"epoch {self.epoch}: val E MAE {row['val_energy_mae_meV']:.2f} meV, F MAE {row['val_forces_mae_meV_A']:.1f} meV/Å, "
-                  f"equi F rel {row['val_equi_forces_rel']:.3g}, alpha {alpha:.3f}, beta {beta:.3f}, {epoch_time:.1f} s")
+            print(
+                f"epoch {self.epoch}: val E MAE {row['val_energy_mae_meV']:.2f} meV, F MAE {row['val_forces_mae_meV_A']:.1f} meV/Å, "
+                f"equi F rel {row['val_equi_forces_rel']:.3g}, alpha {alpha:.3f}, beta {beta:.3f}, {epoch_time:.1f} s"
+            )
         return row
 
     def _save_checkpoint(self) -> None:
@@ -573,20 +631,32 @@ class Trainer:
     def _checkpoint(self) -> dict:
         """Everything ``--resume`` needs: the training state plus progress, random state and the data's facts."""
         return {
-            "kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
-            "epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs, "wall": self.wall,
-            "budget_extension_s": self.budget_extension_s, **self._training_state(), "guard": self.guard.state_dict(),
+            "kind": CHECKPOINT_KIND,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "wall": self.wall,
+            "budget_extension_s": self.budget_extension_s,
+            **self._training_state(),
+            "guard": self.guard.state_dict(),
             "stage": self.stage,
-            "rng_torch": torch.get_rng_state(), "rng_shuffle": self.shuffle.get_state(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_shuffle": self.shuffle.get_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "e0s": self.data.e0s, "elements": self.data.elements,
+            "e0s": self.data.e0s,
+            "elements": self.data.elements,
         }
 
     def _training_state(self) -> dict:
         """What a rollback restores: weights, EMA, optimiser, schedule and GradNorm's weights (live references)."""
         return {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "gradnorm": None if self.gradnorm is None else self.gradnorm.state_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "gradnorm": None if self.gradnorm is None else self.gradnorm.state_dict(),
         }
 
     def _load_training_state(self, state: dict) -> None:
@@ -635,4 +705,3 @@ class Trainer:
                 writer = csv.DictWriter(handle, LOG_COLUMNS)
                 writer.writeheader()
                 writer.writerows(r for r in rows if int(r["epoch"]) <= self.epoch)
-

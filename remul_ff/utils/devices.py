@@ -18,8 +18,10 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for but no CUDA device is available; use 'cpu' or 'auto'.")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "use 'cuda' or 'cuda:N' with a smaller N.")
+        raise ConfigError(
+            f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use 'cuda' or 'cuda:N' with a smaller N."
+        )
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     return device
