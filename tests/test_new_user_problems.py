@@ -113,7 +113,7 @@ def test_resume_with_a_changed_learning_rate_is_refused_and_a_longer_budget_is_r
 def test_md_with_more_replicas_than_open_files_runs_and_writes_the_same_bytes(trained_model_file, tmp_path, monkeypatch):
     import resource
 
-    from remul_ff.md import MDSettings, engine, run_md
+    from remul_ff.md import MDSettings, output, run_md
     from tests.conftest import jittered_molecules
 
     model = load_model(trained_model_file)
@@ -123,7 +123,7 @@ def test_md_with_more_replicas_than_open_files_runs_and_writes_the_same_bytes(tr
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))  # 160 replicas cannot each hold a file open
     try:
-        monkeypatch.setattr(engine, "MAX_OPEN_TRAJECTORIES", 4)
+        monkeypatch.setattr(output, "MAX_OPEN_TRAJECTORIES", 4)
         run_md(model, starts, settings, tmp_path / "pooled", progress=False)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -7,7 +7,7 @@ imports without torch.
 import importlib
 
 _HOMES = {
-    "MDResult": "engine",
+    "MDResult": "output",
     "run_md": "engine",
     "MDSettings": "settings",
     "default_max_temperature": "settings",
