@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from remul_ff.md.analysis import H_R_BINS, H_R_RANGE
 from remul_ff.md.engine import default_max_temperature
 from remul_ff.utils.io import atomic_path
+from remul_ff.utils.plotting import subplots
 
 ROWS: list[tuple[str, str, str]] = [
     ("Energy MAE (meV)", "energy_mae_meV", "{:.2f}"),
@@ -160,7 +157,6 @@ def markdown(payload: dict) -> str:
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_all(payload: dict, out: Path) -> None:
@@ -168,7 +164,7 @@ def plot_all(payload: dict, out: Path) -> None:
     models = payload["models"]
     edges = np.linspace(*H_R_RANGE, H_R_BINS + 1)
     r = 0.5 * (edges[1:] + edges[:-1])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     ax.plot(r, payload["reference_h_r"], "k-", lw=2, label="reference data")
     for name, m in models.items():
         ax.plot(r, m["h_r"], label=name)
@@ -176,7 +172,7 @@ def plot_all(payload: dict, out: Path) -> None:
     ax.legend()
     _save(fig, out / "h_r.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = subplots(figsize=(5, 3.5))
     for name, m in models.items():
         times = np.sort(m["stability_ps"])
         total = max(times) if len(times) else 1.0
@@ -186,7 +182,7 @@ def plot_all(payload: dict, out: Path) -> None:
     ax.legend()
     _save(fig, out / "survival.png")
 
-    fig, axes = plt.subplots(1, len(models), figsize=(3.5 * len(models), 3.5), squeeze=False)
+    fig, axes = subplots(1, len(models), figsize=(3.5 * len(models), 3.5), squeeze=False)
     for ax, (name, m) in zip(axes[0], models.items()):
         ax.scatter(m["parity_ref"], m["parity_pred"], s=2)
         lim = [min(m["parity_ref"] + [0]), max(m["parity_ref"] + [0])]
@@ -194,7 +190,7 @@ def plot_all(payload: dict, out: Path) -> None:
         ax.set(xlabel="reference force (eV/Å)", ylabel="predicted (eV/Å)", title=name)
     _save(fig, out / "parity.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = subplots(figsize=(5, 3.5))
     for name, m in models.items():
         curve = m.get("learning_curve") or []
         if curve:
@@ -203,7 +199,7 @@ def plot_all(payload: dict, out: Path) -> None:
     ax.legend()
     _save(fig, out / "learning_curves.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = subplots(figsize=(5, 3.5))
     for name, m in models.items():
         e = np.array(m["nve_e_tot"])
         ax.plot(m["nve_time_ps"], 1e3 * (e - e[0]), label=f"{name} ({m['drift_meV_atom_ps']:.3g} meV/atom/ps)")
@@ -216,7 +212,7 @@ def plot_all(payload: dict, out: Path) -> None:
 
 def plot_committee_warnings(warnings: dict[str, dict], path: Path) -> None:
     """Committee force deviation along every replica (collapsed ones in red), one panel per model."""
-    fig, axes = plt.subplots(1, len(warnings), figsize=(6 * len(warnings), 3.5), squeeze=False)
+    fig, axes = subplots(1, len(warnings), figsize=(6 * len(warnings), 3.5), squeeze=False)
     for ax, (name, w) in zip(axes[0], warnings.items()):
         collapsed = {e["replica"]: e["collapse_ps"] for e in w["events"]}
         for replica, deviations in w["deviations_eV_A"].items():

@@ -203,3 +203,14 @@ def test_md_settings_import_without_torch():
 
     code = "import sys, remul_ff.md.settings, remul_ff.cli; remul_ff.cli.build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_importing_remul_ff_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import remul_ff.report, remul_ff.scaling.report, remul_ff.compare, remul_ff.cli; "
+        "print(matplotlib.get_backend())"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "svg"

@@ -13,9 +13,6 @@ import time
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from remul_ff.errors import ConfigError
@@ -23,6 +20,7 @@ from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, inter
 from remul_ff.scaling.sweep import RESULTS_FILE, ScalingSpec, point_config, read_rows, run_dir, sweep_points
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.io import atomic_path
+from remul_ff.utils.plotting import subplots
 
 SPEED_FILE = "speed.json"
 COMPARISONS = [
@@ -239,18 +237,17 @@ def write_scaling_report(spec: ScalingSpec, command: str, structure, device: str
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _colours(spec: ScalingSpec) -> dict:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     return {f: cycle[k % len(cycle)] for k, f in enumerate(spec.families)}
 
 
 def plot_loss(report: dict, spec: ScalingSpec, path: Path) -> None:
     """Force MAE vs FLOPs (log-log): learning curves faint, annealed runs as dots, fits as lines."""
     colours = _colours(spec)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = subplots(figsize=(6.5, 4.5))
     for family, fit in report["fits"].items():
         for run in {(r["size"], r["budget_epochs"]) for r in report["curves"] if r["family"] == family}:
             curve = sorted(
@@ -276,7 +273,7 @@ def plot_loss(report: dict, spec: ScalingSpec, path: Path) -> None:
 def plot_rotation(report: dict, spec: ScalingSpec, path: Path) -> None:
     """Relative rotational force error vs FLOPs (annealed runs)."""
     colours = _colours(spec)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for family, finals in report["finals"].items():
         points = [(r["flops"], r["rotation_error"]) for r in finals if r["rotation_error"]]
         if points:
@@ -295,7 +292,7 @@ def plot_rotation(report: dict, spec: ScalingSpec, path: Path) -> None:
 def plot_pareto(report: dict, spec: ScalingSpec, path: Path) -> None:
     """Force MAE of the largest-budget run of each size vs ms per ASE MD step."""
     colours = _colours(spec)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for family, finals in report["finals"].items():
         top = max(spec.budgets)
         points = [
