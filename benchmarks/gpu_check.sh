@@ -29,7 +29,7 @@ if [ "${1:-}" = "--fetch-wheels" ]; then  # here, not on the device: the device 
     # python-hostlist comes as source only: build its (pure-Python) wheel here
     (cd .gpu-wheels/mace && pip download -q --no-deps python-hostlist && pip wheel -q --no-deps python_hostlist-*.tar.gz \
         && rm python_hostlist-*.tar.gz) || exit 1
-    python -c 'import sys; from pathlib import Path; from tests.conftest import write_xtb_ethanol; write_xtb_ethanol(Path(sys.argv[1]))' \
+    python -c 'import sys; from pathlib import Path; from tests.helpers import write_xtb_ethanol; write_xtb_ethanol(Path(sys.argv[1]))' \
         .gpu-wheels/xtb_ethanol.xyz || exit 1
     ls .gpu-wheels/*
     # what a run call sends: tracked and untracked-unignored files, plus the carried folder

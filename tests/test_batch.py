@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from remul_ff.data.batch import collate, concat_batches
-from tests.conftest import jittered_molecules, labelled
+from tests.helpers import jittered_molecules, labelled
 
 
 def test_collate_to_and_split_round_trip():

@@ -20,7 +20,7 @@ from remul_ff.calculators import REMULCalculator
 from remul_ff.data.batch import Structure, collate
 from remul_ff.errors import CheckpointError, DataError
 from remul_ff.models import load_model, predict
-from tests.conftest import jittered_molecules
+from tests.helpers import jittered_molecules
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from remul_ff.md import MDSettings, run_md
 from remul_ff.md.analysis import committee_warnings
 from remul_ff.models import predict
 from remul_ff.models.committee import Committee, frame_deviations, max_force_deviation
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 
 
 def two_members() -> list[torch.nn.Module]:

@@ -15,7 +15,7 @@ from remul_ff.testing import (
     permutation_error,
     translation_error,
 )
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 
 
 def batch(n: int = 3):

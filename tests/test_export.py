@@ -13,7 +13,7 @@ from ase.build import molecule
 
 from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
-from tests.conftest import jittered_molecules
+from tests.helpers import jittered_molecules
 
 FRESH_PROCESS = """
 import json, sys, torch

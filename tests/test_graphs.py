@@ -17,7 +17,7 @@ from remul_ff.md.engine import _make_step, prepare_state
 from remul_ff.md.graphs import DYNAMIC_FIELDS, StepGraph, graphable
 from remul_ff.md.integrators import langevin_baoab_step, nose_hoover_chain_step, velocity_verlet_step
 from remul_ff.models.common import inference_model, with_fixed_pairs
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 from tests.host_sync import FailingRecorder, ReplayingRecorder
 
 DT, KT = 0.5 * units.fs, units.kB * 500

@@ -38,7 +38,7 @@ from remul_ff.md.monitor import CollapseMonitor
 from remul_ff.md.state import MDState, state_from_atoms
 from remul_ff.models import load_model
 from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, inference_model, scatter_sum, with_fixed_pairs
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 from tests.host_sync import HostSync, forbid_host_sync
 
 

@@ -7,7 +7,7 @@ import torch
 
 from remul_ff.errors import CheckpointError
 from remul_ff.models.files import MODEL_FILE_KIND, load_model, model_payload, save_file
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 
 def write_model_file(path, model=None):
@@ -114,7 +114,7 @@ def test_md_with_more_replicas_than_open_files_runs_and_writes_the_same_bytes(tr
     import resource
 
     from remul_ff.md import MDSettings, output, run_md
-    from tests.conftest import jittered_molecules
+    from tests.helpers import jittered_molecules
 
     model = load_model(trained_model_file)
     starts = jittered_molecules("CH3CH2OH", 160, seed=3, scale=0.02)
@@ -147,7 +147,7 @@ def test_md_into_a_folder_with_replica_files_only_needs_overwrite(trained_model_
 def test_evaluate_warns_about_element_pairs_the_model_never_saw(trained_model_file, tmp_path, capsys):
     from remul_ff.cli import main
     from remul_ff.data.generate import write_extxyz
-    from tests.conftest import jittered_molecules, xtb_labelled
+    from tests.helpers import jittered_molecules, xtb_labelled
 
     peroxide = tmp_path / "h2o2.xyz"  # H and O only, but an O-O bond: ethanol has one oxygen
     write_extxyz(xtb_labelled(jittered_molecules("H2O2", 2)), peroxide)

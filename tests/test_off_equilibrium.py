@@ -15,7 +15,7 @@ from remul_ff.data.off_equilibrium import OffEquilibriumSettings, distort, load_
 from remul_ff.errors import DataError
 from remul_ff.models.forces import predict
 from remul_ff.training.losses import task_loss
-from tests.conftest import jittered_molecules, tiny_model, xtb_labelled
+from tests.helpers import jittered_molecules, tiny_model, xtb_labelled
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from remul_ff.data.batch import Structure, collate
 from remul_ff.data.neighbors import radius_graph
 from remul_ff.models import predict
 from remul_ff.models.common import ALL_PAIRS_MAX_ATOMS
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 
 
 def mixed_batch():

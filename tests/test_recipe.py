@@ -12,7 +12,7 @@ from remul_ff.data.batch import collate
 from remul_ff.models import predict
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
 from remul_ff.training.trainer import Trainer
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 from tests.test_training import read_log, tiny_config
 
 

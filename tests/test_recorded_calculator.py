@@ -16,7 +16,7 @@ from ase.md.verlet import VelocityVerlet
 
 from remul_ff.calculators import REMULCalculator
 from remul_ff.calculators.recorded import recordable
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 from tests.host_sync import FailingRecorder, ReplayingRecorder
 
 

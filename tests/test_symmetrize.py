@@ -12,7 +12,7 @@ from remul_ff.models import predict
 from remul_ff.models.symmetrize import GROUP_ORDERS, RotationAveraged, rotation_group, with_test_time_rotations
 from remul_ff.testing import finite_difference_force_error, rotation_errors
 from remul_ff.training.losses import rotate_vectors
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 
 
 def batch_of(frames):

@@ -14,7 +14,7 @@ from remul_ff.calculators import REMULCalculator  # noqa: E402
 from remul_ff.calculators.torchsim import REMULTorchSimModel  # noqa: E402
 from remul_ff.errors import DataError  # noqa: E402
 from remul_ff.md import MDSettings  # noqa: E402
-from tests.conftest import jittered_molecules  # noqa: E402
+from tests.helpers import jittered_molecules  # noqa: E402
 
 
 def mixed_molecules():

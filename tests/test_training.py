@@ -154,7 +154,7 @@ def test_cli_rejects_corrupt_model_and_unknown_elements(xtb_ethanol_file, tmp_pa
     Trainer(tiny_config(xtb_ethanol_file, tmp_path / "run", train={"epochs": 1}), progress=False).run()
     water_n = tmp_path / "nh3.xyz"
     from remul_ff.data.generate import write_extxyz
-    from tests.conftest import jittered_molecules, xtb_labelled
+    from tests.helpers import jittered_molecules, xtb_labelled
 
     write_extxyz(xtb_labelled(jittered_molecules("NH3", 2)), water_n)
     assert main(["evaluate", str(tmp_path / "run" / "model.pt"), str(water_n), "--json", str(tmp_path / "e.json")]) == 2

@@ -17,7 +17,7 @@ from remul_ff.testing import (
     rotation_errors,
     translation_error,
 )
-from tests.conftest import jittered_molecules, tiny_model
+from tests.helpers import jittered_molecules, tiny_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
