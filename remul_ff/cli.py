@@ -253,12 +253,22 @@ def _split_of_run(structures: list, args: argparse.Namespace) -> list:
 
 
 def _add_md(sub: argparse._SubParsersAction) -> None:
-    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, DEVIATION_ACTIONS, THERMOSTATS
-
     p = sub.add_parser("md", help="batched MD of many replicas with collapse detection")
     p.add_argument("model", help="model.pt written by remul-ff train")
     p.add_argument("structure", help="molecule name (e.g. ethanol), structure file, or data file whose frames start the replicas")
     p.add_argument("-o", "--output", required=True, help="output folder for trajectories and thermo.csv")
+    p.add_argument("--replicas", type=int, default=1)
+    _add_md_protocol_options(p)
+    _add_md_output_options(p)
+    _add_md_model_options(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_md)
+
+
+def _add_md_protocol_options(p: argparse.ArgumentParser) -> None:
+    """Temperature, time step, time, thermostat and seed, with COMMAND_LINE_MD_SETTINGS' defaults."""
+    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, THERMOSTATS
+
     d = COMMAND_LINE_MD_SETTINGS
     p.add_argument("--temperature", type=float, default=d.temperature, help=f"K (default {d.temperature:g})")
     p.add_argument("--timestep", type=float, default=d.timestep_fs, help=f"fs (default {d.timestep_fs:g})")
@@ -270,8 +280,14 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thermostat", default=d.thermostat, choices=list(THERMOSTATS))
     p.add_argument("--friction", type=float, default=d.friction, help=f"Langevin friction in 1/fs (default {d.friction:g})")
     p.add_argument("--tdamp", type=float, default=d.tdamp_fs, help="Nose-Hoover damping time in fs (default 100 steps)")
-    p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--seed", type=int, default=d.seed)
+
+
+def _add_md_output_options(p: argparse.ArgumentParser) -> None:
+    """What is written and checked, how often, and where a run resumes."""
+    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS
+
+    d = COMMAND_LINE_MD_SETTINGS
     p.add_argument(
         "--write-interval", type=int, default=d.write_interval, help=f"steps between saved frames (default {d.write_interval}; 0: none)"
     )
@@ -293,6 +309,12 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/restart.pt (same structure and options; --time may grow)")
     p.add_argument("--overwrite", action="store_true", help="replace the MD run already in OUTPUT")
+
+
+def _add_md_model_options(p: argparse.ArgumentParser) -> None:
+    """Device, dtype, compilation and the committee."""
+    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, DEVIATION_ACTIONS
+
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long runs; about a minute to compile)")
@@ -318,12 +340,10 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--on-deviation",
-        default=d.on_deviation,
+        default=COMMAND_LINE_MD_SETTINGS.on_deviation,
         choices=list(DEVIATION_ACTIONS),
         help="flag: list it in uncertain.json and go on (default); stop: remove it from the run",
     )
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run_md)
 
 
 def _starting_structures(source: str, replicas: int) -> list:
@@ -350,16 +370,11 @@ def _check_resume_flags(args: argparse.Namespace) -> None:
         )
 
 
-def _run_md(args: argparse.Namespace) -> None:
-    from remul_ff.calculators.remul import REMULCalculator
-    from remul_ff.data.generate import read_frames
-    from remul_ff.md.engine import MDSettings, parse_duration_fs, run_md
-    from remul_ff.models.committee import Committee
-    from remul_ff.utils.devices import resolve_device
+def _md_settings(args: argparse.Namespace):
+    """The :class:`~remul_ff.md.settings.MDSettings` the options ask for."""
+    from remul_ff.md.settings import MDSettings, parse_duration_fs
 
-    if args.replicas < 1:
-        raise RemulError("--replicas must be at least 1.")
-    settings = MDSettings(
+    return MDSettings(
         temperature=args.temperature,
         timestep_fs=args.timestep,
         total_time_fs=parse_duration_fs(args.time),
@@ -377,6 +392,18 @@ def _run_md(args: argparse.Namespace) -> None:
         max_force_deviation=args.max_force_deviation,
         on_deviation=args.on_deviation,
     )
+
+
+def _run_md(args: argparse.Namespace) -> None:
+    from remul_ff.calculators.remul import REMULCalculator
+    from remul_ff.data.generate import read_frames
+    from remul_ff.md.engine import run_md
+    from remul_ff.models.committee import Committee
+    from remul_ff.utils.devices import resolve_device
+
+    if args.replicas < 1:
+        raise RemulError("--replicas must be at least 1.")
+    settings = _md_settings(args)
     settings.validate()
     _check_resume_flags(args)
     if args.max_force_deviation is not None and not args.committee:
