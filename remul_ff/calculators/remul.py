@@ -101,6 +101,22 @@ class REMULCalculator(Calculator):
         _check_unit_factor("length_units_to_A", length_units_to_A)
         self.device = resolve_device(str(device))
         self.dtype = DTYPES[default_dtype]
+        members = self._members(model_path, model)
+        # inference copies: the transformer's merges its edge layers (same energies, fewer operations)
+        members = [with_test_time_rotations(m.to(self.device, self.dtype), test_time_rotations) for m in members]
+        self.models = [inference_model(m.eval().requires_grad_(False)) for m in members]
+        self.model = self.models[0]  # elements and training domain come from the first member
+        self.energy_units_to_eV = energy_units_to_eV
+        self.length_units_to_A = length_units_to_A
+        self.warned: set[str] = set()
+        self._composition: _Composition | None = None  # made again only when the atomic numbers change
+        self.compiled = self._compile() if compile else None
+        self.record_calls = cuda_graph and self.device.type == "cuda" and len(self.models) == 1 and not compile
+        self.new_recorder = CudaGraphRecorder
+        self._recorded: tuple[_Composition, RecordedForces | None] | None = None
+
+    def _members(self, model_path, model) -> list[nn.Module]:
+        """The models to use, loaded from ``model_path`` or given as ``model``, checked (and, for a committee, checked together)."""
         if model is None:
             model = load_models(model_path, self.device, self.dtype)
         members = [model] if isinstance(model, (nn.Module, str, os.PathLike)) else list(model)
@@ -115,18 +131,7 @@ class REMULCalculator(Calculator):
                 )
         if len(members) > 1:
             check_committee(members, [str(m) for m in model_path] if model_path is not None else None)
-        # inference copies: the transformer's merges its edge layers (same energies, fewer operations)
-        members = [with_test_time_rotations(m.to(self.device, self.dtype), test_time_rotations) for m in members]
-        self.models = [inference_model(m.eval().requires_grad_(False)) for m in members]
-        self.model = self.models[0]  # elements and training domain come from the first member
-        self.energy_units_to_eV = energy_units_to_eV
-        self.length_units_to_A = length_units_to_A
-        self.warned: set[str] = set()
-        self._composition: _Composition | None = None  # made again only when the atomic numbers change
-        self.compiled = self._compile() if compile else None
-        self.record_calls = cuda_graph and self.device.type == "cuda" and len(self.models) == 1 and not compile
-        self.new_recorder = CudaGraphRecorder
-        self._recorded: tuple[_Composition, RecordedForces | None] | None = None
+        return members
 
     def _compile(self):
         if len(self.models) > 1 or self.device.type != "cpu":

@@ -192,12 +192,7 @@ def evaluate(
         if labelled:
             _accuracy_sums(sums, batch, base.energy, base.forces)
         if n_rotations > 0:
-            e0_sum = scatter_sum(
-                torch.tensor([e0s.get(int(z), 0.0) for z in batch.atomic_numbers], dtype=torch.float64, device=batch.device),
-                batch.molecule_index,
-                batch.n_molecules,
-            )
-            _equivariance_sums(sums, model, batch, base, e0_sum, table[chunk])
+            _equivariance_sums(sums, model, batch, base, _e0_sums(batch, e0s), table[chunk])
     if world > 1:
         sums = _combine(sums, world)
     report: dict[str, object] = {"n_structures": len(structures), "n_rotations": n_rotations}
@@ -206,6 +201,12 @@ def evaluate(
     if n_rotations > 0:
         report.update(_equivariance_report(sums, energy_weight, forces_weight))
     return report
+
+
+def _e0_sums(batch, e0s: dict[int, float]) -> torch.Tensor:
+    """``[m]`` each molecule's sum of isolated-atom energies (elements missing from ``e0s`` count 0)."""
+    per_atom = torch.tensor([e0s.get(int(z), 0.0) for z in batch.atomic_numbers], dtype=torch.float64, device=batch.device)
+    return scatter_sum(per_atom, batch.molecule_index, batch.n_molecules)
 
 
 def _combine(sums: _Sums, world: int) -> _Sums:
