@@ -78,13 +78,7 @@ def read_structures(
         DataError: For unreadable files, missing labels, NaN/inf values or collapsed geometries.
     """
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"data file {path} is a folder; give the data file inside it (e.g. {path}/train.xyz).")
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; check the path.")
-    check_index(index)
-    if format not in FORMATS and format not in ase.io.formats.ioformats:
-        raise DataError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)} or an ase.io format name.")
+    _check_request(path, format, index)
     fmt = detect_format(path) if format == "auto" else format
     if fmt in NPZ_LAYOUTS:
         structures = _read_npz(path, NPZ_LAYOUTS[fmt], index)
@@ -99,6 +93,17 @@ def read_structures(
     for i, s in enumerate(structures):
         s.validate(f"frame {i} of {path}")
     return structures
+
+
+def _check_request(path: Path, format: str, index: str | int) -> None:
+    """One sentence for a path that is no file, a bad index or an unknown format, before reading."""
+    if path.is_dir():
+        raise DataError(f"data file {path} is a folder; give the data file inside it (e.g. {path}/train.xyz).")
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check the path.")
+    check_index(index)
+    if format not in FORMATS and format not in ase.io.formats.ioformats:
+        raise DataError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)} or an ase.io format name.")
 
 
 def _read_ase(path: Path, fmt: str | None, index: str | int) -> list[Atoms]:
