@@ -115,17 +115,22 @@ def run_md(
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
     keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
-    model = inference_model(model)  # the transformer's merged copy: same energies, fewer operations
-    if next(model.parameters()).device.type != "cpu":  # no host-device sync per step
-        model = with_fixed_pairs(model, max(len(atoms) for atoms in starts))
+    model = _inference_model(model, starts)
     run = _start_run(model, starts, settings, None if output_dir is None else Path(output_dir), resume, reference_frames)
     if settings.compile and run.last < settings.n_steps:
-        # dynamic: the edge count changes between steps; recompiling for each count would cost more than it saves
-        model = torch.compile(model, dynamic=True)
+        model = torch.compile(model, dynamic=True)  # dynamic: the edge count changes between steps
     if not run.last:
         _record(run.writers, run.state, 0, settings, run.kT)
     _integrate(run, model, settings, progress)
     return run.result
+
+
+def _inference_model(model: nn.Module, starts: Sequence[Atoms]) -> nn.Module:
+    """The transformer's merged copy (same energies, fewer operations); off the CPU, over fixed pairs (no host sync per step)."""
+    model = inference_model(model)
+    if next(model.parameters()).device.type != "cpu":
+        model = with_fixed_pairs(model, max(len(atoms) for atoms in starts))
+    return model
 
 
 def md_settings(settings: MDSettings | dict | None) -> MDSettings:
