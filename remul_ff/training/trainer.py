@@ -500,23 +500,25 @@ class Trainer:
         # Rank 0's clock decides time-based schedules and stopping, so every rank agrees.
         self.wall = float(self._broadcast(torch.tensor(self.wall + epoch_time, dtype=torch.float64)))
         self._step_scheduler(val_loss)
-        if val_loss < self.best:
-            self.best, self.bad_epochs = val_loss, 0
-            if self.ctx.is_main:
-                save_file(
-                    model_payload(
-                        self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict(), self.data.domain
-                    ),
-                    self.out / "model.pt",
-                )
-        else:
-            self.bad_epochs += 1
+        self._keep_if_best(val_loss)
         row = self._log_row(stats, report, val_loss, train_time, epoch_time)
         if self.ctx.is_main:
             with open(self.out / "log.csv", "a", newline="") as handle:
                 csv.DictWriter(handle, LOG_COLUMNS).writerow(row)
             self._tensorboard(row)
         return row
+
+    def _keep_if_best(self, val_loss: float) -> None:
+        """Write the EMA model to ``model.pt`` when its validation loss is the best so far."""
+        if not val_loss < self.best:  # a NaN loss is never the best
+            self.bad_epochs += 1
+            return
+        self.best, self.bad_epochs = val_loss, 0
+        if self.ctx.is_main:
+            payload = model_payload(
+                self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict(), self.data.domain
+            )
+            save_file(payload, self.out / "model.pt")
 
     def _tensorboard(self, row: dict[str, float]) -> None:
         """Mirror the log row to TensorBoard when it is enabled and installed (it is optional)."""
