@@ -138,7 +138,7 @@ def training_summary(output_dir: str, data_path: str) -> str:
     rows = list(csv.DictReader(open(out / "log.csv")))
     if not rows or not (out / "model.pt").exists():
         return f"no epoch finished, so no model was written to {out}/model.pt."
-    best = min(rows, key=lambda r: float(r["val_loss"]))
+    best = _row_of_model(out / "model.pt", rows)
     rotation = float(best["val_equi_forces_rel"]) if best["val_equi_forces_rel"] not in ("", "nan") else float("nan")
     return (
         f"best model (epoch {best['epoch']} of {rows[-1]['epoch']}) written to {out}/model.pt: validation energy MAE "
@@ -146,6 +146,15 @@ def training_summary(output_dir: str, data_path: str) -> str:
         f"relative rotational force error {rotation:.2e}.\nnext: remul-ff evaluate {out}/model.pt {data_path}  |  "
         f"remul-ff md {out}/model.pt {data_path} -o {out}/md --replicas 8 --time 10ps --reference {data_path}"
     )
+
+
+def _row_of_model(path, rows: list[dict]) -> dict:
+    """The log row of the epoch ``model.pt`` holds (files from before it was recorded: the lowest validation
+    loss; with a second stage the scale of that loss changes, so only the recorded epoch is sure)."""
+    import torch
+
+    epoch = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+    return next((r for r in rows if int(r["epoch"]) == epoch), None) or min(rows, key=lambda r: float(r["val_loss"]))
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:

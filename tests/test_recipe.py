@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from remul_ff.cli import training_summary
 from remul_ff.config import LossConfig
 from remul_ff.data.batch import collate
 from remul_ff.models import predict
@@ -58,3 +59,6 @@ def test_stage_two_switches_the_loss_weights_for_the_last_share_of_the_run(xtb_e
     best = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["best"]
     assert best == min(val_losses[3:])  # chosen among stage-two epochs (epoch 4 on; epoch 3 switched after its validation)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["stage"] == 2
+    kept = torch.load(tmp_path / "model.pt", weights_only=True)["epoch"]
+    assert float(rows[kept - 1]["val_loss"]) == best and kept >= 4
+    assert f"best model (epoch {kept} of 5)" in training_summary(str(tmp_path), "data.xyz")

@@ -518,7 +518,7 @@ class Trainer:
             payload = model_payload(
                 self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict(), self.data.domain
             )
-            save_file(payload, self.out / "model.pt")
+            save_file({**payload, "epoch": self.epoch}, self.out / "model.pt")
 
     def _tensorboard(self, row: dict[str, float]) -> None:
         """Mirror the log row to TensorBoard when it is enabled and installed (it is optional)."""
