@@ -237,6 +237,7 @@ md: {{time: 5fs, replicas: 2, bond_tolerance: 0.001}}
     assert not (tmp_path / "report" / "remul" / "md" / "replica_000.traj").exists()
 
 
+@pytest.mark.slow
 def test_a_model_used_with_test_time_rotations_is_measured_averaged(trained_model_file, xtb_ethanol_file, tmp_path, capsys):
     spec, out = _trained_model_spec(
         tmp_path,

@@ -14,6 +14,8 @@ import torch.multiprocessing as mp
 from remul_ff.config import config_from_dict
 from remul_ff.training.trainer import Trainer
 
+pytestmark = pytest.mark.slow
+
 
 def make_config(data_path, out, epochs: int = 3):
     return config_from_dict(

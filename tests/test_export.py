@@ -15,6 +15,8 @@ from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
 from tests.helpers import jittered_molecules
 
+pytestmark = pytest.mark.slow
+
 FRESH_PROCESS = """
 import json, sys, torch
 program = torch._inductor.aoti_load_package(sys.argv[1]) if sys.argv[2:] == ["aoti"] else torch.export.load(sys.argv[1]).module()

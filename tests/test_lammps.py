@@ -10,6 +10,8 @@ from ase.io import write
 from remul_ff.calculators import REMULCalculator
 from remul_ff.errors import RemulError
 
+pytestmark = pytest.mark.slow
+
 ELEMENTS = ["H", "C", "O"]
 
 

@@ -494,6 +494,7 @@ def test_md_refuses_to_overwrite_or_to_resume_a_different_run(trained_model_file
     assert not (tmp_path / "replica_001.traj").exists()
 
 
+@pytest.mark.slow
 def test_compiled_md_follows_the_eager_trajectory(trained_model_file, tmp_path):
     model = load_model(trained_model_file)
     settings = MDSettings(temperature=300, total_time_fs=10, thermostat="nose-hoover", write_interval=5, seed=1)

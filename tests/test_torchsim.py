@@ -71,6 +71,7 @@ def _final_positions(model, frames) -> np.ndarray:
     return (state.positions - start).numpy()
 
 
+@pytest.mark.slow
 def test_torch_sim_langevin_keeps_64_ethanol_replicas_at_temperature(trained_model_file):
     model = REMULTorchSimModel(trained_model_file, device="cpu", dtype=torch.float64)
     final = ts.integrate(
