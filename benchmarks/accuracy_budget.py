@@ -10,13 +10,17 @@ code and grid). The constant is the mean offset measured on 20 *shared training*
 ``test_sets.py check`` (``results/labeller_check.json``); ``test_energy_mae_meV`` is measured after
 taking it off, ``test_energy_mae_raw_meV`` before.
 
-Training commands (repository root; one thread each; the other core labelled DFT meanwhile)::
+A committee (``COMMITTEES``) is evaluated as the mean of its members' energies, at the sum of their
+budgets: two 60-minute models next to one 120-minute model.
+
+Training commands (repository root; one thread each, beside one other job: DFT labelling, another
+training or the developer's tests, so epochs per minute vary by up to a fifth; each row gives its epochs)::
 
     OMP_NUM_THREADS=1 remul-ff train examples/rmd17_ethanol.yaml \\
         --set data.path=../shared/data/rmd17_ethanol/train.xyz \\
         --set data.e0s=../shared/data/rmd17_ethanol/isolated_atoms.xyz \\
         --set train.max_minutes=B --set train.num_threads=1 --set train.seed=S \\
-        [--set loss.equi_fraction=0.25] \\
+        [--set loss.equi_fraction=0.25 | --set train.weight_decay=0.05 | --set train.ema_decay=0.999] \\
         --set output_dir=benchmarks/accuracy_budget/runs/<recipe>_<B>min_seed<S>
     python benchmarks/accuracy_budget.py
 
