@@ -275,8 +275,8 @@ def _add_md(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_md_protocol_options(p: argparse.ArgumentParser) -> None:
-    """Temperature, time step, time, thermostat and seed, with COMMAND_LINE_MD_SETTINGS' defaults."""
-    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, THERMOSTATS
+    """Temperature, time step, time, thermostat, seed and forces, with COMMAND_LINE_MD_SETTINGS' defaults."""
+    from remul_ff.md.settings import COMMAND_LINE_MD_SETTINGS, FORCE_MODES, THERMOSTATS
 
     d = COMMAND_LINE_MD_SETTINGS
     p.add_argument("--temperature", type=float, default=d.temperature, help=f"K (default {d.temperature:g})")
@@ -290,6 +290,14 @@ def _add_md_protocol_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--friction", type=float, default=d.friction, help=f"Langevin friction in 1/fs (default {d.friction:g})")
     p.add_argument("--tdamp", type=float, default=d.tdamp_fs, help="Nose-Hoover damping time in fs (default 100 steps)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--forces",
+        default=d.forces,
+        choices=list(FORCE_MODES),
+        help="conservative: -dE/dx (default); mts: direct forces on inner steps, corrected every --mts-k steps; "
+        "direct: direct forces only (no energy conservation). mts and direct need a model with model.direct_forces: true",
+    )
+    p.add_argument("--mts-k", type=int, default=d.mts_k, help=f"inner steps per multiple-time-step cycle (default {d.mts_k})")
 
 
 def _add_md_output_options(p: argparse.ArgumentParser) -> None:
@@ -400,6 +408,8 @@ def _md_settings(args: argparse.Namespace):
         cuda_graph=args.cuda_graph,
         max_force_deviation=args.max_force_deviation,
         on_deviation=args.on_deviation,
+        forces=args.forces,
+        mts_k=args.mts_k,
     )
 
 

@@ -95,6 +95,9 @@ class LossConfig:
         gradnorm_lr: Learning rate of the GradNorm weights.
         energy_weight: Weight of the per-atom energy MSE (eV²/atom²).
         forces_weight: Weight of the force MSE ((eV/Å)²).
+        direct_forces_weight: Weight of the direct forces' MSE ((eV/Å)²), for a model with
+            ``direct_forces: true``; in ``remul`` mode the same weight applies to their
+            equivariance term.
         stage_two_fraction: The last share of the run (of ``train.epochs`` or ``train.max_minutes``,
             whichever is further along) trained with the stage-two weights, as MACE's second stage
             does; the best model is then chosen among stage-two epochs. 0: one stage.
@@ -112,6 +115,7 @@ class LossConfig:
     gradnorm_lr: float = 0.025
     energy_weight: float = 1.0
     forces_weight: float = 10.0
+    direct_forces_weight: float = 10.0
     stage_two_fraction: float = 0.0
     stage_two_energy_weight: float = 100.0
     stage_two_forces_weight: float = 10.0

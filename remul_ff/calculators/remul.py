@@ -22,6 +22,7 @@ from remul_ff.models.common import ElementTable, inference_model
 from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
 from remul_ff.models.symmetrize import RotationAveraged, with_test_time_rotations
+from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.memory import keep_freed_memory
@@ -70,6 +71,12 @@ class REMULCalculator(Calculator):
         cuda_graph: On CUDA, record one model's force call per composition as a CUDA graph and
             replay it (:mod:`remul_ff.calculators.recorded`; molecules of up to 64 atoms, every
             atom pair fixed: the same results). Committees and rotation averages run plainly.
+        forces: ``"conservative"`` (``-dE/dx``) or ``"direct"``: ``forces`` are then a direct-force
+            head's (a model trained with ``model.direct_forces: true``), without a backward pass;
+            they are no energy's gradient, so MD on them does not conserve energy
+            (:class:`~remul_ff.calculators.mts.MultipleTimeStepVerlet` does, at nearly their cost).
+            A model with that head also gives ``direct_forces`` on request, in either mode:
+            ``calc.get_property("direct_forces", atoms)`` alone skips the backward pass.
         **kwargs: Passed on to :class:`ase.calculators.calculator.Calculator`.
 
     Making a calculator sets glibc's malloc to keep freed memory for the next step
@@ -89,6 +96,7 @@ class REMULCalculator(Calculator):
         compile: bool = False,
         test_time_rotations: int = 0,
         cuda_graph: bool = True,
+        forces: str = "conservative",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,6 +118,8 @@ class REMULCalculator(Calculator):
         self.length_units_to_A = length_units_to_A
         self.warned: set[str] = set()
         self._composition: _Composition | None = None  # made again only when the atomic numbers change
+        self.force_mode, self.direct_model = self._direct_forces(forces, compile)
+        self.implemented_properties = type(self).implemented_properties + (["direct_forces"] if self.direct_model is not None else [])
         self.compiled = self._compile() if compile else None
         self.record_calls = cuda_graph and self.device.type == "cuda" and len(self.models) == 1 and not compile
         self.new_recorder = CudaGraphRecorder
@@ -132,6 +142,22 @@ class REMULCalculator(Calculator):
         if len(members) > 1:
             check_committee(members, [str(m) for m in model_path] if model_path is not None else None)
         return members
+
+    def _direct_forces(self, forces: str, compile: bool) -> tuple[str, nn.Module | None]:
+        """The force mode, and the model's view that returns direct forces (``None`` without a head)."""
+        if forces not in ("conservative", "direct"):
+            raise ValueError(f"forces must be 'conservative' or 'direct', not {forces!r}.")
+        direct = len(self.models) == 1 and has_direct_forces(self.model)
+        if forces == "direct" and (not direct or compile):
+            why = "compile=True runs the conservative program" if direct else "it needs one model trained with model.direct_forces: true"
+            raise ValueError(f"forces='direct' cannot be used here: {why}; use forces='conservative'.")
+        if forces == "direct":
+            warnings.warn(
+                "remul-ff: MD on direct forces alone does not conserve energy (they are no energy's gradient); "
+                "remul_ff.calculators.MultipleTimeStepVerlet is nearly as fast and conserves it.",
+                stacklevel=3,
+            )
+        return forces, with_direct_forces(self.model) if direct else None
 
     def _compile(self):
         if len(self.models) > 1 or self.device.type != "cpu":
@@ -213,12 +239,33 @@ class REMULCalculator(Calculator):
                 warnings.warn(f"remul-ff: {message}", OutOfDomainWarning, stacklevel=4)
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None, system_changes=all_changes) -> None:
-        """Compute every implemented property with a single model call."""
+        """Compute every implemented property with a single model call (direct forces alone: no backward pass)."""
         super().calculate(atoms, properties, system_changes)
         distances = self._checked_distances(self.atoms, "the structure")
         # Centred in float64 first: float32 far from the origin rounds the interatomic vectors.
         positions = (self.atoms.positions - self.atoms.positions.mean(0)) / self.length_units_to_A
-        self.results = self._results(self._predict(positions, distances))
+        direct, conservative = self._wanted(properties)
+        if direct:
+            self.results = self._results([self._predict_direct(positions, conservative)])
+        else:
+            self.results = self._results(self._predict(positions, distances))
+
+    def _wanted(self, properties: list[str] | None) -> tuple[bool, bool]:
+        """Whether this call computes ``(direct forces, conservative forces)``."""
+        if self.direct_model is None:
+            return False, True
+        if self.force_mode == "direct":
+            return True, False
+        asked = set(properties or ["forces"])
+        if "direct_forces" in asked:
+            return True, "forces" in asked
+        return self.compiled is None, True  # the direct head's share of a full call is small: keep it unless compiled
+
+    def _predict_direct(self, positions: np.ndarray, conservative: bool) -> tuple[torch.Tensor, ...]:
+        """``(energy, forces or None, atomic energies, direct forces)`` from the direct-force view."""
+        batch = collate([Structure(positions, self._composition.numbers.numpy())], dtype=self.dtype).to(self.device)
+        p = predict(self.direct_model, batch, forces=conservative)
+        return p.energy[0], p.forces, p.atomic_energies, p.direct_forces
 
     def _predict(self, positions: np.ndarray, distances: np.ndarray | None) -> list[tuple[torch.Tensor, ...]]:
         """``(energy, forces [n, 3], atomic energies [n])`` of each committee member, in model units."""
@@ -249,13 +296,24 @@ class REMULCalculator(Calculator):
             return None
 
     def _results(self, predictions: list[tuple[torch.Tensor, ...]]) -> dict:
-        """ASE's results (eV, eV/Å): the committee's mean, and its spread when there are several members."""
+        """ASE's results (eV, eV/Å): the committee's mean, and its spread when there are several members.
+
+        A prediction is ``(energy, forces, atomic energies)``, or from the direct-force view
+        ``(energy, forces or None, atomic energies, direct forces)``.
+        """
         eV, eV_per_A = self.energy_units_to_eV, self.energy_units_to_eV / self.length_units_to_A
         energies = np.array([float(p[0]) for p in predictions]) * eV
-        forces = np.stack([p[1].detach().cpu().double().numpy() for p in predictions]) * eV_per_A
         atomic = np.stack([p[2].detach().cpu().double().numpy() for p in predictions]) * eV
         energy = float(energies.mean())
-        results = {"energy": energy, "free_energy": energy, "forces": forces.mean(0), "energies": atomic.mean(0)}
+        results = {"energy": energy, "free_energy": energy, "energies": atomic.mean(0)}
+        if len(predictions[0]) > 3:  # one model, seen through its direct-force view
+            results["direct_forces"] = predictions[0][3].detach().cpu().double().numpy() * eV_per_A
+        if self.force_mode == "direct":
+            results["forces"] = results["direct_forces"]
+        if predictions[0][1] is None or self.force_mode == "direct":
+            return results
+        forces = np.stack([p[1].detach().cpu().double().numpy() for p in predictions]) * eV_per_A
+        results["forces"] = forces.mean(0)
         if len(predictions) > 1:
             results["energy_std"] = float(energies.std())
             results["forces_std"] = forces.std(0)

@@ -48,12 +48,22 @@ from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_
 from remul_ff.models.committee import Committee, max_force_deviation
 from remul_ff.models.common import inference_model, with_fixed_pairs
 from remul_ff.models.files import load_model
+from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.utils.memory import keep_freed_memory
 from remul_ff.utils.progress import progress_bar
 
 
 def _make_step(settings: MDSettings, kT: float, generator: torch.Generator):
     """The integrator for ``settings`` as ``step(state, model)``; ``generator`` feeds Langevin noise."""
+    step = _thermostat_step(settings, kT, generator)
+    if settings.forces != "mts":
+        return step
+    dt = settings.timestep_fs * units.fs
+    return lambda state, model: integrators.multiple_time_step(state, model, step, settings.mts_k, dt)
+
+
+def _thermostat_step(settings: MDSettings, kT: float, generator: torch.Generator):
+    """The thermostat's integrator as ``step(state, model)`` (the inner step of multiple time stepping)."""
     dt = settings.timestep_fs * units.fs
     if settings.thermostat == "nve":
         return lambda state, model: integrators.velocity_verlet_step(state, model, dt)
@@ -69,9 +79,14 @@ def _committee_deviation(committee: Committee, state: MDState) -> torch.Tensor:
     return torch.cat([max_force_deviation(committee, batch) for batch in state.force_batches()])
 
 
+# The force call that starts a run: multiple time stepping needs the slow force from the start.
+FIRST_FORCE_MODE = {"conservative": "conservative", "direct": "direct", "mts": "both"}
+
+
 def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSettings, device, dtype) -> MDState:
     """Initial state: positions from ``starts``, Maxwell–Boltzmann momenta, forces and thermostat."""
     state = state_from_atoms(starts, device, dtype)
+    state.force_mode = FIRST_FORCE_MODE[settings.forces]
     if settings.initial_velocities:
         maxwell_boltzmann(state, settings.temperature, settings.seed)
     if settings.thermostat == "nose-hoover":
@@ -112,10 +127,11 @@ def run_md(
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     starts = checked_starts(model, starts)
     warn_long_timestep(settings.timestep_fs, starts)
+    check_force_mode(model, settings.forces)
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
     keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
-    model = _inference_model(model, starts)
+    model = _inference_model(model, starts, settings.forces)
     run = _start_run(model, starts, settings, None if output_dir is None else Path(output_dir), resume, reference_frames)
     if settings.compile and run.last < settings.n_steps:
         model = torch.compile(model, dynamic=True)  # dynamic: the edge count changes between steps
@@ -125,12 +141,31 @@ def run_md(
     return run.result
 
 
-def _inference_model(model: nn.Module, starts: Sequence[Atoms]) -> nn.Module:
-    """The transformer's merged copy (same energies, fewer operations); off the CPU, over fixed pairs (no host sync per step)."""
+def _inference_model(model: nn.Module, starts: Sequence[Atoms], forces: str = "conservative") -> nn.Module:
+    """The transformer's merged copy (same energies, fewer operations); off the CPU, over fixed pairs (no host
+    sync per step); returning its direct forces too when ``forces`` uses them."""
     model = inference_model(model)
     if next(model.parameters()).device.type != "cpu":
         model = with_fixed_pairs(model, max(len(atoms) for atoms in starts))
-    return model
+    return model if forces == "conservative" else with_direct_forces(model)
+
+
+def check_force_mode(model: nn.Module, forces: str) -> None:
+    """Refuse direct forces for a model without a direct-force head (one sentence); warn that ``direct`` drifts."""
+    if forces == "conservative":
+        return
+    if isinstance(model, Committee) or not has_direct_forces(model):
+        raise RemulError(
+            f"forces={forces!r} needs one model trained with model.direct_forces: true "
+            f"({'a committee has none' if isinstance(model, Committee) else 'this one has no direct-force head'}); "
+            "use forces='conservative', or train such a model."
+        )
+    if forces == "direct":
+        warnings.warn(
+            "remul-ff: MD on direct forces alone does not conserve energy (they are no energy's gradient); "
+            "forces='mts' is as fast on most steps and conserves it.",
+            stacklevel=3,
+        )
 
 
 def md_settings(settings: MDSettings | dict | None) -> MDSettings:
@@ -244,7 +279,7 @@ def _start_run(
 def _integrate(run: _Run, model: nn.Module, settings: MDSettings, progress: bool) -> None:
     """Step from ``run.last`` to the end (or until every replica has collapsed), writing as asked."""
     step_fn = _make_step(settings, run.kT, run.generator)
-    if settings.cuda_graph and graphable(model, run.state.positions.device):
+    if settings.cuda_graph and settings.forces != "mts" and graphable(model, run.state.positions.device):
         step_fn = StepGraph(step_fn)  # one launch per step; the step reads nothing back from the device
     start, replica_steps = time.perf_counter(), 0
     checkpoints = run.restart is not None and bool(settings.restart_every)  # restart files are written

@@ -168,6 +168,35 @@ def _nose_hoover_chain_half(state: MDState, kT: float, delta: float, on_host: bo
     state.momenta = state.momenta * back(total).to(state.momenta.dtype)[state.molecule_index, None]
 
 
+def multiple_time_step(state: MDState, model: nn.Module, inner, k: int, dt: float) -> MDState:
+    """One inner step of multiple time stepping (r-RESPA; Tuckerman, Berne & Martyna 1992).
+
+    ``inner(state, model)`` is any integrator step above, run on the direct forces (cheap: no
+    autograd). A cycle of ``k`` inner steps is wrapped in two half kicks of the slow force
+    ``conservative - direct`` over ``k dt / 2``; the last inner step of a cycle computes both forces
+    from one forward pass and a backward pass. The trajectory then follows the conservative
+    forces over a cycle (the same energy is conserved as by velocity Verlet, up to the error the
+    slow force's long step adds), while ``k - 1`` of every ``k`` force calls skip the backward pass.
+    ``k = 1`` is ``inner`` on the conservative forces.
+
+    Args:
+        state: Replicas; ``state.slow_forces`` must hold the slow force at the current positions
+            (:func:`~remul_ff.md.state.compute_forces` with ``force_mode="both"``).
+        inner: The inner integrator step.
+        k: Inner steps per cycle.
+        dt: The inner time step (ASE time units).
+    """
+    if state.mts_phase == 0:
+        state.momenta = state.momenta + (k * dt / 2) * state.slow_forces
+    closing = state.mts_phase == k - 1
+    state.force_mode = "both" if closing else "direct"
+    inner(state, model)
+    if closing:
+        state.momenta = state.momenta + (k * dt / 2) * state.slow_forces
+    state.mts_phase = (state.mts_phase + 1) % k
+    return state
+
+
 def nose_hoover_chain_step(state: MDState, model: nn.Module, dt: float, kT: float, on_host: bool | None = None) -> MDState:
     """Nosé–Hoover-chain NVT (Martyna, Tuckerman & Klein 1996): thermostat half step, velocity
     Verlet, thermostat half step. Call :func:`init_nose_hoover_chain` first.
@@ -205,6 +234,7 @@ __all__ = [
     "init_nose_hoover_chain",
     "kT_of",
     "langevin_baoab_step",
+    "multiple_time_step",
     "nose_hoover_chain_step",
     "velocity_verlet_step",
 ]

@@ -40,6 +40,8 @@ RESUME_FIXED_SETTINGS = (
     "initial_velocities",
     "max_force_deviation",
     "on_deviation",
+    "forces",
+    "mts_k",
 )
 
 

@@ -15,6 +15,7 @@ from remul_ff.errors import RemulError
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
 DEVIATION_ACTIONS = ("flag", "stop")
+FORCE_MODES = ("conservative", "direct", "mts")
 TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
 # X-H stretches (~3000 cm^-1) have a period of ~11 fs; velocity Verlet wants 10-20 steps per period,
 # so MD of molecules with hydrogen uses 0.5-1 fs (Fu et al.'s stability benchmarks: 0.5 fs).
@@ -77,11 +78,18 @@ class MDSettings:
             made a 5-replica ethanol step about 1.7x faster; compiling takes about a minute.
         cuda_graph: On a CUDA device, record the whole step (forces included) once as a CUDA graph
             and replay it (:mod:`remul_ff.md.graphs`), for molecules of up to 64 atoms; Langevin's
-            noise is still drawn on the CPU, each step, and copied in. Other devices ignore it.
+            noise is still drawn on the CPU, each step, and copied in. Other devices ignore it, and
+            so does ``forces: mts`` (the steps of a cycle differ).
         max_force_deviation: With a committee, the largest force deviation (eV/Å) a replica may
             reach at a check before ``on_deviation`` applies (``None``: only log it).
         on_deviation: ``flag`` records the replica in ``uncertain.json`` and goes on; ``stop``
             also removes it from the run (recorded in ``collapses.json`` with the reason).
+        forces: ``conservative`` (``-dE/dx``), ``mts`` (multiple time stepping: a model's direct
+            forces on inner steps, corrected to the conservative ones every ``mts_k`` steps,
+            :func:`~remul_ff.md.integrators.multiple_time_step`) or ``direct`` (direct forces
+            only: fastest, but they are no energy's gradient, so energy is not conserved). The
+            last two need a model trained with ``model.direct_forces: true``.
+        mts_k: Inner steps per multiple-time-step cycle (``forces: mts``).
     """
 
     temperature: float = 300.0
@@ -104,6 +112,8 @@ class MDSettings:
     cuda_graph: bool = True
     max_force_deviation: float | None = None
     on_deviation: str = "flag"
+    forces: str = "conservative"
+    mts_k: int = 4
 
     def _checks(self) -> list:
         """``(what, value, test, what it must be)`` for every numeric setting."""
@@ -121,6 +131,7 @@ class MDSettings:
             ("collapse check interval (steps)", self.check_interval, lambda v: v >= 1, "at least 1"),
             ("restart interval (steps)", self.restart_every, *at_least_0),
             ("bond tolerance (Å)", self.bond_tolerance, *positive),
+            ("multiple-time-step k (inner steps per cycle)", self.mts_k, lambda v: float(v).is_integer() and v >= 1, "an integer >= 1"),
             ("temperature guard (K)", 1.0 if self.max_temperature is None else self.max_temperature, *positive),
             (
                 "committee force-deviation threshold (eV/Å)",
@@ -148,6 +159,8 @@ class MDSettings:
                 f"the total time ({self.total_time_fs:g} fs) is shorter than one time step "
                 f"({self.timestep_fs:g} fs); give a longer time or a shorter time step."
             )
+        if self.forces not in FORCE_MODES:
+            raise RemulError(f"unknown force mode {self.forces!r}; use one of {', '.join(FORCE_MODES)}.")
         if self.traj_format not in ("traj", "extxyz"):
             raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
 

@@ -35,6 +35,11 @@ class MDState:
         thermostat: Integrator-specific per-replica tensors (e.g. Nosé–Hoover chain variables).
         force_deviation: ``[m]`` a committee's largest force deviation per replica at the last
             check, eV/Å (``None`` for a single model).
+        force_mode: What :func:`compute_forces` puts in ``forces``: ``conservative`` (``-dE/dx``),
+            ``direct`` (a direct-force head's, no autograd) or ``both`` (direct, and the
+            conservative minus direct in ``slow_forces``: multiple time stepping's outer step).
+        slow_forces: ``[n, 3]`` conservative minus direct forces at the last ``both`` call, eV/Å.
+        mts_phase: Inner steps taken in the current multiple-time-step cycle.
     """
 
     positions: torch.Tensor
@@ -47,6 +52,9 @@ class MDState:
     energy: torch.Tensor | None = None
     thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
     force_deviation: torch.Tensor | None = None
+    force_mode: str = "conservative"
+    slow_forces: torch.Tensor | None = None
+    mts_phase: int = 0
     _calls: tuple | None = field(default=None, repr=False)  # (molecule_index, its force-call slices)
     _counts: tuple | None = field(default=None, repr=False)  # (molecule_index, atoms per replica)
 
@@ -89,7 +97,7 @@ class MDState:
         """Keep the replicas where ``keep`` (``[m]`` bool) is true; also return the atom mask."""
         atom_keep = keep[self.molecule_index]
         new_index = torch.cumsum(keep.long(), 0) - 1
-        per_atom = ("positions", "momenta", "masses", "atomic_numbers", "forces")
+        per_atom = ("positions", "momenta", "masses", "atomic_numbers", "forces", "slow_forces")
         state = MDState(
             **{name: None if getattr(self, name) is None else getattr(self, name)[atom_keep] for name in per_atom},
             molecule_index=new_index[self.molecule_index[atom_keep]],
@@ -97,6 +105,8 @@ class MDState:
             energy=None if self.energy is None else self.energy[keep],
             force_deviation=None if self.force_deviation is None else self.force_deviation[keep],
             thermostat={k: v[keep] for k, v in self.thermostat.items()},
+            force_mode=self.force_mode,
+            mts_phase=self.mts_phase,
         )
         return state, atom_keep
 
@@ -178,14 +188,23 @@ def replica_calls(
 
 
 def compute_forces(state: MDState, model: nn.Module) -> MDState:
-    """Evaluate the model on all replicas and cache energies and forces on the state."""
-    predictions = [predict(model, batch) for batch in state.force_batches()]
-    if len(predictions) == 1:
-        state.forces, state.energy = predictions[0].forces, predictions[0].energy
-    else:
-        state.forces = torch.cat([p.forces for p in predictions])
-        state.energy = torch.cat([p.energy for p in predictions])
+    """Evaluate the model on all replicas and cache energies and forces (by ``state.force_mode``) on the state."""
+    mode = state.force_mode
+    predictions = [predict(model, batch, forces=mode != "direct") for batch in state.force_batches()]
+    state.energy = _joined([p.energy for p in predictions])
+    if mode == "conservative":
+        state.forces = _joined([p.forces for p in predictions])
+        return state
+    if predictions[0].direct_forces is None:
+        raise RuntimeError(f"force_mode {mode!r} needs a model seen through with_direct_forces()")
+    state.forces = _joined([p.direct_forces for p in predictions])
+    if mode == "both":
+        state.slow_forces = _joined([p.forces for p in predictions]) - state.forces
     return state
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def maxwell_boltzmann(state: MDState, temperature: float, seed: int) -> MDState:

@@ -2,6 +2,9 @@
 
 Every model in :mod:`remul_ff.models` maps ``(positions, atomic_numbers, molecule_index)`` to
 per-atom energies; training, evaluation, the ASE calculator and MD all call :func:`predict`.
+A model with a direct-force head, seen through
+:func:`~remul_ff.models.transformer.with_direct_forces`, returns ``(atomic energies, direct forces)``
+instead; :func:`predict` then passes the direct forces on beside the conservative ones.
 """
 
 from __future__ import annotations
@@ -23,20 +26,22 @@ class Prediction:
         energy: ``[m]`` float64 total energy per molecule, eV.
         forces: ``[n, 3]`` forces, eV/Å, in the batch's dtype (``None`` if not requested).
         atomic_energies: ``[n]`` float64 per-atom energies, eV (they sum to ``energy``).
+        direct_forces: ``[n, 3]`` the direct-force head's forces, eV/Å (``None`` without one).
     """
 
     energy: torch.Tensor
     forces: torch.Tensor | None
     atomic_energies: torch.Tensor
+    direct_forces: torch.Tensor | None = None
 
 
 def predict(model: nn.Module, batch: AtomicBatch, forces: bool = True, training: bool = False) -> Prediction:
     """Energies and, optionally, conservative forces of every molecule in ``batch``.
 
     Args:
-        model: An energy-only model.
+        model: An energy-only model, or one that also returns direct forces.
         batch: Molecules to evaluate, on the model's device and dtype.
-        forces: Whether to compute ``-dE/dx``.
+        forces: Whether to compute ``-dE/dx`` (direct forces alone need no autograd).
         training: Keep the graph of the force computation so that a loss on forces can be
             back-propagated (double backward).
     """
@@ -44,7 +49,7 @@ def predict(model: nn.Module, batch: AtomicBatch, forces: bool = True, training:
     if forces and not positions.requires_grad:
         positions = positions.detach().requires_grad_(True)
     with torch.enable_grad() if forces else torch.no_grad():
-        atomic = model(positions, batch.atomic_numbers, batch.molecule_index)
+        atomic, direct = _outputs(model(positions, batch.atomic_numbers, batch.molecule_index))
         energy = scatter_sum(atomic, batch.molecule_index, batch.n_molecules)
         force = None
         if forces:
@@ -53,4 +58,10 @@ def predict(model: nn.Module, batch: AtomicBatch, forces: bool = True, training:
     if not training:  # inference callers get plain values, not graph-holding tensors
         energy, atomic = energy.detach(), atomic.detach()
         force = None if force is None else force.detach()
-    return Prediction(energy=energy, forces=force, atomic_energies=atomic)
+        direct = None if direct is None else direct.detach()
+    return Prediction(energy=energy, forces=force, atomic_energies=atomic, direct_forces=direct)
+
+
+def _outputs(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(atomic energies, direct forces or None)`` from a model's output."""
+    return output if isinstance(output, tuple) else (output, None)

@@ -22,6 +22,10 @@ Design, in the order the data flows:
   eighth fewer multiply-adds per atom pair and fewer kernels, with the same energies to rounding
   (``benchmarks/results/inference_merge.md``: 1.3x on ethanol's compiled program, no measurable
   change on 3BPA or 64 eager replicas, where the step is not bound by those products).
+* With ``direct_forces: true`` a second head on the same trunk predicts forces directly
+  (:class:`DirectForceHead`, no autograd): the cheap forces of multiple time stepping
+  (:func:`remul_ff.md.integrators.multiple_time_step`). It is as unconstrained as the energy, so
+  REMUL's equivariance loss covers it too. :func:`with_direct_forces` makes the model return them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from torch import nn
 
 from remul_ff.data.neighbors import edge_vectors
+from remul_ff.errors import RemulError
 from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
 
 
@@ -52,6 +57,8 @@ class TransformerConfig:
         ffn_multiplier: Hidden size of the feed-forward network relative to ``width``.
         edge_width: Size of the edge features that modulate keys and values (``null``: ``width``).
             Edge work dominates the cost (about 8 edges per atom), so a smaller value is faster.
+        direct_forces: Add a head that predicts forces without autograd (:class:`DirectForceHead`),
+            for multiple time stepping; the energy and its forces are unchanged by it.
     """
 
     width: int = 128
@@ -63,6 +70,7 @@ class TransformerConfig:
     envelope_p: int = 6
     ffn_multiplier: int = 2
     edge_width: int | None = None
+    direct_forces: bool = False
 
     @property
     def edge_features(self) -> int:
@@ -135,6 +143,42 @@ def envelope_softmax(scores: torch.Tensor, envelope: torch.Tensor, centre: torch
     return numerator / denominator.index_select(0, centre)
 
 
+class DirectForceHead(nn.Module):
+    """Forces without autograd: ``F_i = s_Zi Σ_j env_ij c_ij (r_j - r_i) / r_max``, minus the molecule's mean.
+
+    ``c_ij`` is a small network of the final features of ``i`` and ``j`` and of the edge's features.
+    Those carry raw Cartesian components, so nothing makes ``F`` rotate with the molecule: it learns
+    to, like the energy, from the REMUL loss. Building it on bond vectors (as a pairwise force would
+    be) gives it the right form to learn; removing each molecule's mean force conserves momentum
+    exactly, as the conservative forces of a translation-invariant energy do.
+    """
+
+    def __init__(self, config: TransformerConfig, num_elements: int, scale: float) -> None:
+        super().__init__()
+        self.r_max = config.r_max
+        self.norm = nn.LayerNorm(config.width)
+        self.atom = nn.Linear(config.width, 2 * config.width)
+        self.edge = nn.Linear(config.edge_features, config.width)
+        self.out = nn.Linear(config.width, 1)
+        self.scale = nn.Parameter(torch.full((num_elements,), float(scale)))
+
+    def forward(self, h: torch.Tensor, edge_data: tuple, edge_index: torch.Tensor, species, molecule_index) -> torch.Tensor:
+        """``[n, 3]`` forces in eV/Å, in the features' dtype, from ``edge_data = (edge vectors, edge features, envelope)``."""
+        (edge_vec, edges, envelope), n, (centre, neighbour) = edge_data, h.shape[0], edge_index
+        a, b = self.atom(self.norm(h)).chunk(2, dim=-1)
+        c = self.out(nn.functional.silu(a.index_select(0, centre) * b.index_select(0, neighbour) * self.edge(edges))).squeeze(-1)
+        forces = scatter_sum((envelope * c)[:, None] * edge_vec / self.r_max, centre, n) * self.scale[species][:, None]
+        return forces - molecule_mean(forces, molecule_index)
+
+
+def molecule_mean(values: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
+    """Each row's molecule mean of ``values`` ``[n, 3]``, per row (sized by atoms: no host sync for the count)."""
+    n = values.shape[0]
+    ones = torch.ones(n, 1, dtype=values.dtype, device=values.device)
+    sums, counts = scatter_sum(values, molecule_index, n), scatter_sum(ones, molecule_index, n)
+    return (sums / counts.clamp(min=1)).index_select(0, molecule_index)
+
+
 class REMULTransformer(AtomwiseEnergyModel):
     """Energy-only transformer potential; see the module docstring for the design."""
 
@@ -148,21 +192,42 @@ class REMULTransformer(AtomwiseEnergyModel):
         self.edge_encoder = EdgeEncoder(config)
         self.blocks = nn.ModuleList(AttentionBlock(config) for _ in range(config.depth))
         self.readout_norm = nn.LayerNorm(config.width)
+        self.force_head = DirectForceHead(config, len(elements), scale) if config.direct_forces else None
         self.merged_edge_proj: nn.Linear | None = None  # set in the inference copy only
+        self.returns_direct_forces = False  # with_direct_forces() makes a view that sets it
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
-        """``[n]`` float64 atomic energies in eV (interaction part plus E0)."""
-        return self.energies_on_pairs(positions, atomic_numbers, self.pairs(positions, molecule_index)[0])
+    def forward(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``[n]`` float64 atomic energies in eV (interaction part plus E0); with
+        ``returns_direct_forces`` also the ``[n, 3]`` direct forces."""
+        edge_index = self.pairs(positions, molecule_index)[0]
+        if not self.returns_direct_forces:
+            return self.energies_on_pairs(positions, atomic_numbers, edge_index)
+        return self.energies_and_direct_forces(positions, atomic_numbers, edge_index, molecule_index)
 
     def energies_on_pairs(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` atomic energies with the interacting pairs given (``edge_index`` ``[2, E]``)."""
+        species, h, _ = self.trunk(positions, atomic_numbers, edge_index)
+        return self.atomic_energies(self.readout_norm(h), species)
+
+    def energies_and_direct_forces(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor, molecule_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[n]`` atomic energies and ``[n, 3]`` direct forces from one pass of the trunk."""
+        species, h, edge_data = self.trunk(positions, atomic_numbers, edge_index)
+        forces = self.force_head(h, edge_data, edge_index, species, molecule_index)
+        return self.atomic_energies(self.readout_norm(h), species), forces
+
+    def trunk(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor) -> tuple:
+        """``(species, final atom features, (edge vectors, edge features, envelope))``."""
         species = self.elements(atomic_numbers)
         edge_vec = edge_vectors(positions, edge_index)
         edges, envelope = self.edge_encoder(edge_vec)
         h = self.embedding(species)
         for block, edge_terms in zip(self.blocks, self.edge_terms(edges)):
             h = block(h, edge_terms, envelope, edge_index)
-        return self.atomic_energies(self.readout_norm(h), species)
+        return species, h, (edge_vec, edges, envelope)
 
     def edge_terms(self, edges: torch.Tensor) -> list[torch.Tensor]:
         """Each block's edge projection of ``edges``; the inference copy makes them in one product."""
@@ -183,13 +248,39 @@ class REMULTransformer(AtomwiseEnergyModel):
         folded = copy.deepcopy(self).eval().requires_grad_(False)
         last = folded.edge_encoder.mlp[2]
         folded.edge_encoder.mlp[2] = nn.Identity()
-        projection = torch.cat([block.edge_proj.weight.double() for block in folded.blocks])  # all blocks' P, stacked
-        offset = torch.cat([block.edge_proj.bias.double() for block in folded.blocks])
-        merged = nn.Linear(last.in_features, projection.shape[0], dtype=torch.float64, device=last.weight.device)
-        with torch.no_grad():
-            merged.weight.copy_(projection @ last.weight.double())
-            merged.bias.copy_(projection @ last.bias.double() + offset)
+        projection = torch.cat([block.edge_proj.weight for block in folded.blocks])  # all blocks' P, stacked
+        offset = torch.cat([block.edge_proj.bias for block in folded.blocks])
         for block in folded.blocks:
             del block.edge_proj  # now inside merged_edge_proj
-        folded.merged_edge_proj = merged.to(dtype=last.weight.dtype).requires_grad_(False)
+        folded.merged_edge_proj = fold_linear(projection, offset, last)
+        if folded.force_head is not None:  # its edge projection reads the edge MLP's output too
+            head = folded.force_head
+            head.edge = fold_linear(head.edge.weight, head.edge.bias, last)
         return folded
+
+
+def fold_linear(weight: torch.Tensor, bias: torch.Tensor, inner: nn.Linear) -> nn.Linear:
+    """One frozen linear map equal to ``weight @ inner(x) + bias``, merged in float64."""
+    merged = nn.Linear(inner.in_features, weight.shape[0], dtype=torch.float64, device=inner.weight.device)
+    with torch.no_grad():
+        merged.weight.copy_(weight.double() @ inner.weight.double())
+        merged.bias.copy_(weight.double() @ inner.bias.double() + bias.double())
+    return merged.to(dtype=inner.weight.dtype).requires_grad_(False)
+
+
+def has_direct_forces(model: nn.Module) -> bool:
+    """Whether ``model`` (or a view of it) has a direct-force head."""
+    return getattr(model, "force_head", None) is not None
+
+
+def with_direct_forces(model: nn.Module) -> nn.Module:
+    """A shallow view of ``model`` (same parameters) whose forward returns ``(atomic energies, direct forces)``.
+
+    A view, like :func:`~remul_ff.models.common.with_fixed_pairs`, so that one module call (which
+    ``torch.compile`` and DDP wrap) gives both; the model itself keeps returning energies alone.
+    """
+    if not has_direct_forces(model):
+        raise RemulError("this model has no direct-force head; train one with model.direct_forces: true.")
+    view = copy.copy(model)
+    view.returns_direct_forces = True
+    return view

@@ -32,6 +32,7 @@ from torch import nn
 from remul_ff.data.batch import AtomicBatch, Structure, collate
 from remul_ff.models.common import scatter_sum
 from remul_ff.models.forces import predict
+from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.training.losses import random_rotations, rotate_vectors
 
 MEV = 1000.0
@@ -107,13 +108,13 @@ def _equivariance_sums(sums: _Sums, model: nn.Module, batch: AtomicBatch, base, 
         forces.append(rotate_vectors(rotated.forces.detach(), per_atom.transpose(1, 2)))  # R⁻¹ f(Rx)
         sums.add("eq_e_abs", (rotated.energy.detach() - base.energy.detach()).abs().sum())
         df = rotated.forces.detach() - rotate_vectors(base.forces.detach(), per_atom)
-        sums.add("eq_f_abs", scatter_sum(df.double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum())
+        sums.add("eq_f_abs", _per_molecule_norms(df, batch))
+        if base.direct_forces is not None:
+            sums.add("eq_d_abs", _per_molecule_norms(rotated.direct_forces - rotate_vectors(base.direct_forces, per_atom), batch))
+            sums.add("ref_d", _per_molecule_norms(base.direct_forces, batch))  # once per rotation, as ref_f
     sums.add("eq_n", n_rotations * batch.n_molecules)
     sums.add("ref_e", (base.energy.detach() - e0_sum).abs().sum() * n_rotations)
-    sums.add(
-        "ref_f",
-        scatter_sum(base.forces.detach().double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum() * n_rotations,
-    )
+    sums.add("ref_f", _per_molecule_norms(base.forces, batch) * n_rotations)
     if batch.energy is None or batch.forces is None:
         return
     e_stack, f_stack = torch.stack(energies), torch.stack(forces).double()
@@ -125,6 +126,18 @@ def _equivariance_sums(sums: _Sums, model: nn.Module, batch: AtomicBatch, base, 
     sums.add("shen_n_f", batch.forces.numel())
 
 
+def _per_molecule_norms(vectors: torch.Tensor, batch: AtomicBatch) -> torch.Tensor:
+    """Σ over molecules of the Frobenius norm of each molecule's rows of ``vectors`` ``[n, 3]``."""
+    return scatter_sum(vectors.detach().double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum()
+
+
+def _direct_sums(sums: _Sums, batch: AtomicBatch, direct: torch.Tensor) -> None:
+    df = (direct - batch.forces).detach().double()
+    sums.add("d_abs", df.abs().sum())
+    sums.add("d_sq", df.square().sum())
+    sums.add("n_d", df.numel())
+
+
 def _equivariance_report(sums: _Sums, energy_weight: float, forces_weight: float) -> dict[str, float]:
     report = {
         "equi_energy_abs_meV": MEV * sums.mean("eq_e_abs", "eq_n"),
@@ -132,6 +145,9 @@ def _equivariance_report(sums: _Sums, energy_weight: float, forces_weight: float
         "equi_forces_abs_meV_A": MEV * sums.mean("eq_f_abs", "eq_n"),
         "equi_forces_rel": sums["eq_f_abs"] / max(sums["ref_f"], 1e-30),
     }
+    if sums["ref_d"]:
+        report["equi_direct_forces_abs_meV_A"] = MEV * sums.mean("eq_d_abs", "eq_n")
+        report["equi_direct_forces_rel"] = sums["eq_d_abs"] / sums["ref_d"]
     if sums["shen_n_e"]:
         parts = {
             "energy": (sums.mean("shen_e_total", "shen_n_e"), sums.mean("shen_e_mean", "shen_n_e")),
@@ -164,6 +180,9 @@ def evaluate(
 ) -> dict[str, object]:
     """Accuracy (when labels exist) and equivariance measures of ``model`` on ``structures``.
 
+    A model with a direct-force head also gets ``direct_forces_mae_meV_A``,
+    ``direct_forces_rmse_meV_A`` and the direct forces' rotational error ``equi_direct_forces_rel``.
+
     Args:
         model: Energy-only model on ``device`` in ``dtype``.
         structures: Structures to evaluate.
@@ -185,12 +204,15 @@ def evaluate(
     indices = list(range(rank, len(structures), world))
     sums = _Sums()
     labelled = all(s.energy is not None and s.forces is not None for s in structures)
+    model = with_direct_forces(model) if has_direct_forces(model) else model
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         batch = collate([structures[i] for i in chunk]).to(device, dtype)
         base = predict(model, batch)
         if labelled:
             _accuracy_sums(sums, batch, base.energy, base.forces)
+            if base.direct_forces is not None:
+                _direct_sums(sums, batch, base.direct_forces)
         if n_rotations > 0:
             _equivariance_sums(sums, model, batch, base, _e0_sums(batch, e0s), table[chunk])
     if world > 1:
@@ -198,6 +220,9 @@ def evaluate(
     report: dict[str, object] = {"n_structures": len(structures), "n_rotations": n_rotations}
     if labelled:
         report.update(_accuracy_report(sums))
+        if sums["n_d"]:
+            report["direct_forces_mae_meV_A"] = MEV * sums.mean("d_abs", "n_d")
+            report["direct_forces_rmse_meV_A"] = float(MEV * np.sqrt(sums.mean("d_sq", "n_d")))
     if n_rotations > 0:
         report.update(_equivariance_report(sums, energy_weight, forces_weight))
     return report

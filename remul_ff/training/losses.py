@@ -71,18 +71,20 @@ class LossTerms:
         forces_sse: Σ over force components of ΔF², (eV/Å)².
         n_energy: Number of molecules.
         n_forces: Number of force components.
+        direct_sse: Σ over components of the direct forces' ΔF², (eV/Å)² (0 without a direct head).
     """
 
     energy_sse: torch.Tensor
     forces_sse: torch.Tensor
     n_energy: float
     n_forces: float
+    direct_sse: torch.Tensor | float = 0.0
 
     def total(self, config: LossConfig, n_energy: float | None = None, n_forces: float | None = None) -> torch.Tensor:
-        """``w_E · MSE_E + w_F · MSE_F``, dividing by the given (e.g. global) counts or by the own ones."""
+        """``w_E · MSE_E + w_F · MSE_F + w_D · MSE_D``, dividing by the given (e.g. global) counts or by the own ones."""
         energy = self.energy_sse / (n_energy or self.n_energy)
-        forces = self.forces_sse / (n_forces or self.n_forces)
-        return config.energy_weight * energy + config.forces_weight * forces
+        forces = (config.forces_weight * self.forces_sse + config.direct_forces_weight * self.direct_sse) / (n_forces or self.n_forces)
+        return config.energy_weight * energy + forces
 
 
 def squared_errors(
@@ -93,12 +95,14 @@ def squared_errors(
     n_atoms: torch.Tensor,
     weight: torch.Tensor | None = None,
     energy_weight: torch.Tensor | None = None,
+    pred_direct: torch.Tensor | None = None,
 ) -> LossTerms:
     """Per-atom energy and per-component force squared errors, in the forces' float dtype.
 
     ``weight`` (``[m]``, optional) scales each molecule's errors; the counts stay unweighted, so a
     weight below 1 makes a molecule count less than a full one. ``energy_weight`` (``[m]``,
-    optional) scales the energy errors alone (0: a molecule's forces only).
+    optional) scales the energy errors alone (0: a molecule's forces only). ``pred_direct``
+    (optional): direct forces, compared with ``forces`` like the conservative ones.
     """
     per_atom = ((pred_energy - energy) / n_atoms).to(pred_forces.dtype)
     energy_se, forces_se = per_atom.square(), (pred_forces - forces).square().sum(-1)
@@ -107,19 +111,46 @@ def squared_errors(
     if weight is not None:
         weight = weight.to(pred_forces.dtype)
         energy_se, forces_se = weight * energy_se, torch.repeat_interleave(weight, n_atoms, output_size=len(forces)) * forces_se
-    return LossTerms(energy_se.sum(), forces_se.sum(), float(energy.numel()), float(forces.numel()))
+    direct_sse = 0.0 if pred_direct is None else weighted_sse(pred_direct - forces, n_atoms, weight)
+    return LossTerms(energy_se.sum(), forces_se.sum(), float(energy.numel()), float(forces.numel()), direct_sse)
+
+
+def weighted_sse(difference: torch.Tensor, n_atoms: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Σ of the squared components of ``difference`` ``[n, 3]``, each molecule's scaled by its ``weight`` (``[m]``, optional)."""
+    se = difference.square().sum(-1)
+    if weight is not None:
+        se = torch.repeat_interleave(weight.to(se.dtype), n_atoms, output_size=len(se)) * se
+    return se.sum()
 
 
 def task_loss(prediction: Prediction, batch: AtomicBatch) -> LossTerms:
     """``L_task``: prediction against the labels of ``batch``, weighted by ``batch.weight`` and ``batch.energy_weight`` if set."""
     return squared_errors(
-        prediction.energy, prediction.forces, batch.energy, batch.forces, batch.atoms_per_molecule, batch.weight, batch.energy_weight
+        prediction.energy,
+        prediction.forces,
+        batch.energy,
+        batch.forces,
+        batch.atoms_per_molecule,
+        batch.weight,
+        batch.energy_weight,
+        prediction.direct_forces,
     )
 
 
 def _split(prediction: Prediction, n_molecules: int, n_atoms: int) -> tuple[Prediction, Prediction]:
-    first = Prediction(prediction.energy[:n_molecules], prediction.forces[:n_atoms], prediction.atomic_energies[:n_atoms])
-    second = Prediction(prediction.energy[n_molecules:], prediction.forces[n_atoms:], prediction.atomic_energies[n_atoms:])
+    direct = prediction.direct_forces
+    first = Prediction(
+        prediction.energy[:n_molecules],
+        prediction.forces[:n_atoms],
+        prediction.atomic_energies[:n_atoms],
+        None if direct is None else direct[:n_atoms],
+    )
+    second = Prediction(
+        prediction.energy[n_molecules:],
+        prediction.forces[n_atoms:],
+        prediction.atomic_energies[n_atoms:],
+        None if direct is None else direct[n_atoms:],
+    )
     return first, second
 
 
@@ -150,8 +181,12 @@ def remul_losses(
     original, on_moved = _split(both, batch.n_molecules, batch.n_atoms)
     if target == "label":
         return task_loss(original, batch), task_loss(on_moved, moved)
-    rotated = rotate_vectors(original.forces[: part.n_atoms], rotations[part.molecule_index])
+    per_atom = rotations[part.molecule_index]
+    rotated = rotate_vectors(original.forces[: part.n_atoms], per_atom)
     equi = squared_errors(
         on_moved.energy, on_moved.forces, original.energy[: part.n_molecules], rotated, part.atoms_per_molecule, part.weight
     )
+    if on_moved.direct_forces is not None:  # the direct forces' own target: the moved direct forces
+        rotated_direct = rotate_vectors(original.direct_forces[: part.n_atoms], per_atom)
+        equi.direct_sse = weighted_sse(on_moved.direct_forces - rotated_direct, part.atoms_per_molecule, part.weight)
     return task_loss(original, batch), equi

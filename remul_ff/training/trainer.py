@@ -37,6 +37,7 @@ from remul_ff.data.batch import AtomicBatch, Structure, device_batch
 from remul_ff.errors import CheckpointError, ConfigError
 from remul_ff.models import build_model, predict
 from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, with_fixed_pairs
+from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.training import distributed
 from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
 from remul_ff.training.data import prepare_data
@@ -69,6 +70,8 @@ LOG_COLUMNS = [
     "wall_time_s",
     "structures_per_s",
 ]
+# Logged after LOG_COLUMNS for a model with a direct-force head.
+DIRECT_FORCES_LOG_COLUMNS = ["val_direct_forces_mae_meV_A", "val_equi_direct_forces_rel"]
 
 
 @contextlib.contextmanager
@@ -215,7 +218,10 @@ class Trainer:
         # On an accelerator small molecules train over every same-molecule pair (a view sharing the
         # parameters): the same energies as pairs within r_max, whose distance filter is a host sync.
         self.training_model = with_fixed_pairs(self.model, ACCELERATOR_ALL_PAIRS_MAX_ATOMS) if self.fixed_pairs else self.model
-        self.forward_model = self.training_model
+        # A direct-force head trains beside the energy: the same call returns both.
+        direct = has_direct_forces(self.model)
+        self.forward_model = with_direct_forces(self.training_model) if direct else self.training_model
+        self.log_columns = LOG_COLUMNS + (DIRECT_FORCES_LOG_COLUMNS if direct else [])
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Double backward (force training) leaves some gradients with transposed strides; DDP
@@ -285,7 +291,7 @@ class Trainer:
             return
         self._write_config()
         with atomic_path(self.out / "log.csv") as tmp:
-            tmp.write_text(",".join(LOG_COLUMNS) + "\n")
+            tmp.write_text(",".join(self.log_columns) + "\n")
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -504,7 +510,7 @@ class Trainer:
         row = self._log_row(stats, report, val_loss, train_time, epoch_time)
         if self.ctx.is_main:
             with open(self.out / "log.csv", "a", newline="") as handle:
-                csv.DictWriter(handle, LOG_COLUMNS).writerow(row)
+                csv.DictWriter(handle, self.log_columns).writerow(row)
             self._tensorboard(row)
         return row
 
@@ -565,6 +571,9 @@ class Trainer:
             "wall_time_s": self.wall,
             "structures_per_s": len(self.data.train) / train_time,
         }
+        if "direct_forces_mae_meV_A" in report:
+            row["val_direct_forces_mae_meV_A"] = report["direct_forces_mae_meV_A"]
+            row["val_equi_direct_forces_rel"] = report.get("equi_direct_forces_rel", float("nan"))
         if self.progress:
             print(
                 f"epoch {self.epoch}: val E MAE {row['val_energy_mae_meV']:.2f} meV, F MAE {row['val_forces_mae_meV_A']:.1f} meV/Å, "
@@ -651,6 +660,6 @@ class Trainer:
         rows = list(csv.DictReader(open(log))) if log.exists() else []
         with atomic_path(log) as tmp:
             with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, LOG_COLUMNS)
+                writer = csv.DictWriter(handle, self.log_columns)
                 writer.writeheader()
                 writer.writerows(r for r in rows if int(r["epoch"]) <= self.epoch)

@@ -1,0 +1,226 @@
+"""The direct-force head and multiple time stepping: physics of the head, its losses, MD and ASE."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.md.verlet import VelocityVerlet
+
+from remul_ff.calculators import MultipleTimeStepVerlet, REMULCalculator
+from remul_ff.cli import main
+from remul_ff.config import LossConfig, config_from_dict
+from remul_ff.data.batch import Structure, collate
+from remul_ff.errors import RemulError
+from remul_ff.md import MDSettings, run_md
+from remul_ff.md.engine import prepare_state
+from remul_ff.md.integrators import multiple_time_step, velocity_verlet_step
+from remul_ff.models import load_model, predict
+from remul_ff.models.common import inference_model, with_fixed_pairs
+from remul_ff.models.transformer import with_direct_forces
+from remul_ff.training.evaluate import evaluate
+from remul_ff.training.losses import random_rotations, remul_losses, task_loss
+from remul_ff.training.trainer import Trainer
+from tests.helpers import jittered_molecules, labelled, tiny_model
+from tests.host_sync import forbid_host_sync
+
+DT = 0.25 * units.fs
+
+
+@pytest.fixture(scope="module")
+def direct_model_file(xtb_ethanol_file, tmp_path_factory):
+    """A small transformer with a direct-force head, trained with REMUL for a few seconds."""
+    out = tmp_path_factory.mktemp("direct")
+    config = config_from_dict(
+        {
+            "output_dir": str(out),
+            "data": {"path": str(xtb_ethanol_file), "valid": 8},
+            "model": {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8, "direct_forces": True},
+            "train": {"epochs": 15, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 2, "device": "cpu"},
+        }
+    )
+    Trainer(config, progress=False).run()
+    return out / "model.pt"
+
+
+def batch_of(frames, dtype=torch.float64):
+    return collate([Structure(a.positions, a.numbers) for a in frames], dtype=dtype)
+
+
+def test_direct_forces_conserve_momentum_and_ignore_translations():
+    model = with_direct_forces(tiny_model(direct_forces=True))
+    batch = batch_of(jittered_molecules("CH3CH2OH", 3, scale=0.1))
+    direct = predict(model, batch).direct_forces
+    net = torch.zeros(3, 3, dtype=direct.dtype).index_add_(0, batch.molecule_index, direct)
+    assert float(net.abs().max()) < 1e-12 and float(direct.abs().max()) > 1e-3  # zero net force, non-zero forces
+    moved = predict(model, batch.replace(positions=batch.positions + torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)))
+    torch.testing.assert_close(moved.direct_forces, direct, atol=1e-12, rtol=0)
+
+
+def test_the_head_leaves_energies_alone_and_its_inference_copy_agrees():
+    plain, headed = tiny_model(), tiny_model(direct_forces=True)
+    batch = batch_of(jittered_molecules("CH3CH2OH", 2))
+    full = predict(with_direct_forces(headed), batch)
+    torch.testing.assert_close(full.energy, predict(headed, batch).energy, atol=0, rtol=0)  # the view adds, changes nothing
+    assert plain.state_dict().keys() < headed.state_dict().keys()
+    merged = predict(with_direct_forces(inference_model(headed)), batch)
+    torch.testing.assert_close(merged.direct_forces, full.direct_forces, atol=1e-10, rtol=0)
+    torch.testing.assert_close(merged.forces, full.forces, atol=1e-10, rtol=0)
+
+
+def test_direct_forces_alone_need_no_backward_pass():
+    model = with_direct_forces(tiny_model(direct_forces=True))
+    batch = batch_of(jittered_molecules("CH3CH2OH", 2))
+    cheap = predict(model, batch, forces=False)
+    assert cheap.forces is None and not cheap.direct_forces.requires_grad
+    torch.testing.assert_close(cheap.direct_forces, predict(model, batch).direct_forces, atol=0, rtol=0)
+
+
+def test_a_model_without_the_head_has_no_direct_view():
+    with pytest.raises(RemulError, match="direct_forces: true"):
+        with_direct_forces(tiny_model())
+
+
+def test_the_task_loss_counts_the_direct_forces_and_remul_checks_their_rotation():
+    model = with_direct_forces(tiny_model(direct_forces=True))
+    batch = collate(labelled(jittered_molecules("CH3CH2OH", 2)), dtype=torch.float64)
+    prediction = predict(model, batch, training=True)
+    terms = task_loss(prediction, batch)
+    torch.testing.assert_close(terms.direct_sse, (prediction.direct_forces - batch.forces).square().sum())
+    config = LossConfig()
+    without = LossConfig(direct_forces_weight=0.0)
+    assert float(terms.total(config).detach()) > float(terms.total(without).detach())
+    identity, shift = torch.eye(3, dtype=torch.float64).expand(2, 3, 3), torch.zeros(2, 3, dtype=torch.float64)
+    _, same = remul_losses(model, batch, identity, shift, "prediction")
+    assert float(same.direct_sse) < 1e-20  # an unmoved copy predicts the same forces
+    rotations = random_rotations(2, torch.float64, "cpu", torch.Generator().manual_seed(0))
+    _, turned = remul_losses(model, batch, rotations, shift, "prediction")
+    assert float(turned.direct_sse) > 1e-6  # an untrained head does not rotate its forces
+
+
+def test_training_logs_and_evaluation_reports_the_direct_forces(direct_model_file, xtb_ethanol_file):
+    rows = list(csv.DictReader(open(direct_model_file.parent / "log.csv")))
+    first, last = (float(rows[i]["val_direct_forces_mae_meV_A"]) for i in (0, -1))
+    assert last < first  # the head learns
+    model = load_model(direct_model_file)
+    from remul_ff.data.readers import read_structures
+
+    report = evaluate(model, read_structures(xtb_ethanol_file)[:8], {}, n_rotations=4)
+    assert report["direct_forces_mae_meV_A"] > 0 and 0 < report["equi_direct_forces_rel"] < 1
+
+
+def test_mts_with_k_1_is_velocity_verlet_and_larger_k_stays_close(direct_model_file):
+    model = with_direct_forces(load_model(direct_model_file))
+    settings = MDSettings(temperature=300, thermostat="nve", forces="mts", mts_k=1)
+    frames = jittered_molecules("CH3CH2OH", 2, scale=0.02)
+    plain = prepare_state(load_model(direct_model_file), frames, MDSettings(temperature=300, thermostat="nve"), "cpu", torch.float64)
+    mts = prepare_state(model, frames, settings, "cpu", torch.float64)
+    for _ in range(20):
+        velocity_verlet_step(plain, load_model(direct_model_file), DT)
+        multiple_time_step(mts, model, lambda s, m: velocity_verlet_step(s, m, DT), 1, DT)
+    torch.testing.assert_close(mts.positions, plain.positions, atol=1e-12, rtol=0)
+    mts4 = prepare_state(model, frames, dataclasses.replace(settings, mts_k=4), "cpu", torch.float64)
+    for _ in range(20):
+        multiple_time_step(mts4, model, lambda s, m: velocity_verlet_step(s, m, DT), 4, DT)
+    gap = float((mts4.positions - plain.positions).abs().max())
+    assert 0 < gap < 0.01  # another integrator of the same forces: close, not equal
+
+
+def thermo(folder) -> np.ndarray:
+    rows = list(csv.DictReader(open(folder / "thermo.csv")))
+    return np.array([float(r["e_tot_eV"]) for r in rows])
+
+
+def test_mts_conserves_energy_where_direct_forces_alone_drift(direct_model_file, tmp_path):
+    frames = jittered_molecules("CH3CH2OH", 1, scale=0.02)
+    spread = {}
+    for forces, k in (("conservative", 1), ("mts", 4), ("direct", 1)):
+        settings = MDSettings(
+            temperature=300, thermostat="nve", timestep_fs=0.25, total_time_fs=100, forces=forces, mts_k=k, thermo_interval=4
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_md(direct_model_file, frames, settings, tmp_path / forces, progress=False)
+        assert any("does not conserve energy" in str(w.message) for w in caught) == (forces == "direct")
+        spread[forces] = np.ptp(thermo(tmp_path / forces))
+    # Measured when written: 0.3, 2.5 and 1400 meV over 100 fs.
+    assert spread["mts"] < 0.1 * spread["direct"]
+    assert spread["conservative"] < spread["direct"]
+
+
+def test_the_ase_integrator_follows_the_md_engine(direct_model_file, tmp_path):
+    frames = jittered_molecules("CH3CH2OH", 1, scale=0.02)
+    settings = MDSettings(temperature=300, thermostat="nve", timestep_fs=0.25, total_time_fs=10, forces="mts", mts_k=4, write_interval=40)
+    run_md(direct_model_file, frames, settings, tmp_path, progress=False)
+    import ase.io
+
+    engine = ase.io.read(tmp_path / "replica_000.traj", index=":")
+    atoms = engine[0].copy()
+    atoms.positions += frames[0].positions.mean(0)
+    atoms.calc = REMULCalculator(direct_model_file)
+    MultipleTimeStepVerlet(atoms, DT, k=4).run(40)
+    np.testing.assert_allclose(atoms.positions - atoms.positions.mean(0), engine[-1].positions - engine[-1].positions.mean(0), atol=1e-10)
+    reference = engine[0].copy()
+    reference.calc = REMULCalculator(direct_model_file)
+    one = engine[0].copy()
+    one.calc = REMULCalculator(direct_model_file)
+    VelocityVerlet(reference, DT).run(8)
+    MultipleTimeStepVerlet(one, DT, k=1).run(8)
+    np.testing.assert_allclose(one.positions, reference.positions, atol=1e-12)
+
+
+def test_the_calculator_gives_direct_forces_on_request_and_in_direct_mode(direct_model_file):
+    atoms = jittered_molecules("CH3CH2OH", 1)[0]
+    atoms.calc = REMULCalculator(direct_model_file)
+    direct = atoms.calc.get_property("direct_forces", atoms)
+    conservative = atoms.get_forces()
+    assert direct.shape == (9, 3) and not np.allclose(direct, conservative)
+    with pytest.warns(UserWarning, match="does not conserve energy"):
+        atoms.calc = REMULCalculator(direct_model_file, forces="direct")
+    np.testing.assert_allclose(atoms.get_forces(), direct, atol=1e-12)
+    with pytest.raises(ValueError, match="direct_forces: true"):
+        REMULCalculator(model=tiny_model(), forces="direct")
+    with pytest.raises(ValueError, match="direct_forces: true"):
+        plain = jittered_molecules("CH3CH2OH", 1)[0]
+        plain.calc = REMULCalculator(model=tiny_model())
+        MultipleTimeStepVerlet(plain, DT)
+
+
+def test_mts_resumes_mid_cycle_exactly(direct_model_file, tmp_path):
+    frames = jittered_molecules("CH3CH2OH", 2, scale=0.02)
+    common = dict(temperature=400, thermostat="langevin", timestep_fs=0.5, forces="mts", mts_k=4, write_interval=0)
+    whole = run_md(direct_model_file, frames, MDSettings(total_time_fs=15, **common), tmp_path / "whole", progress=False)
+    first = MDSettings(total_time_fs=5, restart_every=10, **common)  # 10 steps: in the middle of the third cycle
+    run_md(direct_model_file, frames, first, tmp_path / "parts", progress=False)
+    rest = MDSettings(total_time_fs=15, restart_every=10, **common)
+    run_md(direct_model_file, frames, rest, tmp_path / "parts", resume=True, progress=False)
+    assert whole.n_steps == 30
+    np.testing.assert_allclose(thermo(tmp_path / "parts")[-1], thermo(tmp_path / "whole")[-1], atol=1e-10)
+
+
+def test_an_mts_step_reads_nothing_back_from_the_device():
+    model = with_direct_forces(with_fixed_pairs(inference_model(tiny_model(direct_forces=True)), 9))
+    settings = MDSettings(temperature=300, thermostat="nve", forces="mts", mts_k=3)
+    state = prepare_state(model, jittered_molecules("CH3CH2OH", 2, scale=0.02), settings, "cpu", torch.float64)
+    inner = lambda s, m: velocity_verlet_step(s, m, DT)  # noqa: E731
+    multiple_time_step(state, model, inner, 3, DT)  # fills the state's caches
+    with forbid_host_sync():
+        for _ in range(6):
+            multiple_time_step(state, model, inner, 3, DT)
+
+
+def test_direct_modes_refuse_models_without_the_head_in_one_sentence(trained_model_file, tmp_path, capsys):
+    with pytest.raises(RemulError, match="direct_forces: true"):
+        run_md(trained_model_file, jittered_molecules("CH3CH2OH", 1), {"forces": "mts"}, tmp_path / "a", progress=False)
+    with pytest.raises(RemulError, match="unknown force mode"):
+        run_md(trained_model_file, jittered_molecules("CH3CH2OH", 1), {"forces": "fast"}, progress=False)
+    with pytest.raises(RemulError, match="integer >= 1"):
+        run_md(trained_model_file, jittered_molecules("CH3CH2OH", 1), {"forces": "mts", "mts_k": 0}, progress=False)
+    code = main(["md", str(trained_model_file), "CH3CH2OH", "--forces", "mts", "--time", "5fs", "--output", str(tmp_path / "b")])
+    assert code == 2 and "direct_forces: true" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
