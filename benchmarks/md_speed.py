@@ -74,6 +74,7 @@ def calculator_for(model_path: str, numbers, dtype: str, compile: bool = False) 
     if set(numbers) <= set(calculator.model.elements.elements.tolist()):
         return calculator
     payload = load_file(model_path, MODEL_FILE_KIND)
+    torch.manual_seed(0)  # the same weights every time: a compiled package is then built once and cached
     model = build_model(payload["model_kind"], payload["hyperparameters"], sorted(set(numbers)), {})
     return REMULCalculator(model=model, default_dtype=dtype, compile=compile)
 

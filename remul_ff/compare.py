@@ -93,6 +93,9 @@ class MDProtocol:
         compile: ``torch.compile`` the models for the stability and NVE runs (see ``MDSettings``).
         test_time_rotations: Use the model averaged over a group of 4, 12 or 24 rotations
             (:mod:`remul_ff.models.symmetrize`) in every measurement: accuracy, timings, MD (0: off).
+        forces: ``conservative``, ``mts`` or ``direct`` in the stability, NVE and timing runs
+            (:class:`~remul_ff.md.settings.MDSettings`; the last two need a direct-force head).
+        mts_k: Inner steps per multiple-time-step cycle.
     """
 
     temperature: float = 500.0
@@ -111,6 +114,8 @@ class MDProtocol:
     dtype: str = "float64"
     compile: bool = False
     test_time_rotations: int = 0
+    forces: str = "conservative"
+    mts_k: int = 4
 
 
 @dataclass
@@ -237,6 +242,8 @@ def _ms_per_step(
         compile=compile,
         bond_tolerance=1e9,
         max_temperature=1e12,
+        forces=spec.md.forces,
+        mts_k=spec.md.mts_k,
     )
     run_md(model, starts, settings, None, progress=False)
     return 1e3 * run_md(model, starts, settings, None, progress=False).wall_time_s / repeat
@@ -271,6 +278,8 @@ def stability_settings(md: MDProtocol) -> MDSettings:
         restart_every=md.restart_every,
         compile=md.compile,
         check_interval=md.check_interval,
+        forces=md.forces,
+        mts_k=md.mts_k,
     )
 
 
@@ -354,9 +363,11 @@ def _drift(spec: CompareSpec, path: Path, atoms, out: Path, reference: list = ()
         thermostat="nve",
         seed=spec.md.seed,
         write_interval=0,
-        thermo_interval=10,
+        thermo_interval=10 * (spec.md.mts_k if spec.md.forces == "mts" else 1),  # rows at the ends of cycles
         compile=spec.md.compile,
         restart_every=spec.md.restart_every,
+        forces=spec.md.forces,
+        mts_k=spec.md.mts_k,
     )
     run_md(model, [atoms], settings, out, progress=False, resume=True, reference_frames=reference)
     import csv

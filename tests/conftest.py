@@ -49,3 +49,22 @@ def trained_model_file(xtb_ethanol_file, tmp_path_factory):
     )
     Trainer(config, progress=False).run()
     return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def direct_model_file(xtb_ethanol_file, tmp_path_factory):
+    """A small transformer with a direct-force head, trained with REMUL for a few seconds."""
+    from remul_ff.config import config_from_dict
+    from remul_ff.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("direct")
+    config = config_from_dict(
+        {
+            "output_dir": str(out),
+            "data": {"path": str(xtb_ethanol_file), "valid": 8},
+            "model": {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8, "direct_forces": True},
+            "train": {"epochs": 15, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 2, "device": "cpu"},
+        }
+    )
+    Trainer(config, progress=False).run()
+    return out / "model.pt"

@@ -14,7 +14,7 @@ from ase.md.verlet import VelocityVerlet
 
 from remul_ff.calculators import MultipleTimeStepVerlet, REMULCalculator
 from remul_ff.cli import main
-from remul_ff.config import LossConfig, config_from_dict
+from remul_ff.config import LossConfig
 from remul_ff.data.batch import Structure, collate
 from remul_ff.errors import RemulError
 from remul_ff.md import MDSettings, run_md
@@ -25,27 +25,10 @@ from remul_ff.models.common import inference_model, with_fixed_pairs
 from remul_ff.models.transformer import with_direct_forces
 from remul_ff.training.evaluate import evaluate
 from remul_ff.training.losses import random_rotations, remul_losses, task_loss
-from remul_ff.training.trainer import Trainer
 from tests.helpers import jittered_molecules, labelled, tiny_model
 from tests.host_sync import forbid_host_sync
 
 DT = 0.25 * units.fs
-
-
-@pytest.fixture(scope="module")
-def direct_model_file(xtb_ethanol_file, tmp_path_factory):
-    """A small transformer with a direct-force head, trained with REMUL for a few seconds."""
-    out = tmp_path_factory.mktemp("direct")
-    config = config_from_dict(
-        {
-            "output_dir": str(out),
-            "data": {"path": str(xtb_ethanol_file), "valid": 8},
-            "model": {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8, "direct_forces": True},
-            "train": {"epochs": 15, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 2, "device": "cpu"},
-        }
-    )
-    Trainer(config, progress=False).run()
-    return out / "model.pt"
 
 
 def batch_of(frames, dtype=torch.float64):
@@ -224,3 +207,22 @@ def test_direct_modes_refuse_models_without_the_head_in_one_sentence(trained_mod
     code = main(["md", str(trained_model_file), "CH3CH2OH", "--forces", "mts", "--time", "5fs", "--output", str(tmp_path / "b")])
     assert code == 2 and "direct_forces: true" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_the_compiled_calculator_gives_the_same_direct_and_conservative_forces(direct_model_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # compiles here, not from an earlier cache
+    eager = REMULCalculator(direct_model_file)
+    compiled = REMULCalculator(direct_model_file, compile=True)
+    atoms = jittered_molecules("CH3CH2OH", 1)[0]
+    for calc in (eager, compiled):
+        calc.calculate(atoms.copy(), ["forces"])
+    np.testing.assert_allclose(compiled.results["forces"], eager.results["forces"], atol=1e-9)
+    np.testing.assert_allclose(compiled.results["direct_forces"], eager.results["direct_forces"], atol=1e-9)
+    moved = atoms.copy()
+    moved.positions[0] += 0.05
+    for calc in (eager, compiled):
+        calc.calculate(moved.copy(), ["direct_forces"])  # the direct program alone
+    assert "forces" not in compiled.results
+    np.testing.assert_allclose(compiled.results["direct_forces"], eager.results["direct_forces"], atol=1e-9)
+    assert len(list(tmp_path.rglob("*.pt2"))) == 2  # the full program and the direct-only one

@@ -17,10 +17,11 @@ def test_the_readme_has_python_snippets():
 
 
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[f"snippet{k}" for k in range(len(SNIPPETS))])
-def test_readme_snippet_runs(snippet, trained_model_file, xtb_ethanol_file, tmp_path, monkeypatch):
-    (tmp_path / "runs" / "xtb_ethanol").mkdir(parents=True)
+def test_readme_snippet_runs(snippet, trained_model_file, direct_model_file, xtb_ethanol_file, tmp_path, monkeypatch):
+    for run, model in (("xtb_ethanol", trained_model_file), ("xtb_ethanol_direct", direct_model_file)):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        shutil.copy(model, tmp_path / "runs" / run / "model.pt")
     (tmp_path / "data").mkdir()
-    shutil.copy(trained_model_file, tmp_path / "runs" / "xtb_ethanol" / "model.pt")
     shutil.copy(xtb_ethanol_file, tmp_path / "data" / "xtb_ethanol.xyz")
     monkeypatch.chdir(tmp_path)
     exec(compile(snippet, "README.md snippet", "exec"), {"__name__": "readme_snippet"})

@@ -118,9 +118,10 @@ class REMULCalculator(Calculator):
         self.length_units_to_A = length_units_to_A
         self.warned: set[str] = set()
         self._composition: _Composition | None = None  # made again only when the atomic numbers change
-        self.force_mode, self.direct_model = self._direct_forces(forces, compile)
+        self.force_mode, self.direct_model = self._direct_forces(forces)
         self.implemented_properties = type(self).implemented_properties + (["direct_forces"] if self.direct_model is not None else [])
         self.compiled = self._compile() if compile else None
+        self.compiled_direct = self._compile(direct_only=True) if compile and self.direct_model is not None else None
         self.record_calls = cuda_graph and self.device.type == "cuda" and len(self.models) == 1 and not compile
         self.new_recorder = CudaGraphRecorder
         self._recorded: tuple[_Composition, RecordedForces | None] | None = None
@@ -143,14 +144,13 @@ class REMULCalculator(Calculator):
             check_committee(members, [str(m) for m in model_path] if model_path is not None else None)
         return members
 
-    def _direct_forces(self, forces: str, compile: bool) -> tuple[str, nn.Module | None]:
+    def _direct_forces(self, forces: str) -> tuple[str, nn.Module | None]:
         """The force mode, and the model's view that returns direct forces (``None`` without a head)."""
         if forces not in ("conservative", "direct"):
             raise ValueError(f"forces must be 'conservative' or 'direct', not {forces!r}.")
         direct = len(self.models) == 1 and has_direct_forces(self.model)
-        if forces == "direct" and (not direct or compile):
-            why = "compile=True runs the conservative program" if direct else "it needs one model trained with model.direct_forces: true"
-            raise ValueError(f"forces='direct' cannot be used here: {why}; use forces='conservative'.")
+        if forces == "direct" and not direct:
+            raise ValueError("forces='direct' needs one model trained with model.direct_forces: true; use forces='conservative'.")
         if forces == "direct":
             warnings.warn(
                 "remul-ff: MD on direct forces alone does not conserve energy (they are no energy's gradient); "
@@ -159,14 +159,14 @@ class REMULCalculator(Calculator):
             )
         return forces, with_direct_forces(self.model) if direct else None
 
-    def _compile(self):
+    def _compile(self, direct_only: bool = False):
         if len(self.models) > 1 or self.device.type != "cpu":
             raise ValueError("compile=True runs one model on the CPU; drop it for committees or GPUs.")
         if isinstance(self.model, RotationAveraged):
             raise ValueError("compile=True runs the plain model; drop it or test_time_rotations.")
         from remul_ff.models.export import compiled_model
 
-        return compiled_model(self.model)
+        return compiled_model(self.model, direct_only=direct_only)
 
     def check_atoms(self, atoms: Atoms, where: str = "the structure") -> None:
         """Raise :class:`DataError` for periodic cells, no atoms, non-finite positions, coincident atoms and unknown elements.
@@ -244,11 +244,17 @@ class REMULCalculator(Calculator):
         distances = self._checked_distances(self.atoms, "the structure")
         # Centred in float64 first: float32 far from the origin rounds the interatomic vectors.
         positions = (self.atoms.positions - self.atoms.positions.mean(0)) / self.length_units_to_A
-        direct, conservative = self._wanted(properties)
-        if direct:
-            self.results = self._results([self._predict_direct(positions, conservative)])
-        else:
-            self.results = self._results(self._predict(positions, distances))
+        self.results = self._results(self._predictions(positions, distances, *self._wanted(properties)))
+
+    def _predictions(self, positions: np.ndarray, distances: np.ndarray | None, direct: bool, conservative: bool) -> list[tuple]:
+        """Each member's prediction tuple (see :meth:`_results`) by the cheapest path that gives what is asked."""
+        if not direct or (conservative and self.compiled is not None):  # the compiled program adds direct forces itself
+            return self._predict(positions, distances)
+        if conservative or self.compiled_direct is None or len(positions) < 2:
+            return [self._predict_direct(positions, conservative)]
+        pairs = None if distances is None else self._composition.pairs_within(distances, self.model.r_max * self.length_units_to_A)
+        energy, forces, atomic = self.compiled_direct(torch.from_numpy(positions).to(self.dtype), self._composition.numbers, pairs)
+        return [(energy, None, atomic, forces)]
 
     def _wanted(self, properties: list[str] | None) -> tuple[bool, bool]:
         """Whether this call computes ``(direct forces, conservative forces)``."""
@@ -259,7 +265,7 @@ class REMULCalculator(Calculator):
         asked = set(properties or ["forces"])
         if "direct_forces" in asked:
             return True, "forces" in asked
-        return self.compiled is None, True  # the direct head's share of a full call is small: keep it unless compiled
+        return True, True  # the direct head's share of a full call is small
 
     def _predict_direct(self, positions: np.ndarray, conservative: bool) -> tuple[torch.Tensor, ...]:
         """``(energy, forces or None, atomic energies, direct forces)`` from the direct-force view."""
@@ -268,7 +274,8 @@ class REMULCalculator(Calculator):
         return p.energy[0], p.forces, p.atomic_energies, p.direct_forces
 
     def _predict(self, positions: np.ndarray, distances: np.ndarray | None) -> list[tuple[torch.Tensor, ...]]:
-        """``(energy, forces [n, 3], atomic energies [n])`` of each committee member, in model units."""
+        """``(energy, forces [n, 3], atomic energies [n])`` of each committee member, in model units (the
+        compiled program of a model with a direct-force head adds its direct forces)."""
         numbers = self._composition.numbers
         if self.compiled is not None and len(numbers) >= 2:  # the compiled program needs at least two atoms
             pairs = None if distances is None else self._composition.pairs_within(distances, self.model.r_max * self.length_units_to_A)

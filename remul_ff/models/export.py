@@ -30,6 +30,7 @@ from remul_ff.errors import RemulError
 from remul_ff.models.common import inference_model
 from remul_ff.models.files import load_model
 from remul_ff.models.forces import predict
+from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.utils.io import atomic_path
 
 MAX_ATOMS = 100_000  # the exported program's declared upper bound on the atom count
@@ -57,7 +58,8 @@ def pairs_within(positions: torch.Tensor, r_max: float) -> torch.Tensor:
 class EnergyAndForces(nn.Module):
     """``(positions [n, 3], atomic_numbers [n]) -> (energy, forces [n, 3])`` of one molecule.
 
-    With ``atomic``, the per-atom energies ``[n]`` come third (the calculator's compiled path).
+    With ``atomic``, the per-atom energies ``[n]`` come third (the calculator's compiled path), and
+    for a model with a direct-force head its direct forces ``[n, 3]`` fourth (the same pass).
     An optional third input ``pairs`` ``[2, E]`` lists the interacting pairs (any superset of the
     pairs within ``r_max``); without it every pair of atoms interacts.
     """
@@ -66,16 +68,38 @@ class EnergyAndForces(nn.Module):
         super().__init__()
         self.model = model
         self.atomic = atomic
+        self.direct = atomic and has_direct_forces(model)
 
     def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, pairs: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
             positions = positions.detach().requires_grad_(True)
             if pairs is None:
                 pairs = distinct_pairs(positions.shape[0], positions.device)
-            atomic = self.model.energies_on_pairs(positions, atomic_numbers, pairs)
+            if self.direct:
+                atomic, direct = self.model.energies_and_direct_forces(positions, atomic_numbers, pairs, torch.zeros_like(atomic_numbers))
+            else:
+                atomic = self.model.energies_on_pairs(positions, atomic_numbers, pairs)
             energy = atomic.sum()
             (gradient,) = torch.autograd.grad(energy, positions)
+        if self.direct:
+            return energy.detach(), -gradient, atomic.detach(), direct.detach()
         return (energy.detach(), -gradient, atomic.detach()) if self.atomic else (energy.detach(), -gradient)
+
+
+class EnergyAndDirectForces(nn.Module):
+    """``(positions [n, 3], atomic_numbers [n], pairs [2, E]) -> (energy, direct forces [n, 3], atomic energies [n])``.
+
+    One forward pass of a model with a direct-force head, no backward: the inner steps of multiple
+    time stepping (:class:`~remul_ff.calculators.mts.MultipleTimeStepVerlet`).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        atomic, direct = self.model.energies_and_direct_forces(positions, atomic_numbers, pairs, torch.zeros_like(atomic_numbers))
+        return atomic.sum(), direct, atomic
 
 
 def export_model(
@@ -110,22 +134,28 @@ def export_model(
 
 
 def export_program(
-    model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, atomic: bool = False, pairs: torch.Tensor | None = None
+    model: nn.Module,
+    positions: torch.Tensor,
+    numbers: torch.Tensor,
+    atomic: bool = False,
+    pairs: torch.Tensor | None = None,
+    direct_only: bool = False,
 ):
     """The ``torch.export`` program of ``model`` (CPU, its dtype), traced on and checked against one example.
 
     With the example's ``pairs`` the program takes the pair list as a third input (symbolic pair count).
+    ``direct_only``: the :class:`EnergyAndDirectForces` program (needs ``pairs``).
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 
     model.elements.check(numbers)
-    wrapper = EnergyAndForces(model, atomic).eval()
+    wrapper = (EnergyAndDirectForces(model) if direct_only else EnergyAndForces(model, atomic)).eval()
     inputs = (positions, numbers) if pairs is None else (positions, numbers, pairs)
     graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     atoms = torch.export.Dim("atoms", min=2, max=MAX_ATOMS)
     shapes = ({0: atoms}, {0: atoms}, {1: torch.export.Dim("pairs", min=2, max=MAX_ATOMS**2)})[: len(inputs)]
     program = torch.export.export(graph, inputs, dynamic_shapes=shapes, strict=False)
-    _check_program(program.module(), model, *inputs)
+    _check_program(program.module(), model, *inputs, direct_only=direct_only)
     return program
 
 
@@ -152,8 +182,10 @@ class CompiledModel:
         return tuple(self._run([positions, numbers, pairs])) if self._run is not None else self.package(positions, numbers, pairs)
 
 
-def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None) -> CompiledModel:
-    """``model`` (on the CPU) compiled by AOTInductor: ``(positions, numbers) -> (energy, forces, atomic energies)``.
+def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None, direct_only: bool = False) -> CompiledModel:
+    """``model`` (on the CPU) compiled by AOTInductor: ``(positions, numbers) -> (energy, forces, atomic energies)``
+    (and the direct forces, for a model with a direct-force head); ``direct_only``: ``(energy, direct forces,
+    atomic energies)`` without a backward pass.
 
     The package is cached under ``cache_dir`` (default ``$XDG_CACHE_HOME/remul-ff`` or
     ``~/.cache/remul-ff``) by :func:`package_digest`, so only the first use of a model file pays the
@@ -161,21 +193,21 @@ def compiled_model(model: nn.Module, cache_dir: str | os.PathLike | None = None)
     as many threads as the caller has; with one, they are serial.
     """
     dtype = next(model.parameters()).dtype
-    digest = package_digest(model)
+    digest = package_digest(model, "direct forces only" if direct_only else "given pairs")
     cache = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "remul-ff"
     path = cache / f"{digest}.pt2"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         positions, numbers = _example(model.elements.elements.tolist(), dtype)
         pairs = pairs_within(positions, model.r_max)
-        program = export_program(model, positions, numbers, atomic=True, pairs=pairs)
+        program = export_program(model, positions, numbers, atomic=True, pairs=pairs, direct_only=direct_only)
         with atomic_path(path) as tmp:
-            _compile_package(program, tmp, model, positions, numbers, pairs)
+            _compile_package(program, tmp, model, positions, numbers, pairs, direct_only=direct_only)
     return CompiledModel(torch._inductor.aoti_load_package(str(path)), model.r_max)
 
 
-def package_digest(model: nn.Module) -> str:
-    """The cache key of ``model``'s compiled package: weights, dtype, torch version, and whether it is parallel.
+def package_digest(model: nn.Module, program: str = "given pairs") -> str:
+    """The cache key of ``model``'s compiled package: weights, dtype, torch version, which program, and whether it is parallel.
 
     Inductor writes OpenMP-parallel kernels only when torch has more than one thread at compile time;
     a package compiled in a one-thread process stays serial, so the two kinds are cached apart.
@@ -191,7 +223,7 @@ def package_digest(model: nn.Module) -> str:
             "dtype": str(next(model.parameters()).dtype),
             "torch": torch.__version__,
             "kind": type(model).__name__,
-            "program": "given pairs",
+            "program": program,
             "parallel": torch.get_num_threads() > 1,
         },
         buffer,
@@ -199,7 +231,9 @@ def package_digest(model: nn.Module) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()[:20]
 
 
-def _compile_package(program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, *pairs: torch.Tensor) -> None:
+def _compile_package(
+    program, path: Path, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, *pairs: torch.Tensor, direct_only: bool = False
+) -> None:
     """AOTInductor-compile ``program`` into the package ``path`` and check the compiled code too."""
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
@@ -208,13 +242,21 @@ def _compile_package(program, path: Path, model: nn.Module, positions: torch.Ten
             f"AOTInductor could not compile the model ({type(exc).__name__}: {str(exc)[:200]}); "
             "it needs a C++ compiler (g++); export without --aotinductor instead."
         ) from exc
-    _check_program(torch._inductor.aoti_load_package(str(path)), model, positions, numbers, *pairs)
+    _check_program(torch._inductor.aoti_load_package(str(path)), model, positions, numbers, *pairs, direct_only=direct_only)
 
 
-def _check_program(program, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, *pairs: torch.Tensor) -> None:
-    """Refuse to write a program whose energy or forces differ from the model's beyond rounding."""
-    energy, forces = (t.detach() for t in program(positions, numbers, *pairs)[:2])
-    reference = predict(model, AtomicBatch(positions, numbers, torch.zeros_like(numbers), 1))
+def _check_program(
+    program, model: nn.Module, positions: torch.Tensor, numbers: torch.Tensor, *pairs: torch.Tensor, direct_only: bool = False
+) -> None:
+    """Refuse to write a program whose energy or forces (direct ones: ``direct_only``) differ from the model's beyond rounding."""
+    outputs = [t.detach() for t in program(positions, numbers, *pairs)]
+    energy, forces = outputs[:2]
+    batch = AtomicBatch(positions, numbers, torch.zeros_like(numbers), 1)
+    reference = predict(with_direct_forces(model) if has_direct_forces(model) else model, batch)
+    if direct_only:
+        reference.forces = reference.direct_forces
+    elif len(outputs) == 4:  # the direct forces beside the conservative ones
+        forces, reference.forces = torch.cat([forces, outputs[3]]), torch.cat([reference.forces, reference.direct_forces])
     tolerance = 1e-10 if positions.dtype == torch.float64 else 1e-4
     energy_error = abs(float(energy) - float(reference.energy[0])) / max(abs(float(reference.energy[0])), 1.0)
     force_error = float((forces - reference.forces).abs().max()) / max(float(reference.forces.abs().max()), 1.0)
@@ -235,6 +277,7 @@ def _example(elements: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, tor
 
 __all__ = [
     "CompiledModel",
+    "EnergyAndDirectForces",
     "EnergyAndForces",
     "compiled_model",
     "distinct_pairs",
