@@ -226,3 +226,11 @@ def test_the_compiled_calculator_gives_the_same_direct_and_conservative_forces(d
     assert "forces" not in compiled.results
     np.testing.assert_allclose(compiled.results["direct_forces"], eager.results["direct_forces"], atol=1e-9)
     assert len(list(tmp_path.rglob("*.pt2"))) == 2  # the full program and the direct-only one
+
+
+def test_a_compare_spec_runs_its_md_with_the_forces_it_names():
+    from remul_ff.compare import MDProtocol, stability_settings
+
+    settings = stability_settings(MDProtocol(forces="mts", mts_k=3))
+    assert (settings.forces, settings.mts_k) == ("mts", 3)
+    assert stability_settings(MDProtocol()).forces == "conservative"
