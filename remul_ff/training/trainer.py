@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import dataclasses
 import math
 import shutil
@@ -45,6 +44,7 @@ from remul_ff.training.evaluate import evaluate
 from remul_ff.training.flops import FlopCounter
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.guard import DivergenceGuard
+from remul_ff.training.log import DIRECT_FORCES_LOG_COLUMNS, LOG_COLUMNS, TrainingLog
 from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
 from remul_ff.training.run_folder import RUN_FILES, check_output_dir  # noqa: F401 (RUN_FILES re-exported)
 from remul_ff.utils.devices import resolve_device
@@ -52,26 +52,6 @@ from remul_ff.utils.io import atomic_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
 
 POSTFIX_EVERY = 10  # training steps between updates of the progress bar's loss
-
-LOG_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "train_task",
-    "train_equi",
-    "val_loss",
-    "val_energy_mae_meV",
-    "val_forces_mae_meV_A",
-    "val_equi_forces_rel",
-    "val_shen_percent",
-    "alpha",
-    "beta",
-    "lr",
-    "epoch_time_s",
-    "wall_time_s",
-    "structures_per_s",
-]
-# Logged after LOG_COLUMNS for a model with a direct-force head.
-DIRECT_FORCES_LOG_COLUMNS = ["val_direct_forces_mae_meV_A", "val_equi_direct_forces_rel"]
 
 
 @contextlib.contextmanager
@@ -221,7 +201,8 @@ class Trainer:
         # A direct-force head trains beside the energy: the same call returns both.
         direct = has_direct_forces(self.model)
         self.forward_model = with_direct_forces(self.training_model) if direct else self.training_model
-        self.log_columns = LOG_COLUMNS + (DIRECT_FORCES_LOG_COLUMNS if direct else [])
+        columns = LOG_COLUMNS + (DIRECT_FORCES_LOG_COLUMNS if direct else [])
+        self.log = TrainingLog(self.out, columns, cfg.train.tensorboard)
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Double backward (force training) leaves some gradients with transposed strides; DDP
@@ -290,8 +271,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         self._write_config()
-        with atomic_path(self.out / "log.csv") as tmp:
-            tmp.write_text(",".join(self.log_columns) + "\n")
+        self.log.start()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -509,9 +489,7 @@ class Trainer:
         self._keep_if_best(val_loss)
         row = self._log_row(stats, report, val_loss, train_time, epoch_time)
         if self.ctx.is_main:
-            with open(self.out / "log.csv", "a", newline="") as handle:
-                csv.DictWriter(handle, self.log_columns).writerow(row)
-            self._tensorboard(row)
+            self.log.append(row)
         return row
 
     def _keep_if_best(self, val_loss: float) -> None:
@@ -525,23 +503,6 @@ class Trainer:
                 self.ema, self.config.model_kind, self.data.elements, self.data.e0s, self.config.to_dict(), self.data.domain
             )
             save_file({**payload, "epoch": self.epoch}, self.out / "model.pt")
-
-    def _tensorboard(self, row: dict[str, float]) -> None:
-        """Mirror the log row to TensorBoard when it is enabled and installed (it is optional)."""
-        if not self.config.train.tensorboard:
-            return
-        if not hasattr(self, "_writer"):
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # the tensorboard package is not installed
-                self._writer = None
-            else:
-                self._writer = SummaryWriter(str(self.out / "tensorboard"))
-        if self._writer is not None:
-            for key, value in row.items():
-                if key != "epoch":
-                    self._writer.add_scalar(key, value, self.epoch)
-            self._writer.flush()
 
     def _broadcast(self, value: torch.Tensor) -> torch.Tensor:
         if self.ctx.enabled:
@@ -646,20 +607,10 @@ class Trainer:
             self._say(f"the run had used its time budget; continuing for another {self.config.train.max_minutes:g} minutes")
         self._barrier()  # every rank has read the checkpoint before rank 0 rewrites the log
         if self.ctx.is_main:
-            self._truncate_log()
+            self.log.truncate(self.epoch)
             self._write_config()  # records a changed budget, epochs or device (RESUME_CHANGEABLE_KEYS)
         self._say(f"resumed from {path} at epoch {self.epoch}")
 
     def _write_config(self) -> None:
         with atomic_path(self.out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-
-    def _truncate_log(self) -> None:
-        """Drop log rows written after the checkpoint (a run killed between log and checkpoint)."""
-        log = self.out / "log.csv"
-        rows = list(csv.DictReader(open(log))) if log.exists() else []
-        with atomic_path(log) as tmp:
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, self.log_columns)
-                writer.writeheader()
-                writer.writerows(r for r in rows if int(r["epoch"]) <= self.epoch)
