@@ -54,6 +54,7 @@ from remul_ff.md import MDSettings, run_md
 from remul_ff.md.state import compute_forces, state_from_atoms
 from remul_ff.models import load_model
 from remul_ff.models.common import inference_model, with_fixed_pairs
+from remul_ff.scaling.measure import step_seconds
 from remul_ff.training.trainer import Trainer
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -150,7 +151,7 @@ def training_structures_per_s(batch_size: int, device: str, folder: Path) -> flo
     )
     trainer = Trainer(config, progress=False)
     trainer.setup(overwrite=True)
-    return batch_size / trainer.step_seconds(trainer.data.train[:batch_size], repeat=10)
+    return batch_size / step_seconds(trainer, trainer.data.train[:batch_size], repeat=10)
 
 
 def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, replicas: list[int], folder: Path) -> dict:

@@ -13,6 +13,7 @@ from remul_ff.cli import main
 from remul_ff.config import config_from_dict
 from remul_ff.errors import ConfigError
 from remul_ff.scaling.fit import PowerLaw, bootstrap_fits, crossings, fit_power_law, probability_below
+from remul_ff.scaling.measure import step_flops
 from remul_ff.scaling.sweep import RESULTS_FILE, load_scaling_spec, read_rows, run_sweep, sweep_points
 from remul_ff.training.flops import FlopCounter
 from remul_ff.training.trainer import Trainer
@@ -80,7 +81,7 @@ def test_measuring_step_flops_does_not_change_training(xtb_ethanol_file, tmp_pat
     plain.run()
     measured = Trainer(_config(xtb_ethanol_file, tmp_path / "measured"), progress=False)
     counts = []
-    measured.epoch_end_hooks.append(lambda epoch: counts.append(measured.step_flops(measured.data.train[:4])))
+    measured.epoch_end_hooks.append(lambda epoch: counts.append(step_flops(measured, measured.data.train[:4])))
     measured.run()
     assert len(counts) == 2 and counts[0] == counts[1] > 0
     for a, b in zip(plain.model.parameters(), measured.model.parameters()):

@@ -51,7 +51,7 @@ def test_the_devices_part_of_a_training_step_reads_nothing_back(xtb_ethanol_file
     sections = {"loss": loss} | ({"model": EGNN} if model == "egnn" else {})
     trainer = trainer_for(xtb_ethanol_file, tmp_path, fixed_pairs=True, **sections)
     structures = trainer.data.train[:4]
-    trainer._step(structures)  # the optimiser creates its state in the first step
+    trainer.step(structures)  # the optimiser creates its state in the first step
     local = trainer._local_batch(structures)  # the host's part: collate, sizes and pairs, copy
     before = [p.detach().clone() for p in trainer.model.parameters()]
     with forbid_host_sync(host=host_tensors(trainer)):
@@ -63,7 +63,7 @@ def test_the_devices_part_of_a_training_step_reads_nothing_back(xtb_ethanol_file
 def test_the_guard_catches_the_radius_graph_in_a_training_step(xtb_ethanol_file, tmp_path):
     trainer = trainer_for(xtb_ethanol_file, tmp_path, fixed_pairs=False)
     structures = trainer.data.train[:4]
-    trainer._step(structures)
+    trainer.step(structures)
     local = trainer._local_batch(structures)
     with pytest.raises(HostSync), forbid_host_sync(host=host_tensors(trainer)):
         trainer._step_on(local)
@@ -77,7 +77,7 @@ def test_training_over_every_pair_takes_the_radius_graphs_step(xtb_ethanol_file,
     for fixed in (False, True):
         trainer = trainer_for(xtb_ethanol_file, tmp_path / str(fixed), fixed_pairs=fixed, model=model, train={"dtype": "float64"})
         for _ in range(3):
-            trainer._step(trainer.data.train[:4])
+            trainer.step(trainer.data.train[:4])
         steps[fixed] = [p.detach().clone() for p in trainer.model.parameters()]
     batch = collate(trainer.data.train[:4])
     assert radius_graph(batch.positions, 3.0, batch.molecule_index)[0].shape[1] < 4 * 9 * 8  # pairs were left out

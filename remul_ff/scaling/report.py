@@ -17,6 +17,7 @@ import numpy as np
 
 from remul_ff.errors import ConfigError
 from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
+from remul_ff.scaling.measure import step_seconds
 from remul_ff.scaling.sweep import RESULTS_FILE, ScalingSpec, point_config, read_rows, run_dir, sweep_points
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.io import atomic_path
@@ -129,7 +130,7 @@ def measure_training_speed(spec: ScalingSpec) -> tuple[dict, int]:
             config.output_dir = folder
             trainer = Trainer(config, progress=False)
             trainer.setup(overwrite=True)
-            out[f"{point.family}/{point.size}"] = 1e3 * trainer.step_seconds(trainer.data.train[: config.train.batch_size])
+            out[f"{point.family}/{point.size}"] = 1e3 * step_seconds(trainer, trainer.data.train[: config.train.batch_size])
             steps = math.ceil(len(trainer.data.train) / config.train.batch_size)
     return out, steps
 

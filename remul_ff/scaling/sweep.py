@@ -16,7 +16,7 @@ model sizes per model kind, and the families (a model kind plus a loss section):
 
 Each (family, size, budget) point trains in ``output_dir/runs/<family>/<size>/e<budget>`` with the
 cosine schedule over its own budget, so the last row of every run is a fully annealed model. The
-FLOPs of a training step are counted once per run (:meth:`Trainer.step_flops`, averaged over a few
+FLOPs of a training step are counted once per run (:func:`remul_ff.scaling.measure.step_flops`, averaged over a few
 batches) and multiplied by the structures seen, so the compute axis does not depend on how busy
 the machine was; wall time is recorded beside it. When a run finishes, one JSON row per epoch
 (validation errors along the way) is appended to ``output_dir/results.jsonl`` under a file lock.
@@ -35,6 +35,7 @@ from pathlib import Path
 
 from remul_ff.config import DataConfig, TrainConfig, config_from_dict, load_spec_section
 from remul_ff.errors import ConfigError
+from remul_ff.scaling.measure import step_flops
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path
@@ -198,7 +199,7 @@ def _record_flops(trainer: Trainer, out: Path) -> None:
     structures = trainer.data.train
     size = trainer.config.train.batch_size
     batches = [structures[k * size : (k + 1) * size] for k in range(min(FLOP_BATCHES, len(structures) // size or 1))]
-    per_structure = sum(trainer.step_flops(b) for b in batches) / sum(len(b) for b in batches)
+    per_structure = sum(step_flops(trainer, b) for b in batches) / sum(len(b) for b in batches)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"flops_per_structure": per_structure, "batch_size": size}))
 

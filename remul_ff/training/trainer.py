@@ -41,7 +41,6 @@ from remul_ff.training import distributed
 from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
-from remul_ff.training.flops import FlopCounter
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.guard import DivergenceGuard
 from remul_ff.training.log import DIRECT_FORCES_LOG_COLUMNS, LOG_COLUMNS, TrainingLog
@@ -354,13 +353,14 @@ class Trainer:
         batches = self._global_batches()
         bar = progress_bar(batches, desc=f"epoch {self.epoch}/{self.config.train.epochs}", disable=not self.progress, leave=False)
         for structures in bar:
-            loss, task, equi = self._step(structures)
+            loss, task, equi = self.step(structures)
             stats.add(loss, task, equi)
             if self.progress and bar.n % POSTFIX_EVERY == 0:  # float() waits for the device: not every step
                 bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)  # a redraw per step would flood log files
         return stats
 
-    def _step(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, structures: list[Structure]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on the global batch ``structures``: ``(loss, L_task, L_equi)``, detached."""
         return self._step_on(self._local_batch(structures))
 
     def _step_on(self, local: LocalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -415,36 +415,9 @@ class Trainer:
         alpha, beta = self.weights()
         return alpha * task + beta * equi, task, equi
 
-    def step_flops(self, structures: list[Structure]) -> int:
-        """FLOPs of one training step on ``structures`` (forward, rotated pass, force and weight gradients).
-
-        Counted with ``torch.utils.flop_counter``'s formulas (matrix products and attention;
-        elementwise work is not counted; see :mod:`remul_ff.training.flops`).
-        The step is measured, not taken: weights, gradients, GradNorm weights and random
-        state are left as they were, so a measured run trains exactly like an unmeasured one.
-        """
-        gradnorm = None if self.gradnorm is None else copy.deepcopy(self.gradnorm.state_dict())
-        cuda_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), FlopCounter() as counter:
-            loss, _, _ = self._loss(self._local_batch(structures))
-            loss.backward()
-        self.optimizer.zero_grad(set_to_none=True)
-        if gradnorm is not None:
-            self.gradnorm.load_state_dict(gradnorm)
-        return counter.total
-
-    def step_seconds(self, structures: list[Structure], repeat: int = 5) -> float:
-        """Median wall seconds of a training step on ``structures``, after one warm-up step.
-
-        The steps are taken (weights change): time a trainer made for the purpose, after :meth:`setup`.
-        """
-        self._step(structures)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            self._step(structures)
-            times.append(time.perf_counter() - start)
-        return sorted(times)[len(times) // 2]
+    def step_loss(self, structures: list[Structure]) -> torch.Tensor:
+        """The loss of a training step on ``structures``, with its graph, without taking the step (for measurements)."""
+        return self._loss(self._local_batch(structures))[0]
 
     def weights(self) -> tuple[float, float]:
         """Current ``(alpha, beta)``."""
