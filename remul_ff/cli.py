@@ -105,6 +105,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="compile ahead of time with AOTInductor (needs g++; a minute or more); load the package "
         "with torch._inductor.aoti_load_package",
     )
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="export the energy and direct forces (no backward pass) of a model trained with model.direct_forces: true",
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -116,9 +121,10 @@ def _run_export(args: argparse.Namespace) -> None:
     if not args.output.endswith(".pt2"):
         raise RemulError(f"-o {args.output} should end in .pt2, the extension of torch.export programs.")
     check_output_path(args.output, "-o")
-    path = export_model(args.model, args.output, getattr(torch, args.dtype), aotinductor=args.aotinductor)
+    path = export_model(args.model, args.output, getattr(torch, args.dtype), aotinductor=args.aotinductor, direct_only=args.direct)
     loader = f"torch._inductor.aoti_load_package('{path}')" if args.aotinductor else f"torch.export.load('{path}').module()"
-    print(f"wrote {path}: energy, forces = {loader}(positions, atomic_numbers), one molecule in Å, eV and eV/Å")
+    forces = "direct_forces" if args.direct else "forces"
+    print(f"wrote {path}: energy, {forces} = {loader}(positions, atomic_numbers), one molecule in Å, eV and eV/Å")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:

@@ -234,3 +234,18 @@ def test_a_compare_spec_runs_its_md_with_the_forces_it_names():
     settings = stability_settings(MDProtocol(forces="mts", mts_k=3))
     assert (settings.forces, settings.mts_k) == ("mts", 3)
     assert stability_settings(MDProtocol()).forces == "conservative"
+
+
+@pytest.mark.slow
+def test_export_writes_the_direct_forces_program_and_refuses_a_model_without_the_head(
+    direct_model_file, trained_model_file, tmp_path, capsys
+):
+    assert main(["export", str(direct_model_file), "-o", str(tmp_path / "direct.pt2"), "--direct"]) == 0
+    program = torch.export.load(tmp_path / "direct.pt2").module()
+    atoms = jittered_molecules("CH3CH2OH", 1)[0]
+    energy, direct = program(torch.tensor(atoms.positions), torch.tensor(atoms.numbers))
+    atoms.calc = REMULCalculator(direct_model_file)
+    np.testing.assert_allclose(direct.detach().numpy(), atoms.calc.get_property("direct_forces", atoms), atol=1e-9)
+    np.testing.assert_allclose(float(energy), atoms.get_potential_energy(), atol=1e-9)
+    assert main(["export", str(trained_model_file), "-o", str(tmp_path / "plain.pt2"), "--direct"]) == 2
+    assert "no direct-force head" in capsys.readouterr().err and not (tmp_path / "plain.pt2").exists()

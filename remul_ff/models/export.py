@@ -76,7 +76,7 @@ class EnergyAndForces(nn.Module):
             if pairs is None:
                 pairs = distinct_pairs(positions.shape[0], positions.device)
             if self.direct:
-                atomic, direct = self.model.energies_and_direct_forces(positions, atomic_numbers, pairs, torch.zeros_like(atomic_numbers))
+                atomic, direct = self.model.energies_and_direct_forces(positions, atomic_numbers, pairs, None)
             else:
                 atomic = self.model.energies_on_pairs(positions, atomic_numbers, pairs)
             energy = atomic.sum()
@@ -87,19 +87,24 @@ class EnergyAndForces(nn.Module):
 
 
 class EnergyAndDirectForces(nn.Module):
-    """``(positions [n, 3], atomic_numbers [n], pairs [2, E]) -> (energy, direct forces [n, 3], atomic energies [n])``.
+    """``(positions [n, 3], atomic_numbers [n]) -> (energy, direct forces [n, 3])`` of one molecule.
 
     One forward pass of a model with a direct-force head, no backward: the inner steps of multiple
-    time stepping (:class:`~remul_ff.calculators.mts.MultipleTimeStepVerlet`).
+    time stepping (:class:`~remul_ff.calculators.mts.MultipleTimeStepVerlet`). Inputs and the
+    optional third input ``pairs`` as for :class:`EnergyAndForces`; with ``atomic`` the per-atom
+    energies come third.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, atomic: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.atomic = atomic
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        atomic, direct = self.model.energies_and_direct_forces(positions, atomic_numbers, pairs, torch.zeros_like(atomic_numbers))
-        return atomic.sum(), direct, atomic
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, pairs: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if pairs is None:
+            pairs = distinct_pairs(positions.shape[0], positions.device)
+        atomic, direct = self.model.energies_and_direct_forces(positions, atomic_numbers, pairs, None)
+        return (atomic.sum(), direct, atomic) if self.atomic else (atomic.sum(), direct)
 
 
 def export_model(
@@ -108,6 +113,7 @@ def export_model(
     dtype: torch.dtype = torch.float64,
     example: tuple[torch.Tensor, torch.Tensor] | None = None,
     aotinductor: bool = False,
+    direct_only: bool = False,
 ) -> Path:
     """Export ``model_path`` to ``output`` (``.pt2``) and check it against the model on ``example``.
 
@@ -121,13 +127,17 @@ def export_model(
             machine's CPU or GPU, a minute or more) into a package that
             ``torch._inductor.aoti_load_package`` (or libtorch's ``AOTIModelPackageLoader`` from C++)
             runs, as ``nequip-compile --mode aotinductor`` does.
+        direct_only: Export the :class:`EnergyAndDirectForces` program instead (a model trained with
+            ``model.direct_forces: true``): energy and direct forces, no backward pass.
     """
     model = inference_model(load_model(model_path, "cpu", dtype))
+    if direct_only and not has_direct_forces(model):
+        raise RemulError(f"{model_path} has no direct-force head (train with model.direct_forces: true); export it without --direct.")
     positions, numbers = example if example is not None else _example(model.elements.elements.tolist(), dtype)
-    program = export_program(model, positions, numbers)
+    program = export_program(model, positions, numbers, direct_only=direct_only)
     with atomic_path(Path(output)) as tmp:
         if aotinductor:
-            _compile_package(program, tmp, model, positions, numbers)
+            _compile_package(program, tmp, model, positions, numbers, direct_only=direct_only)
         else:
             torch.export.save(program, tmp)
     return Path(output)
@@ -144,12 +154,12 @@ def export_program(
     """The ``torch.export`` program of ``model`` (CPU, its dtype), traced on and checked against one example.
 
     With the example's ``pairs`` the program takes the pair list as a third input (symbolic pair count).
-    ``direct_only``: the :class:`EnergyAndDirectForces` program (needs ``pairs``).
+    ``direct_only``: the :class:`EnergyAndDirectForces` program.
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 
     model.elements.check(numbers)
-    wrapper = (EnergyAndDirectForces(model) if direct_only else EnergyAndForces(model, atomic)).eval()
+    wrapper = (EnergyAndDirectForces(model, atomic) if direct_only else EnergyAndForces(model, atomic)).eval()
     inputs = (positions, numbers) if pairs is None else (positions, numbers, pairs)
     graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     atoms = torch.export.Dim("atoms", min=2, max=MAX_ATOMS)

@@ -171,12 +171,17 @@ class DirectForceHead(nn.Module):
         return forces - molecule_mean(forces, molecule_index)
 
 
-def molecule_mean(values: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
-    """Each row's molecule mean of ``values`` ``[n, 3]``, per row (sized by atoms: no host sync for the count)."""
+def molecule_mean(values: torch.Tensor, molecule_index: torch.Tensor | None) -> torch.Tensor:
+    """Each row's molecule mean of ``values`` ``[n, 3]``, per row (sized by atoms: no host sync for the count).
+
+    ``molecule_index`` ``None``: one molecule. (The exported programs use that: Inductor's parallel CPU
+    code for a scatter-add over a constant index fails to compile, torch 2.13.)
+    """
+    if molecule_index is None:
+        return values.mean(0, keepdim=True).expand_as(values)
     n = values.shape[0]
-    ones = torch.ones(n, 1, dtype=values.dtype, device=values.device)
-    sums, counts = scatter_sum(values, molecule_index, n), scatter_sum(ones, molecule_index, n)
-    return (sums / counts.clamp(min=1)).index_select(0, molecule_index)
+    sums, counts = scatter_sum(values, molecule_index, n), scatter_sum(torch.ones_like(values[:, 0]), molecule_index, n)
+    return (sums / counts.clamp(min=1)[:, None]).index_select(0, molecule_index)
 
 
 class REMULTransformer(AtomwiseEnergyModel):
@@ -212,9 +217,10 @@ class REMULTransformer(AtomwiseEnergyModel):
         return self.atomic_energies(self.readout_norm(h), species)
 
     def energies_and_direct_forces(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor, molecule_index: torch.Tensor
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor, molecule_index: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[n]`` atomic energies and ``[n, 3]`` direct forces from one pass of the trunk."""
+        """``[n]`` atomic energies and ``[n, 3]`` direct forces from one pass of the trunk (``molecule_index``
+        ``None``: all atoms are one molecule)."""
         species, h, edge_data = self.trunk(positions, atomic_numbers, edge_index)
         forces = self.force_head(h, edge_data, edge_index, species, molecule_index)
         return self.atomic_energies(self.readout_norm(h), species), forces
