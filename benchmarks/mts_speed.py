@@ -9,7 +9,7 @@ and 3BPA (27 atoms), float32 and float64, every calculator in turn for ``--round
   ``--ks`` (ms per step averaged over the cycle: ``k - 1`` direct-force calls and one full call);
 * MACE's ASE step (``--mace-python``, mace_speed_helper.py), the same structures;
 
-then the NVE drift of ``remul-ff md``'s multiple time stepping (float64, 0.5 fs, ``--drift-time`` per
+then the NVE drift of ``remul-ff md``'s multiple time stepping (float64, 0.5 fs, ``--drift-time-ps`` per
 replica, ``--drift-replicas`` rMD17 ethanol frames at 300 K) for each ``k`` (``k = 1`` is velocity
 Verlet on the conservative forces), and 64 batched ethanol replicas with ``forces: mts`` against the
 single-molecule ASE loop of the plain calculator.
@@ -77,6 +77,19 @@ def one_round(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return timings
 
 
+def timing_rounds(args: argparse.Namespace) -> list[dict]:
+    """``args.rounds`` rounds, each kept in ``direct_forces/timing_rounds.json`` as soon as it is done, so that a
+    killed run (the NVE runs take longest) keeps them; a rerun with the same model and ``--steps`` reuses them."""
+    path = RESULTS.parent / "direct_forces" / "timing_rounds.json"
+    key = {"model": args.model, "steps": args.steps, "ks": args.ks, "mace": bool(args.mace_python)}
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    rounds = saved.get("rounds", []) if saved.get("key") == key else []
+    while len(rounds) < args.rounds:
+        rounds.append(one_round(args))
+        path.write_text(json.dumps({"key": key, "rounds": rounds}, indent=1) + "\n")
+    return rounds[: args.rounds]
+
+
 def medians(rounds: list[dict], name: str) -> dict[str, float]:
     return {key: float(np.median([one[name][key] for one in rounds])) for key in rounds[0][name]}
 
@@ -94,11 +107,12 @@ def nve_drift(model: str, k: int, args: argparse.Namespace) -> dict:
         thermo_interval=8,  # a multiple of every k timed: rows at the ends of cycles
         write_interval=0,
         compile=True,
+        restart_every=4000,  # an interrupted run continues where it stopped
     )
     out = RESULTS.parent / "direct_forces" / "nve" / f"k{k}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = run_md(model, frames, settings, out, progress=False, overwrite=True)
+        result = run_md(model, frames, settings, out, progress=False, resume=True)
     rows = list(csv.DictReader(open(out / "thermo.csv")))
     drifts = []
     for replica in range(len(frames)):
@@ -173,7 +187,7 @@ def main() -> None:
     parser.add_argument("--batched-steps", type=int, default=96)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rounds = [one_round(args) for _ in range(args.rounds)]
+    rounds = timing_rounds(args)
     results = {
         "model": args.model,
         "ks": args.ks,
