@@ -1,7 +1,8 @@
 """Direct forces on the project's ethanol test set: their MAE and rotational error for REMUL, augmentation and none.
 
-Every run in ``benchmarks/direct_forces/runs/<loss mode>_<budget>min_seed<S>/`` is the default recipe
-(``examples/rmd17_ethanol.yaml``) with ``model.direct_forces: true`` and that loss mode, for the same
+Every run in ``benchmarks/direct_forces/runs/<recipe>_<budget>min_seed<S>/`` is the default recipe
+(``examples/rmd17_ethanol.yaml``) with ``model.direct_forces: true`` and a loss mode (the recipe's
+name; ``remul-dw30``: REMUL with ``loss.direct_forces_weight=30``), for the same
 wall-clock budget on one thread (beside one other job). This script evaluates each ``model.pt`` on
 ``test_sets/ethanol_500K.xyz`` (200 PBE/def2-SVP frames not in ``../shared``; float64; 8 random
 rotations per frame for the rotational errors) and writes one row per run.
@@ -43,7 +44,9 @@ def evaluate_run(run: Path, offset_eV: float) -> dict:
     match = RUN_NAME.match(run.name)
     return {
         "run": str(run.relative_to(HERE.parent)),
+        "recipe": match["mode"],
         "loss_mode": config["loss"]["mode"],
+        "direct_forces_weight": config["loss"].get("direct_forces_weight", 10.0),
         "budget_min": float(match["budget"]),
         "seed": int(match["seed"]),
         "epochs": len((run / "log.csv").read_text().splitlines()) - 1,
@@ -67,13 +70,13 @@ def markdown(rows: list[dict], reference: list[dict]) -> str:
     lines = [
         "Test set `ethanol_500K` (200 PBE/def2-SVP frames), float64; rotational errors over 8 random rotations per frame.",
         "",
-        "| loss | budget (min) | seed | epochs | conservative F MAE | direct F MAE | direct / conservative "
+        "| recipe | loss | direct weight | budget (min) | seed | epochs | conservative F MAE | direct F MAE | direct / conservative "
         "| E MAE (meV) | rotational error, conservative | rotational error, direct |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['loss_mode']} | {r['budget_min']:g} | {r['seed']} | {r['epochs']} | {r['test_force_mae_meV_A']:.2f} "
+            f"| {r['recipe']} | {r['loss_mode']} | {r['direct_forces_weight']:g} | {r['budget_min']:g} | {r['seed']} | {r['epochs']} | {r['test_force_mae_meV_A']:.2f} "
             f"| {r['test_direct_force_mae_meV_A']:.2f} | {r['direct_over_conservative']:.2f} | {r['test_energy_mae_meV']:.2f} "
             f"| {100 * r['rotational_force_error']:.2f}% | {100 * r['rotational_direct_force_error']:.2f}% |"
         )
