@@ -76,7 +76,8 @@ def markdown(rows: list[dict], reference: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['recipe']} | {r['loss_mode']} | {r['direct_forces_weight']:g} | {r['budget_min']:g} | {r['seed']} | {r['epochs']} | {r['test_force_mae_meV_A']:.2f} "
+            f"| {r['recipe']} | {r['loss_mode']} | {r['direct_forces_weight']:g} | {r['budget_min']:g} | {r['seed']} | {r['epochs']} "
+            f"| {r['test_force_mae_meV_A']:.2f} "
             f"| {r['test_direct_force_mae_meV_A']:.2f} | {r['direct_over_conservative']:.2f} | {r['test_energy_mae_meV']:.2f} "
             f"| {100 * r['rotational_force_error']:.2f}% | {100 * r['rotational_direct_force_error']:.2f}% |"
         )
