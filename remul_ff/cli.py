@@ -8,11 +8,13 @@ and exit code 2; outputs are written atomically, so a failed command leaves no p
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from remul_ff.commands import evaluate as evaluate_command
 from remul_ff.commands import md as md_command
@@ -258,6 +260,27 @@ def _one_line_warnings(command: str, default: Callable) -> Callable:
     return show
 
 
+@contextlib.contextmanager
+def _messages_on_stdout() -> Iterator[None]:
+    """Print the library's log messages (``logging``, logger ``remul_ff``, INFO and up) on stdout, as plain lines.
+
+    The library only logs; a Python user decides where its messages go (``logging.basicConfig(level="INFO")``).
+    """
+    library = logging.getLogger("remul_ff")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = library.level, library.propagate
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    library.propagate = False  # once is enough, whatever the root logger does
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+        library.propagate = propagate
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``remul-ff`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -268,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     args.argv = argv  # for reports that print the command that made them
     try:
-        with warnings.catch_warnings():  # restores Python's own display afterwards (main may be called from Python)
+        with warnings.catch_warnings(), _messages_on_stdout():  # both restored afterwards (main may be called from Python)
             warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
             args.func(args)
     except RemulError as exc:

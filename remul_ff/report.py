@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from remul_ff.md.analysis import H_R_BINS, H_R_RANGE
 from remul_ff.md.engine import default_max_temperature
 from remul_ff.utils.io import atomic_path
 from remul_ff.utils.plotting import subplots
+
+logger = logging.getLogger(__name__)
 
 ROWS: list[tuple[str, str, str]] = [
     ("Energy MAE (meV)", "energy_mae_meV", "{:.2f}"),
@@ -238,4 +241,4 @@ def write_report(payload: dict, out: Path) -> None:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(markdown(payload))
-    print(markdown(payload).split("\n## Collapses")[0])
+    logger.info(markdown(payload).split("\n## Collapses")[0])

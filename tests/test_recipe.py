@@ -4,6 +4,8 @@ with other loss weights, the best model chosen among its epochs)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -45,7 +47,8 @@ def test_training_with_a_quarter_moved_copy_divides_by_the_moved_counts(xtb_etha
     assert float(read_log(tmp_path)[-1]["train_equi"]) > 0
 
 
-def test_stage_two_switches_the_loss_weights_for_the_last_share_of_the_run(xtb_ethanol_file, tmp_path, capsys):
+def test_stage_two_switches_the_loss_weights_for_the_last_share_of_the_run(xtb_ethanol_file, tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO, logger="remul_ff")
     loss = {"stage_two_fraction": 0.4, "stage_two_energy_weight": 1000.0, "stage_two_forces_weight": 1.0}
     trainer = Trainer(tiny_config(xtb_ethanol_file, tmp_path, loss=loss, train={"epochs": 5, "device": "cpu"}), progress=False)
     trainer.setup()
@@ -53,7 +56,8 @@ def test_stage_two_switches_the_loss_weights_for_the_last_share_of_the_run(xtb_e
     trainer.epoch_end_hooks.append(lambda epoch: stages.append((trainer.stage, trainer.loss_config.energy_weight)))
     trainer._loop()
     assert stages == [(1, 1.0), (1, 1.0), (2, 1000.0), (2, 1000.0), (2, 1000.0)]  # from 60% of 5 epochs on
-    assert "epoch 3: stage two, energy weight 1000" in capsys.readouterr().out
+    assert "epoch 3: stage two, energy weight 1000" in caplog.text
+    assert capsys.readouterr().out == ""  # a library logs; only the command line prints
     rows = read_log(tmp_path)
     val_losses = [float(r["val_loss"]) for r in rows]
     best = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["best"]

@@ -13,6 +13,7 @@ Outputs in ``output_dir``:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 import warnings
@@ -51,6 +52,8 @@ from remul_ff.models.files import load_model
 from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.utils.memory import keep_freed_memory
 from remul_ff.utils.progress import progress_bar
+
+logger = logging.getLogger(__name__)
 
 
 def _make_step(settings: MDSettings, kT: float, generator: torch.Generator):
@@ -329,7 +332,7 @@ def _drop_collapsed(
     if not events:
         return state
     for event in events:
-        print(f"replica {event.replica} collapsed at {event.time_ps:.4f} ps (step {event.step}): {event.reason}")
+        logger.info(f"replica {event.replica} collapsed at {event.time_ps:.4f} ps (step {event.step}): {event.reason}")
     result.collapses.extend(events)
     state, atom_keep = state.select(~collapsed)
     monitor.drop(atom_keep)

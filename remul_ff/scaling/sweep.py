@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from remul_ff.scaling.measure import step_flops
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path
+
+logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 FLOPS_FILE = "flops.json"
@@ -156,7 +159,7 @@ def run_sweep(spec: ScalingSpec, shard: tuple[int, int] = (0, 1), device: str | 
     mine = [p for k, p in enumerate(sweep_points(spec)) if k % shard[1] == shard[0] and p.key not in done]
     for point in mine:
         if progress:
-            print(f"scaling: training {point.key}")
+            logger.info(f"scaling: training {point.key}")
         rows = train_point(spec, point, device, progress)
         append_rows(Path(spec.output_dir) / RESULTS_FILE, rows)
     return mine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from remul_ff.data.off_equilibrium import load_or_make
 from remul_ff.data.readers import read_structures
 from remul_ff.data.splits import load_splits, save_splits, split_indices
 from remul_ff.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 OFF_EQUILIBRIUM_FILE = "off_equilibrium.xyz"
 """Cache of the off-equilibrium frames, beside ``splits.json`` in the run's folder."""
@@ -57,7 +60,7 @@ def ensure_data(config: DataConfig, progress: bool = True) -> None:
     from remul_ff.data.generate import load_molecule, run_reference_md, write_extxyz
 
     gen = config.generate
-    print(f"{config.path} not found: generating {gen.n_frames} GFN2-xTB frames of {gen.molecule} at {gen.temperature} K")
+    logger.info(f"{config.path} not found: generating {gen.n_frames} GFN2-xTB frames of {gen.molecule} at {gen.temperature} K")
     write_extxyz(run_reference_md(load_molecule(gen.molecule), gen, progress=progress), config.path)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import math
 import shutil
 import time
@@ -49,6 +50,8 @@ from remul_ff.training.run_folder import RUN_FILES, check_output_dir  # noqa: F4
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
+
+logger = logging.getLogger(__name__)
 
 POSTFIX_EVERY = 10  # training steps between updates of the progress bar's loss
 
@@ -133,7 +136,7 @@ class Trainer:
         """
         self.setup(resume, overwrite, extend_budget)
         if self.ctx.is_main:
-            print(
+            logger.info(
                 f"training on {self.ctx.world_size} process(es), {self.device}: global batch {self.config.train.batch_size} "
                 f"({self.config.train.batch_size // self.ctx.world_size} per process)"
             )
@@ -340,7 +343,7 @@ class Trainer:
 
     def _say(self, message: str) -> None:
         if self.ctx.is_main:
-            print(message)
+            logger.info(message)
 
     def _global_batches(self) -> list[list[Structure]]:
         order = torch.randperm(len(self.data.train), generator=self.shuffle).tolist()
@@ -509,7 +512,7 @@ class Trainer:
             row["val_direct_forces_mae_meV_A"] = report["direct_forces_mae_meV_A"]
             row["val_equi_direct_forces_rel"] = report.get("equi_direct_forces_rel", float("nan"))
         if self.progress:
-            print(
+            logger.info(
                 f"epoch {self.epoch}: val E MAE {row['val_energy_mae_meV']:.2f} meV, F MAE {row['val_forces_mae_meV_A']:.1f} meV/Å, "
                 f"equi F rel {row['val_equi_forces_rel']:.3g}, alpha {alpha:.3f}, beta {beta:.3f}, {epoch_time:.1f} s"
             )
