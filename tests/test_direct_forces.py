@@ -249,3 +249,14 @@ def test_export_writes_the_direct_forces_program_and_refuses_a_model_without_the
     np.testing.assert_allclose(float(energy), atoms.get_potential_energy(), atol=1e-9)
     assert main(["export", str(trained_model_file), "-o", str(tmp_path / "plain.pt2"), "--direct"]) == 2
     assert "no direct-force head" in capsys.readouterr().err and not (tmp_path / "plain.pt2").exists()
+
+
+def test_the_ase_integrator_asks_for_conservative_forces_once_per_cycle(direct_model_file):
+    atoms = jittered_molecules("CH3CH2OH", 1)[0]
+    atoms.calc = REMULCalculator(direct_model_file)
+    asked = []
+    calculate = atoms.calc.calculate
+    atoms.calc.calculate = lambda a=None, properties=None, changes=None: asked.append(list(properties)) or calculate(a, properties, changes)
+    MultipleTimeStepVerlet(atoms, DT, k=4).run(8)
+    # ASE's own loop would ask for atoms.get_forces() after every step: a backward pass on every inner step
+    assert sum("forces" in p for p in asked) == 1 + 8 // 4  # the start and the end of each cycle

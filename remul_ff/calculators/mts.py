@@ -47,6 +47,15 @@ class MultipleTimeStepVerlet(MolecularDynamics):
     def _direct_forces(self) -> np.ndarray:
         return self.atoms.calc.get_property("direct_forces", self.atoms)
 
+    def _refresh_properties(self) -> None:
+        """What ASE computes after every step for loggers and observers: the direct forces and the energy.
+
+        ASE asks for ``atoms.get_forces()`` here, which on an inner step would be a conservative call
+        (forward and backward) every step: MTS no faster than velocity Verlet. The ends of cycles have
+        both; an observer that reads ``get_forces()`` on an inner step pays that call itself.
+        """
+        self._direct_forces()
+
     def step(self, forces: np.ndarray | None = None) -> np.ndarray:
         """One inner step; returns the direct forces at the new positions."""
         atoms, dt, slow_kick = self.atoms, self.dt, self.k * self.dt / 2
