@@ -80,10 +80,10 @@ def test_the_task_loss_counts_the_direct_forces_and_remul_checks_their_rotation(
     assert float(terms.total(config).detach()) > float(terms.total(without).detach())
     identity, shift = torch.eye(3, dtype=torch.float64).expand(2, 3, 3), torch.zeros(2, 3, dtype=torch.float64)
     _, same = remul_losses(model, batch, identity, shift, "prediction")
-    assert float(same.direct_sse) < 1e-20  # an unmoved copy predicts the same forces
+    assert float(same.direct_sse.detach()) < 1e-20  # an unmoved copy predicts the same forces
     rotations = random_rotations(2, torch.float64, "cpu", torch.Generator().manual_seed(0))
     _, turned = remul_losses(model, batch, rotations, shift, "prediction")
-    assert float(turned.direct_sse) > 1e-6  # an untrained head does not rotate its forces
+    assert float(turned.direct_sse.detach()) > 1e-6  # an untrained head does not rotate its forces
 
 
 def test_training_logs_and_evaluation_reports_the_direct_forces(direct_model_file, xtb_ethanol_file):

@@ -27,7 +27,9 @@ def test_progress_in_a_log_file_is_sparse_by_default(monkeypatch):
     assert log.getvalue() == ""  # finished within 30 s: no line at all
 
 
-def test_training_with_progress_writes_no_line_per_step_into_a_log(xtb_ethanol_file, tmp_path, monkeypatch, capsys):
+def test_training_with_progress_writes_no_line_per_step_into_a_log(xtb_ethanol_file, tmp_path, monkeypatch, capsys, caplog):
+    import logging
+
     from remul_ff.config import config_from_dict
     from remul_ff.training.trainer import Trainer
 
@@ -39,6 +41,7 @@ def test_training_with_progress_writes_no_line_per_step_into_a_log(xtb_ethanol_f
             "train": {"epochs": 2, "batch_size": 2},
         }
     )
+    caplog.set_level(logging.INFO, logger="remul_ff")
     Trainer(config, progress=True).run()  # 20 steps per epoch; pytest's stderr is not a terminal
-    log = "".join(capsys.readouterr())
+    log = "".join(capsys.readouterr()) + caplog.text  # the bar on stderr, the epoch lines through logging
     assert "loss=" not in log and log.count("epoch 1:") == 1, log
