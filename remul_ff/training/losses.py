@@ -105,14 +105,14 @@ def squared_errors(
     (optional): direct forces, compared with ``forces`` like the conservative ones.
     """
     per_atom = ((pred_energy - energy) / n_atoms).to(pred_forces.dtype)
-    energy_se, forces_se = per_atom.square(), (pred_forces - forces).square().sum(-1)
+    energy_se = per_atom.square()
     if energy_weight is not None:
         energy_se = energy_weight.to(pred_forces.dtype) * energy_se
     if weight is not None:
-        weight = weight.to(pred_forces.dtype)
-        energy_se, forces_se = weight * energy_se, torch.repeat_interleave(weight, n_atoms, output_size=len(forces)) * forces_se
+        energy_se = weight.to(pred_forces.dtype) * energy_se
+    forces_sse = weighted_sse(pred_forces - forces, n_atoms, weight)
     direct_sse = 0.0 if pred_direct is None else weighted_sse(pred_direct - forces, n_atoms, weight)
-    return LossTerms(energy_se.sum(), forces_se.sum(), float(energy.numel()), float(forces.numel()), direct_sse)
+    return LossTerms(energy_se.sum(), forces_sse, float(energy.numel()), float(forces.numel()), direct_sse)
 
 
 def weighted_sse(difference: torch.Tensor, n_atoms: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
