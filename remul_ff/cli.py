@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from remul_ff.commands import evaluate as evaluate_command
+from remul_ff.commands import learn as learn_command
 from remul_ff.commands import md as md_command
 from remul_ff.commands import train as train_command
 from remul_ff.commands.train import training_summary  # noqa: F401 (its home was here)
@@ -81,15 +82,12 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
 
 def _run_label(args: argparse.Namespace) -> None:
     from remul_ff.data.generate import read_frames, write_extxyz
-    from remul_ff.data.labelling import PySCFLabeller, PySCFSettings, label_frames, xtb_labeller
+    from remul_ff.data.labelling import PySCFSettings, label_frames, make_labeller
 
     check_output_path(args.output, "-o")
     frames = read_frames(args.structures)
-    if args.method == "xtb":
-        labeller = xtb_labeller()
-    else:
-        settings = PySCFSettings(xc=args.xc, basis=args.basis, dispersion=args.dispersion, density_fit=args.density_fit)
-        labeller = PySCFLabeller(settings)
+    settings = PySCFSettings(xc=args.xc, basis=args.basis, dispersion=args.dispersion, density_fit=args.density_fit)
+    labeller = make_labeller(args.method, settings)
     cache = args.cache or f"{args.output}.cache.jsonl"
     structures = label_frames(frames, labeller, cache)
     write_extxyz(structures, args.output)
@@ -229,6 +227,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     train_command.add_parser,
     evaluate_command.add_parser,
     md_command.add_parser,
+    learn_command.add_parser,
     _add_export,
     _add_compare,
     _add_scaling,

@@ -150,6 +150,8 @@ class TrainConfig:
         num_threads: CPU threads for torch (``null`` keeps torch's default); fixes CPU budgets.
         tensorboard: Also log every epoch's row to TensorBoard (``OUTPUT_DIR/tensorboard``) when
             the ``tensorboard`` package is installed.
+        init_from: A ``model.pt`` whose weights start the run (fine-tuning; the same model section
+            and elements); ``null`` starts from random weights.
     """
 
     epochs: int = 100
@@ -172,6 +174,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     num_threads: Union[int, None] = None
     tensorboard: bool = True
+    init_from: Union[str, None] = None
 
 
 CHOICES = {

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 COMPARE_SPECS = sorted((ROOT / "benchmarks" / "stability").glob("spec*.yaml"))
 SCALING_SPECS = sorted((ROOT / "benchmarks" / "scaling").glob("spec*.yaml"))
+LEARN_SPECS = sorted((ROOT / "examples" / "learn").glob("*.yaml"))
 # Specs whose models another committed script writes into the git-ignored runs/: (folder, script in the header).
 MADE_ELSEWHERE = {"spec_rmd17_ethanol_short.yaml": ("runs/accuracy/", "python benchmarks/accuracy.py")}
 
@@ -54,6 +55,24 @@ def test_compare_spec_validates_and_its_model_files_load(path, monkeypatch):
     for model_path in sorted(model_paths):
         model = load_model(model_path, "cpu")
         assert sum(p.numel() for p in model.parameters()) > 0, model_path
+
+
+@pytest.mark.parametrize("path", LEARN_SPECS, ids=_ids(LEARN_SPECS))
+def test_learn_spec_validates(path, monkeypatch):
+    """A learn spec's starting frames are made from ../shared by the command in its header."""
+    import yaml
+
+    from remul_ff.learn import load_learn_spec
+
+    monkeypatch.chdir(ROOT)
+    data = yaml.safe_load(path.read_text())["data"]
+    assert "make_start.py" in path.read_text().split("output_dir:")[0], "the header must say how to make the starting frames"
+    if not (ROOT / data).is_file():
+        with pytest.raises(ConfigError, match=f"data {data} is not a file"):
+            load_learn_spec(path.relative_to(ROOT))
+        return
+    spec = load_learn_spec(path.relative_to(ROOT))
+    assert load_config(spec.train_config).model_kind in ("transformer", "egnn")
 
 
 @pytest.mark.parametrize("path", SCALING_SPECS, ids=_ids(SCALING_SPECS))

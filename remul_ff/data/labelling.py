@@ -17,7 +17,9 @@ acetylacetone PBE+D3(BJ)/def2-SVP, 3BPA ωB97X/6-31G(d). :class:`PySCFSettings` 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from ase import Atoms
 from remul_ff.data.batch import Structure
 from remul_ff.errors import DataError
 from remul_ff.utils.progress import progress_bar
+
+logger = logging.getLogger(__name__)
 
 HARTREE_EV = 27.211386245988  # CODATA 2018, as PySCF's nist module
 BOHR_A = 0.52917721090380
@@ -208,7 +212,12 @@ class LabelCache:
 
 
 def label_frames(
-    frames: Sequence[Atoms], labeller: Labeller, cache: str | os.PathLike | None = None, progress: bool = True, desc: str = "labelling"
+    frames: Sequence[Atoms],
+    labeller: Labeller,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+    desc: str = "labelling",
+    skip_failures: bool = False,
 ) -> list[Structure]:
     """Label every frame, taking cached labels where the cache has them.
 
@@ -218,9 +227,12 @@ def label_frames(
         cache: The cache file (JSON lines); ``None`` keeps nothing between runs.
         progress: Show frames/s and the time left.
         desc: The progress bar's title.
+        skip_failures: Leave out (with a logged message) frames the labeller cannot label, e.g. an
+            SCF that does not converge on a broken geometry; otherwise that error ends the call.
 
     Returns:
-        One labelled :class:`~remul_ff.data.batch.Structure` per frame, in order.
+        One labelled :class:`~remul_ff.data.batch.Structure` per frame, in order (with
+        ``skip_failures``, per frame that could be labelled).
     """
     for i, atoms in enumerate(frames):
         check_labellable(atoms, i)  # before any work: a bad frame late in the file costs no DFT
@@ -228,16 +240,50 @@ def label_frames(
     keys = [geometry_key(labeller.signature, atoms) for atoms in frames]
     missing = [i for i, key in enumerate(keys) if store is None or store.get(key) is None]
     labels: dict[int, tuple[float, np.ndarray]] = {}
+    failed = set()
     for i in progress_bar(missing, desc=desc, unit="frame", disable=not progress):
-        energy, forces = labeller.label(frames[i])
+        try:
+            energy, forces = labeller.label(frames[i])
+        except DataError as exc:
+            if not skip_failures:
+                raise
+            logger.warning(f"frame {i} left unlabelled: {exc}")
+            failed.add(i)
+            continue
         labels[i] = (energy, forces)
         if store is not None:
             store.put(keys[i], energy, forces, labeller.signature)
     structures = []
     for i, atoms in enumerate(frames):
+        if i in failed:
+            continue
         energy, forces = labels[i] if i in labels else store.get(keys[i])
         structures.append(Structure(positions=atoms.positions, numbers=atoms.numbers, energy=energy, forces=forces))
     return structures
+
+
+def make_labeller(kind: str, settings: PySCFSettings | None = None, calculator: str | None = None) -> Labeller:
+    """The labeller called ``kind``: ``pyscf`` (with ``settings``), ``xtb`` (GFN2-xTB) or ``ase``
+    (``calculator``, ``"module:name"`` of an ASE calculator class or factory called without arguments)."""
+    if kind == "xtb":
+        return xtb_labeller()
+    if kind == "pyscf":
+        return PySCFLabeller(settings)
+    if kind == "ase":
+        return imported_calculator_labeller(calculator or "")
+    raise DataError(f"unknown labeller {kind!r}; use pyscf, xtb or ase.")
+
+
+def imported_calculator_labeller(path: str) -> CalculatorLabeller:
+    """An ASE calculator named ``"module:name"`` (e.g. ``ase.calculators.emt:EMT``) as a labeller."""
+    module_name, _, name = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise DataError(
+            f"could not import the calculator {path!r} ({exc}); give it as 'module:name', e.g. 'ase.calculators.emt:EMT'."
+        ) from None
+    return CalculatorLabeller(factory(), f"ase:{path}")
 
 
 def check_labellable(atoms: Atoms, index: int) -> None:

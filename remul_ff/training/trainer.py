@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from remul_ff.config import Config, LossConfig
 from remul_ff.data.batch import AtomicBatch, Structure, device_batch
 from remul_ff.errors import CheckpointError, ConfigError
-from remul_ff.models import build_model, predict
+from remul_ff.models import build_model, load_model, predict
 from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, with_fixed_pairs
 from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.training import distributed
@@ -111,6 +111,10 @@ class EpochStats:
         totals = ctx.all_reduce(torch.zeros(3, dtype=torch.float64) if self.sums is None else self.sums.cpu())
         n = max(self.steps, 1)
         return {"train_loss": float(totals[0]) / n, "train_task": float(totals[1]) / n, "train_equi": float(totals[2]) / n}
+
+
+def _shapes(state: dict) -> dict:
+    return {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in state.items()}
 
 
 class Trainer:
@@ -196,6 +200,8 @@ class Trainer:
         self.model = build_model(cfg.model_kind, cfg.model_hyperparameters, data.elements, data.e0s, data.force_rms, data.energy_shift).to(
             self.device, self.dtype
         )
+        if cfg.train.init_from:
+            self._start_from(cfg.train.init_from)
         self.fixed_pairs = self.device.type != "cpu" and max(len(s) for s in data.train) <= ACCELERATOR_ALL_PAIRS_MAX_ATOMS
         # On an accelerator small molecules train over every same-molecule pair (a view sharing the
         # parameters): the same energies as pairs within r_max, whose distance filter is a host sync.
@@ -224,6 +230,18 @@ class Trainer:
         self.guard = DivergenceGuard(cfg.train.spike_factor, max_rollbacks=cfg.train.max_rollbacks, lr_factor=cfg.train.rollback_lr_factor)
         self.good_state: dict | None = None  # the last good epoch's training state (set by setup), for a rollback
         self.stage = 1  # 2 once loss.stage_two_fraction of the run is left
+
+    def _start_from(self, path: str) -> None:
+        """Copy the weights of the model file ``path`` (``train.init_from``) into the new model."""
+        start = load_model(path, self.device, self.dtype)
+        same = type(start) is type(self.model) and start.elements.symbols() == self.model.elements.symbols()
+        if not same or _shapes(start.state_dict()) != _shapes(self.model.state_dict()):
+            raise ConfigError(
+                f"train.init_from {path} is a {type(start).__name__} for {', '.join(start.elements.symbols())}, which does not "
+                f"match this config's {self.config.model_kind} for {', '.join(self.model.elements.symbols())}; "
+                "use the same model section and data elements, or drop init_from."
+            )
+        self.model.load_state_dict(start.state_dict())
 
     def _make_scheduler(self):
         train = self.config.train
