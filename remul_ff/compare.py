@@ -48,10 +48,12 @@ from remul_ff.md.analysis import (
     stability_time_ps,
 )
 from remul_ff.md.monitor import Collapse, bond_reason
+from remul_ff.md.settings import FORCE_MODES, THERMOSTATS
 from remul_ff.models import load_model
 from remul_ff.models.committee import Committee, frame_deviations
 from remul_ff.models.forces import predict
 from remul_ff.models.symmetrize import GROUP_ORDERS, with_test_time_rotations
+from remul_ff.schema import AT_LEAST_1, bounded, one_of
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, keeping_thread_count
@@ -64,6 +66,9 @@ DEFAULT_MODELS = {
     "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"}, "data": {"off_equilibrium": {"fraction": 0.2, "weight": 0.01}}},
     "egnn": {"model": {"kind": "egnn"}, "loss": {"mode": "none"}},
 }
+
+
+GROUP_SIZES = ", ".join(map(str, GROUP_ORDERS))
 
 
 @dataclass
@@ -101,20 +106,22 @@ class MDProtocol:
     temperature: float = 500.0
     timestep_fs: float = 0.5
     time: str = "300ps"
-    thermostat: str = "nose-hoover"
-    replicas: int = 5
+    thermostat: str = one_of(*THERMOSTATS, default="nose-hoover")
+    replicas: int = bounded(5, *AT_LEAST_1)
     bond_tolerance: float = 0.5
     max_temperature: float | None = None
     nve_time: str = "5ps"
-    nve_dtype: str = "float64"
+    nve_dtype: str = one_of("float64", "float32")
     frame_interval: int = 100
     check_interval: int = 10
     restart_every: int = 10000
     seed: int = 0
-    dtype: str = "float64"
+    dtype: str = one_of("float64", "float32")
     compile: bool = False
-    test_time_rotations: int = 0
-    forces: str = "conservative"
+    test_time_rotations: int = bounded(
+        0, lambda v: v in (0, *GROUP_ORDERS), f"0 (off) or a rotation group's size, {', '.join(map(str, GROUP_ORDERS))}"
+    )
+    forces: str = one_of(*FORCE_MODES)
     mts_k: int = 4
 
 
@@ -133,9 +140,6 @@ class CompareSpec:
 def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
     """Read and validate a comparison spec; each model's overrides are checked as a training config."""
     spec = load_spec_section(CompareSpec, path, overrides, "compare spec")
-    for key in ("dtype", "nve_dtype"):
-        if getattr(spec.md, key) not in ("float32", "float64"):
-            raise ConfigError(f"md.{key} must be float32 or float64, not {getattr(spec.md, key)!r}.")
     if not spec.models:
         raise ConfigError(
             f"the compare spec {path} names no models; add at least one under 'models:' "
@@ -170,15 +174,8 @@ def _check_committee(paths, name: str) -> None:
 
 def _check_protocol(md: MDProtocol, name: str) -> None:
     """Refuse an MD protocol that cannot run before any model is trained."""
-    if md.replicas < 1:
-        raise ConfigError(f"md.replicas must be at least 1 (for model {name!r}), but is {md.replicas}.")
     stability_settings(md).validate()
     parse_duration_fs(md.nve_time)
-    if md.test_time_rotations not in (0, *GROUP_ORDERS):
-        raise ConfigError(
-            f"md.test_time_rotations (for model {name!r}) must be 0 (off) or a rotation group's size, "
-            f"{', '.join(map(str, GROUP_ORDERS))}, but is {md.test_time_rotations!r}."
-        )
 
 
 def model_spec(spec: CompareSpec, name: str) -> CompareSpec:

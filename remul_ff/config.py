@@ -15,11 +15,7 @@ type and the value given. ``--set section.key=value`` overrides use the same che
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -29,6 +25,18 @@ import yaml
 from remul_ff.data.generate import GenerateSettings
 from remul_ff.data.off_equilibrium import OffEquilibriumSettings
 from remul_ff.errors import ConfigError
+from remul_ff.schema import (  # noqa: F401 (apply_overrides, load_spec_section, reject_unknown: their home was here)
+    AT_LEAST_1,
+    AT_LEAST_1_OR_NULL,
+    NON_NEGATIVE,
+    POSITIVE,
+    apply_overrides,
+    bounded,
+    load_spec_section,
+    one_of,
+    parse_section,
+    reject_unknown,
+)
 
 
 @dataclass
@@ -71,7 +79,7 @@ class DataConfig:
     valid: Union[int, float] = 0.05
     test: Union[int, float] = 0.0
     split_seed: int = 0
-    max_frames: Union[int, None] = None
+    max_frames: Union[int, None] = bounded(None, *AT_LEAST_1_OR_NULL)
     generate: Union[GenerateConfig, None] = None
     off_equilibrium: Union[OffEquilibriumSettings, None] = None
 
@@ -105,20 +113,20 @@ class LossConfig:
         stage_two_forces_weight: ``forces_weight`` in stage two.
     """
 
-    mode: str = "remul"
-    target: str = "label"
-    weighting: str = "fixed"
-    alpha: float = 1.0
-    beta: float = 1.0
-    equi_fraction: float = 1.0
-    gradnorm_restoring: float = 1.5
-    gradnorm_lr: float = 0.025
-    energy_weight: float = 1.0
-    forces_weight: float = 10.0
+    mode: str = one_of("remul", "augment", "none")
+    target: str = one_of("label", "prediction")
+    weighting: str = one_of("fixed", "gradnorm")
+    alpha: float = bounded(1.0, *NON_NEGATIVE)
+    beta: float = bounded(1.0, *NON_NEGATIVE)
+    equi_fraction: float = bounded(1.0, lambda v: 0 < v <= 1, "in (0, 1] (1 moves every molecule of a batch)")
+    gradnorm_restoring: float = bounded(1.5, *NON_NEGATIVE)
+    gradnorm_lr: float = bounded(0.025, *POSITIVE)
+    energy_weight: float = bounded(1.0, *NON_NEGATIVE)
+    forces_weight: float = bounded(10.0, *NON_NEGATIVE)
     direct_forces_weight: float = 10.0
-    stage_two_fraction: float = 0.0
-    stage_two_energy_weight: float = 100.0
-    stage_two_forces_weight: float = 10.0
+    stage_two_fraction: float = bounded(0.0, lambda v: 0 <= v < 1, "in [0, 1) (0: one stage)")
+    stage_two_energy_weight: float = bounded(100.0, *NON_NEGATIVE)
+    stage_two_forces_weight: float = bounded(10.0, *NON_NEGATIVE)
 
 
 @dataclass
@@ -154,37 +162,29 @@ class TrainConfig:
             and elements); ``null`` starts from random weights.
     """
 
-    epochs: int = 100
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    scheduler: str = "cosine"
-    min_lr_ratio: float = 0.01
-    ema_decay: float = 0.99
-    clip_grad_norm: float = 10.0
-    spike_factor: float = 10.0
-    max_rollbacks: int = 5
-    rollback_lr_factor: float = 0.5
-    patience: int = 50
-    max_minutes: Union[float, None] = None
+    epochs: int = bounded(100, *AT_LEAST_1)
+    batch_size: int = bounded(16, *AT_LEAST_1)
+    lr: float = bounded(1e-3, *POSITIVE)
+    weight_decay: float = bounded(1e-6, *NON_NEGATIVE)
+    scheduler: str = one_of("cosine", "plateau", "constant")
+    min_lr_ratio: float = bounded(0.01, lambda v: 0 <= v <= 1, "in [0, 1]")
+    ema_decay: float = bounded(0.99, lambda v: 0 <= v < 1, "in [0, 1) (0 turns EMA off)")
+    clip_grad_norm: float = bounded(10.0, lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 turns clipping off)")
+    spike_factor: float = bounded(10.0, lambda v: v == 0 or (math.isfinite(v) and v > 1), "above 1, or 0 to turn the guard off")
+    max_rollbacks: int = bounded(5, lambda v: v >= 0, "0 or more")
+    rollback_lr_factor: float = bounded(0.5, lambda v: 0 < v < 1, "in (0, 1)")
+    patience: int = bounded(50, *AT_LEAST_1)
+    max_minutes: Union[float, None] = bounded(
+        None, lambda v: v is None or (math.isfinite(v) and v > 0), "a positive number of minutes or null"
+    )
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
-    eval_rotations: int = 4
-    checkpoint_every: int = 1
-    num_threads: Union[int, None] = None
+    dtype: str = one_of("float32", "float64")
+    eval_rotations: int = bounded(4, lambda v: v >= 0, "0 or more")
+    checkpoint_every: int = bounded(1, *AT_LEAST_1)
+    num_threads: Union[int, None] = bounded(None, *AT_LEAST_1_OR_NULL)
     tensorboard: bool = True
     init_from: Union[str, None] = None
-
-
-CHOICES = {
-    "loss.mode": ("remul", "augment", "none"),
-    "loss.target": ("label", "prediction"),
-    "loss.weighting": ("fixed", "gradnorm"),
-    "train.scheduler": ("cosine", "plateau", "constant"),
-    "train.dtype": ("float32", "float64"),
-    "model.radial_basis": ("bessel", "gaussian"),  # the keys of remul_ff.models.common.RADIAL_BASES
-}
 
 
 @dataclass
@@ -212,67 +212,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        names = " or ".join(_type_name(a) for a in args)
-        return names + (" or null" if type(None) in typing.get_args(tp) else "")
-    return "mapping" if tp is dict or dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp))
-
-
-YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        section_error = None
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                # A mapping meant for a section: its own error (e.g. a misspelt key) says more.
-                section_error = section_error or (exc if dataclasses.is_dataclass(option) and isinstance(value, dict) else None)
-        if section_error is not None:
-            raise section_error
-    elif tp is type(None) and value is None:
-        return None
-    elif dataclasses.is_dataclass(tp):
-        return parse_section(tp, value, key)
-    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif tp is float and isinstance(value, str) and YAML11_MISSED_FLOAT.fullmatch(value.strip()):
-        return float(value)  # '1e-3': PyYAML (YAML 1.1) reads exponents without a dot as strings
-    elif tp in (int, str, dict, list, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, but got {value!r} ({type(value).__name__}).")
-
-
-def reject_unknown(keys: list[str], valid: list[str], prefix: str) -> None:
-    """Raise :class:`ConfigError` for the first of ``keys`` not in ``valid``, suggesting the closest valid key."""
-    for key in keys:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys are {', '.join(valid)}."
-            raise ConfigError(f"unknown config key '{prefix}{key}'; {hint}")
-
-
-def parse_section(cls: type, values: dict, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix or 'top level'}' must be a mapping, but got {values!r}.")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    reject_unknown(list(values), names, f"{prefix}." if prefix else "")
-    kwargs = {}
-    for key, value in values.items():
-        full = f"{prefix}.{key}" if prefix else key
-        kwargs[key] = _coerce(value, hints[key], full)
-        if full in CHOICES and kwargs[key] not in CHOICES[full]:
-            raise ConfigError(f"config key '{full}' must be one of {', '.join(CHOICES[full])}, but got {value!r}.")
-    return cls(**kwargs)
-
-
 def _parse_model(values: Any) -> dict:
     from remul_ff.models import MODEL_CONFIGS
 
@@ -285,59 +224,8 @@ def _parse_model(values: Any) -> dict:
     return {"kind": kind, **dataclasses.asdict(parse_section(MODEL_CONFIGS[kind], params, "model"))}
 
 
-# (key, test, what the value must be): numbers that parse but cannot train, checked before any work.
-RANGES: list[tuple[str, Any, str]] = [
-    ("train.epochs", lambda v: v >= 1, "at least 1"),
-    ("train.batch_size", lambda v: v >= 1, "at least 1"),
-    ("train.lr", lambda v: math.isfinite(v) and v > 0, "a positive number"),
-    ("train.weight_decay", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 turns EMA off)"),
-    ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("train.clip_grad_norm", lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 turns clipping off)"),
-    ("train.patience", lambda v: v >= 1, "at least 1"),
-    ("train.max_minutes", lambda v: v is None or (math.isfinite(v) and v > 0), "a positive number of minutes or null"),
-    ("train.eval_rotations", lambda v: v >= 0, "0 or more"),
-    ("train.checkpoint_every", lambda v: v >= 1, "at least 1"),
-    ("train.num_threads", lambda v: v is None or v >= 1, "at least 1 or null"),
-    ("data.max_frames", lambda v: v is None or v >= 1, "at least 1 or null"),
-    ("loss.energy_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("loss.forces_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("loss.alpha", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("loss.beta", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("model.r_max", lambda v: math.isfinite(v) and v > 0, "a positive distance in Å"),
-    ("model.width", lambda v: v >= 1, "at least 1"),
-    ("model.depth", lambda v: v >= 1, "at least 1"),
-    ("model.heads", lambda v: v >= 1, "at least 1"),
-    ("model.num_radial", lambda v: v >= 1, "at least 1"),
-    ("model.envelope_p", lambda v: v >= 1, "at least 1 (the cutoff envelope's exponent; 6 is usual)"),
-    ("model.ffn_multiplier", lambda v: v >= 1, "at least 1"),
-    ("model.edge_width", lambda v: v is None or v >= 1, "at least 1 or null"),
-    ("loss.gradnorm_restoring", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("loss.gradnorm_lr", lambda v: math.isfinite(v) and v > 0, "a positive number"),
-    ("loss.stage_two_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: one stage)"),
-    ("loss.stage_two_energy_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("loss.stage_two_forces_weight", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-    ("loss.equi_fraction", lambda v: 0 < v <= 1, "in (0, 1] (1 moves every molecule of a batch)"),
-    ("train.spike_factor", lambda v: v == 0 or (math.isfinite(v) and v > 1), "above 1, or 0 to turn the guard off"),
-    ("train.max_rollbacks", lambda v: v >= 0, "0 or more"),
-    ("train.rollback_lr_factor", lambda v: 0 < v < 1, "in (0, 1)"),
-]
-
-
-def check_ranges(config: Config) -> None:
-    """Raise :class:`ConfigError` for the first value outside its range (see ``RANGES``)."""
-    sections = {
-        "train": dataclasses.asdict(config.train),
-        "data": dataclasses.asdict(config.data),
-        "loss": dataclasses.asdict(config.loss),
-        "model": config.model,
-    }
-    for key, test, must in RANGES:
-        section, name = key.split(".")
-        if name in sections[section] and not test(sections[section][name]):
-            raise ConfigError(f"config key '{key}' must be {must}, but is {sections[section][name]!r}.")
-    if config.data.off_equilibrium is not None:
-        config.data.off_equilibrium.validate()
+def check_model_shape(config: Config) -> None:
+    """``model.width`` divisible by ``model.heads``, the one check that spans two fields."""
     width, heads = config.model.get("width"), config.model.get("heads")
     if heads and width and width % heads:
         raise ConfigError(
@@ -353,24 +241,10 @@ def config_from_dict(values: dict) -> Config:
     model = _parse_model(values.pop("model", {}))
     config = parse_section(Config, values)
     config.model = model
-    check_ranges(config)
+    if config.data.off_equilibrium is not None:
+        config.data.off_equilibrium.validate()
+    check_model_shape(config)
     return config
-
-
-def apply_overrides(values: dict, overrides: list[str]) -> dict:
-    """Apply ``section.key=value`` strings to a nested dict; values are parsed as YAML scalars."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=5.")
-        key, raw = item.split("=", 1)
-        node = values
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} goes inside '{part}', which is not a section.")
-        node[leaf] = yaml.safe_load(raw)
-    return values
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
@@ -391,12 +265,3 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
             "(output_dir, data, model, loss, train); see examples/xtb_ethanol.yaml."
         )
     return config_from_dict(apply_overrides(values, list(overrides)))
-
-
-def load_spec_section(cls: type, path: str | Path, overrides: list[str], what: str) -> Any:
-    """Read a YAML spec (``what``: e.g. "compare spec"), apply ``--set`` overrides and parse it as ``cls``."""
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"could not read the {what} {path} ({exc}).".replace("\n", " ")) from exc
-    return parse_section(cls, apply_overrides(values, list(overrides)))

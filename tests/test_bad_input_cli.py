@@ -115,11 +115,14 @@ def test_md_refuses(extra, fragment, trained_model_file, tmp_path, capsys):
     assert _assert_refused(argv, fragment, capsys, tmp_path) == []
 
 
-def test_the_radial_basis_choices_are_the_models_bases():
-    from remul_ff.config import CHOICES
+@pytest.mark.parametrize("kind", ["transformer", "egnn"])
+def test_an_unknown_radial_basis_is_refused_naming_the_models_bases(kind):
+    from remul_ff.config import config_from_dict
+    from remul_ff.errors import ConfigError
     from remul_ff.models.common import RADIAL_BASES
 
-    assert set(CHOICES["model.radial_basis"]) == set(RADIAL_BASES)
+    with pytest.raises(ConfigError, match=f"'model.radial_basis' must be one of {', '.join(RADIAL_BASES)}, but got 'cosine'"):
+        config_from_dict({"model": {"kind": kind, "radial_basis": "cosine"}})
 
 
 UNREADABLE_STRUCTURES = [  # (file name, its contents, what the sentence must say)

@@ -116,7 +116,10 @@ def test_md_cli_runs_a_committee_and_needs_one_for_a_threshold(trained_model_fil
     assert "needs a committee" in capsys.readouterr().err and not lonely.exists()
 
 
-@pytest.mark.parametrize("extra, message", [({"max_force_deviation": -1.0}, "threshold"), ({"on_deviation": "warn"}, "'flag' or 'stop'")])
+@pytest.mark.parametrize(
+    "extra, message",
+    [({"max_force_deviation": -1.0}, "threshold"), ({"on_deviation": "warn"}, "must be one of flag, stop, but got 'warn'")],
+)
 def test_bad_deviation_settings_are_refused(extra, message):
     from remul_ff.errors import RemulError
 

@@ -261,4 +261,4 @@ def test_compare_refuses_a_rotation_count_that_is_no_group(trained_model_file, t
     spec.write_text(f"models:\n  remul: {{model_path: {trained_model_file}, md: {{test_time_rotations: 8}}}}\n")
     assert main(["compare", str(spec)]) == 2
     err = capsys.readouterr().err
-    assert "md.test_time_rotations (for model 'remul') must be 0 (off) or a rotation group's size, 4, 12, 24, but is 8" in err
+    assert "'models.remul.md.test_time_rotations' must be 0 (off) or a rotation group's size, 4, 12, 24, but is 8" in err

@@ -200,7 +200,7 @@ def test_an_mts_step_reads_nothing_back_from_the_device():
 def test_direct_modes_refuse_models_without_the_head_in_one_sentence(trained_model_file, tmp_path, capsys):
     with pytest.raises(RemulError, match="direct_forces: true"):
         run_md(trained_model_file, jittered_molecules("CH3CH2OH", 1), {"forces": "mts"}, tmp_path / "a", progress=False)
-    with pytest.raises(RemulError, match="unknown force mode"):
+    with pytest.raises(RemulError, match="the force mode must be one of conservative, direct, mts, but got"):
         run_md(trained_model_file, jittered_molecules("CH3CH2OH", 1), {"forces": "fast"}, progress=False)
     with pytest.raises(RemulError, match="integer >= 1"):
         run_md(trained_model_file, jittered_molecules("CH3CH2OH", 1), {"forces": "mts", "mts_k": 0}, progress=False)

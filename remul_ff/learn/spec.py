@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from remul_ff.config import load_spec_section
 from remul_ff.data.labelling import PySCFSettings
 from remul_ff.errors import ConfigError
-
-LABELLERS = ("pyscf", "xtb", "ase")
+from remul_ff.schema import AT_LEAST_1, POSITIVE, bounded, load_spec_section, one_of
 
 
 @dataclass
@@ -43,10 +41,10 @@ class LearnTraining:
         overrides: ``--set``-style overrides of ``train_config`` (e.g. ``train.batch_size=16``).
     """
 
-    first_minutes: float = 10.0
-    round_minutes: float = 5.0
-    committee: int = 2
-    valid: float = 0.1
+    first_minutes: float = bounded(10.0, *POSITIVE)
+    round_minutes: float = bounded(5.0, *POSITIVE)
+    committee: int = bounded(2, *AT_LEAST_1)
+    valid: float = bounded(0.1, lambda v: 0 < v < 1, "in (0, 1)")
     overrides: list = field(default_factory=list)
 
 
@@ -55,7 +53,7 @@ class LearnLabeller(PySCFSettings):
     """The reference method: ``pyscf`` (the :class:`PySCFSettings` fields), ``xtb`` (GFN2-xTB) or ``ase``
     (``calculator``: ``"module:name"`` of an ASE calculator class or factory, e.g. another code's interface)."""
 
-    kind: str = "pyscf"
+    kind: str = one_of("pyscf", "xtb", "ase")
     calculator: Union[str, None] = None
 
 
@@ -88,12 +86,12 @@ class LearnMD:
     """
 
     temperatures: list = field(default_factory=lambda: [500.0])
-    replicas: int = 64
-    time_fs: float = 2000.0
+    replicas: int = bounded(64, *AT_LEAST_1)
+    time_fs: float = bounded(2000.0, *POSITIVE)
     timestep_fs: float = 0.5
     thermostat: str = "langevin"
-    write_interval: int = 20
-    max_chunks: int = 4
+    write_interval: int = bounded(20, *AT_LEAST_1)
+    max_chunks: int = bounded(4, *AT_LEAST_1)
 
 
 @dataclass
@@ -111,7 +109,7 @@ class LearnSelect:
 
     window_fs: float = 100.0
     max_deviation: float = 0.3
-    max_per_round: int = 50
+    max_per_round: int = bounded(50, *AT_LEAST_1)
     min_distance: float = 0.02
     min_pair_distance: float = 0.6
 
@@ -121,7 +119,7 @@ class LearnStop:
     """When the loop is done: no collapse in ``replica_ps`` at every temperature, and (with a committee)
     no saved frame with a force deviation above ``max_deviation`` (eV/Å)."""
 
-    replica_ps: float = 1000.0
+    replica_ps: float = bounded(1000.0, *POSITIVE)
     max_deviation: float = 0.3
 
 
@@ -129,7 +127,7 @@ class LearnStop:
 class LearnBudget:
     """Limits that end the loop before it is done."""
 
-    max_rounds: int = 8
+    max_rounds: int = bounded(8, *AT_LEAST_1)
     max_labels: int = 300
     max_hours: float = 24.0
 
@@ -165,27 +163,6 @@ def load_learn_spec(path: str | Path, overrides: list[str] = ()) -> LearnSpec:
             raise ConfigError(f"the learn spec {path} has no '{key}'; give the path of the {key.replace('_', ' ')} file.")
         if not Path(value).is_file():
             raise ConfigError(f"the learn spec's {key} {value} is not a file; check the path (relative to where you run).")
-    if spec.labeller.kind not in LABELLERS:
-        raise ConfigError(f"labeller.kind must be one of {', '.join(LABELLERS)}, but got {spec.labeller.kind!r}.")
-    _check_numbers(spec)
+    if not spec.md.temperatures or not all(isinstance(t, (int, float)) and t > 0 for t in spec.md.temperatures):
+        raise ConfigError(f"learn spec key 'md.temperatures' must be a list of positive temperatures, but is {spec.md.temperatures!r}.")
     return spec
-
-
-def _check_numbers(spec: LearnSpec) -> None:
-    checks = [
-        ("train.committee", spec.train.committee >= 1, "at least 1"),
-        ("train.first_minutes", spec.train.first_minutes > 0, "positive"),
-        ("train.round_minutes", spec.train.round_minutes > 0, "positive"),
-        ("train.valid", 0 < spec.train.valid < 1, "in (0, 1)"),
-        ("md.temperatures", bool(spec.md.temperatures) and all(t > 0 for t in spec.md.temperatures), "a list of positive temperatures"),
-        ("md.replicas", spec.md.replicas >= 1, "at least 1"),
-        ("md.time_fs", spec.md.time_fs > 0, "positive"),
-        ("md.write_interval", spec.md.write_interval >= 1, "at least 1"),
-        ("md.max_chunks", spec.md.max_chunks >= 1, "at least 1"),
-        ("select.max_per_round", spec.select.max_per_round >= 1, "at least 1"),
-        ("budget.max_rounds", spec.budget.max_rounds >= 1, "at least 1"),
-        ("stop.replica_ps", spec.stop.replica_ps > 0, "positive"),
-    ]
-    for key, ok, what in checks:
-        if not ok:
-            raise ConfigError(f"learn spec key '{key}' must be {what}.")

@@ -7,11 +7,11 @@ Python API cannot drift apart; the driver is :mod:`remul_ff.md.engine`.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from dataclasses import dataclass
 
 from remul_ff.errors import RemulError
+from remul_ff.schema import AT_LEAST_1, NON_NEGATIVE, POSITIVE, bounded, check_fields, one_of
 
 THERMOSTATS = ("nve", "langevin", "nose-hoover")
 DEVIATION_ACTIONS = ("flag", "stop")
@@ -20,6 +20,8 @@ TIME_UNITS_FS = {"fs": 1.0, "ps": 1e3, "ns": 1e6}
 # X-H stretches (~3000 cm^-1) have a period of ~11 fs; velocity Verlet wants 10-20 steps per period,
 # so MD of molecules with hydrogen uses 0.5-1 fs (Fu et al.'s stability benchmarks: 0.5 fs).
 LONGEST_TIMESTEP_WITH_H_FS = 1.0
+POSITIVE_OR_NONE = (lambda v: v is None or (math.isfinite(v) and v > 0), "a positive number")
+OFF_OR_MORE = (lambda v: v >= 0, "0 or more (0 turns it off)")
 
 
 def parse_duration_fs(text: str | float) -> float:
@@ -92,53 +94,30 @@ class MDSettings:
         mts_k: Inner steps per multiple-time-step cycle (``forces: mts``).
     """
 
-    temperature: float = 300.0
-    timestep_fs: float = 0.5
-    total_time_fs: float = 1000.0
-    thermostat: str = "langevin"
-    friction: float = 0.01
-    tdamp_fs: float | None = None
-    tchain: int = 3
+    temperature: float = bounded(300.0, *NON_NEGATIVE, what="the temperature (K)")
+    timestep_fs: float = bounded(0.5, *POSITIVE, what="the time step (fs)")
+    total_time_fs: float = bounded(1000.0, *POSITIVE, what="the total time (fs)")
+    thermostat: str = one_of(*THERMOSTATS, default="langevin", what="the thermostat")
+    friction: float = bounded(0.01, *NON_NEGATIVE, what="the Langevin friction (1/fs)")
+    tdamp_fs: float | None = bounded(None, *POSITIVE_OR_NONE, what="the Nose-Hoover damping time (fs)")
+    tchain: int = bounded(3, *AT_LEAST_1, what="the Nose-Hoover chain length")
     seed: int = 0
-    write_interval: int = 100
-    thermo_interval: int = 10
-    check_interval: int = 1
-    traj_format: str = "traj"
-    max_temperature: float | None = None
-    bond_tolerance: float = 0.5
+    write_interval: int = bounded(100, *OFF_OR_MORE, what="the write interval (steps)")
+    thermo_interval: int = bounded(10, *AT_LEAST_1, what="the thermo interval (steps)")
+    check_interval: int = bounded(1, *AT_LEAST_1, what="the collapse check interval (steps)")
+    traj_format: str = one_of("traj", "extxyz", what="the trajectory format")
+    max_temperature: float | None = bounded(None, *POSITIVE_OR_NONE, what="the temperature guard (K)")
+    bond_tolerance: float = bounded(0.5, *POSITIVE, what="the bond tolerance (Å)")
     initial_velocities: bool = True
-    restart_every: int = 0
+    restart_every: int = bounded(0, *OFF_OR_MORE, what="the restart interval (steps)")
     compile: bool = False
     cuda_graph: bool = True
-    max_force_deviation: float | None = None
-    on_deviation: str = "flag"
-    forces: str = "conservative"
-    mts_k: int = 4
-
-    def _checks(self) -> list:
-        """``(what, value, test, what it must be)`` for every numeric setting."""
-        positive = (lambda v: math.isfinite(v) and v > 0, "a positive number")
-        at_least_0 = (lambda v: v >= 0, "0 or more (0 turns it off)")
-        return [
-            ("time step (fs)", self.timestep_fs, *positive),
-            ("total time (fs)", self.total_time_fs, *positive),
-            ("temperature (K)", self.temperature, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-            ("Langevin friction (1/fs)", self.friction, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-            ("Nose-Hoover damping time (fs)", 1.0 if self.tdamp_fs is None else self.tdamp_fs, *positive),
-            ("Nose-Hoover chain length", self.tchain, lambda v: v >= 1, "at least 1"),
-            ("write interval (steps)", self.write_interval, *at_least_0),
-            ("thermo interval (steps)", self.thermo_interval, lambda v: v >= 1, "at least 1"),
-            ("collapse check interval (steps)", self.check_interval, lambda v: v >= 1, "at least 1"),
-            ("restart interval (steps)", self.restart_every, *at_least_0),
-            ("bond tolerance (Å)", self.bond_tolerance, *positive),
-            ("multiple-time-step k (inner steps per cycle)", self.mts_k, lambda v: float(v).is_integer() and v >= 1, "an integer >= 1"),
-            ("temperature guard (K)", 1.0 if self.max_temperature is None else self.max_temperature, *positive),
-            (
-                "committee force-deviation threshold (eV/Å)",
-                1.0 if self.max_force_deviation is None else self.max_force_deviation,
-                *positive,
-            ),
-        ]
+    max_force_deviation: float | None = bounded(None, *POSITIVE_OR_NONE, what="the committee force-deviation threshold (eV/Å)")
+    on_deviation: str = one_of(*DEVIATION_ACTIONS, what="the action on a large committee deviation")
+    forces: str = one_of(*FORCE_MODES, what="the force mode")
+    mts_k: int = bounded(
+        4, lambda v: float(v).is_integer() and v >= 1, "an integer >= 1", what="the multiple-time-step k (inner steps per cycle)"
+    )
 
     @property
     def n_steps(self) -> int:
@@ -147,22 +126,12 @@ class MDSettings:
 
     def validate(self) -> None:
         """Raise :class:`RemulError` for settings that cannot run (before any file is written)."""
-        if self.thermostat not in THERMOSTATS:
-            raise RemulError(f"unknown thermostat {self.thermostat!r}; use one of {', '.join(THERMOSTATS)}.")
-        for what, value, ok, must in self._checks():
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):  # '300' from Python, not a number
-                raise RemulError(f"the {what} must be {must}, but is {value!r}.")
-        if self.on_deviation not in DEVIATION_ACTIONS:
-            raise RemulError(f"unknown action {self.on_deviation!r} for a large committee deviation; use 'flag' or 'stop'.")
+        check_fields(self, error=RemulError)
         if self.n_steps < 1:
             raise RemulError(
                 f"the total time ({self.total_time_fs:g} fs) is shorter than one time step "
                 f"({self.timestep_fs:g} fs); give a longer time or a shorter time step."
             )
-        if self.forces not in FORCE_MODES:
-            raise RemulError(f"unknown force mode {self.forces!r}; use one of {', '.join(FORCE_MODES)}.")
-        if self.traj_format not in ("traj", "extxyz"):
-            raise RemulError(f"unknown trajectory format {self.traj_format!r}; use 'traj' or 'extxyz'.")
 
 
 # ``remul-ff md`` starts from these: a run from the command line is long, so it checks for collapses every

@@ -11,9 +11,17 @@ its budget on a model that keeps diverging; ``model.pt`` keeps the best model ei
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from remul_ff.training.checkpoint import load_training_state, training_state
+from remul_ff.training.schedule import scale_lr
+
+if TYPE_CHECKING:
+    from remul_ff.training.trainer import Trainer
 
 
 @dataclass
@@ -65,3 +73,36 @@ class DivergenceGuard:
 
     def load_state_dict(self, state: dict) -> None:
         self.history, self.rollbacks = list(state["history"]), int(state["rollbacks"])
+
+
+def roll_back_on_spike(trainer: Trainer, train_loss: float) -> str | None:
+    """Keep this epoch as the last good one, or, if its loss spiked, restore the last good one with the
+    learning rate scaled by ``lr_factor``; returns what happened in one sentence (``None``: no spike)."""
+    guard = trainer.guard
+    if not guard.is_spike(train_loss):
+        trainer.good_state = copy.deepcopy(training_state(trainer))
+        return None
+    median = guard.running_median()
+    guard.rollbacks += 1
+    load_training_state(trainer, copy.deepcopy(trainer.good_state))
+    scale_lr(trainer.optimizer, trainer.scheduler, guard.lr_factor)
+    trainer.good_state = copy.deepcopy(training_state(trainer))  # a second spike returns here, step cut again
+    return (
+        f"training loss {train_loss:.3g} spiked above {guard.factor:g}x its running "
+        f"median {median:.3g}; rolled back to the last good epoch with the learning rate scaled by "
+        f"{guard.lr_factor:g} (rollback {guard.rollbacks}/{guard.max_rollbacks})"
+    )
+
+
+def stop_reason(guard: DivergenceGuard, bad_epochs: int, patience: int, wall: float, budget_s: float) -> str | None:
+    """Why training stops after this epoch (``None``: it goes on)."""
+    if guard.exhausted:
+        return (
+            f"stopping: the training loss diverged {guard.rollbacks} time(s) although the learning rate was "
+            f"cut at each; model.pt keeps the best model so far; train again with a lower train.lr."
+        )
+    if bad_epochs >= patience:
+        return f"early stopping: no validation improvement for {patience} epochs"
+    if wall >= budget_s:
+        return f"stopping: the time budget of {budget_s / 60:g} minutes is used up"
+    return None

@@ -28,6 +28,39 @@ LOG_COLUMNS = [
 DIRECT_FORCES_LOG_COLUMNS = ["val_direct_forces_mae_meV_A", "val_equi_direct_forces_rel"]
 
 
+def epoch_row(
+    epoch: int,
+    train_means: dict[str, float],
+    report: dict,
+    val_loss: float,
+    weights: tuple[float, float],
+    lr: float,
+    times: tuple[float, float],
+    structures_per_s: float,
+) -> dict[str, float]:
+    """One epoch's log row: training-loss means, the validation ``report`` (of
+    :func:`~remul_ff.training.evaluate.evaluate`), ``(alpha, beta)``, and ``(epoch time, wall time)`` in s."""
+    row = {
+        "epoch": epoch,
+        **train_means,
+        "val_loss": val_loss,
+        "val_energy_mae_meV": report["energy_mae_meV"],
+        "val_forces_mae_meV_A": report["forces_mae_meV_A"],
+        "val_equi_forces_rel": report.get("equi_forces_rel", float("nan")),
+        "val_shen_percent": report.get("shen_task_percent", float("nan")),
+        "alpha": weights[0],
+        "beta": weights[1],
+        "lr": lr,
+        "epoch_time_s": times[0],
+        "wall_time_s": times[1],
+        "structures_per_s": structures_per_s,
+    }
+    if "direct_forces_mae_meV_A" in report:
+        row["val_direct_forces_mae_meV_A"] = report["direct_forces_mae_meV_A"]
+        row["val_equi_direct_forces_rel"] = report.get("equi_direct_forces_rel", float("nan"))
+    return row
+
+
 class TrainingLog:
     """``log.csv`` of a run folder, with ``columns`` in that order; rows go to TensorBoard too when asked.
 

@@ -16,37 +16,43 @@ the GradNorm weights and every update equal those of one process with the whole 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
 import math
 import shutil
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import yaml
-from torch.nn.parallel import DistributedDataParallel
 
 from remul_ff.config import Config, LossConfig
-from remul_ff.data.batch import AtomicBatch, Structure, device_batch
+from remul_ff.data.batch import Structure
 from remul_ff.errors import CheckpointError, ConfigError
-from remul_ff.models import build_model, load_model, predict
-from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, with_fixed_pairs
-from remul_ff.models.transformer import has_direct_forces, with_direct_forces
+from remul_ff.models import build_model, load_model
+from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS
+from remul_ff.models.transformer import has_direct_forces
 from remul_ff.training import distributed
-from remul_ff.training.checkpoint import CHECKPOINT_KIND, FORMAT_VERSION, load_file, model_payload, save_file
+from remul_ff.training.checkpoint import (
+    CHECKPOINT_KIND,
+    copy_weights,
+    load_file,
+    model_payload,
+    restore_progress,
+    save_file,
+    trainer_checkpoint,
+    training_state,
+)
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate
 from remul_ff.training.gradnorm import GradNorm
-from remul_ff.training.guard import DivergenceGuard
-from remul_ff.training.log import DIRECT_FORCES_LOG_COLUMNS, LOG_COLUMNS, TrainingLog
-from remul_ff.training.losses import random_rigid_motion, remul_losses, rotate_batch, task_loss
+from remul_ff.training.guard import DivergenceGuard, roll_back_on_spike, stop_reason
+from remul_ff.training.log import DIRECT_FORCES_LOG_COLUMNS, LOG_COLUMNS, TrainingLog, epoch_row
 from remul_ff.training.run_folder import RUN_FILES, check_output_dir  # noqa: F401 (RUN_FILES re-exported)
+from remul_ff.training.schedule import make_scheduler, step_scheduler
+from remul_ff.training.step import EpochStats, LocalBatch, batch_losses, keeping_thread_count, local_batch, training_views  # noqa: F401 (keeping_thread_count re-exported)
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
@@ -54,67 +60,6 @@ from remul_ff.utils.progress import progress_bar
 logger = logging.getLogger(__name__)
 
 POSTFIX_EVERY = 10  # training steps between updates of the progress bar's loss
-
-
-@contextlib.contextmanager
-def keeping_thread_count() -> Iterator[None]:
-    """Restore torch's CPU thread count after the body: ``train.num_threads`` fixes a training
-    budget's threads, and what runs after the training (MD, timings) keeps the caller's."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@dataclass
-class LocalBatch:
-    """This rank's molecules of a global batch, on the device.
-
-    Attributes:
-        batch: The molecules (the first one with weight 0 on a rank that got none).
-        rows: Their rows in per-molecule draws made for the global batch.
-        weight: 1, or 0 for the stand-in molecule.
-        n_global: Molecules in the global batch.
-        n_force_components: Force components in the global batch.
-        equi: This rank's molecules whose moved copy enters ``L_equi``, when that is not all of
-            them (``loss.equi_fraction`` below 1): the first ones of ``batch``.
-        equi_counts: Molecules and force components of the global batch's share in ``L_equi``.
-    """
-
-    batch: AtomicBatch
-    rows: slice
-    weight: float
-    n_global: int
-    n_force_components: float
-    equi: AtomicBatch | None = None
-    equi_counts: tuple[float, float] | None = None
-
-
-@dataclass
-class EpochStats:
-    """Training-loss sums of one epoch (summed over ranks before logging).
-
-    The sums stay on the losses' device (float64) and are read once per epoch: a ``float()`` per
-    step would wait for the GPU at every step.
-    """
-
-    sums: torch.Tensor | None = None
-    steps: int = 0
-
-    def add(self, loss: torch.Tensor, task: torch.Tensor, equi: torch.Tensor) -> None:
-        values = torch.stack([loss, task, equi]).double()
-        self.sums = values if self.sums is None else self.sums + values
-        self.steps += 1
-
-    def means(self, ctx: distributed.DistributedContext) -> dict[str, float]:
-        totals = ctx.all_reduce(torch.zeros(3, dtype=torch.float64) if self.sums is None else self.sums.cpu())
-        n = max(self.steps, 1)
-        return {"train_loss": float(totals[0]) / n, "train_task": float(totals[1]) / n, "train_equi": float(totals[2]) / n}
-
-
-def _shapes(state: dict) -> dict:
-    return {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in state.items()}
 
 
 class Trainer:
@@ -174,7 +119,7 @@ class Trainer:
             self.data = self._prepare_data()
             self._build()
             self._resume() if resume else self._start_fresh()
-            self.good_state = copy.deepcopy(self._training_state())  # a first epoch that diverges returns here
+            self.good_state = copy.deepcopy(training_state(self))  # a first epoch that diverges returns here
         except Exception:
             if created and self.ctx.is_main:  # a run that failed before training leaves no folder behind
                 shutil.rmtree(created, ignore_errors=True)
@@ -201,25 +146,18 @@ class Trainer:
             self.device, self.dtype
         )
         if cfg.train.init_from:
-            self._start_from(cfg.train.init_from)
+            copy_weights(load_model(cfg.train.init_from, self.device, self.dtype), self.model, cfg.train.init_from, cfg.model_kind)
         self.fixed_pairs = self.device.type != "cpu" and max(len(s) for s in data.train) <= ACCELERATOR_ALL_PAIRS_MAX_ATOMS
-        # On an accelerator small molecules train over every same-molecule pair (a view sharing the
-        # parameters): the same energies as pairs within r_max, whose distance filter is a host sync.
-        self.training_model = with_fixed_pairs(self.model, ACCELERATOR_ALL_PAIRS_MAX_ATOMS) if self.fixed_pairs else self.model
-        # A direct-force head trains beside the energy: the same call returns both.
-        direct = has_direct_forces(self.model)
-        self.forward_model = with_direct_forces(self.training_model) if direct else self.training_model
-        columns = LOG_COLUMNS + (DIRECT_FORCES_LOG_COLUMNS if direct else [])
+        self.training_model, self.forward_model = training_views(self.model, self.fixed_pairs, self.ctx, self.device)
+        columns = LOG_COLUMNS + (DIRECT_FORCES_LOG_COLUMNS if has_direct_forces(self.model) else [])
         self.log = TrainingLog(self.out, columns, cfg.train.tensorboard)
-        if self.ctx.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            # Double backward (force training) leaves some gradients with transposed strides; DDP
-            # copies them into its buckets correctly and only warns about speed.
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            self.forward_model = DistributedDataParallel(self.forward_model, device_ids=ids)
+        self._build_optimisation()
+
+    def _build_optimisation(self) -> None:
+        cfg = self.config
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.train.ema_decay > 0 else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        self.scheduler = self._make_scheduler()
+        self.scheduler = make_scheduler(self.optimizer, cfg.train, self.run_progress)
         use_gradnorm = cfg.loss.mode == "remul" and cfg.loss.weighting == "gradnorm"
         self.gradnorm = (
             GradNorm(cfg.loss.alpha, cfg.loss.beta, cfg.loss.gradnorm_restoring, cfg.loss.gradnorm_lr, self.device)
@@ -230,31 +168,6 @@ class Trainer:
         self.guard = DivergenceGuard(cfg.train.spike_factor, max_rollbacks=cfg.train.max_rollbacks, lr_factor=cfg.train.rollback_lr_factor)
         self.good_state: dict | None = None  # the last good epoch's training state (set by setup), for a rollback
         self.stage = 1  # 2 once loss.stage_two_fraction of the run is left
-
-    def _start_from(self, path: str) -> None:
-        """Copy the weights of the model file ``path`` (``train.init_from``) into the new model."""
-        start = load_model(path, self.device, self.dtype)
-        same = type(start) is type(self.model) and start.elements.symbols() == self.model.elements.symbols()
-        if not same or _shapes(start.state_dict()) != _shapes(self.model.state_dict()):
-            raise ConfigError(
-                f"train.init_from {path} is a {type(start).__name__} for {', '.join(start.elements.symbols())}, which does not "
-                f"match this config's {self.config.model_kind} for {', '.join(self.model.elements.symbols())}; "
-                "use the same model section and data elements, or drop init_from."
-            )
-        self.model.load_state_dict(start.state_dict())
-
-    def _make_scheduler(self):
-        train = self.config.train
-        if train.scheduler == "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=max(train.patience // 4, 1))
-        if train.scheduler == "constant":
-            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._cosine_factor)
-
-    def _cosine_factor(self, epoch: int) -> float:
-        """Cosine decay over the run's progress (:meth:`run_progress`)."""
-        train = self.config.train
-        return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * self.run_progress(epoch)))
 
     def run_progress(self, epoch: int) -> float:
         """The run's progress in [0, 1]: epochs done or time budget used, whichever is further.
@@ -322,42 +235,15 @@ class Trainer:
 
     def _guard_against_divergence(self, train_loss: float) -> None:
         """Roll back to the last good epoch with a smaller learning rate if this epoch's loss spiked."""
-        if not self.guard.is_spike(train_loss):
-            self.good_state = copy.deepcopy(self._training_state())
-            return
-        median = self.guard.running_median()
-        self.guard.rollbacks += 1
-        self._load_training_state(copy.deepcopy(self.good_state))
-        self._scale_lr(self.guard.lr_factor)
-        self.good_state = copy.deepcopy(self._training_state())  # a second spike returns here, step cut again
-        self._say(
-            f"epoch {self.epoch}: training loss {train_loss:.3g} spiked above {self.guard.factor:g}x its running "
-            f"median {median:.3g}; rolled back to the last good epoch with the learning rate scaled by "
-            f"{self.guard.lr_factor:g} (rollback {self.guard.rollbacks}/{self.guard.max_rollbacks})"
-        )
-
-    def _scale_lr(self, scale: float) -> None:
-        """Scale the learning rate the restored state had (and its schedule's peak) by ``scale``."""
-        for group in self.optimizer.param_groups:
-            group["lr"] *= scale
-        if hasattr(self.scheduler, "base_lrs"):  # LambdaLR; ReduceLROnPlateau works from the groups' lr
-            self.scheduler.base_lrs = [lr * scale for lr in self.scheduler.base_lrs]
+        message = roll_back_on_spike(self, train_loss)
+        if message:
+            self._say(f"epoch {self.epoch}: {message}")
 
     def _should_stop(self) -> bool:
-        train = self.config.train
-        if self.guard.exhausted:
-            self._say(
-                f"stopping: the training loss diverged {self.guard.rollbacks} time(s) although the learning rate was "
-                f"cut at each; model.pt keeps the best model so far; train again with a lower train.lr."
-            )
-            return True
-        if self.bad_epochs >= train.patience:
-            self._say(f"early stopping: no validation improvement for {train.patience} epochs")
-            return True
-        if self.wall >= self.budget_s:
-            self._say(f"stopping: the time budget of {self.budget_s / 60:g} minutes is used up")
-            return True
-        return False
+        reason = stop_reason(self.guard, self.bad_epochs, self.config.train.patience, self.wall, self.budget_s)
+        if reason:
+            self._say(reason)
+        return reason is not None
 
     def _say(self, message: str) -> None:
         if self.ctx.is_main:
@@ -397,39 +283,13 @@ class Trainer:
         return loss.detach(), task.detach(), equi.detach()
 
     def _local_batch(self, structures: list[Structure]) -> LocalBatch:
-        """This rank's share of the global batch, on the device, with what the step needs to know about it.
-
-        A last global batch smaller than the number of ranks leaves some ranks without molecules;
-        they run the first molecule with weight 0, because DDP needs every rank to join the
-        gradient all-reduce. The result stays that of one process (no padding bias).
-        """
-        rows = slice(self.ctx.rank, None, self.ctx.world_size)
-        mine, rows, weight = (structures[rows], rows, 1.0) if structures[rows] else (structures[:1], slice(0, 1), 0.0)
-        batch = device_batch(mine, self.device, self.dtype, every_pair=self.fixed_pairs)
-        local = LocalBatch(batch, rows, weight, len(structures), 3.0 * sum(len(s) for s in structures))
-        fraction = self.config.loss.equi_fraction
-        if self.config.loss.mode == "remul" and fraction < 1:
-            # The global batch's first k molecules (at least one per rank that has molecules).
-            k = min(len(structures), max(math.ceil(fraction * len(structures)), self.ctx.world_size))
-            local_k = max(len(range(self.ctx.rank, k, self.ctx.world_size)), 1)
-            local.equi = device_batch(mine[:local_k], self.device, self.dtype, every_pair=self.fixed_pairs)
-            local.equi_counts = (float(k), 3.0 * sum(len(s) for s in structures[:k]))
-        return local
+        return local_batch(structures, self.ctx, self.device, self.dtype, self.fixed_pairs, self.config.loss)
 
     def _loss(self, local: LocalBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(total, L_task, L_equi)`` of this rank's share, each divided by the global counts."""
-        loss_cfg = self.loss_config
-        batch, rows, weight = local.batch, local.rows, local.weight
-        counts = (float(local.n_global), local.n_force_components)
-        if loss_cfg.mode != "none":  # one draw for the whole global batch, identical on every rank
-            rotations, translations = random_rigid_motion(local.n_global, self.dtype, self.device)
-        if loss_cfg.mode == "augment":
-            batch = rotate_batch(batch, rotations[rows], translations[rows])
-        if loss_cfg.mode != "remul":
-            task = weight * task_loss(predict(self.forward_model, batch, training=True), batch).total(loss_cfg, *counts)
-            return task, task, torch.zeros_like(task)
-        task_terms, equi_terms = remul_losses(self.forward_model, batch, rotations[rows], translations[rows], loss_cfg.target, local.equi)
-        task, equi = weight * task_terms.total(loss_cfg, *counts), weight * equi_terms.total(loss_cfg, *(local.equi_counts or counts))
+        task, equi = batch_losses(self.forward_model, local, self.loss_config, self.dtype, self.device)
+        if self.loss_config.mode != "remul":  # augmentation or no symmetry: the task loss alone
+            return task, task, equi
         if self.gradnorm is not None:
             self.gradnorm.update([task, equi], self.model.shared_layer(), self.ctx.all_reduce)
             return self.gradnorm.weighted(task, equi), task, equi
@@ -479,7 +339,7 @@ class Trainer:
         epoch_time = train_time + time.perf_counter() - start
         # Rank 0's clock decides time-based schedules and stopping, so every rank agrees.
         self.wall = float(self._broadcast(torch.tensor(self.wall + epoch_time, dtype=torch.float64)))
-        self._step_scheduler(val_loss)
+        step_scheduler(self.scheduler, val_loss)
         self._keep_if_best(val_loss)
         row = self._log_row(stats, report, val_loss, train_time, epoch_time)
         if self.ctx.is_main:
@@ -503,32 +363,10 @@ class Trainer:
             torch.distributed.broadcast(value, src=0)
         return value
 
-    def _step_scheduler(self, val_loss: float) -> None:
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(val_loss)
-        else:
-            self.scheduler.step()
-
     def _log_row(self, stats: EpochStats, report: dict, val_loss: float, train_time: float, epoch_time: float) -> dict[str, float]:
         alpha, beta = self.weights()
-        row = {
-            "epoch": self.epoch,
-            **stats.means(self.ctx),
-            "val_loss": val_loss,
-            "val_energy_mae_meV": report["energy_mae_meV"],
-            "val_forces_mae_meV_A": report["forces_mae_meV_A"],
-            "val_equi_forces_rel": report.get("equi_forces_rel", float("nan")),
-            "val_shen_percent": report.get("shen_task_percent", float("nan")),
-            "alpha": alpha,
-            "beta": beta,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "epoch_time_s": epoch_time,
-            "wall_time_s": self.wall,
-            "structures_per_s": len(self.data.train) / train_time,
-        }
-        if "direct_forces_mae_meV_A" in report:
-            row["val_direct_forces_mae_meV_A"] = report["direct_forces_mae_meV_A"]
-            row["val_equi_direct_forces_rel"] = report.get("equi_direct_forces_rel", float("nan"))
+        lr, speed = self.optimizer.param_groups[0]["lr"], len(self.data.train) / train_time
+        row = epoch_row(self.epoch, stats.means(self.ctx), report, val_loss, (alpha, beta), lr, (epoch_time, self.wall), speed)
         if self.progress:
             logger.info(
                 f"epoch {self.epoch}: val E MAE {row['val_energy_mae_meV']:.2f} meV, F MAE {row['val_forces_mae_meV_A']:.1f} meV/Å, "
@@ -539,62 +377,13 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if not self.ctx.is_main or (self.epoch % self.config.train.checkpoint_every and self.epoch < self.config.train.epochs):
             return
-        save_file(self._checkpoint(), self.out / "checkpoint.pt")
-
-    def _checkpoint(self) -> dict:
-        """Everything ``--resume`` needs: the training state plus progress, random state and the data's facts."""
-        return {
-            "kind": CHECKPOINT_KIND,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "epoch": self.epoch,
-            "best": self.best,
-            "bad_epochs": self.bad_epochs,
-            "wall": self.wall,
-            "budget_extension_s": self.budget_extension_s,
-            **self._training_state(),
-            "guard": self.guard.state_dict(),
-            "stage": self.stage,
-            "rng_torch": torch.get_rng_state(),
-            "rng_shuffle": self.shuffle.get_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "e0s": self.data.e0s,
-            "elements": self.data.elements,
-        }
-
-    def _training_state(self) -> dict:
-        """What a rollback restores: weights, EMA, optimiser, schedule and GradNorm's weights (live references)."""
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "gradnorm": None if self.gradnorm is None else self.gradnorm.state_dict(),
-        }
-
-    def _load_training_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.gradnorm is not None and state["gradnorm"] is not None:
-            self.gradnorm.load_state_dict(state["gradnorm"])
+        save_file(trainer_checkpoint(self), self.out / "checkpoint.pt")
 
     def _resume(self) -> None:
         path = self.out / "checkpoint.pt"
         if not path.exists():
             raise CheckpointError(f"cannot resume: {path} does not exist; start the run without --resume.")
-        state = load_file(path, CHECKPOINT_KIND)
-        self._load_training_state(state)
-        if "guard" in state:  # checkpoints written before the guard start it afresh
-            self.guard.load_state_dict(state["guard"])
-        self.stage = state.get("stage", 1)
-        torch.set_rng_state(state["rng_torch"])
-        self.shuffle.set_state(state["rng_shuffle"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.epoch, self.best, self.bad_epochs, self.wall = state["epoch"], state["best"], state["bad_epochs"], state["wall"]
-        self.budget_extension_s = state.get("budget_extension_s", 0.0)
+        restore_progress(self, load_file(path, CHECKPOINT_KIND))
         if self.wall >= self.budget_s and self.extend_budget:
             # The run stopped on its time budget; resuming it means "train longer": a new budget.
             self.budget_extension_s = self.wall
