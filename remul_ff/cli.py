@@ -129,7 +129,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train/load several potentials and compare accuracy, speed and MD stability")
-    p.add_argument("spec", help="YAML comparison spec (see remul_ff/compare.py)")
+    p.add_argument("spec", help="YAML comparison spec (see remul_ff/compare/spec.py)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "--model",

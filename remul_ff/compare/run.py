@@ -1,41 +1,24 @@
-"""``remul-ff compare spec.yaml``: train (or load) several potentials on the same data and compare
-accuracy, equivariance, speed, MD stability and energy drift side by side.
-
-Re-running a spec after an interruption continues where it stopped: training resumes from its
-checkpoint and MD from its restart files, so the 300 ps protocol can span several jobs.
-
-A spec::
-
-    output_dir: reports/ethanol
-    data: {path: ..., e0s: ..., train: 950, valid: 50}        # DataConfig, shared by all models
-    train: {max_minutes: 30, epochs: 1000}                      # TrainConfig, the same budget for all
-    models:                                                     # name -> overrides (or model_path)
-      remul: {model: {kind: transformer}, loss: {mode: remul}, md: {time: 50ps}}   # md: this model's own MD
-      egnn:  {model: {kind: egnn}, loss: {mode: none}}
-      other: {model_path: runs/other/model.pt, committee: [a/model.pt, b/model.pt]}   # see below
-    md: {temperature: 500, timestep_fs: 0.5, time: 300ps, replicas: 5}   # Fu et al. 2023 defaults
-
-A model's ``committee`` (two or more model files) is evaluated on that model's saved MD frames:
-the report says how many of its collapses the committee's force deviation warned of, and how early
-(:func:`~remul_ff.md.analysis.committee_warnings`).
-
-Writes ``report.md`` (one table, models as columns), ``report.json`` (every number in the table
-and the curves behind the plots) and PNG plots into ``output_dir``.
-"""
+"""Running a comparison: train or load each model, then measure accuracy, speed, MD stability and drift."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from ase.io import read
 
-from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section, reject_unknown
+from remul_ff.compare.spec import (
+    CompareSpec,
+    MDProtocol,
+    model_config,
+    model_spec,
+    stability_settings,
+)
+from remul_ff.config import ConfigError
 from remul_ff.data.bonds import group_name, watched_bonds
 from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (
@@ -48,161 +31,14 @@ from remul_ff.md.analysis import (
     stability_time_ps,
 )
 from remul_ff.md.monitor import Collapse, bond_reason
-from remul_ff.md.settings import FORCE_MODES, THERMOSTATS
 from remul_ff.models import load_model
 from remul_ff.models.committee import Committee, frame_deviations
 from remul_ff.models.forces import predict
-from remul_ff.models.symmetrize import GROUP_ORDERS, with_test_time_rotations
-from remul_ff.schema import AT_LEAST_1, bounded, one_of
+from remul_ff.models.symmetrize import with_test_time_rotations
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, keeping_thread_count
 from remul_ff.utils.devices import resolve_device
-
-MODEL_ENTRY_KEYS = ("model_path", "md", "committee")  # a model entry's own keys, besides training-config sections
-DEFAULT_MODELS = {
-    # The transformer's default recipe includes off-equilibrium frames: without them it breaks bonds
-    # in 500 K MD (benchmarks/stability/README.md).
-    "remul": {"model": {"kind": "transformer"}, "loss": {"mode": "remul"}, "data": {"off_equilibrium": {"fraction": 0.2, "weight": 0.01}}},
-    "egnn": {"model": {"kind": "egnn"}, "loss": {"mode": "none"}},
-}
-
-
-GROUP_SIZES = ", ".join(map(str, GROUP_ORDERS))
-
-
-@dataclass
-class MDProtocol:
-    """The stability protocol; defaults follow Fu et al. 2023 for MD17.
-
-    Attributes:
-        temperature: Nosé–Hoover target temperature, K.
-        timestep_fs: Time step, fs.
-        time: Simulated time per replica (e.g. ``300ps``).
-        thermostat: ``nose-hoover``, ``langevin`` or ``nve``.
-        replicas: Replicas per model, started from the held-out data frames (cycled if fewer).
-        bond_tolerance: Collapse when a bond deviates by more than this from its mean length over
-            the training frames, Å (Fu et al. 2023).
-        max_temperature: Collapse above this temperature, K (``None``: ``max(10 T, 1000 K)``, a
-            guard against runaway heating far above the thermal noise of a small molecule).
-        nve_time: Length of the NVE run used for the energy drift (e.g. ``50ps``).
-        nve_dtype: ``float64`` or ``float32`` for that NVE run (float32 rounding drifts by itself).
-        frame_interval: Steps between frames kept for h(r) (and between thermo rows); the saved
-            frames are checked for broken bonds too, as Fu et al. do.
-        check_interval: Steps between the collapse monitor's checks during the MD (a break is
-            dated to the check that sees it, at most this many steps late).
-        restart_every: Steps between MD restart files; a re-run of the same spec continues from them.
-        seed: Seed of initial velocities.
-        dtype: ``float32`` or ``float64`` for the stability and NVE runs (accuracy is always
-            evaluated in float64).
-        compile: ``torch.compile`` the models for the stability and NVE runs (see ``MDSettings``).
-        test_time_rotations: Use the model averaged over a group of 4, 12 or 24 rotations
-            (:mod:`remul_ff.models.symmetrize`) in every measurement: accuracy, timings, MD (0: off).
-        forces: ``conservative``, ``mts`` or ``direct`` in the stability, NVE and timing runs
-            (:class:`~remul_ff.md.settings.MDSettings`; the last two need a direct-force head).
-        mts_k: Inner steps per multiple-time-step cycle.
-    """
-
-    temperature: float = 500.0
-    timestep_fs: float = 0.5
-    time: str = "300ps"
-    thermostat: str = one_of(*THERMOSTATS, default="nose-hoover")
-    replicas: int = bounded(5, *AT_LEAST_1)
-    bond_tolerance: float = 0.5
-    max_temperature: float | None = None
-    nve_time: str = "5ps"
-    nve_dtype: str = one_of("float64", "float32")
-    frame_interval: int = 100
-    check_interval: int = 10
-    restart_every: int = 10000
-    seed: int = 0
-    dtype: str = one_of("float64", "float32")
-    compile: bool = False
-    test_time_rotations: int = bounded(
-        0, lambda v: v in (0, *GROUP_ORDERS), f"0 (off) or a rotation group's size, {', '.join(map(str, GROUP_ORDERS))}"
-    )
-    forces: str = one_of(*FORCE_MODES)
-    mts_k: int = 4
-
-
-@dataclass
-class CompareSpec:
-    """A whole comparison (see the module docstring)."""
-
-    output_dir: str = "reports/compare"
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    models: dict = field(default_factory=lambda: dict(DEFAULT_MODELS))
-    md: MDProtocol = field(default_factory=MDProtocol)
-    evaluation_rotations: int = 32
-
-
-def load_spec(path: str | Path, overrides: list[str] = ()) -> CompareSpec:
-    """Read and validate a comparison spec; each model's overrides are checked as a training config."""
-    spec = load_spec_section(CompareSpec, path, overrides, "compare spec")
-    if not spec.models:
-        raise ConfigError(
-            f"the compare spec {path} names no models; add at least one under 'models:' "
-            "(e.g. models: {{remul: {{model: {{kind: transformer}}}}}})."
-        )
-    for name, entry in spec.models.items():
-        if entry is not None and not isinstance(entry, dict):
-            raise ConfigError(f"models.{name} must be a mapping of config sections (or model_path), but is {entry!r}.")
-        # a model's entry: training-config sections plus its own keys (e.g. 'kind' belongs under 'model:')
-        reject_unknown(list(entry or {}), [f.name for f in dataclasses.fields(Config)] + list(MODEL_ENTRY_KEYS), f"models.{name}.")
-        model_config(spec, name)  # fail early on a bad model section
-        model_path = (entry or {}).get("model_path")
-        if model_path and not Path(model_path).is_file():
-            raise ConfigError(f"models.{name}.model_path {model_path} does not exist; give the path of a file written by 'remul-ff train'.")
-        _check_committee((entry or {}).get("committee"), name)
-        _check_protocol(model_spec(spec, name).md, name)
-    return spec
-
-
-def _check_committee(paths, name: str) -> None:
-    """A committee is a list of two or more existing model files (or absent)."""
-    if paths is None:
-        return
-    if not isinstance(paths, list) or len(paths) < 2:
-        raise ConfigError(f"models.{name}.committee must be a list of two or more model files, but is {paths!r}.")
-    missing = [p for p in paths if not Path(str(p)).is_file()]
-    if missing:
-        raise ConfigError(
-            f"models.{name}.committee names {', '.join(map(str, missing))}, which does not exist; give files written by 'remul-ff train'."
-        )
-
-
-def _check_protocol(md: MDProtocol, name: str) -> None:
-    """Refuse an MD protocol that cannot run before any model is trained."""
-    stability_settings(md).validate()
-    parse_duration_fs(md.nve_time)
-
-
-def model_spec(spec: CompareSpec, name: str) -> CompareSpec:
-    """``spec`` with the model's own ``md`` overrides (e.g. a longer run for the model to be trusted).
-
-    Rates are per replica-ps with their intervals, so models may get different amounts of MD; the
-    temperature, time step and collapse criterion should stay the same for a fair comparison.
-    """
-    overrides = (spec.models[name] or {}).get("md") or {}
-    if not overrides:
-        return spec
-    md = parse_section(MDProtocol, {**asdict(spec.md), **overrides}, f"models.{name}.md")
-    return dataclasses.replace(spec, md=md)
-
-
-def model_config(spec: CompareSpec, name: str) -> Config:
-    """The training config of one model: shared data and budget, plus the model's own overrides."""
-    entry = dict(spec.models[name] or {})
-    for key in MODEL_ENTRY_KEYS:
-        entry.pop(key, None)
-    values = {"output_dir": str(Path(spec.output_dir) / name), "data": asdict(spec.data), "train": asdict(spec.train)}
-    for section, extra in entry.items():
-        values[section] = {**values.get(section, {}), **extra} if isinstance(extra, dict) else extra
-    try:
-        return config_from_dict(values)
-    except ConfigError as exc:
-        raise ConfigError(f"models.{name}: {exc}") from exc
 
 
 def _prepare_model(spec: CompareSpec, name: str, progress: bool) -> tuple[Path, list[dict]]:
@@ -257,27 +93,6 @@ def _parity(model, structures, device, dtype) -> tuple[list[float], list[float]]
         ref.append(batch.forces.cpu().numpy().ravel())
         pred.append(predict(model, batch).forces.cpu().numpy().ravel())
     return np.concatenate(ref).tolist(), np.concatenate(pred).tolist()
-
-
-def stability_settings(md: MDProtocol) -> MDSettings:
-    """The engine's settings for the protocol's stability run."""
-    return MDSettings(
-        temperature=md.temperature,
-        timestep_fs=md.timestep_fs,
-        total_time_fs=parse_duration_fs(md.time),
-        thermostat=md.thermostat,
-        seed=md.seed,
-        write_interval=md.frame_interval,
-        thermo_interval=md.frame_interval,
-        bond_tolerance=md.bond_tolerance,
-        max_temperature=md.max_temperature,
-        traj_format="traj",
-        restart_every=md.restart_every,
-        compile=md.compile,
-        check_interval=md.check_interval,
-        forces=md.forces,
-        mts_k=md.mts_k,
-    )
 
 
 def _run_stability_md(model, spec: CompareSpec, shared: SharedInputs, out: Path, progress: bool) -> MDResult:
