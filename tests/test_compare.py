@@ -11,8 +11,8 @@ from ase.io import read
 
 from remul_ff.cli import main
 from remul_ff.compare import MDProtocol, _saved_frame_collapse
+from remul_ff.compare.report import PLOTS
 from remul_ff.models.files import MODEL_FILE_KIND, load_file, save_file
-from remul_ff.report import PLOTS
 
 
 def _tiny_spec(tmp_path, data_file) -> tuple:

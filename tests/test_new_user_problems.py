@@ -210,7 +210,7 @@ def test_importing_remul_ff_leaves_the_matplotlib_backend_alone():
     import sys
 
     code = (
-        "import matplotlib; matplotlib.use('svg'); import remul_ff.report, remul_ff.scaling.report, remul_ff.compare, remul_ff.cli; "
+        "import matplotlib; matplotlib.use('svg'); import remul_ff.compare.report, remul_ff.scaling.report, remul_ff.cli; "
         "print(matplotlib.get_backend())"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "svg"

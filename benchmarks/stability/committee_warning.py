@@ -28,10 +28,10 @@ import ase.io
 import numpy as np
 import torch
 
+from remul_ff.compare.report import plot_committee_warnings
 from remul_ff.md.analysis import committee_warnings
 from remul_ff.models import load_model
 from remul_ff.models.committee import Committee, frame_deviations
-from remul_ff.report import plot_committee_warnings
 
 
 def main() -> None:

@@ -307,7 +307,7 @@ def run_compare(spec: CompareSpec, progress: bool = True) -> dict:
         "pooled": pooled_ensembles(results),
         "wall_time_s": time.perf_counter() - start,
     }
-    from remul_ff.report import write_report
+    from remul_ff.compare.report import write_report
 
     write_report(payload, out)
     return payload
@@ -334,7 +334,7 @@ def update_report(spec: CompareSpec, names: list[str], progress: bool = True) ->
         payload["models"][name] = compare_one(spec, name, shared, progress)
     payload["pooled"] = pooled_ensembles(payload["models"])
     payload["updates"] = [*payload.get("updates", []), " ".join(["remul-ff", *sys.argv[1:]])]
-    from remul_ff.report import write_report
+    from remul_ff.compare.report import write_report
 
     write_report(payload, out)
     return payload

@@ -240,26 +240,28 @@ def label_frames(
     keys = [geometry_key(labeller.signature, atoms) for atoms in frames]
     missing = [i for i, key in enumerate(keys) if store is None or store.get(key) is None]
     labels: dict[int, tuple[float, np.ndarray]] = {}
-    failed = set()
+    failed: set[int] = set()
     for i in progress_bar(missing, desc=desc, unit="frame", disable=not progress):
-        try:
-            energy, forces = labeller.label(frames[i])
-        except DataError as exc:
-            if not skip_failures:
-                raise
-            logger.warning(f"frame {i} left unlabelled: {exc}")
+        label = _label_one(frames[i], i, labeller, skip_failures)
+        if label is None:
             failed.add(i)
             continue
-        labels[i] = (energy, forces)
+        labels[i] = label
         if store is not None:
-            store.put(keys[i], energy, forces, labeller.signature)
-    structures = []
-    for i, atoms in enumerate(frames):
-        if i in failed:
-            continue
-        energy, forces = labels[i] if i in labels else store.get(keys[i])
-        structures.append(Structure(positions=atoms.positions, numbers=atoms.numbers, energy=energy, forces=forces))
-    return structures
+            store.put(keys[i], *label, labeller.signature)
+    kept = [i for i in range(len(frames)) if i not in failed]
+    return [Structure(frames[i].positions, frames[i].numbers, *(labels[i] if i in labels else store.get(keys[i]))) for i in kept]
+
+
+def _label_one(atoms: Atoms, index: int, labeller: Labeller, skip_failures: bool) -> tuple[float, np.ndarray] | None:
+    """One frame's label, or ``None`` (logged) when the labeller fails on it and ``skip_failures``."""
+    try:
+        return labeller.label(atoms)
+    except DataError as exc:
+        if not skip_failures:
+            raise
+        logger.warning(f"frame {index} left unlabelled: {exc}")
+        return None
 
 
 def make_labeller(kind: str, settings: PySCFSettings | None = None, calculator: str | None = None) -> Labeller:

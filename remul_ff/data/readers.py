@@ -88,6 +88,11 @@ def read_structures(
             _structure_from_atoms(a, energy_key, forces_key, require_energy, require_forces, f"frame {i} of {path}")
             for i, a in enumerate(frames)
         ]
+    return _checked(structures, path, index)
+
+
+def _checked(structures: list[Structure], path: Path, index: str | int) -> list[Structure]:
+    """``structures``, each validated; one sentence for a file with none."""
     if not structures:
         raise DataError(f"{path} contains no frames; check the file and the index {index!r}.")
     for i, s in enumerate(structures):

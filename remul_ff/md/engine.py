@@ -126,11 +126,7 @@ def run_md(
         overwrite: Replace an earlier run's files in ``output_dir`` (without it, or ``resume``,
             an ``output_dir`` that holds a run is an error).
     """
-    settings = md_settings(settings)
-    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
-    starts = checked_starts(model, starts)
-    warn_long_timestep(settings.timestep_fs, starts)
-    check_force_mode(model, settings.forces)
+    model, starts, settings = _checked_inputs(model, starts, settings)
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
     keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
@@ -142,6 +138,16 @@ def run_md(
         _record(run.writers, run.state, 0, settings, run.kT)
     _integrate(run, model, settings, progress)
     return run.result
+
+
+def _checked_inputs(model, starts, settings) -> tuple[nn.Module, list[Atoms], MDSettings]:
+    """``run_md``'s model (loaded from a path), starting structures and settings, checked (one sentence each)."""
+    settings = md_settings(settings)
+    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    starts = checked_starts(model, starts)
+    warn_long_timestep(settings.timestep_fs, starts)
+    check_force_mode(model, settings.forces)
+    return model, starts, settings
 
 
 def _inference_model(model: nn.Module, starts: Sequence[Atoms], forces: str = "conservative") -> nn.Module:

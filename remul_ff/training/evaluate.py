@@ -184,48 +184,57 @@ def evaluate(
     ``direct_forces_rmse_meV_A`` and the direct forces' rotational error ``equi_direct_forces_rel``.
 
     Args:
-        model: Energy-only model on ``device`` in ``dtype``.
-        structures: Structures to evaluate.
+        model: Energy-only model on ``device`` in ``dtype``; ``structures``: what to evaluate.
         e0s: Reference energies, used for the relative energy equivariance error.
         n_rotations: ``K``, random rotations per structure (0 skips the equivariance measures).
         batch_size: Structures per forward pass.
-        device: Device of the model.
-        dtype: Dtype of the model.
-        energy_weight: Energy weight of the task loss in the Shen decomposition.
-        forces_weight: Force weight of the task loss in the Shen decomposition.
+        energy_weight, forces_weight: Weights of the task loss in the Shen decomposition.
         seed: Seed of the rotations (a private generator; torch's global RNG is not touched).
         shard: ``(rank, world_size)``: this process evaluates structures ``rank::world_size`` and
             the sums of all processes are combined, so each structure counts exactly once and
             every rank gets the single-process result.
     """
-    generator = torch.Generator().manual_seed(seed)
-    table = random_rotations(len(structures) * n_rotations, torch.float64, "cpu", generator).view(len(structures), n_rotations, 3, 3)
+    table = _rotation_table(len(structures), n_rotations, seed)
     rank, world = shard
-    indices = list(range(rank, len(structures), world))
-    sums = _Sums()
+    indices, sums = list(range(rank, len(structures), world)), _Sums()
     labelled = all(s.energy is not None and s.forces is not None for s in structures)
     model = with_direct_forces(model) if has_direct_forces(model) else model
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         batch = collate([structures[i] for i in chunk]).to(device, dtype)
-        base = predict(model, batch)
-        if labelled:
-            _accuracy_sums(sums, batch, base.energy, base.forces)
-            if base.direct_forces is not None:
-                _direct_sums(sums, batch, base.direct_forces)
-        if n_rotations > 0:
-            _equivariance_sums(sums, model, batch, base, _e0_sums(batch, e0s), table[chunk])
-    if world > 1:
-        sums = _combine(sums, world)
-    report: dict[str, object] = {"n_structures": len(structures), "n_rotations": n_rotations}
+        _add_batch(sums, model, batch, labelled, e0s, table[chunk] if n_rotations > 0 else None)
+    sums = _combine(sums, world) if world > 1 else sums
+    return _report(sums, len(structures), n_rotations, labelled, (energy_weight, forces_weight))
+
+
+def _rotation_table(n_structures: int, n_rotations: int, seed: int) -> torch.Tensor:
+    """``[n_structures, n_rotations, 3, 3]`` random rotations from a private generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return random_rotations(n_structures * n_rotations, torch.float64, "cpu", generator).view(n_structures, n_rotations, 3, 3)
+
+
+def _report(sums: _Sums, n_structures: int, n_rotations: int, labelled: bool, weights: tuple[float, float]) -> dict[str, object]:
+    """The report of :func:`evaluate` from its (combined) sums."""
+    report: dict[str, object] = {"n_structures": n_structures, "n_rotations": n_rotations}
     if labelled:
         report.update(_accuracy_report(sums))
         if sums["n_d"]:
             report["direct_forces_mae_meV_A"] = MEV * sums.mean("d_abs", "n_d")
             report["direct_forces_rmse_meV_A"] = float(MEV * np.sqrt(sums.mean("d_sq", "n_d")))
     if n_rotations > 0:
-        report.update(_equivariance_report(sums, energy_weight, forces_weight))
+        report.update(_equivariance_report(sums, *weights))
     return report
+
+
+def _add_batch(sums: _Sums, model: nn.Module, batch: AtomicBatch, labelled: bool, e0s: dict[int, float], rotations) -> None:
+    """Add one batch's accuracy (when ``labelled``) and, with ``rotations``, equivariance sums."""
+    base = predict(model, batch)
+    if labelled:
+        _accuracy_sums(sums, batch, base.energy, base.forces)
+        if base.direct_forces is not None:
+            _direct_sums(sums, batch, base.direct_forces)
+    if rotations is not None:
+        _equivariance_sums(sums, model, batch, base, _e0_sums(batch, e0s), rotations)
 
 
 def _e0_sums(batch, e0s: dict[int, float]) -> torch.Tensor:
