@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import ase.io
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ from ase.build import molecule
 from remul_ff.cli import main
 from remul_ff.errors import ConfigError, DataError
 from remul_ff.learn import LearnRun, load_learn_spec
-from remul_ff.learn.select import Candidate, choose, collapse_windows
+from remul_ff.learn.select import Candidate, choose, collapse_windows, distance_fingerprint
 from remul_ff.learn.spec import LearnSelect
 from remul_ff.md.monitor import Collapse
 from tests.helpers import jittered_molecules
@@ -64,6 +65,11 @@ def test_loop_runs_rounds_and_reports_them(tmp_path, xtb_ethanol_file, kind):
     assert second["n_data"] == first["n_data"] + 3
     for row in report["rounds"]:
         assert row["temperatures"]["2000"]["replica_ps"] > 0 and row["cpu_hours"] > 0
+    # MD starts from the starting frames only, never from added frames (stretched bonds count as collapses)
+    start_frames = {tuple(np.round(distance_fingerprint(a), 4)) for a in ase.io.read(xtb_ethanol_file, ":")}
+    for md_dir in (tmp_path / "learn").glob("round_*/md_*"):
+        first = ase.io.read(md_dir / "replica_000.traj", 0)
+        assert tuple(np.round(distance_fingerprint(first), 4)) in start_frames
         assert set(row["cpu_hours_split"]) >= {"training", "md"}
     assert (tmp_path / "learn" / "report.png").stat().st_size > 0
 
@@ -166,3 +172,24 @@ def test_init_from_starts_from_the_given_weights(tmp_path, xtb_ethanol_file, tra
     config.output_dir = str(tmp_path / "ft2")
     with pytest.raises(ConfigError, match="does not match this config's transformer"):
         Trainer(config, progress=False).setup()
+
+
+def test_md_starts_from_the_starting_frames_not_the_added_ones(tmp_path, xtb_ethanol_file, monkeypatch):
+    from remul_ff.data.generate import write_extxyz
+    from tests.helpers import labelled
+
+    run = LearnRun(load_learn_spec(write_spec(tmp_path, xtb_ethanol_file)), progress=False)
+    added = labelled(jittered_molecules("CH3CH2OH", 200, seed=9, scale=0.3))  # stretched, as before a collapse
+    write_extxyz(added, tmp_path / "learn" / "round_00" / "data.xyz")
+    seen = []
+
+    class Result:
+        collapses = []
+
+        def stability_times_ps(self):
+            return [0.04] * len(seen[-1])
+
+    monkeypatch.setattr("remul_ff.learn.loop.run_md", lambda model, starts, *a, **k: seen.append(starts) or Result())
+    run._md_chunk(None, {"round": 0}, 2000.0, 0)
+    initial = {tuple(np.round(distance_fingerprint(s.to_atoms()), 6)) for s in run.initial}
+    assert len(seen[0]) == 4 and all(tuple(np.round(distance_fingerprint(a), 6)) in initial for a in seen[0])

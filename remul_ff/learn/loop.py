@@ -243,12 +243,14 @@ class LearnRun:
             thermo_interval=md.write_interval,
             restart_every=max(md.write_interval, 1000 // md.write_interval * md.write_interval),
         )
-        data = read_structures(self._round_dir(entry["round"]) / "data.xyz")
-        picks = np.random.default_rng(seed).choice(len(data), md.replicas, replace=len(data) < md.replicas)
+        # Starts come from the starting data only: added frames are often stretched a bond's length from
+        # its reference (the stretch before a collapse), which the monitor would count at the first step.
+        picks = np.random.default_rng(seed).choice(len(self.initial), md.replicas, replace=len(self.initial) < md.replicas)
         out = self.md_dir(entry["round"], temperature, chunk)
         resume = (out / "restart.pt").exists()
         reference = [s.to_atoms() for s in self.initial[:200]]
-        result = run_md(model, [data[i].to_atoms() for i in picks], settings, out, self.progress, resume, reference, overwrite=not resume)
+        starts = [self.initial[i].to_atoms() for i in picks]
+        result = run_md(model, starts, settings, out, self.progress, resume, reference, overwrite=not resume)
         collapses = [dataclasses.asdict(c) for c in result.collapses]
         return {"replica_ps": float(sum(result.stability_times_ps())), "collapses": len(collapses), "collapse_list": collapses}
 
