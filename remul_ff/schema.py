@@ -54,6 +54,8 @@ POSITIVE = (lambda v: math.isfinite(v) and v > 0, "a positive number")
 NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
 AT_LEAST_1_OR_NULL = (lambda v: v is None or v >= 1, "at least 1 or null")
+DISTANCE = (POSITIVE[0], "a positive distance in Å")
+ENVELOPE_EXPONENT = (AT_LEAST_1[0], "at least 1 (the cutoff envelope's exponent; 6 is usual)")
 
 
 def choices_of(cls: type, name: str) -> tuple:

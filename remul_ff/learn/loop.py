@@ -68,6 +68,7 @@ class LearnRun:
         settings = PySCFSettings(**{f.name: getattr(spec.labeller, f.name) for f in dataclasses.fields(PySCFSettings)})
         self.labeller = make_labeller(spec.labeller.kind, settings, spec.labeller.calculator)
         self.initial = read_structures(spec.data)
+        self.model_kind = load_config(spec.train_config, list(spec.train.overrides)).model_kind  # read once, checked up front
         self.state = self._load_state()
 
     @staticmethod
@@ -92,7 +93,7 @@ class LearnRun:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.state_path) as tmp:
             tmp.write_text(json.dumps(self.state, indent=1))
-        report.write(self.out, self.state, self.labeller.signature, self._model_kind())
+        report.write(self.out, self.state, self.labeller.signature, self.model_kind)
 
     def _round_dir(self, index: int) -> Path:
         return self.out / f"round_{index:02d}"
@@ -111,7 +112,7 @@ class LearnRun:
             entry = self.state["rounds"][-1]
             stages = {"train": self._train, "md": self._simulate, "select": self._select, "label": self._label, "done": self._next_round}
             stages[entry["stage"]](entry)
-        logger.info(f"learn: finished ({self.state['finished']}); report in {self.out / 'report.json'}")
+        logger.info(f"learn: finished ({self.state['finished']}); report in {self.report_path(self.spec)}")
         return self.state
 
     def _advance(self, entry: dict, stage: str) -> None:
@@ -157,9 +158,6 @@ class LearnRun:
         self._save()
 
     # -- train -------------------------------------------------------------------------------
-
-    def _model_kind(self) -> str:
-        return load_config(self.spec.train_config, list(self.spec.train.overrides)).model_kind
 
     def training_config(self, index: int, member: int) -> Config:
         """The config of committee member ``member`` in round ``index``."""

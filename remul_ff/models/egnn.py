@@ -17,7 +17,7 @@ from torch import nn
 
 from remul_ff.data.neighbors import edge_vectors
 from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
-from remul_ff.schema import AT_LEAST_1, POSITIVE, bounded, one_of
+from remul_ff.schema import AT_LEAST_1, DISTANCE, ENVELOPE_EXPONENT, bounded, one_of
 
 
 @dataclass
@@ -37,10 +37,10 @@ class EGNNConfig:
 
     width: int = bounded(128, *AT_LEAST_1)
     depth: int = bounded(4, *AT_LEAST_1)
-    r_max: float = bounded(5.0, POSITIVE[0], "a positive distance in Å")
+    r_max: float = bounded(5.0, *DISTANCE)
     num_radial: int = bounded(16, *AT_LEAST_1)
     radial_basis: str = one_of(*RADIAL_BASES)
-    envelope_p: int = bounded(6, AT_LEAST_1[0], "at least 1 (the cutoff envelope's exponent; 6 is usual)")
+    envelope_p: int = bounded(6, *ENVELOPE_EXPONENT)
     update_coordinates: bool = True
     neighbour_norm: float = 8.0
 

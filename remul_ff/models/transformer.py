@@ -40,7 +40,7 @@ from torch import nn
 from remul_ff.data.neighbors import edge_vectors
 from remul_ff.errors import RemulError
 from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
-from remul_ff.schema import AT_LEAST_1, AT_LEAST_1_OR_NULL, POSITIVE, bounded, one_of
+from remul_ff.schema import AT_LEAST_1, AT_LEAST_1_OR_NULL, DISTANCE, ENVELOPE_EXPONENT, bounded, one_of
 
 
 @dataclass
@@ -65,10 +65,10 @@ class TransformerConfig:
     width: int = bounded(128, *AT_LEAST_1)
     depth: int = bounded(3, *AT_LEAST_1)
     heads: int = bounded(8, *AT_LEAST_1)
-    r_max: float = bounded(5.0, POSITIVE[0], "a positive distance in Å")
+    r_max: float = bounded(5.0, *DISTANCE)
     num_radial: int = bounded(16, *AT_LEAST_1)
     radial_basis: str = one_of(*RADIAL_BASES)
-    envelope_p: int = bounded(6, AT_LEAST_1[0], "at least 1 (the cutoff envelope's exponent; 6 is usual)")
+    envelope_p: int = bounded(6, *ENVELOPE_EXPONENT)
     ffn_multiplier: int = bounded(2, *AT_LEAST_1)
     edge_width: int | None = bounded(None, *AT_LEAST_1_OR_NULL)
     direct_forces: bool = False
