@@ -1,5 +1,6 @@
 """Package boundaries, read from the import statements (AST), not from the text: inference code
-(calculators, MD, models, data) never depends on the training code."""
+(calculators, MD, models, data) never depends on the training code. And every object's attributes
+are made by its constructor, so that reading ``__init__`` tells what an object holds."""
 
 from __future__ import annotations
 
@@ -39,3 +40,38 @@ def test_a_comment_naming_the_training_code_is_not_an_import(tmp_path):
     assert imported_modules(text) == set()
     text.write_text("def f():\n    from remul_ff.training.trainer import Trainer\n")
     assert "remul_ff.training.trainer" in imported_modules(text)
+
+
+# Methods that build a new object's state, as __init__ does (a base class's shared constructor part).
+INIT_METHODS = {"__init__", "__post_init__", "init_common"}
+
+
+def attributes_made_after_construction(source: str) -> dict[str, set[str]]:
+    """Per class, the ``self.x = ...`` attributes first made outside its constructors and not declared
+    in its body (a dataclass field or an annotation)."""
+    found = {}
+    for cls in (n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef)):
+        assignments = [n for n in cls.body if isinstance(n, (ast.AnnAssign, ast.Assign))]
+        declared = {getattr(t, "id", None) for n in assignments for t in (n.targets if isinstance(n, ast.Assign) else [n.target])}
+        made = {"init": set(), "later": set()}
+        for method in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+            for node in ast.walk(method):
+                if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and getattr(node.value, "id", "") == "self":
+                    made["init" if method.name in INIT_METHODS else "later"].add(node.attr)
+        if late := made["later"] - made["init"] - declared:
+            found[cls.name] = late
+    return found
+
+
+def test_every_attribute_is_made_in_the_constructor():
+    late = {}
+    for path in PACKAGE.rglob("*.py"):
+        for cls, attrs in attributes_made_after_construction(path.read_text()).items():
+            late[f"{path.relative_to(PACKAGE.parent)}:{cls}"] = attrs
+    # ASE's Calculator base class makes ``results``; ``e0`` is a buffer that loading replaces.
+    assert late == {"remul_ff/calculators/remul.py:REMULCalculator": {"results"}, "remul_ff/models/common.py:AtomicEnergyHead": {"e0"}}
+
+
+def test_an_attribute_made_later_is_found():
+    source = "class A:\n    def __init__(self):\n        self.a = 1\n    def run(self):\n        self.a, self.b = 2, 3\n"
+    assert attributes_made_after_construction(source) == {"A": {"b"}}

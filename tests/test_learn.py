@@ -13,6 +13,7 @@ import yaml
 from ase.build import molecule
 
 from remul_ff.cli import main
+from remul_ff.data.readers import read_structures
 from remul_ff.errors import ConfigError, DataError
 from remul_ff.learn import LearnRun, load_learn_spec
 from remul_ff.learn.select import Candidate, choose, collapse_windows, distance_fingerprint
@@ -42,7 +43,7 @@ def write_spec(tmp_path, xtb_ethanol_file, model: dict | None = None, **sections
         "labeller": {"kind": "xtb"},
         "check": {"frames": 2, "max_force_mae_meV_A": 1.0},  # xTB labelled these frames: it must agree
         "md": {"temperatures": [2000], "replicas": 4, "time_fs": 40, "write_interval": 4, "max_chunks": 1},
-        "select": {"max_per_round": 3, "max_deviation": 0.0, "min_pair_distance": 0.3},
+        "select": {"max_per_round": 3, "max_deviation": 0.0, "min_pair_distance": 0.3, "energy_weight": 0.2},
         "stop": {"replica_ps": 1000},
         "budget": {"max_rounds": 2},
         **sections,
@@ -63,6 +64,9 @@ def test_loop_runs_rounds_and_reports_them(tmp_path, xtb_ethanol_file, kind):
     first, second = report["rounds"]
     assert first["labels_added"] == 3 and second["labels_total"] == 3  # max_deviation 0: every frame is uncertain
     assert second["n_data"] == first["n_data"] + 3
+    # the added frames enter the next round's data with the spec's loss weights, the starting frames with 1
+    weights = [(s.weight, s.energy_weight) for s in read_structures(tmp_path / "learn" / "round_01" / "data.xyz")]
+    assert weights[-3:] == [(1.0, 0.2)] * 3 and set(weights[:-3]) == {(1.0, 1.0)}
     for row in report["rounds"]:
         assert row["temperatures"]["2000"]["replica_ps"] > 0 and row["cpu_hours"] > 0
     # MD starts from the starting frames only, never from added frames (stretched bonds count as collapses)

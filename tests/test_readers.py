@@ -28,6 +28,19 @@ def test_extxyz_single_point_calculator_round_trip(tmp_path, ethanol_structures)
         np.testing.assert_allclose(got.forces, want.forces, atol=1e-8)
 
 
+def test_extxyz_loss_weights_round_trip_and_bad_ones_are_named(tmp_path, ethanol_structures):
+    ethanol_structures[0].weight, ethanol_structures[1].energy_weight = 0.25, 0.0
+    path = tmp_path / "weighted.xyz"
+    write_extxyz(ethanol_structures, path)
+    frames = read_structures(path)
+    assert [(f.weight, f.energy_weight) for f in frames[:3]] == [(0.25, 1.0), (1.0, 0.0), (1.0, 1.0)]
+    atoms = ethanol_structures[2].to_atoms()
+    atoms.info["weight"] = -1.0
+    ase.io.write(path, [atoms], format="extxyz")
+    with pytest.raises(DataError, match="loss weight 'weight' = -1.0, which is not one number >= 0"):
+        read_structures(path)
+
+
 def test_extxyz_custom_keys_in_info_and_arrays(tmp_path, ethanol_structures):
     frames = []
     for s in ethanol_structures:

@@ -10,6 +10,7 @@ from ase import Atoms
 from remul_ff.data.batch import Structure, collate
 from remul_ff.errors import DataError
 from remul_ff.models import predict
+from remul_ff.models.transformer import cartesian_monomials, num_monomials
 from remul_ff.testing import (
     cutoff_continuity_error,
     finite_difference_force_error,
@@ -28,13 +29,15 @@ def ethanol_batch(n: int = 3, dtype=torch.float64):
     ).to(dtype=dtype)
 
 
-def test_forces_match_finite_differences_float64():
-    model, batch = tiny_model(), ethanol_batch(2)
+@pytest.mark.parametrize("angular_degree", [0, 3])
+def test_forces_match_finite_differences_float64(angular_degree):
+    model, batch = tiny_model(angular_degree=angular_degree), ethanol_batch(2)
     assert finite_difference_force_error(model, batch) < 1e-6
 
 
-def test_exact_translation_and_permutation_invariance():
-    model, batch = tiny_model(), ethanol_batch(3)
+@pytest.mark.parametrize("angular_degree", [0, 3])
+def test_exact_translation_and_permutation_invariance(angular_degree):
+    model, batch = tiny_model(angular_degree=angular_degree), ethanol_batch(3)
     for energy_err, force_err in (translation_error(model, batch), permutation_error(model, batch)):
         assert energy_err < 1e-10 and force_err < 1e-10
 
@@ -51,10 +54,18 @@ def test_energy_and_forces_are_continuous_across_r_max(monkeypatch):
     assert energy_jump > 1e-4
 
 
-def test_untrained_model_is_not_rotation_invariant():
+@pytest.mark.parametrize("angular_degree", [0, 2])
+def test_untrained_model_is_not_rotation_invariant(angular_degree):
     """The raw vector inputs make the architecture unconstrained; REMUL must teach the symmetry."""
-    energy_err, force_err = rotation_errors(tiny_model(), ethanol_batch(3))
+    energy_err, force_err = rotation_errors(tiny_model(angular_degree=angular_degree), ethanol_batch(3))
     assert energy_err > 1e-4 and force_err > 1e-4
+
+
+def test_cartesian_monomials_are_each_monomial_once():
+    monomials = cartesian_monomials(torch.tensor([[2.0, 3.0, 5.0]], dtype=torch.float64), 3)[0]
+    # products of the primes 2, 3, 5 are distinct exactly when the monomials are
+    expected = sorted(2**a * 3**b * 5**c for a in range(4) for b in range(4) for c in range(4) if 1 <= a + b + c <= 3)
+    assert sorted(monomials.tolist()) == expected and num_monomials(3) == len(expected) == 19
 
 
 def test_far_apart_molecules_give_the_sum_of_their_energies():
@@ -83,8 +94,9 @@ def test_unknown_element_names_the_known_ones():
         model.elements.check(torch.tensor([1, 26]))
 
 
-def test_inference_copy_gives_the_same_energies_and_forces_and_leaves_the_model_alone():
-    model, batch = tiny_model(), ethanol_batch(3)
+@pytest.mark.parametrize("angular_degree", [0, 2])
+def test_inference_copy_gives_the_same_energies_and_forces_and_leaves_the_model_alone(angular_degree):
+    model, batch = tiny_model(angular_degree=angular_degree), ethanol_batch(3)
     before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
     folded = model.for_inference()
     reference, merged = predict(model, batch), predict(folded, batch)

@@ -151,7 +151,17 @@ def _structure_from_atoms(
     energy, forces = _numeric(energy, energy_key, where), _numeric(forces, forces_key, where)
     if energy is not None and energy.size != 1:
         raise DataError(f"{where} has the label {energy_key!r} of shape {energy.shape}, not one number; give the frame's total energy.")
-    return Structure.from_atoms(atoms, energy=None if energy is None else float(energy.reshape(-1)[0]), forces=forces)
+    structure = Structure.from_atoms(atoms, energy=None if energy is None else float(energy.reshape(-1)[0]), forces=forces)
+    structure.weight, structure.energy_weight = (_loss_weight(atoms, key, where) for key in ("weight", "energy_weight"))
+    return structure
+
+
+def _loss_weight(atoms: Atoms, key: str, where: str) -> float:
+    """A frame's loss weight ``atoms.info[key]`` (1 when absent), as :meth:`Structure.to_atoms` writes it."""
+    value = _numeric(atoms.info.get(key, 1.0), key, where)
+    if value.size != 1 or not np.isfinite(value).all() or float(value.reshape(-1)[0]) < 0:
+        raise DataError(f"{where} has the loss weight {key!r} = {value.tolist()}, which is not one number >= 0; fix or remove it.")
+    return float(value.reshape(-1)[0])
 
 
 def _numeric(value, key: str, where: str) -> np.ndarray | None:

@@ -331,6 +331,7 @@ class LearnRun:
         offset = self.state["check"]["energy_offset_eV"]
         for structure in labelled:
             structure.energy -= offset  # onto the data's energy scale, as the labeller check measured
+            structure.weight, structure.energy_weight = self.spec.select.weight, self.spec.select.energy_weight
         entry["labels_added"] = len(labelled)
         entry["unlabellable"] = len(frames) - len(labelled)
         if labelled:

@@ -25,7 +25,7 @@ from typing import Union
 
 from remul_ff.data.labelling import PySCFSettings
 from remul_ff.errors import ConfigError
-from remul_ff.schema import AT_LEAST_1, POSITIVE, bounded, load_spec_section, one_of
+from remul_ff.schema import AT_LEAST_1, NON_NEGATIVE, POSITIVE, bounded, load_spec_section, one_of
 
 
 @dataclass
@@ -105,6 +105,10 @@ class LearnSelect:
         min_distance: A frame closer than this (Å, root mean square over sorted interatomic
             distances) to a training frame or to one already chosen is a duplicate.
         min_pair_distance: Frames with two atoms closer than this (Å) are past repair, not labelled.
+        weight: Loss weight of a labelled frame relative to a starting frame.
+        energy_weight: Extra factor on a labelled frame's energy error. Frames from just before a
+            collapse lie eV above the data; a model that cannot fit them yet shifts every energy to
+            meet them halfway (a constant offset on the test set), so their energies count less.
     """
 
     window_fs: float = 100.0
@@ -112,6 +116,8 @@ class LearnSelect:
     max_per_round: int = bounded(50, *AT_LEAST_1)
     min_distance: float = 0.02
     min_pair_distance: float = 0.6
+    weight: float = bounded(1.0, *NON_NEGATIVE)
+    energy_weight: float = bounded(0.01, *NON_NEGATIVE)
 
 
 @dataclass

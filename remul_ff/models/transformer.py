@@ -60,6 +60,10 @@ class TransformerConfig:
             Edge work dominates the cost (about 8 edges per atom), so a smaller value is faster.
         direct_forces: Add a head that predicts forces without autograd (:class:`DirectForceHead`),
             for multiple time stepping; the energy and its forces are unchanged by it.
+        angular_degree: With ``L >= 1``, the edge MLP's hidden features are multiplied by a learned
+            linear map of the bond direction's Cartesian monomials up to degree ``L`` (``x, y, z, x², xy,
+            ...``): a radial x angular product, as in ACE's density basis, but with no coupling to
+            invariants, so the model stays unconstrained. ``0``: the direction enters the MLP only raw.
     """
 
     width: int = bounded(128, *AT_LEAST_1)
@@ -72,6 +76,7 @@ class TransformerConfig:
     ffn_multiplier: int = bounded(2, *AT_LEAST_1)
     edge_width: int | None = bounded(None, *AT_LEAST_1_OR_NULL)
     direct_forces: bool = False
+    angular_degree: int = bounded(0, lambda v: 0 <= v <= 4, "an integer from 0 to 4")
 
     @property
     def edge_features(self) -> int:
@@ -80,7 +85,12 @@ class TransformerConfig:
 
 
 class EdgeEncoder(nn.Module):
-    """Edge features from the radial basis and the raw (non-invariant) relative vector."""
+    """Edge features from the radial basis and the raw (non-invariant) relative vector.
+
+    ``mlp`` is (linear, SiLU, linear); with ``angular_degree > 0`` its hidden features are multiplied by
+    ``angular(monomials of the unit vector)`` before the last linear layer, which therefore stays the
+    layer that :meth:`REMULTransformer.for_inference` folds into the blocks.
+    """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -90,13 +100,37 @@ class EdgeEncoder(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(config.num_radial + 3, config.edge_features), nn.SiLU(), nn.Linear(config.edge_features, config.edge_features)
         )
+        self.angular_degree = config.angular_degree
+        degree = config.angular_degree
+        self.angular = nn.Linear(num_monomials(degree), config.edge_features) if degree else None
 
     def forward(self, edge_vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[E, edge_features]`` edge features and ``[E]`` envelope values."""
         r = torch.linalg.norm(edge_vec, dim=-1)
         envelope = polynomial_envelope(r, self.r_max, self.envelope_p)
-        features = torch.cat([self.basis(r), edge_vec / self.r_max], dim=-1)
-        return self.mlp(features), envelope
+        hidden = self.mlp[1](self.mlp[0](torch.cat([self.basis(r), edge_vec / self.r_max], dim=-1)))
+        if self.angular is not None:
+            hidden = hidden * self.angular(cartesian_monomials(edge_vec / r[:, None], self.angular_degree))
+        return self.mlp[2](hidden), envelope
+
+
+def num_monomials(degree: int) -> int:
+    """How many monomials of ``x, y, z`` of degree 1 to ``degree`` there are."""
+    return sum((d + 1) * (d + 2) // 2 for d in range(1, degree + 1))
+
+
+def cartesian_monomials(unit: torch.Tensor, degree: int) -> torch.Tensor:
+    """``[E, num_monomials(degree)]``: every monomial of the components of ``unit`` ``[E, 3]`` of degree 1 to ``degree``.
+
+    Degree ``d`` is built from degree ``d - 1`` times one component whose index is at least the
+    largest index already in the monomial, so each monomial appears once.
+    """
+    terms = [unit]
+    last = [unit[:, a : a + 1] for a in range(3)]  # per index a: the monomials of the last degree whose largest index is a
+    for _ in range(1, degree):
+        last = [torch.cat(last[: a + 1], dim=-1) * unit[:, a : a + 1] for a in range(3)]
+        terms.extend(last)
+    return torch.cat(terms, dim=-1)
 
 
 class AttentionBlock(nn.Module):

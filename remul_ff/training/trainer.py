@@ -45,7 +45,7 @@ from remul_ff.training.checkpoint import (
     trainer_checkpoint,
     training_state,
 )
-from remul_ff.training.data import prepare_data
+from remul_ff.training.data import PreparedData, prepare_data
 from remul_ff.training.evaluate import evaluate
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.guard import DivergenceGuard, roll_back_on_spike, stop_reason
@@ -73,6 +73,12 @@ class Trainer:
         self.ctx = distributed.DistributedContext()
         self.progress = progress
         self.epoch_end_hooks: list[Callable[[int], None]] = []
+        # What setup() makes, listed here so that this is every attribute a Trainer has:
+        self.data: PreparedData | None = None
+        self.model = self.ema = self.training_model = self.forward_model = None  # nn.Modules
+        self.optimizer = self.scheduler = self.gradnorm = self.guard = self.log = self.shuffle = self.good_state = None
+        self.epoch, self.best, self.bad_epochs, self.wall, self.stage = 0, math.inf, 0, 0.0, 1
+        self.budget_extension_s, self.fixed_pairs, self.extend_budget = 0.0, False, True
 
     def run(self, resume: bool = False, overwrite: bool = False, extend_budget: bool = True) -> dict[str, float]:
         """Train (or continue training) and return the last log row.
