@@ -49,6 +49,14 @@ def one_of(*choices: str, default: str | None = None, what: str = "") -> Any:
     return _field(choices[0] if default is None else default, MISSING, {"choices": tuple(choices), "what": what})
 
 
+def same_as(cls: type, name: str, default: Any = MISSING) -> Any:
+    """A field that accepts what ``cls``'s field ``name`` accepts, with its default unless ``default`` is
+    given: one dataclass that embeds another's settings declares each range once."""
+    source = {f.name: f for f in dataclasses.fields(cls)}[name]
+    metadata = {**source.metadata, "what": ""}  # messages name this field, not the source's
+    return _field(source.default if default is MISSING else default, MISSING, metadata)
+
+
 # Common ranges, for bounded(default, *RANGE)
 POSITIVE = (lambda v: math.isfinite(v) and v > 0, "a positive number")
 NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0, "a number >= 0")

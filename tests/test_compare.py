@@ -12,6 +12,7 @@ from ase.io import read
 from remul_ff.cli import main
 from remul_ff.compare import MDProtocol, _saved_frame_collapse
 from remul_ff.compare.report import PLOTS
+from remul_ff.compare.spec import stability_settings
 from remul_ff.models.files import MODEL_FILE_KIND, load_file, save_file
 
 
@@ -61,6 +62,25 @@ def test_compare_rejects_a_bad_model_section(tmp_path, capsys):
     spec.write_text("models:\n  remul: {model: {kind: transformer, widht: 8}}\n")
     assert main(["compare", str(spec)]) == 2
     assert "did you mean 'model.width'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "md, message",
+    [("{timestep_fs: -0.5}", "config key 'md.timestep_fs' must be a positive number"), ("{thermostat: berendsen}", "md.thermostat")],
+)
+def test_compare_checks_the_md_protocol_with_the_engine_ranges(tmp_path, capsys, md, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"md: {md}\n")
+    assert main(["compare", str(spec)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_protocol_settings_reach_the_engine():
+    protocol = MDProtocol(temperature=450.0, thermostat="langevin", bond_tolerance=0.4, mts_k=2, seed=7, time="1ps")
+    settings = stability_settings(protocol)
+    got = (settings.temperature, settings.thermostat, settings.bond_tolerance, settings.mts_k, settings.seed)
+    assert got == (450.0, "langevin", 0.4, 2, 7)
+    assert settings.total_time_fs == 1000.0 and settings.write_interval == protocol.frame_interval == settings.thermo_interval
 
 
 def test_model_jobs_run_separately_and_the_report_reuses_their_md(xtb_ethanol_file, tmp_path, capsys):

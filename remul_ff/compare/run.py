@@ -20,7 +20,7 @@ from remul_ff.compare.spec import (
 )
 from remul_ff.config import ConfigError
 from remul_ff.data.bonds import group_name, watched_bonds
-from remul_ff.md import MDResult, MDSettings, parse_duration_fs, run_md
+from remul_ff.md import MDResult, parse_duration_fs, run_md
 from remul_ff.md.analysis import (
     committee_warnings,
     distance_histogram,
@@ -66,17 +66,15 @@ def _ms_per_step(
 ) -> float:
     """Wall ms per MD step of ``starts`` as one batch, timed after a warm-up run (which also compiles)."""
     # No bond or temperature criterion while timing: a replica dropped mid-way would shrink the batch.
-    settings = MDSettings(
-        temperature=spec.md.temperature,
-        timestep_fs=spec.md.timestep_fs,
+    settings = spec.md.engine_settings(
         total_time_fs=spec.md.timestep_fs * repeat,
         thermostat=thermostat,
         write_interval=0,
         compile=compile,
         bond_tolerance=1e9,
         max_temperature=1e12,
-        forces=spec.md.forces,
-        mts_k=spec.md.mts_k,
+        check_interval=1,
+        restart_every=0,
     )
     run_md(model, starts, settings, None, progress=False)
     return 1e3 * run_md(model, starts, settings, None, progress=False).wall_time_s / repeat
@@ -168,18 +166,12 @@ def _drift(spec: CompareSpec, path: Path, atoms, out: Path, reference: list = ()
     moving between two oxygens, as the data show, does not stop it).
     """
     model = _protocol_model(spec, path, resolve_device(spec.train.device), getattr(torch, spec.md.nve_dtype))
-    settings = MDSettings(
-        temperature=spec.md.temperature,
-        timestep_fs=spec.md.timestep_fs,
+    settings = spec.md.engine_settings(
         total_time_fs=parse_duration_fs(spec.md.nve_time),
         thermostat="nve",
-        seed=spec.md.seed,
         write_interval=0,
         thermo_interval=10 * (spec.md.mts_k if spec.md.forces == "mts" else 1),  # rows at the ends of cycles
-        compile=spec.md.compile,
-        restart_every=spec.md.restart_every,
-        forces=spec.md.forces,
-        mts_k=spec.md.mts_k,
+        check_interval=1,
     )
     run_md(model, [atoms], settings, out, progress=False, resume=True, reference_frames=reference)
     import csv

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from remul_ff.config import Config, ConfigError, DataConfig, TrainConfig, config_from_dict, load_spec_section, parse_section, reject_unknown
 from remul_ff.md import MDSettings, parse_duration_fs
-from remul_ff.md.settings import FORCE_MODES, THERMOSTATS
 from remul_ff.models.symmetrize import GROUP_ORDERS
-from remul_ff.schema import AT_LEAST_1, bounded, one_of
+from remul_ff.schema import AT_LEAST_1, bounded, one_of, same_as
 
 MODEL_ENTRY_KEYS = ("model_path", "md", "committee")  # a model entry's own keys, besides training-config sections
 DEFAULT_MODELS = {
@@ -56,26 +55,32 @@ class MDProtocol:
         mts_k: Inner steps per multiple-time-step cycle.
     """
 
-    temperature: float = 500.0
-    timestep_fs: float = 0.5
+    temperature: float = same_as(MDSettings, "temperature", 500.0)
+    timestep_fs: float = same_as(MDSettings, "timestep_fs")
     time: str = "300ps"
-    thermostat: str = one_of(*THERMOSTATS, default="nose-hoover")
+    thermostat: str = same_as(MDSettings, "thermostat", "nose-hoover")
     replicas: int = bounded(5, *AT_LEAST_1)
-    bond_tolerance: float = 0.5
-    max_temperature: float | None = None
+    bond_tolerance: float = same_as(MDSettings, "bond_tolerance")
+    max_temperature: float | None = same_as(MDSettings, "max_temperature")
     nve_time: str = "5ps"
     nve_dtype: str = one_of("float64", "float32")
-    frame_interval: int = 100
-    check_interval: int = 10
-    restart_every: int = 10000
-    seed: int = 0
+    frame_interval: int = bounded(100, *AT_LEAST_1)
+    check_interval: int = same_as(MDSettings, "check_interval", 10)
+    restart_every: int = same_as(MDSettings, "restart_every", 10000)
+    seed: int = same_as(MDSettings, "seed")
     dtype: str = one_of("float64", "float32")
-    compile: bool = False
+    compile: bool = same_as(MDSettings, "compile")
     test_time_rotations: int = bounded(
         0, lambda v: v in (0, *GROUP_ORDERS), f"0 (off) or a rotation group's size, {', '.join(map(str, GROUP_ORDERS))}"
     )
-    forces: str = one_of(*FORCE_MODES)
-    mts_k: int = 4
+    forces: str = same_as(MDSettings, "forces")
+    mts_k: int = same_as(MDSettings, "mts_k")
+
+    def engine_settings(self, **changes) -> MDSettings:
+        """The MD engine's settings: the protocol's values of the fields both have, then ``changes``."""
+        own = {f.name for f in dataclasses.fields(self)}
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(MDSettings) if f.name in own}
+        return MDSettings(**{**shared, **changes})
 
 
 @dataclass
@@ -160,20 +165,5 @@ def model_config(spec: CompareSpec, name: str) -> Config:
 
 def stability_settings(md: MDProtocol) -> MDSettings:
     """The engine's settings for the protocol's stability run."""
-    return MDSettings(
-        temperature=md.temperature,
-        timestep_fs=md.timestep_fs,
-        total_time_fs=parse_duration_fs(md.time),
-        thermostat=md.thermostat,
-        seed=md.seed,
-        write_interval=md.frame_interval,
-        thermo_interval=md.frame_interval,
-        bond_tolerance=md.bond_tolerance,
-        max_temperature=md.max_temperature,
-        traj_format="traj",
-        restart_every=md.restart_every,
-        compile=md.compile,
-        check_interval=md.check_interval,
-        forces=md.forces,
-        mts_k=md.mts_k,
-    )
+    total = parse_duration_fs(md.time)
+    return md.engine_settings(total_time_fs=total, write_interval=md.frame_interval, thermo_interval=md.frame_interval, traj_format="traj")
