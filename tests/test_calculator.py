@@ -120,7 +120,7 @@ def test_bad_calculator_options_are_one_sentence(trained_model_file, options, me
     [
         (
             lambda path: torch.nn.Linear(3, 1),
-            "model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), not Linear.",
+            "model 1 is a Linear, not a remul-ff energy model; load one with remul_ff.models.load_model.",
         ),
         (lambda path: str(path), "model= takes loaded models; give the file"),
         (lambda path: [load_model(path), path], "model= takes loaded models; give the file"),

@@ -17,11 +17,9 @@ from torch import nn
 from remul_ff.calculators.recorded import RecordedForces, recordable
 from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, check_molecule, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
-from remul_ff.models.committee import check_committee
-from remul_ff.models.common import ElementTable, inference_model
-from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
-from remul_ff.models.symmetrize import RotationAveraged, with_test_time_rotations
+from remul_ff.models.runtime import ready_members
+from remul_ff.models.symmetrize import RotationAveraged
 from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed
 from remul_ff.utils.devices import resolve_device
@@ -109,10 +107,7 @@ class REMULCalculator(Calculator):
         _check_unit_factor("length_units_to_A", length_units_to_A)
         self.device = resolve_device(str(device))
         self.dtype = DTYPES[default_dtype]
-        members = self._members(model_path, model)
-        # inference copies: the transformer's merges its edge layers (same energies, fewer operations)
-        members = [with_test_time_rotations(m.to(self.device, self.dtype), test_time_rotations) for m in members]
-        self.models = [inference_model(m.eval().requires_grad_(False)) for m in members]
+        self.models = ready_members(self._source(model_path, model), self.device, self.dtype, test_time_rotations)
         self.model = self.models[0]  # elements and training domain come from the first member
         self.energy_units_to_eV = energy_units_to_eV
         self.length_units_to_A = length_units_to_A
@@ -126,23 +121,15 @@ class REMULCalculator(Calculator):
         self.new_recorder = CudaGraphRecorder
         self._recorded: tuple[_Composition, RecordedForces | None] | None = None
 
-    def _members(self, model_path, model) -> list[nn.Module]:
-        """The models to use, loaded from ``model_path`` or given as ``model``, checked (and, for a committee, checked together)."""
+    @staticmethod
+    def _source(model_path, model):
+        """What to load the models from: ``model_path`` (a file or a list of files), or ``model`` (loaded models only)."""
         if model is None:
-            model = load_models(model_path, self.device, self.dtype)
-        members = [model] if isinstance(model, (nn.Module, str, os.PathLike)) else list(model)
-        if not members:
-            raise ValueError("a committee needs at least one model.")
-        for member in members:
+            return model_path
+        for member in [model] if isinstance(model, (nn.Module, str, os.PathLike)) else list(model):
             if isinstance(member, (str, os.PathLike)):
                 raise ValueError(f"model= takes loaded models; give the file {str(member)!r} as the first argument instead.")
-            if not isinstance(getattr(member, "elements", None), ElementTable):  # its element check and E0s come from there
-                raise ValueError(
-                    f"model= takes remul-ff energy models (remul_ff.models.load_model(path) gives one), not {type(member).__name__}."
-                )
-        if len(members) > 1:
-            check_committee(members, [str(m) for m in model_path] if model_path is not None else None)
-        return members
+        return model
 
     def _direct_forces(self, forces: str) -> tuple[str, nn.Module | None]:
         """The force mode, and the model's view that returns direct forces (``None`` without a head)."""

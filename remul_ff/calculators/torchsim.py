@@ -25,10 +25,9 @@ from torch import nn
 
 from remul_ff.data.batch import AtomicBatch
 from remul_ff.errors import DataError, RemulError
-from remul_ff.models.committee import Committee
 from remul_ff.models.common import inference_model, scatter_sum
-from remul_ff.models.files import load_models
 from remul_ff.models.forces import predict
+from remul_ff.models.runtime import ready_model
 from remul_ff.utils.devices import resolve_device
 
 try:
@@ -82,10 +81,7 @@ class REMULTorchSimModel(ModelInterface):
 
 
 def _as_module(model, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    if isinstance(model, nn.Module):
-        return model
-    members = load_models(model, device, dtype)
-    return members[0] if len(members) == 1 else Committee(members)
+    return model if isinstance(model, nn.Module) else ready_model(model, device, dtype)
 
 
 def _centred(positions: torch.Tensor, system_idx: torch.Tensor, n_systems: int) -> torch.Tensor:

@@ -31,10 +31,9 @@ from remul_ff.md.analysis import (
     stability_time_ps,
 )
 from remul_ff.md.monitor import Collapse, bond_reason
-from remul_ff.models import load_model
-from remul_ff.models.committee import Committee, frame_deviations
+from remul_ff.models.committee import frame_deviations
 from remul_ff.models.forces import predict
-from remul_ff.models.symmetrize import with_test_time_rotations
+from remul_ff.models.runtime import ready_model
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
 from remul_ff.training.trainer import Trainer, keeping_thread_count
@@ -218,7 +217,7 @@ def compare_one(spec: CompareSpec, name: str, shared: SharedInputs, progress: bo
 
 def _committee_warning(spec: CompareSpec, paths: list, md_dir: Path, collapses: list[dict]) -> dict:
     """How many of a model's collapses a committee's force deviation warned of, on its saved frames."""
-    committee = Committee([load_model(p, resolve_device(spec.train.device), torch.float64) for p in paths])
+    committee = ready_model(paths, resolve_device(spec.train.device), torch.float64)
     deviations = {r: frame_deviations(committee, read(md_dir / f"replica_{r:03d}.traj", index=":")) for r in range(spec.md.replicas)}
     frame_ps = spec.md.frame_interval * spec.md.timestep_fs / 1e3
     result = committee_warnings(deviations, collapses, frame_ps)
@@ -236,7 +235,7 @@ def _md_model(spec: CompareSpec, path: Path) -> torch.nn.Module:
 
 def _protocol_model(spec: CompareSpec, path: Path, device, dtype: torch.dtype) -> torch.nn.Module:
     """The model file as the protocol uses it: averaged over ``md.test_time_rotations`` rotations when set."""
-    return with_test_time_rotations(load_model(path, device, dtype), spec.md.test_time_rotations)
+    return ready_model(path, device, dtype, spec.md.test_time_rotations)
 
 
 @dataclass

@@ -39,7 +39,8 @@ from remul_ff.md.engine import run_md
 from remul_ff.md.monitor import Collapse
 from remul_ff.md.settings import MDSettings
 from remul_ff.models import load_model, predict
-from remul_ff.models.committee import Committee, frame_deviations
+from remul_ff.models.committee import frame_deviations
+from remul_ff.models.runtime import ready_model
 from remul_ff.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class LearnRun:
     # -- MD ----------------------------------------------------------------------------------
 
     def _simulate(self, entry: dict) -> None:
-        model = load_model(self.model_path(entry["round"]), dtype=torch.float32)
+        model = ready_model(self.model_path(entry["round"]), dtype=torch.float32)
         for temperature in self.spec.md.temperatures:
             chunks = entry["md"].setdefault(f"{temperature:g}", [])
             while not self._md_done(chunks):
@@ -288,7 +289,7 @@ class LearnRun:
             entry["max_deviation"] = None
             return []
         paths = [self.model_path(entry["round"], m) for m in range(self.spec.train.committee)]
-        committee = Committee([load_model(path, dtype=torch.float32) for path in paths])
+        committee = ready_model(paths, dtype=torch.float32)
         frames = []
         for temperature, chunks in entry["md"].items():
             for number in range(len(chunks)):

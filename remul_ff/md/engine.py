@@ -48,7 +48,7 @@ from remul_ff.md.settings import (  # noqa: F401 (re-exported: remul_ff.md.engin
 from remul_ff.md.state import MDState, compute_forces, maxwell_boltzmann, state_from_atoms
 from remul_ff.models.committee import Committee, max_force_deviation
 from remul_ff.models.common import inference_model, with_fixed_pairs
-from remul_ff.models.files import load_model
+from remul_ff.models.runtime import ModelSource, ready_model
 from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.utils.memory import keep_freed_memory
 from remul_ff.utils.progress import progress_bar
@@ -101,7 +101,7 @@ def prepare_state(model: nn.Module, starts: Sequence[Atoms], settings: MDSetting
 
 
 def run_md(
-    model: nn.Module | str | os.PathLike,
+    model: nn.Module | ModelSource,
     starts: Sequence[Atoms] | Atoms,
     settings: MDSettings | dict | None = None,
     output_dir: str | Path | None = None,
@@ -113,8 +113,9 @@ def run_md(
     """Integrate one replica per structure in ``starts`` as a single batch.
 
     Args:
-        model: Energy-only model (its device and dtype are used), or the path of a ``model.pt``
-            (loaded on the CPU in float64).
+        model: Energy-only model (its device and dtype are used), or the path of a ``model.pt``, or a
+            list of paths or models for a committee (loaded by :func:`~remul_ff.models.runtime.ready_model`
+            on the CPU in float64).
         starts: Starting structures, one per replica (they may differ in size and composition), or
             one ``Atoms`` for a single replica.
         settings: The protocol: an :class:`MDSettings`, a dict of its fields, or ``None`` for the defaults.
@@ -143,7 +144,7 @@ def run_md(
 def _checked_inputs(model, starts, settings) -> tuple[nn.Module, list[Atoms], MDSettings]:
     """``run_md``'s model (loaded from a path), starting structures and settings, checked (one sentence each)."""
     settings = md_settings(settings)
-    model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    model = model if isinstance(model, nn.Module) else ready_model(model)
     starts = checked_starts(model, starts)
     warn_long_timestep(settings.timestep_fs, starts)
     check_force_mode(model, settings.forces)
