@@ -24,6 +24,9 @@ training or the developer's tests, so epochs per minute vary by up to a fifth; e
         [--set loss.mode=remul: the recipe's loss until session 15; it trains with augment since] \\
         [--set model.angular_degree=3 | --set model.depth=4 | --set model.depth=4 --set model.width=192] \\
         --set output_dir=benchmarks/accuracy_budget/runs/<recipe>_<B>min_seed<S>
+    # EGNN at other budgets (its 30-minute runs are the EARLIER_RUNS below):
+    OMP_NUM_THREADS=1 remul-ff train benchmarks/stability/rmd17_ethanol/egnn/config.yaml --no-progress \\
+        --set train.max_minutes=B --set train.seed=S --set output_dir=benchmarks/accuracy_budget/runs/egnn_<B>min_seed<S>
     python benchmarks/accuracy_budget.py
 
 Writes ``benchmarks/results/accuracy_budget.{json,md,png}``.

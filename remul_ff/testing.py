@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from remul_ff.data.batch import AtomicBatch
+from remul_ff.geometry import random_rotations, rotate_vectors
 from remul_ff.models.forces import predict
-from remul_ff.training.losses import random_rotations, rotate_vectors
 
 
 def finite_difference_force_error(model: nn.Module, batch: AtomicBatch, step: float = 1e-5) -> float:

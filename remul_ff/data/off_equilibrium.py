@@ -40,6 +40,7 @@ import numpy as np
 from remul_ff.data.batch import Structure
 from remul_ff.data.bonds import molecular_bonds
 from remul_ff.errors import DataError
+from remul_ff.geometry import kabsch_aligned
 from remul_ff.utils.progress import progress_bar
 
 XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")  # what tblite's ASE calculator accepts
@@ -251,15 +252,6 @@ def _nearest_training_frame(train: list[Structure], positions: np.ndarray, numbe
     if best is None:
         raise DataError("an own-MD frame is of a molecule that no training frame has (same atoms, same order).")
     return best, best_aligned
-
-
-def kabsch_aligned(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``moving`` [n, 3] rotated and translated onto ``target`` [n, 3] (least squares, proper rotation)."""
-    a, b = moving - moving.mean(0), target - target.mean(0)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    rotation = u @ np.diag([1.0, 1.0, d]) @ vt
-    return a @ rotation + target.mean(0)
 
 
 def load_or_make(train: list[Structure], settings: OffEquilibriumSettings, path: Path, progress: bool = True) -> list[Structure]:

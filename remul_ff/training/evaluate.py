@@ -30,10 +30,10 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from remul_ff.data.batch import AtomicBatch, Structure, collate
+from remul_ff.geometry import random_rotations, rotate_vectors
 from remul_ff.models.common import scatter_sum
 from remul_ff.models.forces import predict
 from remul_ff.models.transformer import has_direct_forces, with_direct_forces
-from remul_ff.training.losses import random_rotations, rotate_vectors
 
 MEV = 1000.0
 

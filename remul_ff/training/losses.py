@@ -12,54 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from e3nn import o3
 from torch import nn
 
 from remul_ff.config import LossConfig
 from remul_ff.data.batch import AtomicBatch, concat_batches
+from remul_ff.geometry import random_rigid_motion, random_rotations, rotate_batch, rotate_vectors  # noqa: F401 (re-exported)
 from remul_ff.models.forces import Prediction, predict
-
-
-def random_rotations(n: int, dtype: torch.dtype, device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``[n, 3, 3]`` Haar-uniform rotation matrices.
-
-    Without a generator this is e3nn's ``o3.rand_matrix`` (torch's global RNG). With a CPU
-    generator, unit quaternions from normalised Gaussians (also Haar-uniform) are drawn from it,
-    which leaves the global RNG untouched.
-    """
-    if generator is None:
-        return o3.rand_matrix(n, dtype=dtype, device=device)
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    return o3.quaternion_to_matrix(q / q.norm(dim=-1, keepdim=True)).to(device, dtype)
-
-
-def rotate_vectors(vectors: torch.Tensor, per_atom_rotations: torch.Tensor) -> torch.Tensor:
-    """``R_n v_n`` for each row ``n``."""
-    return torch.einsum("nij,nj->ni", per_atom_rotations, vectors)
-
-
-def rotate_batch(batch: AtomicBatch, rotations: torch.Tensor, translations: torch.Tensor | None = None) -> AtomicBatch:
-    """Apply one rigid motion per molecule to positions and (when present) force labels.
-
-    Args:
-        batch: Molecules to move.
-        rotations: ``[m, 3, 3]`` one rotation per molecule.
-        translations: ``[m, 3]`` one translation per molecule, in Å (optional).
-    """
-    per_atom = rotations[batch.molecule_index]
-    positions = rotate_vectors(batch.positions, per_atom)
-    if translations is not None:
-        positions = positions + translations[batch.molecule_index]
-    forces = None if batch.forces is None else rotate_vectors(batch.forces, per_atom)
-    return batch.replace(positions=positions, forces=forces)
-
-
-def random_rigid_motion(
-    n: int, dtype: torch.dtype, device: torch.device | str, translation_scale: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random rotation and one Gaussian translation (std ``translation_scale`` Å) for each of ``n`` molecules."""
-    rotations = random_rotations(n, dtype, device)
-    return rotations, translation_scale * torch.randn(n, 3, dtype=dtype, device=device)
 
 
 @dataclass
