@@ -103,6 +103,10 @@ def test_serial_and_parallel_packages_are_cached_apart(trained_model_file):
     with torch.no_grad():
         next(other.parameters()).add_(1e-6)
     assert package_digest(other) != package_digest(model)  # and the weights are in the key
+    # so are the hyperparameters that no weight records (the envelope's exponent changes the program)
+    from tests.helpers import tiny_model
+
+    assert package_digest(tiny_model(envelope_p=5)) != package_digest(tiny_model())
 
 
 def test_compile_refuses_a_committee(trained_model_file):

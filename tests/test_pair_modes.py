@@ -9,7 +9,7 @@ from ase.build import molecule
 from remul_ff.data.batch import Structure, collate
 from remul_ff.data.neighbors import radius_graph
 from remul_ff.models import predict
-from remul_ff.models.common import ALL_PAIRS_MAX_ATOMS
+from remul_ff.models.common import AUTO_ALL_PAIRS_MAX_ATOMS
 from tests.helpers import jittered_molecules, tiny_model
 
 
@@ -40,6 +40,6 @@ def test_auto_takes_all_pairs_for_small_molecules_only():
     stacked = benzene + benzene.copy()
     stacked.positions[len(benzene) :, 2] += 3.5
     big = collate([Structure.from_atoms(stacked)], dtype=torch.float64)
-    assert len(big.positions) > ALL_PAIRS_MAX_ATOMS
+    assert len(big.positions) > AUTO_ALL_PAIRS_MAX_ATOMS
     edges = model.pairs(big.positions, big.molecule_index)[0]
     assert torch.equal(edges, radius_graph(big.positions, 2.0, big.molecule_index)[0])

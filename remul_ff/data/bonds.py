@@ -24,14 +24,15 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
+from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS
+
 # Covalent radii alone miss most bonds of a hot molecule: in a 500 K rMD17 ethanol frame the C-C
 # (1.61 Å vs 1.52), C-O and O-H bonds are all longer than the sum of the radii.
 BOND_SKIN = 0.3
 # Covalent bonds of the shared data sets vary by 0.03-0.05 Å (standard deviation over the frames);
 # acetylacetone's O-H, with the proton on either oxygen, by 0.36 Å.
 FLUXIONAL_STD = 0.1
-# replica_bonds compares every atom pair of a molecule (n^2 / 2) up to this size, ASE's cell list above it.
-ALL_PAIRS_MAX_ATOMS = 256
+# replica_bonds compares every atom pair of a molecule (n^2 / 2) up to ALL_PAIRS_MAX_ATOMS, ASE's cell list above it.
 PAIRS_PER_CHUNK = 1 << 21  # ~150 MB of float64 work arrays at a time
 
 

@@ -15,7 +15,7 @@ from remul_ff.errors import DataError
 
 PAIR_MODES = ("auto", "radius", "all")
 # "auto" takes every same-molecule pair up to this molecule size (see AtomwiseEnergyModel.pairs).
-ALL_PAIRS_MAX_ATOMS = 16
+AUTO_ALL_PAIRS_MAX_ATOMS = 16
 # MD on an accelerator takes every pair up to this size (with_fixed_pairs): 3BPA's 27 atoms have 702
 # ordered pairs, 446 of them within 5 Å. A launch-bound GPU step should not notice the extra pairs,
 # but does wait for a host sync (an assumption: no GPU has timed this choice yet).
@@ -167,12 +167,12 @@ class AtomwiseEnergyModel(nn.Module):
         ``radius``: pairs closer than ``r_max`` (:func:`radius_graph`). ``all``: every pair of the
         same molecule (:func:`all_pairs`); the envelope is exactly zero from ``r_max`` on, so the
         extra pairs add nothing, while shapes stop depending on positions. ``auto``: ``all`` for
-        molecules of up to :data:`ALL_PAIRS_MAX_ATOMS` atoms, where nearly every pair is inside
+        molecules of up to :data:`AUTO_ALL_PAIRS_MAX_ATOMS` atoms, where nearly every pair is inside
         the cutoff anyway, else ``radius``.
         """
         mode = self.pair_mode
         if mode == "auto":
-            mode = "all" if largest_molecule(molecule_index) <= ALL_PAIRS_MAX_ATOMS else "radius"
+            mode = "all" if largest_molecule(molecule_index) <= AUTO_ALL_PAIRS_MAX_ATOMS else "radius"
         if mode == "all":
             return all_pairs(positions, molecule_index)
         return radius_graph(positions, self.r_max, molecule_index)

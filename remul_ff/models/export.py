@@ -229,7 +229,7 @@ def package_digest(model: nn.Module, program: str = "given pairs") -> str:
     torch.save(
         {
             "state": model.state_dict(),
-            "hyper": repr(getattr(model, "hyperparameters", None)),
+            "hyper": repr(getattr(model, "config", None)),  # the hyperparameters' dataclass
             "dtype": str(next(model.parameters()).dtype),
             "torch": torch.__version__,
             "kind": type(model).__name__,
