@@ -41,6 +41,15 @@ def test_a_list_becomes_a_checked_committee_of_files_and_models(tmp_path):
         ready_model([first, xtb_like])
 
 
+def test_every_potential_meets_the_model_protocol(tmp_path):
+    from remul_ff.models.runtime import EnergyModel
+
+    path = write_model_file(tmp_path / "a.pt")
+    for model in (load_model(path), tiny_model("egnn"), ready_model([path, path]), ready_members(path, test_time_rotations=4)[0]):
+        assert isinstance(model, EnergyModel), type(model).__name__
+    assert not isinstance(torch.nn.Linear(3, 1), EnergyModel)
+
+
 def test_rotation_averaging_and_bad_sources_are_handled(tmp_path):
     members = ready_members(write_model_file(tmp_path / "a.pt"), test_time_rotations=12)
     assert len(members) == 1 and isinstance(members[0], RotationAveraged)

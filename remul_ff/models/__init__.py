@@ -10,6 +10,7 @@ from remul_ff.models.common import e0_list
 from remul_ff.models.egnn import EGNN, EGNNConfig
 from remul_ff.models.files import MODEL_FILE_KIND, load_model, model_from_payload
 from remul_ff.models.forces import Prediction, predict
+from remul_ff.models.runtime import EnergyModel, ModelSource, ready_members, ready_model
 from remul_ff.models.transformer import REMULTransformer, TransformerConfig
 
 MODEL_CONFIGS = {"transformer": TransformerConfig, "egnn": EGNNConfig}
@@ -41,8 +42,10 @@ def hyperparameters(model: nn.Module) -> dict:
 __all__ = [
     "EGNN",
     "EGNNConfig",
+    "EnergyModel",
     "MODEL_CLASSES",
     "MODEL_FILE_KIND",
+    "ModelSource",
     "Prediction",
     "REMULTransformer",
     "TransformerConfig",
@@ -51,4 +54,6 @@ __all__ = [
     "load_model",
     "model_from_payload",
     "predict",
+    "ready_members",
+    "ready_model",
 ]

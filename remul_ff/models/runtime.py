@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Union
+from typing import Protocol, Union, runtime_checkable
 
 import torch
 from torch import nn
@@ -21,6 +21,21 @@ from remul_ff.models.committee import Committee, check_committee
 from remul_ff.models.common import ElementTable, inference_model
 from remul_ff.models.files import load_model
 from remul_ff.models.symmetrize import with_test_time_rotations
+
+
+@runtime_checkable
+class EnergyModel(Protocol):
+    """What remul-ff asks of a potential: the transformer, EGNN, a committee or a rotation average.
+
+    ``forward`` gives the ``[n]`` per-atom energies in eV (float64) of the molecules in one batch
+    (:func:`~remul_ff.models.forces.predict` turns them into energies and forces); ``elements`` checks
+    atomic numbers and maps them to species.
+    """
+
+    elements: ElementTable
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor: ...
+
 
 ModelSource = Union[str, os.PathLike, nn.Module, Sequence[Union[str, os.PathLike, nn.Module]]]
 """A model file, a loaded model, or a list of them (a committee)."""
@@ -47,7 +62,7 @@ def ready_members(
     names = [str(item) if isinstance(item, (str, os.PathLike)) else f"model {k + 1}" for k, item in enumerate(items)]
     members = [load_model(item, device, dtype) if isinstance(item, (str, os.PathLike)) else item for item in items]
     for name, member in zip(names, members):
-        if not isinstance(getattr(member, "elements", None), ElementTable):  # its element check and E0s come from there
+        if not (isinstance(member, EnergyModel) and isinstance(member.elements, ElementTable)):
             raise ValueError(f"{name} is a {type(member).__name__}, not a remul-ff energy model; load one with remul_ff.models.load_model.")
     if len(members) > 1:
         check_committee(members, names)
