@@ -5,31 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from remul_ff.utils.timing import median_seconds  # noqa: F401 (the benchmarks time with it)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def median_seconds(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` over ``repeat`` calls after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def machine() -> dict[str, object]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 
 from remul_ff.data.batch import Structure
 from remul_ff.training.flops import FlopCounter
 from remul_ff.training.trainer import Trainer
+from remul_ff.utils.timing import median_seconds
 
 
 def step_flops(trainer: Trainer, structures: list[Structure]) -> int:
@@ -35,10 +35,4 @@ def step_seconds(trainer: Trainer, structures: list[Structure], repeat: int = 5)
 
     The steps are taken (weights change): time a trainer made for the purpose, after ``setup``.
     """
-    trainer.step(structures)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        trainer.step(structures)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(lambda: trainer.step(structures), repeat=repeat, warmup=1)
