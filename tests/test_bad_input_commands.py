@@ -264,7 +264,7 @@ COMPARE_SPECS = [  # (spec after the data line, extra arguments, what the senten
     ),
     ("models: {a: {model: {kind: egnn}}}\n", ["--model", "zzz"], "the spec has no model named 'zzz'; it names a"),
     ("models: {a: {model: {kind: egnn}}}\n", ["--update-report"], "--update-report needs --model NAME"),
-    ("models: {a: {model: {kind: egnn}}}\n", ["--set", "md.timestep_fs=0"], "the time step (fs) must be a positive number"),
+    ("models: {a: {model: {kind: egnn}}}\n", ["--set", "md.timestep_fs=0"], "config key 'md.timestep_fs' must be a positive number"),
 ]
 
 
