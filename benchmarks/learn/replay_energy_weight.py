@@ -16,13 +16,10 @@ import argparse
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
 from remul_ff.data.generate import write_extxyz
 from remul_ff.data.readers import read_structures
-from remul_ff.learn.loop import predicted_energies
+from remul_ff.learn.loop import accuracy_on
 from remul_ff.models import load_model
-from remul_ff.training.evaluate import evaluate
 
 
 def replay(round_dir: Path, n_start: int, weight: float, out: Path) -> Path:
@@ -49,10 +46,8 @@ def main() -> None:
     test = read_structures(args.test)
     print("| added frames' energy weight | test energy offset (meV) | test energy MAE (meV) | test force MAE (meV/Å) |")
     for weight in args.weights:
-        model = load_model(replay(args.round_dir, args.start, weight, args.out / f"w{weight:g}"))
-        result = evaluate(model, test, {}, n_rotations=0)
-        offset = 1000 * float(np.mean(predicted_energies(model, test) - [s.energy for s in test]))
-        print(f"| {weight:g} | {offset:+.1f} | {result['energy_mae_meV']:.1f} | {result['forces_mae_meV_A']:.1f} |")
+        row = accuracy_on(load_model(replay(args.round_dir, args.start, weight, args.out / f"w{weight:g}")), test)
+        print(f"| {weight:g} | {row['energy_offset_meV']:+.1f} | {row['energy_mae_meV']:.1f} | {row['forces_mae_meV_A']:.1f} |")
 
 
 if __name__ == "__main__":

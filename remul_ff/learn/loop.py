@@ -48,6 +48,16 @@ STAGES = ("train", "md", "select", "label", "done")
 MEV = 1000.0
 
 
+def accuracy_on(model: torch.nn.Module, structures: list) -> dict:
+    """Force MAE and RMSE, energy MAE and the mean energy offset (prediction minus label) on ``structures``."""
+    from remul_ff.training.evaluate import evaluate
+
+    result = evaluate(model, structures, {}, n_rotations=0)
+    row = {k: result[k] for k in ("forces_mae_meV_A", "forces_rmse_meV_A", "energy_mae_meV")}
+    row["energy_offset_meV"] = MEV * float(np.mean(predicted_energies(model, structures) - [s.energy for s in structures]))
+    return row
+
+
 def predicted_energies(model: torch.nn.Module, structures, batch_size: int = 64) -> np.ndarray:
     """The model's energies (eV) of ``structures``, on its device and dtype."""
     reference = next(model.parameters())
@@ -200,13 +210,7 @@ class LearnRun:
     def _test(self, entry: dict) -> dict | None:
         if not self.spec.test:
             return None
-        from remul_ff.training.evaluate import evaluate
-
-        model, structures = load_model(self.model_path(entry["round"])), read_structures(self.spec.test)
-        result = evaluate(model, structures, {}, n_rotations=0)
-        row = {k: result[k] for k in ("forces_mae_meV_A", "forces_rmse_meV_A", "energy_mae_meV")}
-        row["energy_offset_meV"] = MEV * float(np.mean(predicted_energies(model, structures) - [s.energy for s in structures]))
-        return row
+        return accuracy_on(load_model(self.model_path(entry["round"])), read_structures(self.spec.test))
 
     # -- MD ----------------------------------------------------------------------------------
 

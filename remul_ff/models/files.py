@@ -130,11 +130,6 @@ def model_payload(
     }
 
 
-def load_models(paths, device: torch.device | str, dtype: torch.dtype) -> list[nn.Module]:
-    """:func:`load_model` for one path or a list of them (a committee)."""
-    return [load_model(path, device, dtype) for path in ([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))]
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> nn.Module:
     """Rebuild a model from an exported model file, in eval mode with frozen parameters.
 
