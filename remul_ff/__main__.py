@@ -1,5 +1,5 @@
 """Allows ``python -m remul_ff`` (and ``torchrun -m remul_ff``)."""
 
-from remul_ff.cli import main
+from remul_ff.cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

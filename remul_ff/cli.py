@@ -280,6 +280,19 @@ def _messages_on_stdout() -> Iterator[None]:
         library.propagate = propagate
 
 
+def console() -> int:
+    """The ``remul-ff`` program (and ``python -m remul_ff``): :func:`main` in a process of its own.
+
+    Only a process of its own may change process-wide settings: it keeps freed memory for reuse, since
+    every MD step frees and allocates the same buffers (:func:`remul_ff.utils.memory.keep_freed_memory`;
+    ``REMUL_FF_KEEP_FREED_MEMORY=0`` opts out). :func:`main`, called from Python, changes nothing.
+    """
+    from remul_ff.utils.memory import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``remul-ff`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -53,3 +53,23 @@ def test_the_environment_can_leave_the_allocator_alone():
     applied, faults = _run_steps("keep", REMUL_FF_KEEP_FREED_MEMORY="0")
     assert applied == "False"
     assert faults > 19 * 1000
+
+
+def test_a_calculator_and_an_md_run_leave_the_allocator_alone_and_the_program_sets_it(trained_model_file, monkeypatch):
+    from ase.build import molecule
+
+    from remul_ff import cli
+    from remul_ff.calculators import REMULCalculator
+    from remul_ff.md import MDSettings, run_md
+    from remul_ff.utils import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_applied", None)
+    monkeypatch.setattr(memory, "_set_glibc_thresholds", lambda: calls.append("mallopt") or True)
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = REMULCalculator(str(trained_model_file))
+    atoms.get_forces()
+    run_md(str(trained_model_file), atoms, MDSettings(total_time_fs=2, write_interval=0), progress=False)
+    assert calls == []  # a library call changes nothing process-wide
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    assert cli.console() == 0 and calls == ["mallopt"]  # the remul-ff program, a process of its own, asks

@@ -23,7 +23,6 @@ from remul_ff.models.symmetrize import RotationAveraged
 from remul_ff.models.transformer import has_direct_forces, with_direct_forces
 from remul_ff.utils.cuda_graphs import CudaGraphRecorder, RecordingFailed
 from remul_ff.utils.devices import resolve_device
-from remul_ff.utils.memory import keep_freed_memory
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -77,8 +76,8 @@ class REMULCalculator(Calculator):
             ``calc.get_property("direct_forces", atoms)`` alone skips the backward pass.
         **kwargs: Passed on to :class:`ase.calculators.calculator.Calculator`.
 
-    Making a calculator sets glibc's malloc to keep freed memory for the next step
-    (:func:`remul_ff.utils.memory.keep_freed_memory`; ``REMUL_FF_KEEP_FREED_MEMORY=0`` opts out).
+    Making a calculator changes nothing outside it. Long MD in a Python program runs faster with
+    :func:`remul_ff.utils.memory.keep_freed_memory` called once (the ``remul-ff`` program does).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies"]
@@ -98,7 +97,6 @@ class REMULCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        keep_freed_memory()  # every step frees and allocates the same buffers: no page faults for them
         if default_dtype not in DTYPES:
             raise ValueError(f"default_dtype must be 'float32' or 'float64', not {default_dtype!r}.")
         if (model_path is None) == (model is None):

@@ -50,7 +50,6 @@ from remul_ff.models.committee import Committee, max_force_deviation
 from remul_ff.models.common import inference_model, with_fixed_pairs
 from remul_ff.models.runtime import ModelSource, ready_model
 from remul_ff.models.transformer import has_direct_forces, with_direct_forces
-from remul_ff.utils.memory import keep_freed_memory
 from remul_ff.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -130,7 +129,6 @@ def run_md(
     model, starts, settings = _checked_inputs(model, starts, settings)
     if output_dir is not None:
         prepare_output_dir(Path(output_dir), resume, overwrite)
-    keep_freed_memory()  # each step frees and allocates the same buffers: reuse them without page faults
     model = _inference_model(model, starts, settings.forces)
     run = _start_run(model, starts, settings, None if output_dir is None else Path(output_dir), resume, reference_frames)
     if settings.compile and run.last < settings.n_steps:
