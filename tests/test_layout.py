@@ -75,3 +75,24 @@ def test_every_attribute_is_made_in_the_constructor():
 def test_an_attribute_made_later_is_found():
     source = "class A:\n    def __init__(self):\n        self.a = 1\n    def run(self):\n        self.a, self.b = 2, 3\n"
     assert attributes_made_after_construction(source) == {"A": {"b"}}
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES, MAX_README_LINES = 400, 40, 250
+
+
+def long_functions(source: str) -> list[str]:
+    """``name (lines)`` of every function in ``source`` longer than :data:`MAX_FUNCTION_LINES`, docstring included."""
+    nodes = (n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    return [f"{n.name} ({n.end_lineno - n.lineno + 1})" for n in nodes if n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_files_and_functions_stay_short_and_readme_stays_a_users_page():
+    long_files = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES}
+    assert long_files == {}
+    assert {str(p.relative_to(PACKAGE)): f for p in PACKAGE.rglob("*.py") if (f := long_functions(p.read_text()))} == {}
+    assert len((PACKAGE.parent / "README.md").read_text().splitlines()) <= MAX_README_LINES
+
+
+def test_a_long_function_is_found():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert long_functions(f"def short():\n    return 1\n\n\ndef long():\n{body}\n") == [f"long ({MAX_FUNCTION_LINES + 1})"]

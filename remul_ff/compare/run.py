@@ -36,7 +36,8 @@ from remul_ff.models.forces import predict
 from remul_ff.models.runtime import ready_model
 from remul_ff.training.data import prepare_data
 from remul_ff.training.evaluate import evaluate, iterate_batches
-from remul_ff.training.trainer import Trainer, keeping_thread_count
+from remul_ff.training.step import keeping_thread_count
+from remul_ff.training.trainer import Trainer
 from remul_ff.utils.devices import resolve_device
 
 

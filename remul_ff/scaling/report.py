@@ -19,7 +19,8 @@ from remul_ff.errors import ConfigError
 from remul_ff.scaling.fit import bootstrap_fits, crossings, fit_power_law, interval, probability_below
 from remul_ff.scaling.measure import step_seconds
 from remul_ff.scaling.sweep import RESULTS_FILE, ScalingSpec, point_config, read_rows, run_dir, sweep_points
-from remul_ff.training.trainer import Trainer, keeping_thread_count
+from remul_ff.training.step import keeping_thread_count
+from remul_ff.training.trainer import Trainer
 from remul_ff.utils.io import atomic_path
 from remul_ff.utils.plotting import subplots
 

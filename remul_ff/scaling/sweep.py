@@ -37,7 +37,8 @@ from pathlib import Path
 from remul_ff.config import DataConfig, TrainConfig, config_from_dict, load_spec_section
 from remul_ff.errors import ConfigError
 from remul_ff.scaling.measure import step_flops
-from remul_ff.training.trainer import Trainer, keeping_thread_count
+from remul_ff.training.step import keeping_thread_count
+from remul_ff.training.trainer import Trainer
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path
 

@@ -82,6 +82,12 @@ def initialise(device: torch.device) -> tuple[DistributedContext, torch.device]:
     return ctx, device
 
 
+def check_global_batch(batch_size: int, ctx: DistributedContext) -> None:
+    """``train.batch_size`` is the global batch: every process takes the same share of it."""
+    if batch_size % ctx.world_size:
+        raise ConfigError(f"train.batch_size ({batch_size}) is the global batch and must be divisible by the {ctx.world_size} processes.")
+
+
 def shutdown() -> None:
     """Destroy the process group, if any."""
     if dist.is_initialized():
