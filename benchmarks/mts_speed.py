@@ -31,6 +31,7 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -94,8 +95,9 @@ def medians(rounds: list[dict], name: str) -> dict[str, float]:
     return {key: float(np.median([one[name][key] for one in rounds])) for key in rounds[0][name]}
 
 
-def nve_drift(model: str, k: int, args: argparse.Namespace) -> dict:
-    """Mean and largest |drift| of the conserved energy over the replicas, meV/atom/ps (float64, 0.5 fs)."""
+def nve_drift(model: str, k: int, args: argparse.Namespace, out: Path | None = None) -> dict:
+    """Mean and largest |drift| of the conserved energy over the replicas, meV/atom/ps (float64, 0.5 fs),
+    run in ``out`` (default ``direct_forces/nve/k<k>``; an interrupted run continues there)."""
     frames = read(STRUCTURES["ethanol (9 atoms)"], index=f":{args.drift_replicas}")
     settings = MDSettings(
         temperature=300,
@@ -109,7 +111,7 @@ def nve_drift(model: str, k: int, args: argparse.Namespace) -> dict:
         compile=True,
         restart_every=4000,  # an interrupted run continues where it stopped
     )
-    out = RESULTS.parent / "direct_forces" / "nve" / f"k{k}"
+    out = out or RESULTS.parent / "direct_forces" / "nve" / f"k{k}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = run_md(model, frames, settings, out, progress=False, resume=True)

@@ -106,6 +106,10 @@ class LossConfig:
         direct_forces_weight: Weight of the direct forces' MSE ((eV/Å)²), for a model with
             ``direct_forces: true``; in ``remul`` mode the same weight applies to their
             equivariance term.
+        direct_forces_target: What the direct forces learn: the ``labels`` (DFT forces) or the model's
+            own ``conservative`` forces ``-dE/dx`` (held fixed in the loss). Multiple time stepping
+            corrects the direct forces by (conservative - direct) every k-th step, so a head that
+            reproduces the conservative forces leaves a smaller slow force and drifts less.
         stage_two_fraction: The last share of the run (of ``train.epochs`` or ``train.max_minutes``,
             whichever is further along) trained with the stage-two weights, as MACE's second stage
             does; the best model is then chosen among stage-two epochs. 0: one stage.
@@ -124,6 +128,7 @@ class LossConfig:
     energy_weight: float = bounded(1.0, *NON_NEGATIVE)
     forces_weight: float = bounded(10.0, *NON_NEGATIVE)
     direct_forces_weight: float = 10.0
+    direct_forces_target: str = one_of("labels", "conservative")
     stage_two_fraction: float = bounded(0.0, lambda v: 0 <= v < 1, "in [0, 1) (0: one stage)")
     stage_two_energy_weight: float = bounded(100.0, *NON_NEGATIVE)
     stage_two_forces_weight: float = bounded(10.0, *NON_NEGATIVE)
@@ -160,6 +165,8 @@ class TrainConfig:
             the ``tensorboard`` package is installed.
         init_from: A ``model.pt`` whose weights start the run (fine-tuning; the same model section
             and elements); ``null`` starts from random weights.
+        trainable: ``all`` parameters, or only the ``direct_forces_head`` (with ``init_from``: fits a
+            direct-force head to a trained model whose energies and conservative forces stay as they were).
     """
 
     epochs: int = bounded(100, *AT_LEAST_1)
@@ -185,6 +192,7 @@ class TrainConfig:
     num_threads: Union[int, None] = bounded(None, *AT_LEAST_1_OR_NULL)
     tensorboard: bool = True
     init_from: Union[str, None] = None
+    trainable: str = one_of("all", "direct_forces_head")
 
 
 @dataclass
@@ -233,6 +241,18 @@ def check_model_shape(config: Config) -> None:
         )
 
 
+def check_head_fit(config: Config) -> None:
+    """A run that trains only the direct-force head needs that head and a trained model to fit it to."""
+    if config.train.trainable != "direct_forces_head":
+        return
+    if not config.model.get("direct_forces"):
+        raise ConfigError("config key 'train.trainable' is direct_forces_head, but the model has none; set model.direct_forces: true.")
+    if not config.train.init_from:
+        raise ConfigError(
+            "config key 'train.trainable' is direct_forces_head, which fits the head to a trained model; name it in train.init_from."
+        )
+
+
 def config_from_dict(values: dict) -> Config:
     """Parse a nested dict (e.g. loaded YAML) into a :class:`Config`, checking types and ranges."""
     if not isinstance(values, dict):
@@ -244,6 +264,7 @@ def config_from_dict(values: dict) -> Config:
     if config.data.off_equilibrium is not None:
         config.data.off_equilibrium.validate()
     check_model_shape(config)
+    check_head_fit(config)
     return config
 
 

@@ -260,3 +260,62 @@ def test_the_ase_integrator_asks_for_conservative_forces_once_per_cycle(direct_m
     MultipleTimeStepVerlet(atoms, DT, k=4).run(8)
     # ASE's own loop would ask for atoms.get_forces() after every step: a backward pass on every inner step
     assert sum("forces" in p for p in asked) == 1 + 8 // 4  # the start and the end of each cycle
+
+
+def test_the_direct_forces_can_learn_the_models_own_conservative_forces():
+    model = with_direct_forces(tiny_model(direct_forces=True))
+    batch = collate(labelled(jittered_molecules("CH3CH2OH", 2)), dtype=torch.float64)
+    prediction = predict(model, batch, training=True)
+    own = task_loss(prediction, batch, "conservative")
+    torch.testing.assert_close(own.direct_sse, (prediction.direct_forces - prediction.forces).square().sum())
+    assert float(own.direct_sse.detach()) != float(task_loss(prediction, batch).direct_sse.detach())  # not the labels
+    # The target is held fixed: this term trains the head, not the energy behind the conservative forces.
+    assert torch.autograd.grad(own.direct_sse, prediction.forces, retain_graph=True, allow_unused=True) == (None,)
+    identity, shift = torch.eye(3, dtype=torch.float64).expand(2, 3, 3), torch.zeros(2, 3, dtype=torch.float64)
+    task, moved = remul_losses(model, batch, identity, shift, "label", direct_target="conservative")
+    torch.testing.assert_close(task.direct_sse, own.direct_sse)
+    torch.testing.assert_close(moved.direct_sse, own.direct_sse)  # the unmoved copy: the same target
+
+
+def head_fit_config(init_from, data_file, out, **train):
+    from remul_ff.config import config_from_dict
+
+    model = {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8, "direct_forces": True}
+    return config_from_dict(
+        {
+            "output_dir": str(out),
+            "data": {"path": str(data_file), "valid": 8},
+            "model": model,
+            "loss": {"mode": "augment", "energy_weight": 0.0, "forces_weight": 0.0, "direct_forces_target": "conservative"},
+            "train": {"epochs": 20, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 0, "device": "cpu"}
+            | {"init_from": init_from and str(init_from), "trainable": "direct_forces_head"}
+            | train,
+        }
+    )
+
+
+def test_fitting_the_head_alone_keeps_the_energy_and_brings_the_direct_forces_to_the_conservative(
+    direct_model_file, xtb_ethanol_file, tmp_path
+):
+    from remul_ff.data.readers import read_structures
+    from remul_ff.training.trainer import Trainer
+
+    Trainer(head_fit_config(direct_model_file, xtb_ethanol_file, tmp_path), progress=False).run()
+    before, after = load_model(direct_model_file), load_model(tmp_path / "model.pt")
+    batch = collate(read_structures(xtb_ethanol_file)[:16], dtype=torch.float64)
+    old, new = predict(with_direct_forces(before), batch), predict(with_direct_forces(after), batch)
+    torch.testing.assert_close(new.energy, old.energy, atol=0, rtol=0)
+    torch.testing.assert_close(new.forces, old.forces, atol=0, rtol=0)
+    gap_before, gap_after = ((p.direct_forces - p.forces).abs().mean() for p in (old, new))
+    assert float(gap_after) < 0.7 * float(gap_before), (float(gap_before), float(gap_after))
+
+
+def test_fitting_the_head_alone_needs_a_head_and_a_trained_model(direct_model_file, xtb_ethanol_file, tmp_path):
+    from remul_ff.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="name it in train.init_from"):
+        head_fit_config(None, xtb_ethanol_file, tmp_path)
+    values = head_fit_config(direct_model_file, xtb_ethanol_file, tmp_path).to_dict()
+    values["model"]["direct_forces"] = False
+    with pytest.raises(ConfigError, match="set model.direct_forces: true"):
+        config_from_dict(values)

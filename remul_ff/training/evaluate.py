@@ -29,6 +29,7 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
+from remul_ff.config import LossConfig
 from remul_ff.data.batch import AtomicBatch, Structure, collate
 from remul_ff.geometry import random_rotations, rotate_vectors
 from remul_ff.models.common import scatter_sum
@@ -131,11 +132,14 @@ def _per_molecule_norms(vectors: torch.Tensor, batch: AtomicBatch) -> torch.Tens
     return scatter_sum(vectors.detach().double().square().sum(-1), batch.molecule_index, batch.n_molecules).sqrt().sum()
 
 
-def _direct_sums(sums: _Sums, batch: AtomicBatch, direct: torch.Tensor) -> None:
+def _direct_sums(sums: _Sums, batch: AtomicBatch, direct: torch.Tensor, conservative: torch.Tensor) -> None:
     df = (direct - batch.forces).detach().double()
     sums.add("d_abs", df.abs().sum())
     sums.add("d_sq", df.square().sum())
     sums.add("n_d", df.numel())
+    gap = (direct - conservative).detach().double()  # the slow force of multiple time stepping
+    sums.add("d_c_abs", gap.abs().sum())
+    sums.add("d_c_sq", gap.square().sum())
 
 
 def _equivariance_report(sums: _Sums, energy_weight: float, forces_weight: float) -> dict[str, float]:
@@ -180,8 +184,8 @@ def evaluate(
 ) -> dict[str, object]:
     """Accuracy (when labels exist) and equivariance measures of ``model`` on ``structures``.
 
-    A model with a direct-force head also gets ``direct_forces_mae_meV_A``,
-    ``direct_forces_rmse_meV_A`` and the direct forces' rotational error ``equi_direct_forces_rel``.
+    A model with a direct-force head also gets ``direct_forces_mae_meV_A`` and ``_rmse_``, their rotational
+    error ``equi_direct_forces_rel`` and ``direct_minus_conservative_mae_meV_A`` (multiple time stepping's slow force).
 
     Args:
         model: Energy-only model on ``device`` in ``dtype``; ``structures``: what to evaluate.
@@ -207,6 +211,18 @@ def evaluate(
     return _report(sums, len(structures), n_rotations, labelled, (energy_weight, forces_weight))
 
 
+def validation_loss(report: dict[str, object], loss: LossConfig) -> float:
+    """The loss that chooses the best epoch: the training loss's terms on an :func:`evaluate` report
+    (per-atom energy and force RMSE; the direct forces' against their ``loss.direct_forces_target``)."""
+    value = (
+        loss.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2 + loss.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2
+    )
+    if "direct_forces_rmse_meV_A" in report:
+        key = "direct_minus_conservative_rmse_meV_A" if loss.direct_forces_target == "conservative" else "direct_forces_rmse_meV_A"
+        value += loss.direct_forces_weight * (report[key] / 1e3) ** 2
+    return float(value)
+
+
 def _rotation_table(n_structures: int, n_rotations: int, seed: int) -> torch.Tensor:
     """``[n_structures, n_rotations, 3, 3]`` random rotations from a private generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
@@ -221,6 +237,8 @@ def _report(sums: _Sums, n_structures: int, n_rotations: int, labelled: bool, we
         if sums["n_d"]:
             report["direct_forces_mae_meV_A"] = MEV * sums.mean("d_abs", "n_d")
             report["direct_forces_rmse_meV_A"] = float(MEV * np.sqrt(sums.mean("d_sq", "n_d")))
+            report["direct_minus_conservative_mae_meV_A"] = MEV * sums.mean("d_c_abs", "n_d")
+            report["direct_minus_conservative_rmse_meV_A"] = float(MEV * np.sqrt(sums.mean("d_c_sq", "n_d")))
     if n_rotations > 0:
         report.update(_equivariance_report(sums, *weights))
     return report
@@ -232,7 +250,7 @@ def _add_batch(sums: _Sums, model: nn.Module, batch: AtomicBatch, labelled: bool
     if labelled:
         _accuracy_sums(sums, batch, base.energy, base.forces)
         if base.direct_forces is not None:
-            _direct_sums(sums, batch, base.direct_forces)
+            _direct_sums(sums, batch, base.direct_forces, base.forces)
     if rotations is not None:
         _equivariance_sums(sums, model, batch, base, _e0_sums(batch, e0s), rotations)
 
@@ -266,6 +284,11 @@ def format_report(report: dict[str, object]) -> str:
         ]
         for symbol, values in report["forces_per_element"].items():
             lines.append(f"  forces on {symbol:<2} (meV/Å)   {values['mae_meV_A']:9.3f}  {values['rmse_meV_A']:9.3f}")
+    if "direct_forces_mae_meV_A" in report:
+        lines += [
+            f"direct forces (meV/Å)   {report['direct_forces_mae_meV_A']:9.3f}  {report['direct_forces_rmse_meV_A']:9.3f}",
+            f"  direct - conservative {report['direct_minus_conservative_mae_meV_A']:9.3f}",
+        ]
     if "equi_forces_rel" in report:
         lines += [
             f"equivariance over K={report['n_rotations']} rotations      absolute      relative",

@@ -39,9 +39,15 @@ class LossTerms:
     direct_sse: torch.Tensor | float = 0.0
 
     def total(self, config: LossConfig, n_energy: float | None = None, n_forces: float | None = None) -> torch.Tensor:
-        """``w_E · MSE_E + w_F · MSE_F + w_D · MSE_D``, dividing by the given (e.g. global) counts or by the own ones."""
-        energy = self.energy_sse / (n_energy or self.n_energy)
-        forces = (config.forces_weight * self.forces_sse + config.direct_forces_weight * self.direct_sse) / (n_forces or self.n_forces)
+        """``w_E · MSE_E + w_F · MSE_F + w_D · MSE_D``, dividing by the given (e.g. global) counts or by the own ones.
+
+        A zero weight leaves its term out of the graph: fitting the direct head alone (energy and force
+        weights 0) then skips the double backward through the conservative forces.
+        """
+        energy = self.energy_sse if config.energy_weight else self.energy_sse.detach()
+        forces_sse = self.forces_sse if config.forces_weight else self.forces_sse.detach()
+        energy = energy / (n_energy or self.n_energy)
+        forces = (config.forces_weight * forces_sse + config.direct_forces_weight * self.direct_sse) / (n_forces or self.n_forces)
         return config.energy_weight * energy + forces
 
 
@@ -54,13 +60,14 @@ def squared_errors(
     weight: torch.Tensor | None = None,
     energy_weight: torch.Tensor | None = None,
     pred_direct: torch.Tensor | None = None,
+    direct_target: torch.Tensor | None = None,
 ) -> LossTerms:
     """Per-atom energy and per-component force squared errors, in the forces' float dtype.
 
     ``weight`` (``[m]``, optional) scales each molecule's errors; the counts stay unweighted, so a
     weight below 1 makes a molecule count less than a full one. ``energy_weight`` (``[m]``,
     optional) scales the energy errors alone (0: a molecule's forces only). ``pred_direct``
-    (optional): direct forces, compared with ``forces`` like the conservative ones.
+    (optional): direct forces, compared with ``direct_target`` (default: ``forces``).
     """
     per_atom = ((pred_energy - energy) / n_atoms).to(pred_forces.dtype)
     energy_se = per_atom.square()
@@ -69,7 +76,8 @@ def squared_errors(
     if weight is not None:
         energy_se = weight.to(pred_forces.dtype) * energy_se
     forces_sse = weighted_sse(pred_forces - forces, n_atoms, weight)
-    direct_sse = 0.0 if pred_direct is None else weighted_sse(pred_direct - forces, n_atoms, weight)
+    direct_target = forces if direct_target is None else direct_target
+    direct_sse = 0.0 if pred_direct is None else weighted_sse(pred_direct - direct_target, n_atoms, weight)
     return LossTerms(energy_se.sum(), forces_sse, float(energy.numel()), float(forces.numel()), direct_sse)
 
 
@@ -81,8 +89,13 @@ def weighted_sse(difference: torch.Tensor, n_atoms: torch.Tensor, weight: torch.
     return se.sum()
 
 
-def task_loss(prediction: Prediction, batch: AtomicBatch) -> LossTerms:
-    """``L_task``: prediction against the labels of ``batch``, weighted by ``batch.weight`` and ``batch.energy_weight`` if set."""
+def task_loss(prediction: Prediction, batch: AtomicBatch, direct_target: str = "labels") -> LossTerms:
+    """``L_task``: prediction against the labels of ``batch``, weighted by ``batch.weight`` and ``batch.energy_weight`` if set.
+
+    ``direct_target`` (``loss.direct_forces_target``): the direct forces learn the ``labels`` or the
+    prediction's own ``conservative`` forces, detached so that this term trains the head and not the energy.
+    """
+    conservative = direct_target == "conservative" and prediction.direct_forces is not None
     return squared_errors(
         prediction.energy,
         prediction.forces,
@@ -92,6 +105,7 @@ def task_loss(prediction: Prediction, batch: AtomicBatch) -> LossTerms:
         batch.weight,
         batch.energy_weight,
         prediction.direct_forces,
+        prediction.forces.detach() if conservative else None,
     )
 
 
@@ -119,6 +133,7 @@ def remul_losses(
     translations: torch.Tensor,
     target: str,
     part: AtomicBatch | None = None,
+    direct_target: str = "labels",
 ) -> tuple[LossTerms, LossTerms]:
     """``(L_task, L_equi)`` from one model call on the batch and its rigidly moved copy.
 
@@ -132,13 +147,14 @@ def remul_losses(
             which needs no labels.
         part: The first molecules of ``batch``, as their own batch, when only their moved copy
             enters ``L_equi`` (``loss.equi_fraction`` below 1); ``None``: every molecule's.
+        direct_target: What the direct forces learn (:func:`task_loss`).
     """
     part = batch if part is None else part
     moved = rotate_batch(part, rotations[: part.n_molecules], translations[: part.n_molecules])
     both = predict(model, concat_batches(batch, moved), training=True)
     original, on_moved = _split(both, batch.n_molecules, batch.n_atoms)
     if target == "label":
-        return task_loss(original, batch), task_loss(on_moved, moved)
+        return task_loss(original, batch, direct_target), task_loss(on_moved, moved, direct_target)
     per_atom = rotations[part.molecule_index]
     rotated = rotate_vectors(original.forces[: part.n_atoms], per_atom)
     equi = squared_errors(
@@ -147,4 +163,4 @@ def remul_losses(
     if on_moved.direct_forces is not None:  # the direct forces' own target: the moved direct forces
         rotated_direct = rotate_vectors(original.direct_forces[: part.n_atoms], per_atom)
         equi.direct_sse = weighted_sse(on_moved.direct_forces - rotated_direct, part.atoms_per_molecule, part.weight)
-    return task_loss(original, batch), equi
+    return task_loss(original, batch, direct_target), equi

@@ -79,6 +79,15 @@ class EpochStats:
         return {"train_loss": float(totals[0]) / n, "train_task": float(totals[1]) / n, "train_equi": float(totals[2]) / n}
 
 
+def trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
+    """The parameters the optimiser updates (``train.trainable``); with ``direct_forces_head`` every other
+    parameter is frozen, so the energies and conservative forces stay those of ``train.init_from``."""
+    if which == "all":
+        return list(model.parameters())
+    model.requires_grad_(False)
+    return list(model.force_head.requires_grad_(True).parameters())
+
+
 def training_views(model: nn.Module, fixed_pairs: bool, ctx: distributed.DistributedContext, device) -> tuple[nn.Module, nn.Module]:
     """``(training model, forward model)``: the model as a training step calls it.
 
@@ -130,7 +139,9 @@ def batch_losses(model: nn.Module, local: LocalBatch, loss: LossConfig, dtype, d
     if loss.mode == "augment":
         batch = rotate_batch(batch, rotations[rows], translations[rows])
     if loss.mode != "remul":
-        task = weight * task_loss(predict(model, batch, training=True), batch).total(loss, *counts)
+        task = weight * task_loss(predict(model, batch, training=True), batch, loss.direct_forces_target).total(loss, *counts)
         return task, torch.zeros_like(task)
-    task_terms, equi_terms = remul_losses(model, batch, rotations[rows], translations[rows], loss.target, local.equi)
+    task_terms, equi_terms = remul_losses(
+        model, batch, rotations[rows], translations[rows], loss.target, local.equi, loss.direct_forces_target
+    )
     return weight * task_terms.total(loss, *counts), weight * equi_terms.total(loss, *(local.equi_counts or counts))

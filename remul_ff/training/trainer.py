@@ -30,7 +30,7 @@ import yaml
 
 from remul_ff.config import Config, LossConfig
 from remul_ff.data.batch import Structure
-from remul_ff.errors import CheckpointError, ConfigError
+from remul_ff.errors import CheckpointError
 from remul_ff.models import build_model, load_model
 from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS
 from remul_ff.models.transformer import has_direct_forces
@@ -46,13 +46,13 @@ from remul_ff.training.checkpoint import (
     training_state,
 )
 from remul_ff.training.data import PreparedData, prepare_data
-from remul_ff.training.evaluate import evaluate
+from remul_ff.training.evaluate import evaluate, validation_loss
 from remul_ff.training.gradnorm import GradNorm
 from remul_ff.training.guard import DivergenceGuard, roll_back_on_spike, stop_reason
 from remul_ff.training.log import DIRECT_FORCES_LOG_COLUMNS, LOG_COLUMNS, TrainingLog, epoch_row
 from remul_ff.training.run_folder import RUN_FILES, check_output_dir  # noqa: F401 (RUN_FILES re-exported)
 from remul_ff.training.schedule import make_scheduler, step_scheduler
-from remul_ff.training.step import EpochStats, LocalBatch, batch_losses, keeping_thread_count, local_batch, training_views  # noqa: F401 (keeping_thread_count re-exported)
+from remul_ff.training.step import EpochStats, LocalBatch, batch_losses, local_batch, trainable_parameters, training_views
 from remul_ff.utils.devices import resolve_device
 from remul_ff.utils.io import atomic_path, remove_stale_temporaries
 from remul_ff.utils.progress import progress_bar
@@ -110,11 +110,7 @@ class Trainer:
         self.extend_budget = extend_budget
         self.ctx, self.device = distributed.initialise(self.device)
         self.progress = self.progress and self.ctx.is_main
-        if self.config.train.batch_size % self.ctx.world_size:
-            raise ConfigError(
-                f"train.batch_size ({self.config.train.batch_size}) is the global batch and must be divisible by the "
-                f"{self.ctx.world_size} processes."
-            )
+        distributed.check_global_batch(self.config.train.batch_size, self.ctx)
         # the outermost folder this run creates (output_dir/runs/... may create several)
         created = next((p for p in [*reversed(self.out.absolute().parents), self.out.absolute()] if not p.exists()), None)
         if self.ctx.is_main:
@@ -162,7 +158,8 @@ class Trainer:
     def _build_optimisation(self) -> None:
         cfg = self.config
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.train.ema_decay > 0 else self.model
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        parameters = trainable_parameters(self.model, cfg.train.trainable)
+        self.optimizer = torch.optim.AdamW(parameters, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.run_progress)
         use_gradnorm = cfg.loss.mode == "remul" and cfg.loss.weighting == "gradnorm"
         self.gradnorm = (
@@ -338,10 +335,7 @@ class Trainer:
             seed=train_cfg.seed + self.epoch,
             shard=(self.ctx.rank, self.ctx.world_size),
         )
-        val_loss = float(
-            loss_cfg.energy_weight * (report["energy_per_atom_rmse_meV"] / 1e3) ** 2
-            + loss_cfg.forces_weight * (report["forces_rmse_meV_A"] / 1e3) ** 2
-        )
+        val_loss = validation_loss(report, loss_cfg)
         epoch_time = train_time + time.perf_counter() - start
         # Rank 0's clock decides time-based schedules and stopping, so every rank agrees.
         self.wall = float(self._broadcast(torch.tensor(self.wall + epoch_time, dtype=torch.float64)))
