@@ -253,6 +253,23 @@ def check_head_fit(config: Config) -> None:
         )
 
 
+def check_something_trains(config: Config) -> None:
+    """Loss weights that leave nothing to learn (in either stage) are a mistake, not a run."""
+    direct = config.model.get("direct_forces") and config.loss.direct_forces_weight > 0
+    loss = config.loss
+    for stage, weights in (
+        ("", (loss.energy_weight, loss.forces_weight)),
+        ("stage_two_", (loss.stage_two_energy_weight, loss.stage_two_forces_weight)),
+    ):
+        if stage and not loss.stage_two_fraction:
+            continue
+        if not direct and not any(weights):
+            raise ConfigError(
+                f"config keys 'loss.{stage}energy_weight' and 'loss.{stage}forces_weight' are both 0, "
+                "so nothing would be trained; make one positive."
+            )
+
+
 def config_from_dict(values: dict) -> Config:
     """Parse a nested dict (e.g. loaded YAML) into a :class:`Config`, checking types and ranges."""
     if not isinstance(values, dict):
@@ -265,6 +282,7 @@ def config_from_dict(values: dict) -> Config:
         config.data.off_equilibrium.validate()
     check_model_shape(config)
     check_head_fit(config)
+    check_something_trains(config)
     return config
 
 

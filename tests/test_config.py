@@ -78,3 +78,13 @@ def test_floats_written_as_users_write_them_are_floats(tmp_path):
     assert (config.train.lr, config.train.weight_decay, config.loss.forces_weight, config.train.clip_grad_norm) == (1e-3, 5e-7, 100.0, 20.0)
     with pytest.raises(ConfigError, match="expects float"):
         config_from_dict({"train": {"lr": "fast"}})
+
+
+def test_loss_weights_that_train_nothing_are_one_sentence():
+    from remul_ff.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="'loss.energy_weight' and 'loss.forces_weight' are both 0"):
+        config_from_dict({"loss": {"energy_weight": 0, "forces_weight": 0}})
+    with pytest.raises(ConfigError, match="'loss.stage_two_energy_weight' and 'loss.stage_two_forces_weight' are both 0"):
+        config_from_dict({"loss": {"stage_two_fraction": 0.2, "stage_two_energy_weight": 0, "stage_two_forces_weight": 0}})
+    config_from_dict({"loss": {"energy_weight": 0, "forces_weight": 0}, "model": {"direct_forces": True}})  # the head still learns
