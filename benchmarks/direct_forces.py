@@ -15,6 +15,21 @@ Training commands (repository root)::
         --set train.max_minutes=30 --set train.num_threads=1 --set train.seed=S --set data.off_equilibrium.seed=S \\
         --set model.direct_forces=true --set loss.mode=MODE \\
         --set output_dir=benchmarks/direct_forces/runs/MODE_30min_seedS
+    # A head fitted to its own model's conservative forces (train.trainable: direct_forces_head; the energy
+    # stays the 30-minute model's): 6400 frames of that model's own MD at 300 and 500 K, labelled by it
+    # (benchmarks/self_distillation_frames.py, 20 CPU-min), then 15 minutes; recipe augment-headfit<L> for
+    # model.direct_forces_layers=L (no digit: 1), budget 45 = 30 + 15 (the frames' MD not counted):
+    OMP_NUM_THREADS=1 python benchmarks/self_distillation_frames.py \
+        benchmarks/direct_forces/runs/augment_30min_seed0/model.pt ../shared/data/rmd17_ethanol/train.xyz \
+        runs/self_distillation/ethanol_md.xyz --temperatures 300 500 --replicas 32 --time-fs 2000 --every 40
+    OMP_NUM_THREADS=1 remul-ff train benchmarks/direct_forces/runs/augment_30min_seed0/config.yaml --no-progress \
+        --set data.path=runs/self_distillation/ethanol_md.xyz --set data.train=6000 --set data.valid=400 \
+        --set data.off_equilibrium=null --set model.direct_forces_layers=L \
+        --set train.init_from=benchmarks/direct_forces/runs/augment_30min_seed0/model.pt \
+        --set train.trainable=direct_forces_head --set loss.direct_forces_target=conservative \
+        --set loss.energy_weight=0 --set loss.forces_weight=0 --set loss.stage_two_fraction=0 \
+        --set train.lr=1e-3 --set train.max_minutes=15 --set train.eval_rotations=0 \
+        --set output_dir=benchmarks/direct_forces/runs/augment-headfit<L>_45min_seed0
     python benchmarks/direct_forces.py
 
 Writes ``benchmarks/results/direct_forces.{json,md}``.

@@ -48,15 +48,19 @@ def main() -> None:
     parser.add_argument("--drift-replicas", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    previous = RESULTS / "mts_drift.json"
-    rows = json.loads(previous.read_text())["rows"] if previous.exists() else []
     for label, path in (item.split("=", 1) for item in args.model):
         for k in args.ks:
             drift = nve_drift(path, k, args, RESULTS.parent / "direct_forces" / "nve" / label / f"k{k}")
             row = {"label": label, "model": path, "k": k, "replicas": args.drift_replicas, "time_ps": args.drift_time_ps, **drift}
-            rows = [r for r in rows if (r["label"], r["k"]) != (label, k)] + [{**row, "command": command_line()}]
+            rows = [r for r in earlier_rows() if (r["label"], r["k"]) != (label, k)] + [{**row, "command": command_line()}]
             write_results("mts_drift", {"rows": rows}, markdown(rows))
             print(markdown([row]), flush=True)
+
+
+def earlier_rows() -> list[dict]:
+    """The rows already in the results file, read just before each write (another run may have added some)."""
+    path = RESULTS / "mts_drift.json"
+    return json.loads(path.read_text())["rows"] if path.exists() else []
 
 
 if __name__ == "__main__":

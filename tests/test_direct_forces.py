@@ -277,10 +277,11 @@ def test_the_direct_forces_can_learn_the_models_own_conservative_forces():
     torch.testing.assert_close(moved.direct_sse, own.direct_sse)  # the unmoved copy: the same target
 
 
-def head_fit_config(init_from, data_file, out, **train):
+def head_fit_config(init_from, data_file, out, model_changes=(), **train):
     from remul_ff.config import config_from_dict
 
     model = {"kind": "transformer", "width": 32, "depth": 2, "heads": 4, "r_max": 4.0, "num_radial": 8, "direct_forces": True}
+    model.update(model_changes)
     return config_from_dict(
         {
             "output_dir": str(out),
@@ -319,3 +320,17 @@ def test_fitting_the_head_alone_needs_a_head_and_a_trained_model(direct_model_fi
     values["model"]["direct_forces"] = False
     with pytest.raises(ConfigError, match="set model.direct_forces: true"):
         config_from_dict(values)
+
+
+def test_a_new_deeper_head_fits_onto_a_model_trained_without_one(trained_model_file, xtb_ethanol_file, tmp_path):
+    from remul_ff.training.trainer import Trainer
+
+    Trainer(head_fit_config(trained_model_file, xtb_ethanol_file, tmp_path, {"direct_forces_layers": 2}, epochs=3), progress=False).run()
+    before, after = load_model(trained_model_file), load_model(tmp_path / "model.pt")
+    assert len(after.force_head.hidden) == 2  # one more width x width layer and its activation
+    batch = batch_of(jittered_molecules("CH3CH2OH", 3))
+    new = predict(with_direct_forces(after), batch)
+    torch.testing.assert_close(new.energy, predict(before, batch).energy, atol=0, rtol=0)
+    assert float(new.direct_forces.abs().max()) > 1e-3
+    with pytest.raises(RemulError, match="does not match"):  # the trunk must still be the start's
+        Trainer(head_fit_config(trained_model_file, xtb_ethanol_file, tmp_path / "wide", {"width": 64}), progress=False).run()

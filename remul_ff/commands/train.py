@@ -58,9 +58,10 @@ def training_summary(output_dir: str, data_path: str) -> str:
         return f"no epoch finished, so no model was written to {out}/model.pt."
     best = _row_of_model(out / "model.pt", rows)
     rotation = float(best["val_equi_forces_rel"]) if best["val_equi_forces_rel"] not in ("", "nan") else float("nan")
+    direct = f", direct force MAE {float(best['val_direct_forces_mae_meV_A']):.2f} meV/Å" if "val_direct_forces_mae_meV_A" in best else ""
     return (
         f"best model (epoch {best['epoch']} of {rows[-1]['epoch']}) written to {out}/model.pt: validation energy MAE "
-        f"{float(best['val_energy_mae_meV']):.2f} meV, force MAE {float(best['val_forces_mae_meV_A']):.2f} meV/Å, "
+        f"{float(best['val_energy_mae_meV']):.2f} meV, force MAE {float(best['val_forces_mae_meV_A']):.2f} meV/Å{direct}, "
         f"relative rotational force error {rotation:.2e}.\nnext: remul-ff evaluate {out}/model.pt {data_path}  |  "
         f"remul-ff md {out}/model.pt {data_path} -o {out}/md --replicas 8 --time 10ps --reference {data_path}"
     )

@@ -60,6 +60,8 @@ class TransformerConfig:
             Edge work dominates the cost (about 8 edges per atom), so a smaller value is faster.
         direct_forces: Add a head that predicts forces without autograd (:class:`DirectForceHead`),
             for multiple time stepping; the energy and its forces are unchanged by it.
+        direct_forces_layers: Layers of the head's pair network that gives each bond's force
+            coefficient (1: one product and a linear read-out; each more adds a ``width x width`` layer).
         angular_degree: With ``L >= 1``, the edge MLP's hidden features are multiplied by a learned
             linear map of the bond direction's Cartesian monomials up to degree ``L`` (``x, y, z, x², xy,
             ...``): a radial x angular product, as in ACE's density basis, but with no coupling to
@@ -76,6 +78,7 @@ class TransformerConfig:
     ffn_multiplier: int = bounded(2, *AT_LEAST_1)
     edge_width: int | None = bounded(None, *AT_LEAST_1_OR_NULL)
     direct_forces: bool = False
+    direct_forces_layers: int = bounded(1, *AT_LEAST_1)
     angular_degree: int = bounded(0, lambda v: 0 <= v <= 4, "an integer from 0 to 4")
 
     @property
@@ -194,6 +197,8 @@ class DirectForceHead(nn.Module):
         self.norm = nn.LayerNorm(config.width)
         self.atom = nn.Linear(config.width, 2 * config.width)
         self.edge = nn.Linear(config.edge_features, config.width)
+        layers = (config.direct_forces_layers - 1) * [config.width]
+        self.hidden = nn.Sequential(*(module for width in layers for module in (nn.Linear(width, width), nn.SiLU())))  # empty: 1 layer
         self.out = nn.Linear(config.width, 1)
         self.scale = nn.Parameter(torch.full((num_elements,), float(scale)))
 
@@ -201,7 +206,8 @@ class DirectForceHead(nn.Module):
         """``[n, 3]`` forces in eV/Å, in the features' dtype, from ``edge_data = (edge vectors, edge features, envelope)``."""
         (edge_vec, edges, envelope), n, (centre, neighbour) = edge_data, h.shape[0], edge_index
         a, b = self.atom(self.norm(h)).chunk(2, dim=-1)
-        c = self.out(nn.functional.silu(a.index_select(0, centre) * b.index_select(0, neighbour) * self.edge(edges))).squeeze(-1)
+        pair = nn.functional.silu(a.index_select(0, centre) * b.index_select(0, neighbour) * self.edge(edges))
+        c = self.out(self.hidden(pair)).squeeze(-1)
         forces = scatter_sum((envelope * c)[:, None] * edge_vec / self.r_max, centre, n) * self.scale[species][:, None]
         return forces - molecule_mean(forces, molecule_index)
 

@@ -87,16 +87,27 @@ def restore_progress(trainer: Trainer, state: dict) -> None:
     trainer.budget_extension_s = state.get("budget_extension_s", 0.0)
 
 
-def copy_weights(start: nn.Module, model: nn.Module, path: str, kind: str) -> None:
-    """Copy the weights of ``start`` (the model file ``path``, ``train.init_from``) into the new ``model``."""
+def copy_weights(start: nn.Module, model: nn.Module, path: str, kind: str, new_head: bool = False) -> None:
+    """Copy the weights of ``start`` (the model file ``path``, ``train.init_from``) into the new ``model``.
+
+    ``new_head`` (``train.trainable: direct_forces_head``): ``model``'s direct-force head may differ from
+    ``start``'s, or ``start`` may have none; such a head keeps its fresh weights.
+    """
     same = type(start) is type(model) and start.elements.symbols() == model.elements.symbols()
-    if not same or _shapes(start.state_dict()) != _shapes(model.state_dict()):
+    state, target = start.state_dict(), model.state_dict()
+    if new_head and _shapes(_head(state)) != _shapes(_head(target)):
+        state = {**{k: v for k, v in state.items() if k not in _head(state)}, **_head(target)}
+    if not same or _shapes(state) != _shapes(target):
         raise ConfigError(
             f"train.init_from {path} is a {type(start).__name__} for {', '.join(start.elements.symbols())}, which does not "
             f"match this config's {kind} for {', '.join(model.elements.symbols())}; "
             "use the same model section and data elements, or drop init_from."
         )
-    model.load_state_dict(start.state_dict())
+    model.load_state_dict(state)
+
+
+def _head(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("force_head.")}
 
 
 def _shapes(state: dict) -> dict:
