@@ -287,7 +287,7 @@ def head_fit_config(init_from, data_file, out, model_changes=(), **train):
             "output_dir": str(out),
             "data": {"path": str(data_file), "valid": 8},
             "model": model,
-            "loss": {"mode": "augment", "energy_weight": 0.0, "forces_weight": 0.0, "direct_forces_target": "conservative"},
+            "loss": {"mode": "augment", "stage_two_fraction": 0.2, "direct_forces_target": "conservative"},
             "train": {"epochs": 20, "batch_size": 4, "lr": 3e-3, "ema_decay": 0.0, "eval_rotations": 0, "device": "cpu"}
             | {"init_from": init_from and str(init_from), "trainable": "direct_forces_head"}
             | train,
@@ -301,7 +301,9 @@ def test_fitting_the_head_alone_keeps_the_energy_and_brings_the_direct_forces_to
     from remul_ff.data.readers import read_structures
     from remul_ff.training.trainer import Trainer
 
-    Trainer(head_fit_config(direct_model_file, xtb_ethanol_file, tmp_path), progress=False).run()
+    trainer = Trainer(head_fit_config(direct_model_file, xtb_ethanol_file, tmp_path), progress=False)
+    trainer.run()
+    assert (trainer.loss_config.energy_weight, trainer.loss_config.forces_weight) == (0, 0)  # nothing to train there
     before, after = load_model(direct_model_file), load_model(tmp_path / "model.pt")
     batch = collate(read_structures(xtb_ethanol_file)[:16], dtype=torch.float64)
     old, new = predict(with_direct_forces(before), batch), predict(with_direct_forces(after), batch)

@@ -46,6 +46,11 @@ class DistributedContext:
                 tensor /= self.world_size
         return tensor
 
+    def barrier(self) -> None:
+        """Wait for every rank; a no-op in a single process."""
+        if self.enabled:
+            dist.barrier()
+
 
 def _env_int(*names: str) -> int | None:
     for name in names:

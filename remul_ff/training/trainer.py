@@ -97,7 +97,7 @@ class Trainer:
             )
         try:
             row = self._loop()
-            self._barrier()
+            self.ctx.barrier()
         finally:
             # Drop DDP's reducer now: it holds the process group, and a group that outlives
             # destroy_process_group() aborts the interpreter at exit ("terminate called ...").
@@ -130,12 +130,8 @@ class Trainer:
     def _prepare_data(self):
         if self.ctx.is_main:
             data = prepare_data(self.config.data, self.out / "splits.json", self.progress)
-        self._barrier()
+        self.ctx.barrier()
         return data if self.ctx.is_main else prepare_data(self.config.data, self.out / "splits.json", False)
-
-    def _barrier(self) -> None:
-        if self.ctx.enabled:
-            torch.distributed.barrier()
 
     def _build(self) -> None:
         cfg, data = self.config, self.data
@@ -186,8 +182,11 @@ class Trainer:
 
     @property
     def loss_config(self) -> LossConfig:
-        """The loss section with the current stage's energy and force weights."""
+        """The loss section with the current stage's energy and force weights (0 while only the direct head
+        trains: the frozen energy's terms could change nothing and would cost a double backward)."""
         loss = self.config.loss
+        if self.config.train.trainable == "direct_forces_head":
+            return dataclasses.replace(loss, energy_weight=0.0, forces_weight=0.0)
         if self.stage == 1:
             return loss
         return dataclasses.replace(loss, energy_weight=loss.stage_two_energy_weight, forces_weight=loss.stage_two_forces_weight)
@@ -389,7 +388,7 @@ class Trainer:
             # The run stopped on its time budget; resuming it means "train longer": a new budget.
             self.budget_extension_s = self.wall
             self._say(f"the run had used its time budget; continuing for another {self.config.train.max_minutes:g} minutes")
-        self._barrier()  # every rank has read the checkpoint before rank 0 rewrites the log
+        self.ctx.barrier()  # every rank has read the checkpoint before rank 0 rewrites the log
         if self.ctx.is_main:
             self.log.truncate(self.epoch)
             self._write_config()  # records a changed budget, epochs or device (RESUME_CHANGEABLE_KEYS)
