@@ -22,7 +22,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from remul_ff.data.batch import Structure, collate
 from remul_ff.md import MDSettings, run_md
@@ -40,13 +39,12 @@ def md_frames(model_path: str, starts: list, temperature: float, time_fs: float,
 def self_labelled(model_path: str, frames: list, batch_size: int = 64) -> list:
     """``frames`` with the model's own energy and forces as their labels (float64)."""
     model = load_model(model_path, dtype=torch.float64)
+    labelled = []
     for start in range(0, len(frames), batch_size):
-        chunk = frames[start : start + batch_size]
-        prediction = predict(model, collate([Structure(a.positions, a.numbers) for a in chunk], dtype=torch.float64))
-        forces = np.split(prediction.forces.numpy(), np.cumsum([len(a) for a in chunk])[:-1])
-        for atoms, energy, f in zip(chunk, prediction.energy.tolist(), forces):
-            atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=f)
-    return frames
+        batch = collate([Structure(a.positions, a.numbers) for a in frames[start : start + batch_size]], dtype=torch.float64)
+        prediction = predict(model, batch)
+        labelled += [s.to_atoms() for s in batch.replace(energy=prediction.energy, forces=prediction.forces).split()]
+    return labelled
 
 
 def main() -> None:
