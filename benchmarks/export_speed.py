@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from remul_ff.calculators import REMULCalculator
 from remul_ff.data.generate import load_molecule
+from remul_ff.integrations import REMULCalculator
 from remul_ff.models.export import export_model
 
 

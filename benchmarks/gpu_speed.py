@@ -47,9 +47,9 @@ from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from remul_ff.calculators import REMULCalculator
 from remul_ff.config import load_config
 from remul_ff.data.neighbors import radius_graph
+from remul_ff.integrations import REMULCalculator
 from remul_ff.md import MDSettings, run_md
 from remul_ff.md.state import compute_forces, state_from_atoms
 from remul_ff.models import load_model

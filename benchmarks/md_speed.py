@@ -53,7 +53,7 @@ from ase import units
 from ase.io import read
 from ase.md.verlet import VelocityVerlet
 
-from remul_ff.calculators import REMULCalculator
+from remul_ff.integrations import REMULCalculator
 from remul_ff.md import MDSettings, run_md
 from remul_ff.models import build_model, hyperparameters
 from remul_ff.models.files import MODEL_FILE_KIND, load_file

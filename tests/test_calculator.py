@@ -16,9 +16,9 @@ from ase.md.nose_hoover_chain import NoseHooverChainNVT
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS, FIRE
 
-from remul_ff.calculators import REMULCalculator
 from remul_ff.data.batch import Structure, collate
 from remul_ff.errors import CheckpointError, DataError
+from remul_ff.integrations import REMULCalculator
 from remul_ff.models import load_model, predict
 from tests.helpers import jittered_molecules
 
@@ -198,7 +198,7 @@ def test_calculator_on_cuda_matches_cpu(trained_model_file, ethanol):
 def test_calculator_warns_once_outside_the_training_domain(trained_model_file):
     import warnings
 
-    from remul_ff.calculators import OutOfDomainWarning
+    from remul_ff.integrations import OutOfDomainWarning
 
     calc = REMULCalculator(trained_model_file)
     shortest = calc.model.training_domain["H-C"]  # recorded at training time
@@ -245,3 +245,12 @@ def test_a_committee_averages_its_members_and_reports_their_spread(trained_model
     same = REMULCalculator([trained_model_file, trained_model_file])
     ethanol.calc = same
     assert ethanol.get_potential_energy() == pytest.approx(singles[0][0]) and same.results["energy_std"] == 0.0
+
+
+def test_the_old_calculators_imports_give_the_integrations_modules_themselves():
+    import remul_ff.calculators.mts as old_mts
+    import remul_ff.integrations.mts as new_mts
+    from remul_ff.calculators import REMULCalculator as Old
+    from remul_ff.calculators.remul import REMULCalculator as OldDeep
+
+    assert Old is REMULCalculator and OldDeep is REMULCalculator and old_mts is new_mts

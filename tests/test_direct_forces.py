@@ -12,11 +12,11 @@ import torch
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
-from remul_ff.calculators import MultipleTimeStepVerlet, REMULCalculator
 from remul_ff.cli import main
 from remul_ff.config import LossConfig
 from remul_ff.data.batch import Structure, collate
 from remul_ff.errors import RemulError
+from remul_ff.integrations import MultipleTimeStepVerlet, REMULCalculator
 from remul_ff.md import MDSettings, run_md
 from remul_ff.md.engine import prepare_state
 from remul_ff.md.integrators import multiple_time_step, velocity_verlet_step

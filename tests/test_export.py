@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
+from remul_ff.integrations import REMULCalculator
 from tests.helpers import jittered_molecules
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,7 @@ def test_the_calculators_pair_list_is_the_programs_own():
     pairs in the same order as ``pairs_within`` finds from the positions (so the same sums)."""
     import torch
 
-    from remul_ff.calculators.remul import _Composition
+    from remul_ff.integrations.remul import _Composition
     from remul_ff.models.export import pairs_within
 
     spread_out = molecule("CH3CH2OCH3")

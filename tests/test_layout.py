@@ -1,5 +1,5 @@
 """Package boundaries, read from the import statements (AST), not from the text: inference code
-(calculators, MD, models, data) never depends on the training code. And every object's attributes
+(integrations, MD, models, data) never depends on the training code. And every object's attributes
 are made by its constructor, so that reading ``__init__`` tells what an object holds."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("subpackage", ["calculators", "md", "models", "data"])
+@pytest.mark.parametrize("subpackage", ["integrations", "calculators", "md", "models", "data"])
 def test_inference_code_does_not_import_training(subpackage):
     offenders = {
         p.name: sorted(m for m in imported_modules(p) if m.startswith("remul_ff.training")) for p in (PACKAGE / subpackage).glob("*.py")
@@ -69,7 +69,7 @@ def test_every_attribute_is_made_in_the_constructor():
         for cls, attrs in attributes_made_after_construction(path.read_text()).items():
             late[f"{path.relative_to(PACKAGE.parent)}:{cls}"] = attrs
     # ASE's Calculator base class makes ``results``; ``e0`` is a buffer that loading replaces.
-    assert late == {"remul_ff/calculators/remul.py:REMULCalculator": {"results"}, "remul_ff/models/common.py:AtomicEnergyHead": {"e0"}}
+    assert late == {"remul_ff/integrations/remul.py:REMULCalculator": {"results"}, "remul_ff/models/common.py:AtomicEnergyHead": {"e0"}}
 
 
 def test_an_attribute_made_later_is_found():

@@ -178,6 +178,25 @@ def test_init_from_starts_from_the_given_weights(tmp_path, xtb_ethanol_file, tra
         Trainer(config, progress=False).setup()
 
 
+def test_init_from_another_level_of_theory_takes_this_datas_energy_zero(tmp_path, xtb_ethanol_file, trained_model_file):
+    """``train.init_energy_reference: data`` (xTB pretraining, then DFT): E0s and shift from this data, the rest from the start."""
+    from remul_ff.config import config_from_dict
+    from remul_ff.models import load_model
+    from remul_ff.training.trainer import Trainer
+
+    start = load_model(trained_model_file, dtype=torch.float32)
+    model = dict(start.config.__dict__, kind="transformer")
+    data = {"path": str(xtb_ethanol_file), "valid": 8, "e0s": {"H": -13.0, "C": -1030.0, "O": -2040.0}}
+    train = {"init_from": str(trained_model_file), "device": "cpu", "init_energy_reference": "data"}
+    trainer = Trainer(config_from_dict({"output_dir": str(tmp_path / "ft"), "data": data, "model": model, "train": train}), progress=False)
+    trainer.setup()
+    assert trainer.model.head.e0s == [-13.0, -1030.0, -2040.0] != start.head.e0s
+    assert not torch.allclose(trainer.model.head.shift, start.head.shift)
+    for name, value in start.state_dict().items():
+        if name not in ("head.shift", "head._extra_state"):
+            torch.testing.assert_close(trainer.model.state_dict()[name], value)
+
+
 def test_md_starts_from_the_starting_frames_not_the_added_ones(tmp_path, xtb_ethanol_file, monkeypatch):
     from remul_ff.data.generate import write_extxyz
     from tests.helpers import labelled

@@ -17,10 +17,10 @@ from ase.md.nose_hoover_chain import NoseHooverChainNVT
 from ase.md.verlet import VelocityVerlet
 from torch import nn
 
-from remul_ff.calculators import REMULCalculator
 from remul_ff.cli import main
 from remul_ff.data.bonds import molecular_bonds
 from remul_ff.errors import RemulError
+from remul_ff.integrations import REMULCalculator
 from remul_ff.md import MDSettings, parse_duration_fs, run_md
 from remul_ff.md.analysis import (
     distance_histogram,

@@ -59,7 +59,7 @@ def test_a_calculator_and_an_md_run_leave_the_allocator_alone_and_the_program_se
     from ase.build import molecule
 
     from remul_ff import cli
-    from remul_ff.calculators import REMULCalculator
+    from remul_ff.integrations import REMULCalculator
     from remul_ff.md import MDSettings, run_md
     from remul_ff.utils import memory
 

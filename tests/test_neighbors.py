@@ -142,3 +142,19 @@ def test_memory_cached_by_the_allocator_counts_as_free_on_cuda():
     assert free_memory_bytes(device) <= before - 200 * 2**20  # held: not free
     del block  # back in the caching allocator: reusable by the next force call
     assert free_memory_bytes(device) >= before - 16 * 2**20
+
+
+def test_a_layout_gives_the_same_edges_and_goes_with_its_molecule_index(ethanol_structures):
+    """Pairs and sizes travel with the batch as a field (no cache keyed by tensor identity); a new
+    molecule_index drops the layout that described the old one."""
+    from remul_ff.data.batch import collate, concat_batches
+
+    batch = collate(ethanol_structures[:3], every_pair=True)
+    plain = radius_graph(batch.positions, 3.0, batch.molecule_index)
+    laid_out = radius_graph(batch.positions, 3.0, batch.molecule_index, layout=batch.layout)
+    assert torch.equal(plain[0], laid_out[0]) and torch.equal(plain[1], laid_out[1])
+    assert batch.layout.largest == 9 and batch.layout.pairs.shape == (2, 3 * 9 * 8)
+    assert batch.replace(positions=batch.positions + 1).layout is batch.layout
+    assert batch.replace(molecule_index=torch.zeros_like(batch.molecule_index)).layout is None
+    assert concat_batches(batch, batch.replace(molecule_index=batch.molecule_index)).layout is None
+    assert torch.equal(batch.to(dtype=torch.float32).layout.sizes, torch.tensor([9, 9, 9]))

@@ -49,7 +49,7 @@ def test_file_without_checksum_still_loads(tmp_path):
 
 
 def test_committee_of_models_from_different_levels_of_theory_is_refused(tmp_path):
-    from remul_ff.calculators import REMULCalculator
+    from remul_ff.integrations import REMULCalculator
     from remul_ff.models.committee import Committee
 
     dft = write_model_file(tmp_path / "dft.pt")

@@ -1,4 +1,4 @@
-"""The calculator's recorded force call (remul_ff.calculators.recorded), its GPU path.
+"""The calculator's recorded force call (remul_ff.integrations.recorded), its GPU path.
 
 On the CPU the calculator is made to take the path with a recorder that replays by calling the
 function under the host-sync guard: the results must be the plain calculator's along an MD run,
@@ -14,8 +14,8 @@ from ase import units
 from ase.build import molecule
 from ase.md.verlet import VelocityVerlet
 
-from remul_ff.calculators import REMULCalculator
-from remul_ff.calculators.recorded import recordable
+from remul_ff.integrations import REMULCalculator
+from remul_ff.integrations.recorded import recordable
 from tests.helpers import jittered_molecules, tiny_model
 from tests.host_sync import FailingRecorder, ReplayingRecorder
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from ase.build import molecule
 
-from remul_ff.calculators import REMULCalculator
 from remul_ff.data.batch import Structure, collate
+from remul_ff.integrations import REMULCalculator
 from remul_ff.models import predict
 from remul_ff.models.symmetrize import GROUP_ORDERS, RotationAveraged, rotation_group, with_test_time_rotations
 from remul_ff.testing import finite_difference_force_error, rotation_errors

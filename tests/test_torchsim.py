@@ -10,9 +10,9 @@ from ase.build import molecule
 
 ts = pytest.importorskip("torch_sim")
 
-from remul_ff.calculators import REMULCalculator  # noqa: E402
-from remul_ff.calculators.torchsim import REMULTorchSimModel  # noqa: E402
 from remul_ff.errors import DataError  # noqa: E402
+from remul_ff.integrations import REMULCalculator  # noqa: E402
+from remul_ff.integrations.torchsim import REMULTorchSimModel  # noqa: E402
 from remul_ff.md import MDSettings  # noqa: E402
 from tests.helpers import jittered_molecules  # noqa: E402
 

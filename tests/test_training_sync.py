@@ -91,10 +91,10 @@ def test_a_device_batch_knows_its_sizes_and_pairs_and_so_does_its_rotated_join(e
     reference = collate(structures, torch.float32)
     with forbid_host_sync():  # found on the host when the batch was made, not again
         sizes = batch.atoms_per_molecule
-        pairs, _ = all_pairs(batch.positions, batch.molecule_index)
-        largest = largest_molecule(batch.molecule_index)
+        pairs, _ = all_pairs(batch.positions, batch.molecule_index, batch.layout)
+        largest = largest_molecule(batch.molecule_index, batch.layout)
         joined = concat_batches(batch, batch)
-        joined_pairs, _ = all_pairs(joined.positions, joined.molecule_index)
+        joined_pairs, _ = all_pairs(joined.positions, joined.molecule_index, joined.layout)
         joined_sizes = joined.atoms_per_molecule
     assert torch.equal(sizes, torch.bincount(reference.molecule_index)) and largest == 9
     assert torch.equal(pairs, _distinct_pairs(reference.molecule_index))

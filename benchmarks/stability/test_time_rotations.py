@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bond_scans import barriers, scans, transfer_scans  # noqa: E402
 from diagnose import barriers_to_collapse, energy_and_forces, hot_frames, rotational_error  # noqa: E402
 
-from remul_ff.calculators import REMULCalculator  # noqa: E402
 from remul_ff.compare import load_spec  # noqa: E402
 from remul_ff.data.bonds import mean_bond_lengths, molecular_bonds  # noqa: E402
 from remul_ff.data.off_equilibrium import xtb_labels  # noqa: E402
+from remul_ff.integrations import REMULCalculator  # noqa: E402
 from remul_ff.models import load_model  # noqa: E402
 from remul_ff.models.symmetrize import GROUP_ORDERS, with_test_time_rotations  # noqa: E402
 from remul_ff.training.data import prepare_data  # noqa: E402

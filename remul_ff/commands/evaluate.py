@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> None:
 
 def _warn_unseen_pairs(domain: dict[str, float], structures: list) -> None:
     """Warn (as ``md`` and the calculator do) when the data pair elements that never met in training."""
-    from remul_ff.calculators import OutOfDomainWarning
     from remul_ff.data.domain import training_domain
+    from remul_ff.integrations import OutOfDomainWarning
 
     unseen = sorted(set(training_domain(structures)) - set(domain)) if domain else []
     if unseen:

@@ -162,8 +162,8 @@ def _md_settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> None:
-    from remul_ff.calculators.remul import REMULCalculator
     from remul_ff.data.generate import read_frames
+    from remul_ff.integrations.remul import REMULCalculator
     from remul_ff.md.engine import run_md
     from remul_ff.models.committee import Committee
     from remul_ff.utils.devices import resolve_device

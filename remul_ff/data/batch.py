@@ -21,6 +21,11 @@ pbc            ``[m, 3]``       bool      periodicity per lattice direction (opt
 weight         ``[m]``          float64   loss weight per molecule (optional; ``None`` means 1 for all)
 energy_weight  ``[m]``          float64   extra factor on each molecule's energy error (optional;
                                           ``None`` means 1; 0: the molecule's forces only)
+layout         --               --        what follows from ``molecule_index`` alone (molecule sizes,
+                                          largest molecule, optionally every same-molecule pair):
+                                          a :class:`~remul_ff.data.neighbors.MoleculeLayout`, made
+                                          by :func:`collate` on the host and moved and joined with
+                                          the batch (optional; ``None``: found again when needed)
 ============== ================ ========= ===========================================================
 
 "float" is the batch's dtype (float64 from the readers; ``batch.to(dtype=torch.float32)`` converts).
@@ -40,7 +45,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 from ase.neighborlist import neighbor_list
 
-from remul_ff.data.neighbors import join_index, learn_index, molecule_sizes, share_index
+from remul_ff.data.neighbors import MoleculeLayout
 from remul_ff.errors import DataError
 
 MIN_INTERATOMIC_DISTANCE = 0.1
@@ -195,6 +200,7 @@ class AtomicBatch:
     pbc: torch.Tensor | None = None
     weight: torch.Tensor | None = None
     energy_weight: torch.Tensor | None = None
+    layout: MoleculeLayout | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -203,8 +209,10 @@ class AtomicBatch:
 
     @property
     def atoms_per_molecule(self) -> torch.Tensor:
-        """``[m]`` number of atoms in each molecule (kept with ``molecule_index``: found once per tensor)."""
-        return molecule_sizes(self.molecule_index, self.n_molecules)
+        """``[m]`` number of atoms in each molecule (from the layout, so no device read when it is known)."""
+        if self.layout is not None:
+            return self.layout.sizes
+        return torch.bincount(self.molecule_index, minlength=self.n_molecules)
 
     @property
     def device(self) -> torch.device:
@@ -229,15 +237,23 @@ class AtomicBatch:
             keep_dtype = not t.is_floating_point() or name in ("energy", "weight", "energy_weight")
             return t.to(device=device, dtype=None if keep_dtype else dtype, non_blocking=non_blocking)
 
-        return dataclasses.replace(self, **{f.name: move(f.name) for f in dataclasses.fields(self) if f.name != "n_molecules"})
+        moved = {name: move(name) for name in self._tensor_fields()}
+        layout = None if self.layout is None else self.layout.to(device or self.device, non_blocking)
+        return dataclasses.replace(self, **moved, layout=layout)
+
+    def _tensor_fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if f.name not in ("n_molecules", "layout")]
 
     def pin_memory(self) -> AtomicBatch:
         """A copy in page-locked host memory, from which a CUDA copy need not wait (needs CUDA)."""
-        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "n_molecules"}
+        tensors = {name: getattr(self, name) for name in self._tensor_fields()}
         return dataclasses.replace(self, **{k: None if t is None else t.pin_memory() for k, t in tensors.items()})
 
     def replace(self, **changes: object) -> AtomicBatch:
-        """Return a copy with some fields replaced (e.g. rotated positions)."""
+        """Return a copy with some fields replaced (e.g. rotated positions); a new ``molecule_index``
+        without a new ``layout`` drops the old layout, which described the old index."""
+        if "molecule_index" in changes and "layout" not in changes:
+            changes["layout"] = None
         return dataclasses.replace(self, **changes)
 
     def split(self) -> list[Structure]:
@@ -265,8 +281,7 @@ class AtomicBatch:
 def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
     """One batch holding the molecules of ``first`` followed by those of ``second``.
 
-    Optional fields are kept only when both batches have them. What the pair functions know about
-    the two ``molecule_index`` tensors carries over to the joined one.
+    Optional fields are kept only when both batches have them; the layouts are joined, with no device reads.
     """
 
     def join(name: str) -> torch.Tensor | None:
@@ -274,7 +289,7 @@ def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
         return None if a is None or b is None else torch.cat([a, b])
 
     molecule_index = torch.cat([first.molecule_index, second.molecule_index + first.n_molecules])
-    join_index(first.molecule_index, second.molecule_index, molecule_index, first.n_molecules, second.n_molecules)
+    both_laid_out = first.layout is not None and second.layout is not None
     return AtomicBatch(
         positions=torch.cat([first.positions, second.positions]),
         atomic_numbers=torch.cat([first.atomic_numbers, second.atomic_numbers]),
@@ -286,11 +301,12 @@ def concat_batches(first: AtomicBatch, second: AtomicBatch) -> AtomicBatch:
         pbc=join("pbc"),
         weight=join("weight"),
         energy_weight=join("energy_weight"),
+        layout=first.layout.joined(second.layout, first.n_atoms) if both_laid_out else None,
     )
 
 
-def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64) -> AtomicBatch:
-    """Concatenate molecules into one :class:`AtomicBatch` on the CPU.
+def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64, every_pair: bool = False) -> AtomicBatch:
+    """Concatenate molecules into one :class:`AtomicBatch` on the CPU, with its layout.
 
     Labels are kept only when every structure has them, so that a batch never mixes labelled and
     unlabelled molecules silently.
@@ -298,6 +314,7 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
     Args:
         structures: Molecules to batch; at least one.
         dtype: Floating-point dtype of the batch.
+        every_pair: Also list every same-molecule pair in the layout (for models that interact over all of them).
 
     Returns:
         The batch; call ``.to(device)`` to move it.
@@ -310,10 +327,11 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
     has_cell = all(s.cell is not None for s in structures)
     weighted = any(s.weight != 1.0 for s in structures)
     energy_weighted = any(s.energy_weight != 1.0 for s in structures)
+    molecule_index = torch.repeat_interleave(torch.arange(len(structures)), torch.as_tensor(sizes))
     return AtomicBatch(
         positions=torch.as_tensor(np.concatenate([s.positions for s in structures]), dtype=dtype),
         atomic_numbers=torch.as_tensor(np.concatenate([s.numbers for s in structures]), dtype=torch.long),
-        molecule_index=torch.repeat_interleave(torch.arange(len(structures)), torch.as_tensor(sizes)),
+        molecule_index=molecule_index,
         n_molecules=len(structures),
         energy=_optional_tensor([s.energy for s in structures] if has_energy else None, torch.float64),
         forces=_optional_tensor(np.concatenate([s.forces for s in structures]) if has_forces else None, dtype),
@@ -321,6 +339,7 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float64)
         pbc=torch.as_tensor(np.array([np.zeros(3, bool) if s.pbc is None else np.asarray(s.pbc, bool) for s in structures])),
         weight=_optional_tensor([s.weight for s in structures] if weighted else None, torch.float64),
         energy_weight=_optional_tensor([s.energy_weight for s in structures] if energy_weighted else None, torch.float64),
+        layout=MoleculeLayout.of(molecule_index, len(structures), every_pair),
     )
 
 
@@ -334,9 +353,6 @@ def device_batch(
     handed to the device copy; on CUDA the tensors go from pinned memory without blocking. A
     training step on a GPU would otherwise wait for the device several times (issue 13).
     """
-    host = collate(structures, dtype)
-    learn_index(host.molecule_index, host.n_molecules, every_pair)
+    host = collate(structures, dtype, every_pair)
     cuda = torch.device(device).type == "cuda"
-    moved = (host.pin_memory() if cuda else host).to(device, non_blocking=cuda)
-    share_index(host.molecule_index, moved.molecule_index, non_blocking=cuda)
-    return moved
+    return (host.pin_memory() if cuda else host).to(device, non_blocking=cuda)

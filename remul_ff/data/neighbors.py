@@ -15,7 +15,7 @@ neighbour ``j``, and ``edge_vec = positions[j] - positions[i]``.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 
@@ -46,6 +46,7 @@ def radius_graph(
     molecule_index: torch.Tensor | None = None,
     backend: str = "auto",
     pbc: torch.Tensor | None = None,
+    layout: MoleculeLayout | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All same-molecule pairs closer than ``cutoff``.
 
@@ -56,6 +57,8 @@ def radius_graph(
         backend: ``"auto"``, ``"torch"`` or ``"torch_cluster"``.
         pbc: Optional ``[m, 3]`` periodic flags; any ``True`` raises, since periodic images are
             not supported yet.
+        layout: ``molecule_index``'s :class:`MoleculeLayout`, if known: its pairs (or largest molecule)
+            are the candidates, so that nothing about ``molecule_index`` is found again.
 
     Returns:
         ``edge_index`` ``[2, E]`` (int64, centre then neighbour) and ``edge_vec`` ``[E, 3]``
@@ -65,8 +68,9 @@ def radius_graph(
         raise DataError("periodic cells are not supported yet; use non-periodic molecules (pbc=False).")
     if molecule_index is None:
         molecule_index = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
-    _check_sorted(molecule_index)
-    edge_index = _pairs(positions.detach(), float(cutoff), molecule_index, _resolve_backend(backend))
+    if layout is None:
+        _check_sorted(molecule_index)
+    edge_index = _pairs(positions.detach(), float(cutoff), molecule_index, _resolve_backend(backend), layout)
     return edge_index, edge_vectors(positions, edge_index)
 
 
@@ -85,117 +89,72 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-class _PerIndexCache:
-    """Values derived from recent ``molecule_index`` tensors, reused while the same tensor comes back.
+@dataclass(frozen=True)
+class MoleculeLayout:
+    """What depends only on a batch's ``molecule_index``, worked out once and carried with it.
 
-    MD passes the same ``molecule_index`` tensors at every step until a replica is removed (one per
-    force call: the CPU splits large batches, ``remul_ff.md.state.replica_calls``); the candidate
-    pairs and checks that depend only on it would otherwise cost several host syncs (``max``,
-    ``bincount``, ``repeat_interleave``) per force call. An entry holds a reference to its tensor,
-    so the tensor's identity cannot be reused by another, and its version counter catches in-place
-    changes. The ``capacity`` most recently used tensors are kept.
+    :class:`~remul_ff.data.batch.AtomicBatch` holds one (``batch.layout``), made on the host when the
+    batch is collated, moved with it and joined with it, so that models on an accelerator read
+    nothing back to find molecule sizes or pairs; the MD state keeps one per force call while its
+    replicas stay the same. Code that has none passes ``None`` and everything is found from
+    ``molecule_index`` again (a few host syncs).
+
+    Attributes:
+        sizes: ``[m]`` atoms per molecule.
+        largest: Atoms in the largest molecule (0 for an empty batch).
+        pairs: ``[2, Σ n_m (n_m - 1)]`` every ordered pair ``(i, j)``, ``i != j``, of the same molecule,
+            sorted by ``(i, j)`` (:func:`all_pairs`; also the candidates of :func:`radius_graph`), or
+            ``None`` when not asked for (``n^2`` memory).
     """
 
-    def __init__(self, capacity: int = 64) -> None:
-        self.capacity = capacity
-        self.entries: OrderedDict[int, tuple[torch.Tensor, int, dict[str, object]]] = OrderedDict()
+    sizes: torch.Tensor
+    largest: int
+    pairs: torch.Tensor | None = None
 
-    def get(self, molecule_index: torch.Tensor, name: str, make):
-        values = self._values(molecule_index)
-        if name not in values:
-            values[name] = make(molecule_index)
-        return values[name]
+    @classmethod
+    def of(cls, molecule_index: torch.Tensor, n_molecules: int, every_pair: bool = False) -> MoleculeLayout:
+        """The layout of ``molecule_index`` (non-decreasing, else ``ValueError``); ``every_pair`` adds :attr:`pairs`."""
+        _check_sorted(molecule_index)
+        sizes = torch.bincount(molecule_index, minlength=n_molecules)
+        largest = int(sizes.max()) if sizes.numel() else 0
+        return cls(sizes, largest, _distinct_pairs(molecule_index) if every_pair else None)
 
-    def _values(self, molecule_index: torch.Tensor) -> dict[str, object]:
-        entry = self.entries.get(id(molecule_index))
-        if entry is None or entry[0] is not molecule_index or entry[1] != molecule_index._version:
-            entry = (molecule_index, molecule_index._version, {})
-            self.entries[id(molecule_index)] = entry
-            while len(self.entries) > self.capacity:
-                self.entries.popitem(last=False)
-        self.entries.move_to_end(id(molecule_index))
-        return entry[2]
+    def with_pairs(self, molecule_index: torch.Tensor) -> MoleculeLayout:
+        """This layout (of ``molecule_index``) with :attr:`pairs` listed."""
+        return self if self.pairs is not None else MoleculeLayout(self.sizes, self.largest, _distinct_pairs(molecule_index))
 
-    def cached(self, molecule_index: torch.Tensor) -> dict[str, object]:
-        """What is known about ``molecule_index`` so far (a copy; asking adds no entry)."""
-        entry = self.entries.get(id(molecule_index))
-        if entry is None or entry[0] is not molecule_index or entry[1] != molecule_index._version:
-            return {}
-        return dict(entry[2])
+    def to(self, device: torch.device | str | None, non_blocking: bool = False) -> MoleculeLayout:
+        """A copy on ``device`` (from pinned memory without waiting when ``non_blocking``)."""
 
-    def add(self, molecule_index: torch.Tensor, values: dict[str, object]) -> None:
-        """Record values computed elsewhere (on the host) for ``molecule_index``."""
-        if values:
-            self._values(molecule_index).update(values)
+        def move(value: torch.Tensor | None) -> torch.Tensor | None:
+            if value is None:
+                return None
+            return (value.pin_memory() if non_blocking else value).to(device, non_blocking=non_blocking)
 
+        return MoleculeLayout(move(self.sizes), self.largest, move(self.pairs))
 
-_cache = _PerIndexCache()
-
-
-def molecule_sizes(molecule_index: torch.Tensor, n_molecules: int) -> torch.Tensor:
-    """``[m]`` atoms per molecule (``bincount`` sizes its output on the host: cached per tensor)."""
-    return _cache.get(molecule_index, f"sizes/{n_molecules}", lambda index: torch.bincount(index, minlength=n_molecules))
-
-
-def learn_index(molecule_index: torch.Tensor, n_molecules: int, every_pair: bool) -> None:
-    """Work out, for a host (CPU) ``molecule_index``, what the pair functions need to know about it:
-    that it is sorted, its largest molecule, its molecule sizes and, with ``every_pair``, every
-    same-molecule pair. :func:`share_index` then gives it to a device copy, which will not need to
-    read anything back to find them."""
-    _check_sorted(molecule_index)
-    largest_molecule(molecule_index)
-    molecule_sizes(molecule_index, n_molecules)
-    if every_pair:
-        _cache.get(molecule_index, "all_pairs", _distinct_pairs)
-
-
-def share_index(host_index: torch.Tensor, device_index: torch.Tensor, non_blocking: bool = False) -> None:
-    """Give ``device_index`` (a copy of ``host_index``) everything cached for ``host_index``, moved to its device."""
-    if device_index is host_index:
-        return
-
-    def move(value):
-        if not isinstance(value, torch.Tensor):
-            return value
-        return (value.pin_memory() if non_blocking else value).to(device_index.device, non_blocking=non_blocking)
-
-    _cache.add(device_index, {name: move(value) for name, value in _cache.cached(host_index).items()})
-
-
-def join_index(first: torch.Tensor, second: torch.Tensor, joined: torch.Tensor, first_molecules: int, second_molecules: int) -> None:
-    """Derive what is cached for ``joined = cat([first, second + first_molecules])`` from its parts,
-    with no device reads (the REMUL loss joins each batch with its rotated copy)."""
-    a, b = _cache.cached(first), _cache.cached(second)
-    known = {}
-    if a.get("sorted") and b.get("sorted"):
-        known["sorted"] = True
-    if "max_atoms" in a and "max_atoms" in b:
-        known["max_atoms"] = max(a["max_atoms"], b["max_atoms"])
-    if "all_pairs" in a and "all_pairs" in b:
-        known["all_pairs"] = torch.cat([a["all_pairs"], b["all_pairs"] + first.shape[0]], dim=1)
-    sizes_a, sizes_b = a.get(f"sizes/{first_molecules}"), b.get(f"sizes/{second_molecules}")
-    if sizes_a is not None and sizes_b is not None:
-        known[f"sizes/{first_molecules + second_molecules}"] = torch.cat([sizes_a, sizes_b])
-    _cache.add(joined, known)
+    def joined(self, other: MoleculeLayout, first_atoms: int) -> MoleculeLayout:
+        """The layout of a batch of this one's molecules followed by ``other``'s (``first_atoms`` atoms come first)."""
+        pairs = None if self.pairs is None or other.pairs is None else torch.cat([self.pairs, other.pairs + first_atoms], dim=1)
+        return MoleculeLayout(torch.cat([self.sizes, other.sizes]), max(self.largest, other.largest), pairs)
 
 
 def _check_sorted(molecule_index: torch.Tensor) -> None:
-    _cache.get(molecule_index, "sorted", _require_sorted)
-
-
-def _require_sorted(molecule_index: torch.Tensor) -> bool:
     if molecule_index.numel() > 1 and bool((molecule_index[1:] < molecule_index[:-1]).any()):
         raise ValueError("molecule_index must be non-decreasing: the atoms of each molecule must be contiguous.")
-    return True
 
 
-def _pairs(positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor, backend: str) -> torch.Tensor:
+def _pairs(
+    positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor, backend: str, layout: MoleculeLayout | None
+) -> torch.Tensor:
     if positions.shape[0] == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=positions.device)
-    if backend == "torch_cluster":
-        candidates = _torch_cluster_candidates(positions, cutoff, molecule_index)
+    if layout is not None and layout.pairs is not None:  # a superset of the edges: the filter keeps the same ones
+        candidates = layout.pairs
+    elif backend == "torch_cluster":
+        candidates = _torch_cluster_candidates(positions, cutoff, molecule_index, layout)
     else:
-        candidates = _cache.get(molecule_index, "pairs", same_molecule_pairs)
+        candidates = same_molecule_pairs(molecule_index)
     return _filter_and_sort(positions, cutoff, candidates)
 
 
@@ -219,17 +178,22 @@ def same_molecule_pairs(molecule_index: torch.Tensor) -> torch.Tensor:
 
 
 @torch.compiler.disable
-def all_pairs(positions: torch.Tensor, molecule_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def all_pairs(
+    positions: torch.Tensor, molecule_index: torch.Tensor, layout: MoleculeLayout | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every ordered pair ``(i, j)``, ``i != j``, of atoms in the same molecule, sorted by ``(i, j)``; no cutoff.
 
     For models that weight every edge term by an envelope that is exactly zero from ``r_max`` on,
     these pairs give the result of :func:`radius_graph` to rounding, with no distance filter: the
     edge count depends only on ``molecule_index``, so shapes stay fixed during MD (one compile,
-    CUDA graphs, export), and the pairs are computed once per ``molecule_index`` tensor.
+    CUDA graphs, export), and they come from ``layout`` when it holds them (found once per batch).
     Returns ``edge_index`` ``[2, Σ n_m (n_m - 1)]`` and ``edge_vec`` as :func:`radius_graph` does.
     """
-    _check_sorted(molecule_index)
-    edge_index = _cache.get(molecule_index, "all_pairs", _distinct_pairs)
+    if layout is not None and layout.pairs is not None:
+        edge_index = layout.pairs
+    else:
+        _check_sorted(molecule_index)
+        edge_index = _distinct_pairs(molecule_index)
     return edge_index, edge_vectors(positions, edge_index)
 
 
@@ -239,12 +203,10 @@ def _distinct_pairs(molecule_index: torch.Tensor) -> torch.Tensor:
 
 
 @torch.compiler.disable
-def largest_molecule(molecule_index: torch.Tensor) -> int:
-    """Atoms in the largest molecule (one host sync per new ``molecule_index`` tensor)."""
-    return _cache.get(molecule_index, "max_atoms", _max_atoms)
-
-
-def _max_atoms(molecule_index: torch.Tensor) -> int:
+def largest_molecule(molecule_index: torch.Tensor, layout: MoleculeLayout | None = None) -> int:
+    """Atoms in the largest molecule: ``layout``'s, or found from ``molecule_index`` (one host sync)."""
+    if layout is not None:
+        return layout.largest
     return int(torch.bincount(molecule_index).max()) if molecule_index.numel() else 0
 
 
@@ -278,9 +240,11 @@ def free_memory_bytes(device: torch.device) -> int | None:
         return None
 
 
-def _torch_cluster_candidates(positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor) -> torch.Tensor:
+def _torch_cluster_candidates(
+    positions: torch.Tensor, cutoff: float, molecule_index: torch.Tensor, layout: MoleculeLayout | None
+) -> torch.Tensor:
     # No molecule has more neighbours than atoms, so this bound can never drop an edge.
-    max_neighbours = largest_molecule(molecule_index)
+    max_neighbours = largest_molecule(molecule_index, layout)
     # torch_cluster's own float comparison may differ from ours at the cutoff, so ask for a
     # slightly larger radius and apply the exact criterion afterwards.
     pairs = torch_cluster.radius_graph(

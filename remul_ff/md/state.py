@@ -14,8 +14,8 @@ from ase import Atoms, units
 from torch import nn
 
 from remul_ff.data.batch import AtomicBatch, Structure, collate
-from remul_ff.data.neighbors import BYTES_PER_CANDIDATE_PAIR, free_memory_bytes
-from remul_ff.models.common import scatter_sum
+from remul_ff.data.neighbors import BYTES_PER_CANDIDATE_PAIR, MoleculeLayout, available_backends, free_memory_bytes
+from remul_ff.models.common import ACCELERATOR_ALL_PAIRS_MAX_ATOMS, scatter_sum
 from remul_ff.models.forces import predict
 
 
@@ -79,10 +79,16 @@ class MDState:
         return AtomicBatch(self.positions, self.atomic_numbers, self.molecule_index, self.n_replicas)
 
     def force_batches(self) -> list[AtomicBatch]:
-        """The positions as model input batches of whole replicas, sized by :func:`pairs_per_call`."""
+        """The positions as model input batches of whole replicas, sized by :func:`pairs_per_call`.
+
+        Each call's molecule layout (sizes and pairs) is found once per ``molecule_index``, not every step.
+        """
         if self._calls is None or self._calls[0] is not self.molecule_index:
-            self._calls = (self.molecule_index, replica_calls(self.molecule_index, self.atoms_per_replica))
-        return [AtomicBatch(self.positions[a:b], self.atomic_numbers[a:b], index, n) for a, b, index, n in self._calls[1]]
+            calls = replica_calls(self.molecule_index, self.atoms_per_replica)
+            self._calls = (self.molecule_index, [(a, b, index, n, call_layout(index, n)) for a, b, index, n in calls])
+        return [
+            AtomicBatch(self.positions[a:b], self.atomic_numbers[a:b], index, n, layout=layout) for a, b, index, n, layout in self._calls[1]
+        ]
 
     def kinetic_energy(self) -> torch.Tensor:
         """``[m]`` kinetic energy per replica, eV (float64)."""
@@ -159,6 +165,16 @@ def pairs_per_call(device: torch.device) -> int | None:
         return CPU_PAIRS_PER_CALL
     free = free_memory_bytes(device)
     return None if free is None else max(1, int(ACCELERATOR_MEMORY_SHARE * free / BYTES_PER_CANDIDATE_PAIR))
+
+
+def call_layout(molecule_index: torch.Tensor, n_replicas: int) -> MoleculeLayout:
+    """The layout of one force call, with every same-molecule pair where a model may use them as its
+    interactions or candidates (molecules up to :data:`ACCELERATOR_ALL_PAIRS_MAX_ATOMS` atoms, or any
+    size when the pure-torch radius graph would list them anyway); beyond, the radius graph finds its own."""
+    layout = MoleculeLayout.of(molecule_index, n_replicas)
+    if layout.largest <= ACCELERATOR_ALL_PAIRS_MAX_ATOMS or "torch_cluster" not in available_backends():
+        layout = layout.with_pairs(molecule_index)
+    return layout
 
 
 def replica_calls(

@@ -18,7 +18,7 @@ from torch import nn
 from remul_ff.data.batch import AtomicBatch, Structure, collate
 from remul_ff.errors import CheckpointError
 from remul_ff.models.common import AtomicEnergyHead, ElementTable, inference_model, scatter_max
-from remul_ff.models.forces import predict
+from remul_ff.models.forces import energy_model_call, predict
 
 E0_TOLERANCE_EV = 1.0
 """Largest difference of two members' isolated-atom energies (per element) a committee accepts. Models
@@ -76,9 +76,10 @@ class Committee(nn.Module):
         self.elements = members[0].elements
         self.training_domain = getattr(members[0], "training_domain", {})
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
-        """``[n]`` mean per-atom energy of the members."""
-        return torch.stack([member(positions, atomic_numbers, molecule_index) for member in self.members]).mean(0)
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor, layout=None) -> torch.Tensor:
+        """``[n]`` mean per-atom energy of the members (``layout``: the batch's, if known)."""
+        energies = [energy_model_call(member, positions, atomic_numbers, molecule_index, layout) for member in self.members]
+        return torch.stack(energies).mean(0)
 
     def for_inference(self) -> Committee:
         """The committee of its members' inference copies (:func:`~remul_ff.models.common.inference_model`)."""

@@ -10,7 +10,7 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
-from remul_ff.data.neighbors import all_pairs, largest_molecule, radius_graph
+from remul_ff.data.neighbors import MoleculeLayout, all_pairs, largest_molecule, radius_graph
 from remul_ff.errors import DataError
 
 PAIR_MODES = ("auto", "radius", "all")
@@ -161,21 +161,24 @@ class AtomwiseEnergyModel(nn.Module):
         self.head = AtomicEnergyHead(e0s, scale, shift)
         self.pair_mode = "radius"
 
-    def pairs(self, positions: torch.Tensor, molecule_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pairs(
+        self, positions: torch.Tensor, molecule_index: torch.Tensor, layout: MoleculeLayout | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``edge_index`` and ``edge_vec`` of the interactions, by ``self.pair_mode``.
 
         ``radius``: pairs closer than ``r_max`` (:func:`radius_graph`). ``all``: every pair of the
         same molecule (:func:`all_pairs`); the envelope is exactly zero from ``r_max`` on, so the
         extra pairs add nothing, while shapes stop depending on positions. ``auto``: ``all`` for
         molecules of up to :data:`AUTO_ALL_PAIRS_MAX_ATOMS` atoms, where nearly every pair is inside
-        the cutoff anyway, else ``radius``.
+        the cutoff anyway, else ``radius``. ``layout`` (``molecule_index``'s, if known) saves finding
+        the molecule sizes and pairs again.
         """
         mode = self.pair_mode
         if mode == "auto":
-            mode = "all" if largest_molecule(molecule_index) <= AUTO_ALL_PAIRS_MAX_ATOMS else "radius"
+            mode = "all" if largest_molecule(molecule_index, layout) <= AUTO_ALL_PAIRS_MAX_ATOMS else "radius"
         if mode == "all":
-            return all_pairs(positions, molecule_index)
-        return radius_graph(positions, self.r_max, molecule_index)
+            return all_pairs(positions, molecule_index, layout)
+        return radius_graph(positions, self.r_max, molecule_index, layout=layout)
 
     def atomic_energies(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``[n]`` float64 atomic energies in eV from final atom features ``h``."""

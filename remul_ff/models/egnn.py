@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from remul_ff.data.neighbors import edge_vectors
+from remul_ff.data.neighbors import MoleculeLayout, edge_vectors
 from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
 from remul_ff.schema import AT_LEAST_1, DISTANCE, ENVELOPE_EXPONENT, bounded, one_of
 
@@ -94,9 +94,11 @@ class EGNN(AtomwiseEnergyModel):
         self.init_common(config.width, elements, e0s, scale, shift)
         self.layers = nn.ModuleList(EGNNLayer(config) for _ in range(config.depth))
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
-        """``[n]`` float64 atomic energies in eV."""
-        return self.energies_on_pairs(positions, atomic_numbers, self.pairs(positions, molecule_index)[0])
+    def forward(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor, layout: MoleculeLayout | None = None
+    ) -> torch.Tensor:
+        """``[n]`` float64 atomic energies in eV (``layout``: the batch's, if known)."""
+        return self.energies_on_pairs(positions, atomic_numbers, self.pairs(positions, molecule_index, layout)[0])
 
     def energies_on_pairs(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """``[n]`` atomic energies with the interacting pairs given (``edge_index`` ``[2, E]``)."""

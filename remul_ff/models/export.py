@@ -90,7 +90,7 @@ class EnergyAndDirectForces(nn.Module):
     """``(positions [n, 3], atomic_numbers [n]) -> (energy, direct forces [n, 3])`` of one molecule.
 
     One forward pass of a model with a direct-force head, no backward: the inner steps of multiple
-    time stepping (:class:`~remul_ff.calculators.mts.MultipleTimeStepVerlet`). Inputs and the
+    time stepping (:class:`~remul_ff.integrations.mts.MultipleTimeStepVerlet`). Inputs and the
     optional third input ``pairs`` as for :class:`EnergyAndForces`; with ``atomic`` the per-atom
     energies come third.
     """

@@ -9,12 +9,15 @@ instead; :func:`predict` then passes the direct forces on beside the conservativ
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from remul_ff.data.batch import AtomicBatch
+from remul_ff.data.neighbors import MoleculeLayout
 from remul_ff.models.common import scatter_sum
 
 
@@ -49,7 +52,7 @@ def predict(model: nn.Module, batch: AtomicBatch, forces: bool = True, training:
     if forces and not positions.requires_grad:
         positions = positions.detach().requires_grad_(True)
     with torch.enable_grad() if forces else torch.no_grad():
-        atomic, direct = _outputs(model(positions, batch.atomic_numbers, batch.molecule_index))
+        atomic, direct = _outputs(energy_model_call(model, positions, batch.atomic_numbers, batch.molecule_index, batch.layout))
         energy = scatter_sum(atomic, batch.molecule_index, batch.n_molecules)
         force = None
         if forces:
@@ -60,6 +63,22 @@ def predict(model: nn.Module, batch: AtomicBatch, forces: bool = True, training:
         force = None if force is None else force.detach()
         direct = None if direct is None else direct.detach()
     return Prediction(energy=energy, forces=force, atomic_energies=atomic, direct_forces=direct)
+
+
+def energy_model_call(model: nn.Module, positions, atomic_numbers, molecule_index, layout: MoleculeLayout | None):
+    """``model(positions, atomic_numbers, molecule_index)``, with ``layout=layout`` for a model whose ``forward`` takes it.
+
+    remul-ff's models take the layout; a model written to the plain three-tensor contract still works.
+    """
+    if layout is None or not takes_layout(type(model)):
+        return model(positions, atomic_numbers, molecule_index)
+    return model(positions, atomic_numbers, molecule_index, layout=layout)
+
+
+@functools.cache
+def takes_layout(model_class: type) -> bool:
+    """Whether ``model_class.forward`` has a ``layout`` parameter (asked once per class)."""
+    return "layout" in inspect.signature(model_class.forward).parameters
 
 
 def _outputs(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:

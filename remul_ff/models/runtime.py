@@ -29,7 +29,9 @@ class EnergyModel(Protocol):
 
     ``forward`` gives the ``[n]`` per-atom energies in eV (float64) of the molecules in one batch
     (:func:`~remul_ff.models.forces.predict` turns them into energies and forces); ``elements`` checks
-    atomic numbers and maps them to species.
+    atomic numbers and maps them to species. A model may also take ``layout``, the batch's
+    :class:`~remul_ff.data.neighbors.MoleculeLayout` (molecule sizes and pairs found on the host);
+    :func:`~remul_ff.models.forces.energy_model_call` gives it to those whose ``forward`` names it.
     """
 
     elements: ElementTable

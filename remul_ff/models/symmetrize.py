@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from remul_ff.models.common import inference_model
+from remul_ff.models.forces import energy_model_call
 
 GROUP_ORDERS = (4, 12, 24)
 
@@ -66,10 +67,11 @@ class RotationAveraged(nn.Module):
         self.training_domain = getattr(model, "training_domain", {})
         self.r_max = getattr(model, "r_max", None)
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor, layout=None) -> torch.Tensor:
         """``[n]`` per-atom energies averaged over the group (a rotation about the origin: the models
         see relative vectors only, so where the molecule sits does not matter)."""
-        energies = [self.model(positions @ rotation.T, atomic_numbers, molecule_index) for rotation in self.rotations]
+        rotations = self.rotations
+        energies = [energy_model_call(self.model, positions @ r.T, atomic_numbers, molecule_index, layout) for r in rotations]
         return torch.stack(energies).mean(0)
 
     def for_inference(self) -> RotationAveraged:

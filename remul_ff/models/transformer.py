@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from remul_ff.data.neighbors import edge_vectors
+from remul_ff.data.neighbors import MoleculeLayout, edge_vectors
 from remul_ff.errors import RemulError
 from remul_ff.models.common import RADIAL_BASES, AtomwiseEnergyModel, polynomial_envelope, scatter_sum
 from remul_ff.schema import AT_LEAST_1, AT_LEAST_1_OR_NULL, DISTANCE, ENVELOPE_EXPONENT, bounded, one_of
@@ -243,11 +243,11 @@ class REMULTransformer(AtomwiseEnergyModel):
         self.returns_direct_forces = False  # with_direct_forces() makes a view that sets it
 
     def forward(
-        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, molecule_index: torch.Tensor, layout: MoleculeLayout | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``[n]`` float64 atomic energies in eV (interaction part plus E0); with
-        ``returns_direct_forces`` also the ``[n, 3]`` direct forces."""
-        edge_index = self.pairs(positions, molecule_index)[0]
+        ``returns_direct_forces`` also the ``[n, 3]`` direct forces. ``layout``: the batch's, if known."""
+        edge_index = self.pairs(positions, molecule_index, layout)[0]
         if not self.returns_direct_forces:
             return self.energies_on_pairs(positions, atomic_numbers, edge_index)
         return self.energies_and_direct_forces(positions, atomic_numbers, edge_index, molecule_index)

@@ -141,7 +141,7 @@ def measure_md_speed(spec: ScalingSpec, structure, steps: int = 200) -> dict:
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
-    from remul_ff.calculators import REMULCalculator
+    from remul_ff.integrations import REMULCalculator
 
     speed = {}
     for point in sweep_points(spec):

@@ -87,11 +87,13 @@ def restore_progress(trainer: Trainer, state: dict) -> None:
     trainer.budget_extension_s = state.get("budget_extension_s", 0.0)
 
 
-def copy_weights(start: nn.Module, model: nn.Module, path: str, kind: str, new_head: bool = False) -> None:
+def copy_weights(start: nn.Module, model: nn.Module, path: str, kind: str, new_head: bool = False, data_reference: bool = False) -> None:
     """Copy the weights of ``start`` (the model file ``path``, ``train.init_from``) into the new ``model``.
 
     ``new_head`` (``train.trainable: direct_forces_head``): ``model``'s direct-force head may differ from
-    ``start``'s, or ``start`` may have none; such a head keeps its fresh weights.
+    ``start``'s, or ``start`` may have none; such a head keeps its fresh weights. ``data_reference``
+    (``train.init_energy_reference: data``): ``model`` keeps its own E0s and per-element shift, which
+    its data set; the rest (the scale too: forces of two levels of theory have similar size) is ``start``'s.
     """
     same = type(start) is type(model) and start.elements.symbols() == model.elements.symbols()
     state, target = start.state_dict(), model.state_dict()
@@ -103,6 +105,8 @@ def copy_weights(start: nn.Module, model: nn.Module, path: str, kind: str, new_h
             f"match this config's {kind} for {', '.join(model.elements.symbols())}; "
             "use the same model section and data elements, or drop init_from."
         )
+    if data_reference:
+        state = {**state, **{k: v for k, v in target.items() if k in ("head.shift", "head._extra_state")}}
     model.load_state_dict(state)
 
 

@@ -145,7 +145,7 @@ class Trainer:
         )
         if cfg.train.init_from:
             start, new_head = load_model(cfg.train.init_from, self.device, self.dtype), cfg.train.trainable == "direct_forces_head"
-            copy_weights(start, self.model, cfg.train.init_from, cfg.model_kind, new_head)
+            copy_weights(start, self.model, cfg.train.init_from, cfg.model_kind, new_head, cfg.train.init_energy_reference == "data")
         self.fixed_pairs = self.device.type != "cpu" and max(len(s) for s in data.train) <= ACCELERATOR_ALL_PAIRS_MAX_ATOMS
         self.training_model, self.forward_model = training_views(self.model, self.fixed_pairs, self.ctx, self.device)
         columns = LOG_COLUMNS + (DIRECT_FORCES_LOG_COLUMNS if has_direct_forces(self.model) else [])
