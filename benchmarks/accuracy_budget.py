@@ -27,6 +27,15 @@ training or the developer's tests, so epochs per minute vary by up to a fifth; e
     # EGNN at other budgets (its 30-minute runs are the EARLIER_RUNS below):
     OMP_NUM_THREADS=1 remul-ff train benchmarks/stability/rmd17_ethanol/egnn/config.yaml --no-progress \\
         --set train.max_minutes=B --set train.seed=S --set output_dir=benchmarks/accuracy_budget/runs/egnn_<B>min_seed<S>
+    # xTB pretraining, then DFT (recipe xtb-transfer; the 71 s of labels and the pretraining count in B):
+    OMP_NUM_THREADS=1 python benchmarks/xtb_pretraining_frames.py ../shared/data/rmd17_ethanol/train.xyz \
+        runs/xtb_pretraining/ethanol_rattled.xyz --copies 20
+    OMP_NUM_THREADS=1 remul-ff train benchmarks/accuracy_budget/pretrain/xtb_pretrain.yaml --set train.num_threads=1 \
+        --set output_dir=runs/xtb_pretrain_5min_seed0     # its config.yaml and log.csv: accuracy_budget/pretrain/
+    OMP_NUM_THREADS=1 remul-ff train examples/rmd17_ethanol.yaml [data as above] --set train.max_minutes=5.9 \
+        --set train.init_from=runs/xtb_pretrain_5min_seed0/model.pt --set train.init_energy_reference=data \
+        --set train.num_threads=1 --set output_dir=benchmarks/accuracy_budget/runs/xtb-transfer_15min_seed0
+    # ... beside it, from random weights: --set train.max_minutes=15 (run stage2-augment-rerun_15min_seed0)
     python benchmarks/accuracy_budget.py
 
 Writes ``benchmarks/results/accuracy_budget.{json,md,png}``.
