@@ -25,7 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from _common import RESULTS, write_results
+from perf._common import RESULTS, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {

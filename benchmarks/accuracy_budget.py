@@ -55,7 +55,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 import yaml
-from _common import RESULTS, write_results
+from perf._common import RESULTS, write_results
 
 from remul_ff.data.batch import Structure
 from remul_ff.models import load_model

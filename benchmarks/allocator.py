@@ -24,8 +24,8 @@ import subprocess
 import sys
 
 import torch
-from _common import write_results
-from md_speed import STRUCTURES, ase_step_cost, batched_cost
+from perf._common import write_results
+from perf.md_speed import STRUCTURES, ase_step_cost, batched_cost
 
 MODES = {"glibc default": "0", "keep freed memory": "1"}
 

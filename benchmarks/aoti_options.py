@@ -29,8 +29,8 @@ import os
 from pathlib import Path
 
 import torch
-from _common import write_results
 from inference_merge import DATA, first_frame, interleaved_ms
+from perf._common import write_results
 
 from remul_ff.models.export import _example, export_program, pairs_within
 from remul_ff.models.files import load_model

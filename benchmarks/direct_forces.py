@@ -42,8 +42,8 @@ import re
 from pathlib import Path
 
 import torch
-from _common import RESULTS, write_results
 from accuracy_budget import energy_offsets, evaluate_run_parts, load_test_set
+from perf._common import RESULTS, write_results
 
 from remul_ff.training.evaluate import evaluate
 

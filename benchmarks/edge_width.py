@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import write_results
 from ase import units
 from ase.io import read
 from ase.md.verlet import VelocityVerlet
-from md_speed import STRUCTURES, calculator_for
+from perf._common import write_results
+from perf.md_speed import STRUCTURES, calculator_for
 
 from remul_ff.models.files import MODEL_FILE_KIND, load_file
 

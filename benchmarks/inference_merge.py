@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import torch
-from _common import write_results
 from ase.io import read
+from perf._common import write_results
 
 from remul_ff.data.batch import Structure, collate
 from remul_ff.models import predict

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import median_seconds, write_results
-from gpu_speed import replicas_of
+from perf._common import median_seconds, write_results
+from perf.gpu_speed import replicas_of
 
 from remul_ff.data.bonds import molecular_bonds
 from remul_ff.md.monitor import CollapseMonitor

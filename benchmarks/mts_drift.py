@@ -21,8 +21,8 @@ import argparse
 import json
 
 import torch
-from _common import RESULTS, command_line, write_results
-from mts_speed import nve_drift
+from perf._common import RESULTS, command_line, write_results
+from perf.mts_speed import nve_drift
 
 
 def markdown(rows: list[dict]) -> str:

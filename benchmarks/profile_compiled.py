@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import write_results
 from inference_merge import first_frame
+from perf._common import write_results
 from torch.profiler import profile
 
 from remul_ff.models.export import _example, export_program, pairs_within

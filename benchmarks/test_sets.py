@@ -32,7 +32,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from _common import write_results
+from perf._common import write_results
 
 from remul_ff.data.generate import GenerateSettings, run_reference_md, write_extxyz
 from remul_ff.data.labelling import PySCFLabeller, PySCFSettings, d3_correction, label_frames

@@ -37,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from _common import RESULTS, write_results
+from perf._common import RESULTS, write_results
 
 from remul_ff.config import load_config
 from remul_ff.data.splits import load_splits

@@ -22,7 +22,7 @@ def xtb_ethanol_file(tmp_path_factory):
     """An extxyz file of 48 jittered ethanol frames with GFN2-xTB energies and forces.
 
     ``REMUL_FF_TEST_XTB_ETHANOL`` names a copy made elsewhere by :func:`write_xtb_ethanol` (the
-    GPU machine has no tblite: ``benchmarks/gpu_check.sh`` brings the file instead).
+    GPU machine has no tblite: ``benchmarks/perf/gpu_check.sh`` brings the file instead).
     """
     made_elsewhere = os.environ.get("REMUL_FF_TEST_XTB_ETHANOL")
     if made_elsewhere:

@@ -83,16 +83,17 @@ def test_scaling_spec_validates(path, monkeypatch):
 
 
 def test_the_performance_suite_names_scripts_and_models_that_are_in_the_repository():
-    """``benchmarks/perf_suite.py`` reruns every speed benchmark; a moved script or model would skip it silently."""
+    """``benchmarks/perf/run.py`` reruns every speed benchmark; a moved script or model would skip it silently."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "perf_suite.py"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "run.py"
     spec = importlib.util.spec_from_file_location("perf_suite", path)
     perf_suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(perf_suite)
     commands = perf_suite.suite("mace/bin/python", None)
     assert {"neighbors", "md_speed", "export_speed", "torchsim_speed", "mts_speed"} <= set(commands)
-    root = path.parents[1]
-    lacking = {name: [a for a in perf_suite.missing_inputs([str(root / a) for a in c]) if "shared" not in a] for name, c in commands.items()}
+    root = path.parents[2]
+    in_repository = {name: [str(root / a) for a in c if "shared" not in a] for name, c in commands.items()}
+    lacking = {name: perf_suite.missing_inputs(c) for name, c in in_repository.items()}
     assert lacking == {name: [] for name in commands}
     assert "--mace-python" in commands["md_speed"] and "--pet-python" not in commands["md_speed"]

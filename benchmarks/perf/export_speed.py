@@ -2,7 +2,7 @@
 torch.export program and the AOTInductor package of the same model, timed in one run (issue 15,
 and issue 13's single-molecule CPU path).
 
-    python benchmarks/export_speed.py MODEL.pt --molecule ethanol --out benchmarks/results/export_speed.json
+    python benchmarks/perf/export_speed.py MODEL.pt --molecule ethanol --out benchmarks/results/export_speed.json
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Measured, all in this one process:
 
 Run from the repository root; on the GPU machine the whole thing takes a few minutes::
 
-    python benchmarks/gpu_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \\
+    python benchmarks/perf/gpu_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \\
         --egnn-model benchmarks/stability/rmd17_ethanol/egnn/model.pt --out results
 
 ``--out`` is a folder (the device machine's ``$OUT``) for ``gpu_speed.json`` and ``gpu_speed.md``;
@@ -57,7 +57,7 @@ from remul_ff.models.common import inference_model, with_fixed_pairs
 from remul_ff.scaling.measure import step_seconds
 from remul_ff.training.trainer import Trainer
 
-BENCHMARKS = Path(__file__).resolve().parent
+BENCHMARKS = Path(__file__).resolve().parents[1]
 ETHANOL = molecule("CH3CH2OH")
 
 
@@ -164,7 +164,7 @@ def mace_ms_per_step(python: str, path: str | None, device: str, steps: int, rep
     structure = folder / "ethanol_for_mace.xyz"
     write(structure, ETHANOL)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH")) if p)}
-    helper = BENCHMARKS / "mace_speed_helper.py"
+    helper = Path(__file__).with_name("mace_speed_helper.py")
     out = subprocess.run(
         [python, str(helper), json.dumps({"ethanol (9 atoms)": str(structure)}), str(steps), device, json.dumps(replicas)],
         check=True,

@@ -19,7 +19,7 @@ Measured:
 
 Run from the repository root (the MACE part needs a venv with mace-torch, see mace_speed_helper.py)::
 
-    python benchmarks/md_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \
+    python benchmarks/perf/md_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt \
         --egnn-model benchmarks/stability/rmd17_ethanol/egnn/model.pt \
         --mae-report benchmarks/stability/rmd17_ethanol_500K/report.json --mace-python ../mace-venv/bin/python \
         --pet-python ../pet-venv/bin/python
@@ -58,7 +58,7 @@ from remul_ff.md import MDSettings, run_md
 from remul_ff.models import build_model, hyperparameters
 from remul_ff.models.files import MODEL_FILE_KIND, load_file
 
-BENCHMARKS = Path(__file__).resolve().parent
+BENCHMARKS = Path(__file__).resolve().parents[1]
 DATA = BENCHMARKS.parent.parent / "shared" / "data"
 # MACE is not trained here: its rMD17 ethanol force MAE is quoted. "published": full training on 950 frames
 # (Batatia et al. 2022, ../shared/data/README.md); "60 CPU-min": the project's anchor, MACE trained for

@@ -9,7 +9,7 @@ this script writes ``results/perf_suite.md``: what ran, how long it took, whethe
 
 Run from the repository root::
 
-    python benchmarks/perf_suite.py [--only neighbors export_speed] [--mace-python /work/mace-venv/bin/python] [--dry-run]
+    python benchmarks/perf/run.py [--only neighbors export_speed] [--mace-python /work/mace-venv/bin/python] [--dry-run]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/
 ETHANOL_MODEL = "benchmarks/stability/rmd17_ethanol_500K/remul_offeq_f02/model.pt"
 EGNN_MODEL = "benchmarks/stability/rmd17_ethanol/egnn/model.pt"
 DIRECT_FORCES_MODEL = "benchmarks/direct_forces/runs/remul_30min_seed0/model.pt"
@@ -32,11 +32,20 @@ def suite(mace_python: str | None, pet_python: str | None) -> dict[str, list[str
     """``{name: command}`` of every speed benchmark; ``name`` is also its results file's stem."""
     baselines = (["--mace-python", mace_python] if mace_python else []) + (["--pet-python", pet_python] if pet_python else [])
     return {
-        "neighbors": ["benchmarks/neighbors.py"],
-        "export_speed": ["benchmarks/export_speed.py", ETHANOL_MODEL, "--out", "benchmarks/results/export_speed.json"],
-        "md_speed": ["benchmarks/md_speed.py", "--model", ETHANOL_MODEL, "--egnn-model", EGNN_MODEL, "--batched-steps", "50", *baselines],
-        "torchsim_speed": ["benchmarks/torchsim_speed.py", "--model", ETHANOL_MODEL, "--data", ETHANOL_DATA, "--steps", "400"],
-        "mts_speed": ["benchmarks/mts_speed.py", "--model", DIRECT_FORCES_MODEL, "--drift-time-ps", "20", *baselines[:2]],
+        "neighbors": ["benchmarks/perf/neighbors.py"],
+        "export_speed": ["benchmarks/perf/export_speed.py", ETHANOL_MODEL, "--out", "benchmarks/results/export_speed.json"],
+        "md_speed": [
+            "benchmarks/perf/md_speed.py",
+            "--model",
+            ETHANOL_MODEL,
+            "--egnn-model",
+            EGNN_MODEL,
+            "--batched-steps",
+            "50",
+            *baselines,
+        ],
+        "torchsim_speed": ["benchmarks/perf/torchsim_speed.py", "--model", ETHANOL_MODEL, "--data", ETHANOL_DATA, "--steps", "400"],
+        "mts_speed": ["benchmarks/perf/mts_speed.py", "--model", DIRECT_FORCES_MODEL, "--drift-time-ps", "20", *baselines[:2]],
     }
 
 
@@ -52,12 +61,17 @@ def run(name: str, command: list[str]) -> dict:
         return {"name": name, "command": line, "status": f"skipped: {', '.join(missing)} not found", "seconds": 0.0}
     start = time.perf_counter()
     status = subprocess.run([sys.executable, *command]).returncode
-    return {"name": name, "command": line, "status": "ok" if status == 0 else f"failed (exit {status})", "seconds": time.perf_counter() - start}
+    return {
+        "name": name,
+        "command": line,
+        "status": "ok" if status == 0 else f"failed (exit {status})",
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def write_summary(rows: list[dict]) -> Path:
     """``results/perf_suite.md``: one row per benchmark."""
-    lines = ["Command: `python benchmarks/perf_suite.py " + " ".join(sys.argv[1:]) + "`", ""]
+    lines = ["Command: `python benchmarks/perf/run.py " + " ".join(sys.argv[1:]) + "`", ""]
     lines += ["| benchmark | status | minutes | results | command |", "|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['name']} | {row['status']} | {row['seconds'] / 60:.1f} | `results/{row['name']}.*` | `{row['command']}` |")

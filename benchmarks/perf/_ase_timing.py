@@ -20,7 +20,7 @@ from ase.md.verlet import VelocityVerlet
 def keep_freed_memory() -> bool:
     """remul-ff's :func:`remul_ff.utils.memory.keep_freed_memory`, for this process too."""
     spec = importlib.util.spec_from_file_location(
-        "remul_ff_memory", Path(__file__).resolve().parent.parent / "remul_ff" / "utils" / "memory.py"
+        "remul_ff_memory", Path(__file__).resolve().parents[2] / "remul_ff" / "utils" / "memory.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -16,7 +16,7 @@ from remul_ff.utils.timing import median_seconds  # noqa: F401 (the benchmarks t
 # The benchmarks time what the remul-ff program runs, which keeps freed memory for reuse (cli.console).
 keep_freed_memory()
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # benchmarks/results, shared with the studies
 
 
 def machine() -> dict[str, object]:

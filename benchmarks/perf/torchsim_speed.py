@@ -6,7 +6,7 @@ replica-steps/s for each, and their ratio, for each replica count. Our engine al
 every ``--check-interval`` steps (torch-sim has no such monitor); the thermo and trajectory
 writers are off on both sides.
 
-    python benchmarks/torchsim_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_w001/model.pt \\
+    python benchmarks/perf/torchsim_speed.py --model benchmarks/stability/rmd17_ethanol_500K/remul_offeq_w001/model.pt \\
         --data ../shared/data/rmd17_ethanol/train.xyz
 
 Writes ``benchmarks/results/torchsim_speed.{json,md}``.

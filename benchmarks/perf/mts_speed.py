@@ -16,7 +16,7 @@ single-molecule ASE loop of the plain calculator.
 
 Run from the repository root::
 
-    python benchmarks/mts_speed.py --model benchmarks/direct_forces/runs/remul_30min_seed0/model.pt \\
+    python benchmarks/perf/mts_speed.py --model benchmarks/direct_forces/runs/remul_30min_seed0/model.pt \\
         --mace-python ../mace-venv/bin/python
 
 Writes ``benchmarks/results/mts_speed.{json,md}`` and adds the ``mts_*`` keys to ``md_speed.json``

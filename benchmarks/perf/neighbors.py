@@ -1,6 +1,6 @@
 """Time the batched radius graph: pure-torch and torch-cluster backends against brute force.
 
-Run from the repository root: ``python benchmarks/neighbors.py``. Writes
+Run from the repository root: ``python benchmarks/perf/neighbors.py``. Writes
 ``benchmarks/results/neighbors.{json,md,png}``. All ratios come from the same run.
 """
 
