@@ -1,14 +1,24 @@
-"""Rigid motions of molecules: random rotations, rotating vectors and whole batches, and Kabsch
-alignment. The REMUL loss, augmentation, the rotational-error checks and the off-equilibrium frames
-all move molecules with these."""
+"""Geometry of molecules on the host and in batches: random rotations, rotating vectors and whole
+batches, Kabsch alignment, and the atom pairs and distances of one molecule. The REMUL loss,
+augmentation, the rotational-error checks and the off-equilibrium frames move molecules with these;
+input checks, the training domain, h(r) and the learn loop's fingerprints measure them with these.
+(The batched pair lists of the models are :mod:`remul_ff.data.neighbors`.)"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+from ase import Atoms
+from ase.neighborlist import neighbor_list
 from e3nn import o3
 
-from remul_ff.data.batch import AtomicBatch
+if TYPE_CHECKING:  # the batch module checks distances with the helpers below
+    from remul_ff.data.batch import AtomicBatch
+
+ALL_PAIRS_MAX_ATOMS = 256
+"""Up to this many atoms pair checks look at every pair; beyond it a cell list (every pair is n^2 memory)."""
 
 
 def random_rotations(n: int, dtype: torch.dtype, device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -60,3 +70,30 @@ def kabsch_aligned(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
     d = np.sign(np.linalg.det(u @ vt))
     rotation = u @ np.diag([1.0, 1.0, d]) @ vt
     return a @ rotation + target.mean(0)
+
+
+def pair_distances(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``i < j`` of one molecule and their distances: every pair up to :data:`ALL_PAIRS_MAX_ATOMS`
+    atoms, only those within ``cutoff`` (Å) beyond, where a cell list finds them."""
+    if len(positions) > ALL_PAIRS_MAX_ATOMS:
+        i, j, d = neighbor_list("ijd", Atoms(positions=positions), cutoff)
+        keep = i < j
+        return i[keep], j[keep], d[keep]
+    i, j = np.triu_indices(len(positions), 1)
+    return i, j, np.linalg.norm(positions[i] - positions[j], axis=1)
+
+
+def closest_pair(positions: np.ndarray, cutoff: float) -> tuple[int, int, float]:
+    """Indices ``i < j`` and distance of the two closest atoms; ``(0, 1, inf)`` when a molecule above
+    :data:`ALL_PAIRS_MAX_ATOMS` atoms has no pair within ``cutoff``, or there is no pair."""
+    i, j, d = pair_distances(positions, cutoff)
+    if not len(d):
+        return 0, 1, np.inf
+    k = int(np.argmin(d))
+    return int(i[k]), int(j[k]), float(d[k])
+
+
+def all_pair_distances(positions: np.ndarray) -> np.ndarray:
+    """``[n (n - 1) / 2]`` every interatomic distance of one molecule (``i < j``, row-major), in Å."""
+    i, j = np.triu_indices(len(positions), 1)
+    return np.linalg.norm(positions[i] - positions[j], axis=-1)

@@ -43,13 +43,12 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
-from ase.neighborlist import neighbor_list
 
 from remul_ff.data.neighbors import MoleculeLayout
 from remul_ff.errors import DataError
+from remul_ff.geometry import ALL_PAIRS_MAX_ATOMS, closest_pair, pair_distances  # noqa: F401 (importable from here too)
 
 MIN_INTERATOMIC_DISTANCE = 0.1
-ALL_PAIRS_MAX_ATOMS = 256  # up to this size pair checks use every pair; beyond it a cell list (n^2 memory)
 """Two atoms closer than this (Å) mean a broken structure, not chemistry."""
 
 
@@ -138,7 +137,7 @@ class Structure:
         """Raise :class:`DataError` naming the closest pair when two atoms are nearer than 0.1 Å."""
         if len(self) < 2:
             return
-        i, j, distance = _closest_pair(self.positions)
+        i, j, distance = closest_pair(self.positions, MIN_INTERATOMIC_DISTANCE)
         if distance < MIN_INTERATOMIC_DISTANCE:
             raise DataError(
                 f"{where} has atoms {i} ({chemical_symbols[self.numbers[i]]}) and {j} ({chemical_symbols[self.numbers[j]]}) "
@@ -158,28 +157,6 @@ def check_molecule(atoms: Atoms, where: str = "the structure") -> None:
         )
     if not np.all(np.isfinite(atoms.positions)):
         raise DataError(f"{where} has NaN or infinite positions; the simulation has probably blown up.")
-
-
-def pair_distances(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``i < j`` and their distances: every pair up to ``ALL_PAIRS_MAX_ATOMS``, only those within ``cutoff`` beyond.
-
-    Beyond that all pairs would need n^2 memory, so a cell list finds the close ones.
-    """
-    if len(positions) > ALL_PAIRS_MAX_ATOMS:
-        i, j, d = neighbor_list("ijd", Atoms(positions=positions), cutoff)
-        keep = i < j
-        return i[keep], j[keep], d[keep]
-    i, j = np.triu_indices(len(positions), 1)
-    return i, j, np.linalg.norm(positions[i] - positions[j], axis=1)
-
-
-def _closest_pair(positions: np.ndarray) -> tuple[int, int, float]:
-    """Indices (i < j) and distance of the closest two atoms (``inf`` when none is closer than 0.1 Å in a big structure)."""
-    i, j, d = pair_distances(positions, MIN_INTERATOMIC_DISTANCE)
-    if not len(d):
-        return 0, 1, np.inf
-    k = int(np.argmin(d))
-    return int(i[k]), int(j[k]), float(d[k])
 
 
 def _optional_tensor(values: list | None, dtype: torch.dtype) -> torch.Tensor | None:

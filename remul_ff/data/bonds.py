@@ -24,7 +24,7 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
-from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS
+from remul_ff.geometry import ALL_PAIRS_MAX_ATOMS
 
 # Covalent radii alone miss most bonds of a hot molecule: in a 500 K rMD17 ethanol frame the C-C
 # (1.61 Å vs 1.52), C-O and O-H bonds are all longer than the sum of the radii.

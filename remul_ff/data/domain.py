@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 from ase.data import chemical_symbols
 
-from remul_ff.data.batch import pair_distances
+from remul_ff.geometry import pair_distances
 
 # Warn below this fraction of the shortest training distance of a pair: 500 K MD barely goes below
 # 0.9 of it, while a hydrogen pushed into a carbon (0.85 Å vs 1.0 Å) is already at 0.85.

@@ -40,7 +40,7 @@ import numpy as np
 from remul_ff.data.batch import Structure
 from remul_ff.data.bonds import molecular_bonds
 from remul_ff.errors import DataError
-from remul_ff.geometry import kabsch_aligned
+from remul_ff.geometry import closest_pair, kabsch_aligned
 from remul_ff.utils.progress import progress_bar
 
 XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")  # what tblite's ASE calculator accepts
@@ -135,7 +135,7 @@ def distort(structure: Structure, settings: OffEquilibriumSettings, rng: np.rand
             direction = rng.normal(size=3)
             positions[rng.integers(len(positions))] += rng.uniform(0, settings.max_push) * direction / np.linalg.norm(direction)
         positions += rng.normal(scale=settings.rattle, size=positions.shape)
-        if _min_distance(positions) >= settings.min_distance:
+        if _min_distance(positions, settings.min_distance) >= settings.min_distance:
             return positions
     raise DataError(
         f"could not distort a frame without bringing atoms closer than {settings.min_distance} Å; "
@@ -143,9 +143,9 @@ def distort(structure: Structure, settings: OffEquilibriumSettings, rng: np.rand
     )
 
 
-def _min_distance(positions: np.ndarray) -> float:
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    return float(d[np.triu_indices(len(positions), 1)].min()) if len(positions) > 1 else np.inf
+def _min_distance(positions: np.ndarray, below: float) -> float:
+    """The shortest interatomic distance, or ``inf`` in a large molecule with no pair closer than ``below``."""
+    return closest_pair(positions, below)[2]
 
 
 def xtb_labels(positions: np.ndarray, numbers: np.ndarray, method: str) -> tuple[float, np.ndarray]:

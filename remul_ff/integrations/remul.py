@@ -14,8 +14,9 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
-from remul_ff.data.batch import ALL_PAIRS_MAX_ATOMS, MIN_INTERATOMIC_DISTANCE, Structure, check_molecule, collate
+from remul_ff.data.batch import MIN_INTERATOMIC_DISTANCE, Structure, check_molecule, collate
 from remul_ff.data.domain import SHORT_DISTANCE_FRACTION, outside_domain, pair_name
+from remul_ff.geometry import ALL_PAIRS_MAX_ATOMS
 from remul_ff.integrations.recorded import RecordedForces, recordable
 from remul_ff.models.forces import predict
 from remul_ff.models.runtime import ready_members

@@ -11,6 +11,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from remul_ff.geometry import all_pair_distances
 from remul_ff.learn.spec import LearnSelect
 from remul_ff.md.monitor import Collapse
 
@@ -26,9 +27,7 @@ class Candidate:
 
 def distance_fingerprint(atoms: Atoms) -> np.ndarray:
     """Sorted interatomic distances: the same for rotated, translated or permuted copies of a frame."""
-    positions = np.asarray(atoms.positions, dtype=np.float64)
-    upper = np.triu_indices(len(positions), 1)
-    return np.sort(np.linalg.norm(positions[:, None] - positions[None], axis=-1)[upper])
+    return np.sort(all_pair_distances(np.asarray(atoms.positions, dtype=np.float64)))
 
 
 def closest_pair(atoms: Atoms) -> float:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from remul_ff.data.bonds import group_lengths
+from remul_ff.geometry import all_pair_distances
 
 H_R_BINS = 500
 H_R_RANGE = (0.0, 10.0)
@@ -105,9 +106,7 @@ def distance_histogram(
     """
     distances = []
     for positions in frames:
-        positions = np.asarray(positions, dtype=np.float64)
-        i, j = np.triu_indices(len(positions), k=1)
-        distances.append(np.linalg.norm(positions[i] - positions[j], axis=-1))
+        distances.append(all_pair_distances(np.asarray(positions, dtype=np.float64)))
     all_distances = np.concatenate(distances) if distances else np.zeros(0)
     density, edges = np.histogram(all_distances, bins=bins, range=r_range, density=True)
     return 0.5 * (edges[1:] + edges[:-1]), density
