@@ -99,6 +99,10 @@ class LossConfig:
         equi_fraction: For ``remul``: the share of each batch whose rigidly moved copy enters
             ``L_equi`` (1, the paper's, moves every molecule; less saves part of the moved pass,
             which costs as much as the task's own).
+        reflections: Also mirror half the moved molecules (``augment``, and REMUL's moved copy): an
+            improper rotation, the inversion ``r -> -r`` times a random rotation. A molecule's energy is
+            the same for its mirror image and its forces mirror with it, so the symmetry learned is
+            O(3), as the parity-aware features of MACE and NequIP have it built in. No extra cost.
         gradnorm_restoring: GradNorm's restoring-force exponent (its ``alpha``).
         gradnorm_lr: Learning rate of the GradNorm weights.
         energy_weight: Weight of the per-atom energy MSE (eV²/atom²).
@@ -123,6 +127,7 @@ class LossConfig:
     alpha: float = bounded(1.0, *NON_NEGATIVE)
     beta: float = bounded(1.0, *NON_NEGATIVE)
     equi_fraction: float = bounded(1.0, lambda v: 0 < v <= 1, "in (0, 1] (1 moves every molecule of a batch)")
+    reflections: bool = False
     gradnorm_restoring: float = bounded(1.5, *NON_NEGATIVE)
     gradnorm_lr: float = bounded(0.025, *POSITIVE)
     energy_weight: float = bounded(1.0, *NON_NEGATIVE)

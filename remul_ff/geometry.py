@@ -56,11 +56,18 @@ def rotate_batch(batch: AtomicBatch, rotations: torch.Tensor, translations: torc
 
 
 def random_rigid_motion(
-    n: int, dtype: torch.dtype, device: torch.device | str, translation_scale: float = 1.0
+    n: int, dtype: torch.dtype, device: torch.device | str, translation_scale: float = 1.0, reflections: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random rotation and one Gaussian translation (std ``translation_scale`` Å) for each of ``n`` molecules."""
+    """One random rotation and one Gaussian translation (std ``translation_scale`` Å) for each of ``n`` molecules.
+
+    ``reflections``: each rotation is also, with probability 1/2, composed with the inversion
+    ``r -> -r`` (an improper rotation, determinant -1), so the motions cover O(3), not only SO(3).
+    """
     rotations = random_rotations(n, dtype, device)
-    return rotations, translation_scale * torch.randn(n, 3, dtype=dtype, device=device)
+    translations = translation_scale * torch.randn(n, 3, dtype=dtype, device=device)
+    if reflections:  # drawn after the rest, so runs without reflections draw exactly as before
+        rotations = rotations * torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0).to(dtype)[:, None, None]
+    return rotations, translations
 
 
 def kabsch_aligned(moving: np.ndarray, target: np.ndarray) -> np.ndarray:

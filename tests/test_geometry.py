@@ -19,3 +19,17 @@ def test_the_cell_list_finds_the_closest_pair_that_every_pair_finds(monkeypatch)
     assert geometry.closest_pair(positions, every[2] * 0.99)[2] == np.inf  # nothing within the cutoff
     i, j, d = geometry.pair_distances(positions, 2.0)
     assert np.all(i < j) and np.all(d < 2.0) and len(d) == np.count_nonzero(distances < 2.0)
+
+
+def test_reflections_mirror_about_half_the_motions_and_leave_the_plain_draw_as_it_was():
+    import torch
+
+    torch.manual_seed(5)
+    plain = geometry.random_rigid_motion(400, torch.float64, "cpu")
+    torch.manual_seed(5)
+    rotations, translations = geometry.random_rigid_motion(400, torch.float64, "cpu", reflections=True)
+    determinants = torch.linalg.det(rotations)
+    assert torch.allclose(determinants.abs(), torch.ones(400, dtype=torch.float64))
+    assert 150 < int((determinants < 0).sum()) < 250  # improper: the inversion times a rotation
+    torch.testing.assert_close(rotations.transpose(1, 2) @ rotations, torch.eye(3, dtype=torch.float64).expand(400, 3, 3))
+    assert torch.equal(rotations.abs(), plain[0].abs()) and torch.equal(translations, plain[1])

@@ -135,7 +135,7 @@ def batch_losses(model: nn.Module, local: LocalBatch, loss: LossConfig, dtype, d
     batch, rows, weight = local.batch, local.rows, local.weight
     counts = (float(local.n_global), local.n_force_components)
     if loss.mode != "none":  # one draw for the whole global batch, identical on every rank
-        rotations, translations = random_rigid_motion(local.n_global, dtype, device)
+        rotations, translations = random_rigid_motion(local.n_global, dtype, device, reflections=loss.reflections)
     if loss.mode == "augment":
         batch = rotate_batch(batch, rotations[rows], translations[rows])
     if loss.mode != "remul":
