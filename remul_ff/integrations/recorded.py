@@ -1,8 +1,8 @@
 """One molecule's energy and forces replayed from a CUDA graph: the ASE calculator's GPU path.
 
 An ASE step evaluates one small molecule. On a GPU that is a few hundred kernels of a few µs
-each, so launches, not arithmetic, set the time (issue 13: 10.8 ms per ethanol step on an H100,
-slower than this project's 2-core CPU). With every same-molecule pair fixed (the envelope is zero
+each, so launches, not arithmetic, set the time (an eager GPU step of ethanol is slower than a
+CPU's). With every same-molecule pair fixed (the envelope is zero
 beyond ``r_max``: the same energies as the radius graph) the force call keeps its shapes and reads
 nothing back, so it is recorded once per composition and replayed: the positions are copied in,
 the graph runs, the results are copied out.

@@ -59,9 +59,9 @@ class REMULCalculator(Calculator):
         length_units_to_A: Factor from the model's length unit to Å.
         model: An already built energy-only model (or a list), used instead of ``model_path``.
         compile: Run one model on the CPU through an AOTInductor-compiled program (C++ kernels)
-            over the atom pairs within ``r_max`` (ethanol: 1.16 ms per ASE MD step against 5.81,
+            over the atom pairs within ``r_max`` (several times faster for small molecules:
             ``benchmarks/results/md_speed.md``). The first use of a model file compiles it
-            (about a minute, needs g++) and caches the package in ``~/.cache/remul-ff``; results
+            (needs g++) and caches the package in ``~/.cache/remul-ff``; results
             equal the uncompiled model's to rounding.
         test_time_rotations: Average every model's energy over a group of 4, 12 or 24 rotations of
             the input (:mod:`remul_ff.models.symmetrize`): exactly invariant under them, closer to
@@ -191,7 +191,7 @@ class REMULCalculator(Calculator):
         """What changed since the last calculation (ASE's contract), by exact comparison.
 
         ASE's own test compares every array with ``np.allclose``; an MD step reads three properties,
-        and those tests took ~0.5 ms of a ~4 ms compiled ethanol step. Exact equality differs from
+        and those tests were a large share of a compiled small-molecule step. Exact equality differs from
         ASE's ``atol=1e-15`` only in counting a sub-1e-15 Å move as a change (one more model call,
         never a stale result).
         """

@@ -148,9 +148,9 @@ def _nose_hoover_chain_half(state: MDState, kT: float, delta: float, on_host: bo
     """The thermostat's half step; the momenta are rescaled once, with the product of the sub-step scales.
 
     ``on_host`` (default: when the tensors are on the CPU) runs the chain in NumPy: it holds a few
-    numbers per replica, where torch's per-operation cost dominates (a 5-replica half step took 0.29 ms
-    instead of 1.32 ms, two per MD step). On an accelerator the same arithmetic stays in tensors on the
-    device, so that an MD step needs no host-device synchronisation.
+    numbers per replica, where torch's per-operation cost dominates over the arithmetic. On an
+    accelerator the same arithmetic stays in tensors on the device, so that an MD step needs no
+    host-device synchronisation.
     """
     host = state.momenta.device.type == "cpu" if on_host is None else on_host
     xp = np if host else torch

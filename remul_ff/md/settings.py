@@ -76,8 +76,9 @@ class MDSettings:
         restart_every: Steps between restart files (``restart.pt``, written atomically; 0: none).
             ``run_md(..., resume=True)`` continues from the last one exactly, so a long run can
             span several jobs.
-        compile: Run the model through ``torch.compile`` (needs a C++ compiler on CPU). On CPU it
-            made a 5-replica ethanol step about 1.7x faster; compiling takes about a minute.
+        compile: Run the model through ``torch.compile`` (needs a C++ compiler on CPU). It pays
+            for small batches, where torch's per-operation cost dominates (``benchmarks/results/md_speed.md``);
+            the first step compiles.
         cuda_graph: On a CUDA device, record the whole step (forces included) once as a CUDA graph
             and replay it (:mod:`remul_ff.md.graphs`), for molecules of up to 64 atoms; Langevin's
             noise is still drawn on the CPU, each step, and copied in. Other devices ignore it, and

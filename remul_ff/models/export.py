@@ -179,8 +179,8 @@ class CompiledModel:
 
     def __init__(self, package, r_max: float) -> None:
         self.package, self.r_max = package, r_max
-        # The package's __call__ parses its input/output specs on every call (~0.1 ms, a tenth of an ethanol
-        # step); the loader's boxed_run takes and returns the flat tensors directly: the same program.
+        # The package's __call__ parses its input/output specs on every call (a visible share of a small
+        # molecule's step); the loader's boxed_run takes and returns the flat tensors directly: the same program.
         self._run = getattr(getattr(package, "loader", None), "boxed_run", None)
 
     def __call__(self, positions: torch.Tensor, numbers: torch.Tensor, pairs: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:

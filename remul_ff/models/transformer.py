@@ -20,8 +20,7 @@ Design, in the order the data flows:
   the exporters) the edge MLP's last linear layer is folded into every block's edge projection (two
   linear maps in a row are one) and the blocks' projections are made in one matrix product: an
   eighth fewer multiply-adds per atom pair and fewer kernels, with the same energies to rounding
-  (``benchmarks/results/inference_merge.md``: 1.3x on ethanol's compiled program, no measurable
-  change on 3BPA or 64 eager replicas, where the step is not bound by those products).
+  (what it gains where: ``benchmarks/results/inference_merge.md``).
 * With ``direct_forces: true`` a second head on the same trunk predicts forces directly
   (:class:`DirectForceHead`, no autograd): the cheap forces of multiple time stepping
   (:func:`remul_ff.md.integrators.multiple_time_step`). It is as unconstrained as the energy, so
