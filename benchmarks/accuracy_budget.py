@@ -21,6 +21,7 @@ training or the developer's tests, so epochs per minute vary by up to a fifth; e
         --set data.e0s=../shared/data/rmd17_ethanol/isolated_atoms.xyz \\
         --set train.max_minutes=B --set train.num_threads=1 --set train.seed=S \\
         [--set loss.equi_fraction=0.25 | --set train.weight_decay=0.05 | --set train.ema_decay=0.999 | --set loss.mode=augment] \\
+        [--set loss.reflections=true: recipe stage2-augment-o3, run beside stage2-augment-so3 (the default)] \\
         [--set loss.mode=remul: the recipe's loss until session 15; it trains with augment since] \\
         [--set model.angular_degree=3 | --set model.depth=4 | --set model.depth=4 --set model.width=192] \\
         --set output_dir=benchmarks/accuracy_budget/runs/<recipe>_<B>min_seed<S>
