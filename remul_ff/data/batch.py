@@ -46,7 +46,7 @@ from ase.data import chemical_symbols
 
 from remul_ff.data.neighbors import MoleculeLayout
 from remul_ff.errors import DataError
-from remul_ff.geometry import ALL_PAIRS_MAX_ATOMS, closest_pair, pair_distances  # noqa: F401 (importable from here too)
+from remul_ff.geometry import closest_pair
 
 MIN_INTERATOMIC_DISTANCE = 0.1
 """Two atoms closer than this (Å) mean a broken structure, not chemistry."""

@@ -135,17 +135,12 @@ def distort(structure: Structure, settings: OffEquilibriumSettings, rng: np.rand
             direction = rng.normal(size=3)
             positions[rng.integers(len(positions))] += rng.uniform(0, settings.max_push) * direction / np.linalg.norm(direction)
         positions += rng.normal(scale=settings.rattle, size=positions.shape)
-        if _min_distance(positions, settings.min_distance) >= settings.min_distance:
+        if closest_pair(positions, settings.min_distance)[2] >= settings.min_distance:
             return positions
     raise DataError(
         f"could not distort a frame without bringing atoms closer than {settings.min_distance} Å; "
         "lower data.off_equilibrium.min_distance or the distortion sizes."
     )
-
-
-def _min_distance(positions: np.ndarray, below: float) -> float:
-    """The shortest interatomic distance, or ``inf`` in a large molecule with no pair closer than ``below``."""
-    return closest_pair(positions, below)[2]
 
 
 def xtb_labels(positions: np.ndarray, numbers: np.ndarray, method: str) -> tuple[float, np.ndarray]:
